@@ -1,0 +1,77 @@
+//! Session ids: generation, and a type that never prints its value by accident.
+
+use std::fmt;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// A session id: the key of the record in the store and the value the cookie signs.
+///
+/// The default generator makes 24 bytes from the operating system's CSPRNG, written as 32
+/// base64url characters (as express-session's `uid-safe`). A custom generator
+/// ([`with_genid`](crate::SessionLayerBuilder::with_genid)) may produce any string.
+///
+/// # Security
+/// Holding an id is holding the session, so `Debug` redacts it and there is no `Display`.
+/// Reach for [`as_str`](Id::as_str) only to hand it to a store.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Id(Arc<str>);
+
+/// Bytes of randomness in a generated id (express's `uid-safe` uses 24).
+const RANDOM_BYTES: usize = 24;
+
+impl Id {
+    /// Generates a fresh id: 24 bytes from the OS CSPRNG as 32 base64url characters.
+    ///
+    /// # Panics
+    /// If the operating system cannot provide randomness, which leaves no safe way to continue.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; RANDOM_BYTES];
+        getrandom::fill(&mut bytes).expect("the OS random number generator must be available");
+        Id(URL_SAFE_NO_PAD.encode(bytes).into())
+    }
+
+    /// Wraps an id read from a store or produced by a custom generator.
+    pub fn from_string(id: impl Into<Arc<str>>) -> Self {
+        Id(id.into())
+    }
+
+    /// The id as text, for a store's key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Id(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn ten_thousand_generated_ids_are_distinct_base64url_of_32_chars() {
+        let ids: HashSet<String> = (0..10_000)
+            .map(|_| Id::generate().as_str().to_owned())
+            .collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in &ids {
+            assert_eq!(id.len(), 32);
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            );
+        }
+    }
+
+    #[test]
+    fn debug_redacts() {
+        let id = Id::from_string("not-for-logs");
+        assert_eq!(format!("{id:?}"), "Id(<redacted>)");
+    }
+}

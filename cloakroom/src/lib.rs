@@ -1,0 +1,112 @@
+//! Server-side sessions for tower and axum, with express-session's model and wire formats.
+//!
+//! A cloakroom hands you a ticket and keeps your coat: the browser holds a signed cookie with a
+//! session id, the server keeps the data in a store. cloakroom is express-session for Rust:
+//! the same options (`secret`, `name`, `cookie`, `resave`, `saveUninitialized`, `rolling`,
+//! `unset`, `genid`, `proxy`), the same session methods (`regenerate`, `destroy`, `save`,
+//! `reload`, `touch`), and byte for byte the same signed cookie and stored JSON, so a Rust
+//! service and an Express app can share sessions.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use axum::{Router, routing::get};
+//! use cloakroom::{CookieOptions, MemoryStore, Session, SessionLayer};
+//!
+//! async fn views(session: Session) -> Result<String, cloakroom::Error> {
+//!     let views: u64 = session.get("views").await?.unwrap_or(0) + 1;
+//!     session.insert("views", views).await?;
+//!     Ok(format!("Number of views {views}"))
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let sessions = SessionLayer::builder(MemoryStore::new())
+//!         .with_secret(std::env::var("SESSION_SECRET")?)
+//!         .with_cookie(CookieOptions::new().with_max_age(Duration::from_secs(30 * 60)))
+//!         .build()?;
+//!     let app = Router::new().route("/", get(views)).layer(sessions);
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//!     axum::serve(listener, app).await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # How a request goes
+//! 1. The layer puts a lazy [`Session`] in the request. A handler that never calls it costs no
+//!    store I/O and sends no cookie.
+//! 2. The first call verifies the cookie's signature (against every secret) and loads the
+//!    session; a missing, tampered or unknown cookie means a brand-new session with a fresh id.
+//! 3. After the handler, express's decision function picks what to do: save, touch (refresh the
+//!    expiry only), or nothing; and whether to send the cookie. The store write finishes
+//!    *before* the response leaves, so a redirect never races its own save.
+//!
+//! # Concurrency
+//! Two requests that change different keys of one session at the same time both keep their
+//! change. The session records which keys it changed; saving an existing session is a
+//! compare-and-set against the version it loaded; on conflict it reloads the newer record,
+//! re-applies its own changes and tries again. The same key written by both: the last writer
+//! wins. A session destroyed meanwhile (a logout in another tab) is never brought back.
+//!
+//! # Failures
+//! A store failure while loading or saving replaces the response with a fixed, opaque one (503
+//! when transient, else 500; see [`SessionLayerBuilder::with_failure_response`]), logs it once
+//! through `tracing` (never with ids or data), and attaches the [`Error`] to the response
+//! extensions. A bad cookie is never an error: it starts a new session.
+//!
+//! # Stores
+//! [`MemoryStore`] keeps sessions in process, bounded and expiring. Other stores implement
+//! [`SessionStore`]; the trait's docs give each method's contract.
+//!
+//! # Differences from express-session
+//! | | express-session 1.19 | cloakroom |
+//! |---|---|---|
+//! | `resave`, `saveUninitialized` defaults | `true` (deprecated) | `false` (as express 2 plans) |
+//! | a request whose handler never uses the session | loaded, then touched / saved / cookie per the rules | nothing at all (lazy) |
+//! | store write vs. response | response may leave first (redirect race) | write completes first |
+//! | concurrent requests | last write wins for the whole session | per-key merge (compare-and-set) |
+//! | `regenerate` | destroys the old record first; no way to keep data | old record destroyed after the new one is saved; [`Session::regenerate_keep_data`] |
+//! | `destroy` | leaves the client's cookie | also expires it (as express 2) |
+//! | cookie-only change (`req.session.cookie.maxAge = …`) | not a modification: no save, no cookie | a modification: saved and sent |
+//! | `proxy` unset | uses Express's `trust proxy` | no proxy trust (no app-level setting exists) |
+//! | secure connection | `req.connection.encrypted` | a [`SecureConnection`] request extension |
+//! | MemoryStore | leaks, never expires browser-session records | bounded (LRU), expiring, swept |
+//! | reserved keys in stored data (`save`, `id`, …) | silently dropped on load | kept as data |
+//! | `originalMaxAge` | may drift by 1 ms per touch | exact |
+//! | store error at the end of a request | response already sent; error goes to `next` | fixed 503/500 response |
+//! | missing secret | 500 on every request | [`ConfigError`] when the layer is built |
+//! | `genid` argument | `req` | the request head (`http::Request<()>`) |
+//! | `req.session` already set | next middleware | an outer `SessionLayer` already ran: passed through |
+//!
+//! # Features
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `axum` | yes | the [`Session`] extractor (through `axum-core`) |
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod cookie;
+mod error;
+#[cfg(feature = "axum")]
+mod extract;
+mod id;
+pub mod middleware;
+mod record;
+mod session;
+mod signing;
+pub mod store;
+mod time;
+
+pub use config::{ConfigError, CookieOptions, Unset};
+pub use error::Error;
+#[cfg(feature = "axum")]
+pub use extract::MissingSessionLayer;
+pub use id::Id;
+pub use middleware::{SecureConnection, SessionLayer, SessionLayerBuilder};
+pub use record::{Priority, Record, SameSite, SessionCookie};
+pub use session::Session;
+pub use store::SessionStore;
+pub use store::memory::{MemoryStore, MemoryStoreBuilder};
+pub use time::Timestamp;

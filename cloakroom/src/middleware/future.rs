@@ -1,0 +1,115 @@
+//! [`ResponseFuture`]: runs the handler, then commits the session before the response leaves.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll, ready};
+
+use bytes::Bytes;
+use http::Response;
+use http::header::SET_COOKIE;
+use pin_project_lite::pin_project;
+
+use crate::session::Session;
+
+type CommitFuture<B> = Pin<Box<dyn Future<Output = Response<B>> + Send>>;
+
+pin_project! {
+    /// The response future of [`SessionService`](super::SessionService).
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        Handler {
+            #[pin]
+            future: F,
+            session: Option<Session>,
+        },
+        Commit {
+            future: CommitFuture<B>,
+        },
+    }
+}
+
+impl<F, B> ResponseFuture<F, B> {
+    pub(crate) fn new(future: F, session: Session) -> Self {
+        ResponseFuture {
+            state: State::Handler {
+                future,
+                session: Some(session),
+            },
+        }
+    }
+
+    pub(crate) fn passthrough(future: F) -> Self {
+        ResponseFuture {
+            state: State::Handler {
+                future,
+                session: None,
+            },
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: From<Bytes> + Send + 'static,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Handler { future, session } => {
+                    let response = ready!(future.poll(cx))?;
+                    match session.take() {
+                        // Only a used session has anything to commit: untouched requests pay
+                        // no allocation, lock or store call here.
+                        Some(session) if session.was_used() => {
+                            let future = Box::pin(commit(session, response));
+                            this.state.set(State::Commit { future });
+                        }
+                        _ => return Poll::Ready(Ok(response)),
+                    }
+                }
+                StateProj::Commit { future } => return future.as_mut().poll(cx).map(Ok),
+            }
+        }
+    }
+}
+
+/// Saves, touches or destroys as decided, then sets the cookie, or swaps in the failure
+/// response when the store failed.
+async fn commit<B: From<Bytes>>(session: Session, mut response: Response<B>) -> Response<B> {
+    let outcome = session.commit().await;
+    for warning in &outcome.warnings {
+        tracing::warn!(
+            error = warning as &dyn std::error::Error,
+            "session store call failed"
+        );
+    }
+    if let Some(failure) = outcome.failure {
+        tracing::error!(
+            error = &failure as &dyn std::error::Error,
+            transient = failure.is_transient(),
+            "session store failed; answering with the failure response"
+        );
+        let mut failed = session.failure_response(&failure).map(B::from);
+        failed.extensions_mut().insert(failure);
+        return failed;
+    }
+    if let Some(cookie) = outcome.set_cookie {
+        // Appended, so Set-Cookie headers the handler wrote are kept (ours goes last, as express).
+        response.headers_mut().append(SET_COOKIE, cookie);
+    }
+    if let Some(warning) = outcome.warnings.into_iter().last() {
+        response.extensions_mut().insert(warning);
+    }
+    response
+}

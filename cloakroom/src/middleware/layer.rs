@@ -1,0 +1,263 @@
+//! [`SessionLayer`] and its builder: express-session's options, by express's names.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Response;
+use tower_layer::Layer;
+
+use super::decide::Rules;
+use super::{Context, FailureHandler, SessionService, default_failure_response};
+use crate::config::{Config, ConfigError, CookieOptions, Genid, Unset};
+use crate::error::Error;
+use crate::signing::Secrets;
+use crate::store::SessionStore;
+
+/// Adds a [`Session`](crate::Session) to every request under the cookie path.
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::{Router, routing::get};
+/// use cloakroom::{CookieOptions, MemoryStore, Session, SessionLayer};
+///
+/// # fn main() -> Result<(), cloakroom::ConfigError> {
+/// let sessions = SessionLayer::builder(MemoryStore::new())
+///     .with_secret("keyboard cat (use a real secret)")
+///     .with_cookie(CookieOptions::new().with_max_age(Duration::from_secs(30 * 60)))
+///     .build()?;
+/// let app: Router = Router::new()
+///     .route("/", get(|session: Session| async move {
+///         let views: u64 = session.get("views").await?.unwrap_or(0) + 1;
+///         session.insert("views", views).await?;
+///         Ok::<_, cloakroom::Error>(format!("Number of views {views}"))
+///     }))
+///     .layer(sessions);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct SessionLayer {
+    ctx: Arc<Context>,
+}
+
+impl SessionLayer {
+    /// Starts configuring a layer that keeps its sessions in `store`.
+    pub fn builder(store: impl SessionStore) -> SessionLayerBuilder {
+        SessionLayerBuilder {
+            store: Arc::new(store),
+            secrets: Vec::new(),
+            name: "connect.sid".to_owned(),
+            cookie: CookieOptions::new(),
+            genid: None,
+            proxy: false,
+            resave: false,
+            save_uninitialized: false,
+            rolling: false,
+            unset: Unset::Keep,
+            on_failure: Arc::new(default_failure_response),
+        }
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService::new(inner, Arc::clone(&self.ctx))
+    }
+}
+
+/// The options of a [`SessionLayer`], named after express-session's. Nothing is checked until
+/// [`build`](Self::build).
+#[must_use]
+pub struct SessionLayerBuilder {
+    store: Arc<dyn SessionStore>,
+    secrets: Vec<Vec<u8>>,
+    name: String,
+    cookie: CookieOptions,
+    genid: Option<Genid>,
+    proxy: bool,
+    resave: bool,
+    save_uninitialized: bool,
+    rolling: bool,
+    unset: Unset,
+    on_failure: FailureHandler,
+}
+
+impl SessionLayerBuilder {
+    /// express's `secret`: the key that signs the session cookie. Required.
+    ///
+    /// ```
+    /// # let builder = cloakroom::SessionLayer::builder(cloakroom::MemoryStore::new());
+    /// let builder = builder.with_secret(std::env::var("SESSION_SECRET").unwrap_or_default());
+    /// ```
+    pub fn with_secret(self, secret: impl AsRef<[u8]>) -> Self {
+        self.with_secrets([secret])
+    }
+
+    /// express's `secret` as a list, for key rotation: the first signs, every one verifies.
+    /// Put the new secret first and keep the old one until the cookies it signed have expired.
+    pub fn with_secrets<I>(mut self, secrets: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        self.secrets = secrets.into_iter().map(|s| s.as_ref().to_vec()).collect();
+        self
+    }
+
+    /// express's `name`: the cookie's name (default `connect.sid`).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// express's `cookie`: the template for each new session's cookie.
+    pub fn with_cookie(mut self, cookie: CookieOptions) -> Self {
+        self.cookie = cookie;
+        self
+    }
+
+    /// express's `genid`: makes the id of each new session. The default is 24 bytes from the OS
+    /// CSPRNG as 32 base64url characters.
+    ///
+    /// ```
+    /// # let builder = cloakroom::SessionLayer::builder(cloakroom::MemoryStore::new());
+    /// let builder = builder.with_genid(|_request| format!("app1-{}", cloakroom::Id::generate().as_str()));
+    /// ```
+    ///
+    /// # Security
+    /// An id is the only thing between a client and a session: it must be unpredictable. Mix
+    /// in [`Id::generate`](crate::Id::generate) rather than replacing it.
+    pub fn with_genid<F>(mut self, genid: F) -> Self
+    where
+        F: Fn(&http::Request<()>) -> String + Send + Sync + 'static,
+    {
+        self.genid = Some(Arc::new(genid));
+        self
+    }
+
+    /// express's `proxy: true`: trust the first value of `X-Forwarded-Proto` to tell whether
+    /// the request was secure (for `Secure` cookies and the `auto` settings). Without it, only
+    /// a [`SecureConnection`](crate::SecureConnection) extension marks a request secure.
+    ///
+    /// # Security
+    /// Turn it on only behind a proxy that sets the header itself; otherwise clients choose.
+    pub fn with_proxy(mut self, proxy: bool) -> Self {
+        self.proxy = proxy;
+        self
+    }
+
+    /// express's `resave`: save loaded sessions on every request they are used in, even when
+    /// unchanged. Default false (express 1 defaults to true, with a deprecation warning).
+    pub fn with_resave(mut self, resave: bool) -> Self {
+        self.resave = resave;
+        self
+    }
+
+    /// express's `saveUninitialized`: save (and send the cookie of) new sessions the handler
+    /// did not change. Default false (express 1 defaults to true, with a deprecation warning).
+    pub fn with_save_uninitialized(mut self, save_uninitialized: bool) -> Self {
+        self.save_uninitialized = save_uninitialized;
+        self
+    }
+
+    /// express's `rolling`: send the cookie, with a renewed expiry, on every response for an
+    /// existing session. Default false.
+    pub fn with_rolling(mut self, rolling: bool) -> Self {
+        self.rolling = rolling;
+        self
+    }
+
+    /// express's `unset`: what [`Session::unset`](crate::Session::unset) does to the stored
+    /// session. Default [`Unset::Keep`].
+    pub fn with_unset(mut self, unset: Unset) -> Self {
+        self.unset = unset;
+        self
+    }
+
+    /// Builds the response sent when the store fails while loading or saving, instead of the
+    /// default (503 when transient, else 500, with the reason phrase as the body). The error is
+    /// attached to the response extensions either way.
+    ///
+    /// ```
+    /// # let builder = cloakroom::SessionLayer::builder(cloakroom::MemoryStore::new());
+    /// let builder = builder.with_failure_response(|error| {
+    ///     let mut response = http::Response::new(bytes::Bytes::from_static(b"try again soon"));
+    ///     *response.status_mut() = error.status();
+    ///     response
+    /// });
+    /// ```
+    pub fn with_failure_response<F>(mut self, on_failure: F) -> Self
+    where
+        F: Fn(&Error) -> Response<Bytes> + Send + Sync + 'static,
+    {
+        self.on_failure = Arc::new(on_failure);
+        self
+    }
+
+    /// Checks the options and builds the layer.
+    ///
+    /// # Errors
+    /// [`ConfigError::MissingSecret`] without a secret, [`ConfigError::EmptySecret`] for an
+    /// empty one; an invalid cookie name, domain or path.
+    pub fn build(self) -> Result<SessionLayer, ConfigError> {
+        if self.secrets.is_empty() {
+            return Err(ConfigError::MissingSecret);
+        }
+        let secrets = Secrets::new(&self.secrets).ok_or(ConfigError::EmptySecret)?;
+        let config = Config {
+            secrets,
+            name: self.name,
+            cookie: self.cookie,
+            genid: self.genid,
+            proxy: self.proxy,
+            resave: self.resave,
+            save_uninitialized: self.save_uninitialized,
+            rolling: self.rolling,
+            unset: self.unset,
+        }
+        .validated()?;
+        let rules = Rules {
+            save_uninitialized: config.save_uninitialized,
+            rolling: config.rolling,
+            unset: config.unset,
+        };
+        Ok(SessionLayer {
+            ctx: Arc::new(Context {
+                config,
+                rules,
+                store: self.store,
+                on_failure: self.on_failure,
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+
+    #[test]
+    fn a_secret_is_required_when_building() {
+        let missing = SessionLayer::builder(MemoryStore::new()).build();
+        assert_eq!(missing.unwrap_err(), ConfigError::MissingSecret);
+        let empty = SessionLayer::builder(MemoryStore::new())
+            .with_secrets(Vec::<String>::new())
+            .build();
+        assert_eq!(empty.unwrap_err(), ConfigError::MissingSecret);
+        let blank = SessionLayer::builder(MemoryStore::new())
+            .with_secret("")
+            .build();
+        assert_eq!(blank.unwrap_err(), ConfigError::EmptySecret);
+    }
+
+    #[test]
+    fn cookie_name_is_validated() {
+        let bad = SessionLayer::builder(MemoryStore::new())
+            .with_secret("s")
+            .with_name("bad name")
+            .build();
+        assert_eq!(bad.unwrap_err(), ConfigError::InvalidName);
+    }
+}

@@ -1,0 +1,495 @@
+//! What a store persists: express-session's JSON, `cookie` first (its fields in express's
+//! order), then the session data in insertion order.
+//!
+//! ```json
+//! {"cookie":{"originalMaxAge":60000,"expires":"2026-11-22T09:36:51.973Z","httpOnly":true,"path":"/"},"views":1}
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::time::Timestamp;
+
+/// One session as a store keeps it: its cookie settings and its data.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Record {
+    /// The session's own cookie settings, persisted so they stick on later requests.
+    pub cookie: SessionCookie,
+    /// The session data, in insertion order. Never holds a top-level `cookie` key.
+    pub data: Map<String, Value>,
+}
+
+impl Record {
+    /// The record as express-session writes it (`JSON.stringify(session)`).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a record always serializes: its keys are strings")
+    }
+
+    /// Reads a record written by express-session or by [`to_json`](Self::to_json).
+    ///
+    /// # Errors
+    /// When the text is not a JSON object, lacks an object under `cookie`, or has a
+    /// `cookie.expires` that is not an ISO-8601 date.
+    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+}
+
+/// `SameSite` as persisted with a session (`auto` is resolved when the session is created).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SameSite {
+    /// `SameSite=Strict` (express: `true` or `"strict"`).
+    Strict,
+    /// `SameSite=Lax`.
+    Lax,
+    /// `SameSite=None`; browsers require `Secure` with it.
+    None,
+}
+
+/// The `Priority` cookie attribute (a Chrome extension express supports).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Priority {
+    /// `Priority=Low`.
+    Low,
+    /// `Priority=Medium`.
+    Medium,
+    /// `Priority=High`.
+    High,
+}
+
+/// A session's cookie settings: express-session's `req.session.cookie`.
+///
+/// They are stored with the session, so a change (a longer lifetime for "remember me", say)
+/// applies to every later response for that session, and changing the layer's configuration
+/// does not alter sessions that already exist (as in express).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionCookie {
+    // Milliseconds; signed because records written by express can hold a negative value.
+    original_max_age: Option<i64>,
+    partitioned: Option<bool>,
+    priority: Option<Priority>,
+    expires: Option<Timestamp>,
+    secure: Option<bool>,
+    http_only: bool,
+    domain: Option<String>,
+    path: String,
+    same_site: Option<SameSite>,
+}
+
+impl Default for SessionCookie {
+    /// express's `new Cookie()`: path `/`, `HttpOnly`, no expiry (a browser-session cookie).
+    fn default() -> Self {
+        SessionCookie {
+            original_max_age: None,
+            partitioned: None,
+            priority: None,
+            expires: None,
+            secure: None,
+            http_only: true,
+            domain: None,
+            path: "/".to_owned(),
+            same_site: None,
+        }
+    }
+}
+
+impl SessionCookie {
+    /// When the cookie (and the session) expires; `None` for a browser-session cookie.
+    pub fn expires(&self) -> Option<Timestamp> {
+        self.expires
+    }
+
+    /// The lifetime each refresh grants (express's `originalMaxAge`); `None` for a
+    /// browser-session cookie or a fixed expiry date that is not renewed.
+    pub fn original_max_age(&self) -> Option<Duration> {
+        self.original_max_age
+            .map(|ms| Duration::from_millis(ms.max(0).unsigned_abs()))
+    }
+
+    /// Time left before expiry (express's `cookie.maxAge` getter); zero once expired.
+    pub fn max_age(&self) -> Option<Duration> {
+        self.max_age_at(Timestamp::now())
+    }
+
+    pub(crate) fn max_age_at(&self, now: Timestamp) -> Option<Duration> {
+        self.expires
+            .map(|at| Duration::from_millis(at.millis_since(now).max(0).unsigned_abs()))
+    }
+
+    /// Sets the lifetime from now, and the lifetime later refreshes grant (express's
+    /// `cookie.maxAge = ms`). `None` makes it a browser-session cookie.
+    pub fn set_max_age(&mut self, max_age: Option<Duration>) {
+        self.set_max_age_at(max_age, Timestamp::now());
+    }
+
+    pub(crate) fn set_max_age_at(&mut self, max_age: Option<Duration>, now: Timestamp) {
+        let ms = max_age.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.original_max_age = ms;
+        self.expires = ms.map(|ms| now.add_millis(ms));
+    }
+
+    /// Sets a fixed expiry (express's `cookie.expires = date`); the time left becomes the
+    /// lifetime later refreshes grant.
+    pub fn set_expires(&mut self, expires: Option<Timestamp>) {
+        let now = Timestamp::now();
+        self.expires = expires;
+        self.original_max_age = expires.map(|at| at.millis_since(now));
+    }
+
+    /// Moves the expiry to `now + original_max_age` (express's `session.touch()`).
+    pub(crate) fn touch_at(&mut self, now: Timestamp) {
+        if let Some(ms) = self.original_max_age {
+            self.expires = Some(now.add_millis(ms));
+        }
+    }
+
+    /// Whether the cookie carries `HttpOnly` (default true).
+    pub fn http_only(&self) -> bool {
+        self.http_only
+    }
+
+    /// Sets `HttpOnly`.
+    ///
+    /// # Security
+    /// Without it, page scripts (and so any XSS) can read the session cookie.
+    pub fn set_http_only(&mut self, http_only: bool) {
+        self.http_only = http_only;
+    }
+
+    /// `Some(true)` when the cookie is `Secure` (and is then only sent over HTTPS).
+    pub fn secure(&self) -> Option<bool> {
+        self.secure
+    }
+
+    /// Sets `Secure`. A secure cookie is not sent on a plain-HTTP request, though the session is
+    /// still saved (as in express).
+    pub fn set_secure(&mut self, secure: Option<bool>) {
+        self.secure = secure;
+    }
+
+    /// The `SameSite` attribute.
+    pub fn same_site(&self) -> Option<SameSite> {
+        self.same_site
+    }
+
+    /// Sets `SameSite`.
+    pub fn set_same_site(&mut self, same_site: Option<SameSite>) {
+        self.same_site = same_site;
+    }
+
+    /// `Some(true)` when the cookie is `Partitioned` (CHIPS).
+    pub fn partitioned(&self) -> Option<bool> {
+        self.partitioned
+    }
+
+    /// Sets `Partitioned`.
+    pub fn set_partitioned(&mut self, partitioned: Option<bool>) {
+        self.partitioned = partitioned;
+    }
+
+    /// The `Priority` attribute.
+    pub fn priority(&self) -> Option<Priority> {
+        self.priority
+    }
+
+    /// Sets `Priority`.
+    pub fn set_priority(&mut self, priority: Option<Priority>) {
+        self.priority = priority;
+    }
+
+    /// The `Domain` attribute.
+    pub fn domain(&self) -> Option<&str> {
+        self.domain.as_deref()
+    }
+
+    /// Sets `Domain`. An invalid domain means no cookie is sent (logged), as express fails to
+    /// serialize it.
+    pub fn set_domain(&mut self, domain: Option<String>) {
+        self.domain = domain;
+    }
+
+    /// The `Path` attribute (default `/`).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Sets `Path`.
+    pub fn set_path(&mut self, path: impl Into<String>) {
+        self.path = path.into();
+    }
+}
+
+impl Serialize for SessionCookie {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // express's `Cookie.prototype.data` order; unset optional fields are left out, as
+        // `JSON.stringify` drops `undefined`.
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("originalMaxAge", &self.original_max_age)?;
+        if let Some(partitioned) = self.partitioned {
+            map.serialize_entry("partitioned", &partitioned)?;
+        }
+        if let Some(priority) = self.priority {
+            map.serialize_entry(
+                "priority",
+                match priority {
+                    Priority::Low => "low",
+                    Priority::Medium => "medium",
+                    Priority::High => "high",
+                },
+            )?;
+        }
+        map.serialize_entry("expires", &self.expires.map(Timestamp::to_iso8601))?;
+        if let Some(secure) = self.secure {
+            map.serialize_entry("secure", &secure)?;
+        }
+        map.serialize_entry("httpOnly", &self.http_only)?;
+        if let Some(domain) = &self.domain {
+            map.serialize_entry("domain", domain)?;
+        }
+        map.serialize_entry("path", &self.path)?;
+        if let Some(same_site) = self.same_site {
+            map.serialize_entry(
+                "sameSite",
+                match same_site {
+                    SameSite::Strict => "strict",
+                    SameSite::Lax => "lax",
+                    SameSite::None => "none",
+                },
+            )?;
+        }
+        map.end()
+    }
+}
+
+/// The cookie object as express may have written it: each field is read loosely, with
+/// JavaScript's truthiness for flags, because express stores whatever the app assigned.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LooseCookie {
+    original_max_age: Option<Value>,
+    partitioned: Option<Value>,
+    priority: Option<Value>,
+    expires: Option<Value>,
+    secure: Option<Value>,
+    http_only: Option<Value>,
+    domain: Option<Value>,
+    path: Option<Value>,
+    same_site: Option<Value>,
+}
+
+fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0 && !f.is_nan()),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+fn optional_flag(value: Option<Value>) -> Option<bool> {
+    value.filter(|v| !v.is_null()).map(|v| truthy(&v))
+}
+
+fn lowercase_text(value: &Option<Value>) -> Option<String> {
+    value.as_ref()?.as_str().map(str::to_ascii_lowercase)
+}
+
+impl<'de> Deserialize<'de> for SessionCookie {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let loose = LooseCookie::deserialize(deserializer)?;
+        let expires = match loose.expires {
+            None | Some(Value::Null | Value::Bool(false)) => None,
+            Some(Value::String(text)) => Some(
+                Timestamp::parse_iso8601(&text)
+                    .ok_or_else(|| de::Error::custom("cookie.expires is not an ISO-8601 date"))?,
+            ),
+            Some(Value::Number(ms)) => ms.as_f64().map(|ms| Timestamp::from_millis(ms as i64)),
+            Some(_) => return Err(de::Error::custom("cookie.expires is not a date")),
+        };
+        let same_site = match &loose.same_site {
+            Some(Value::Bool(true)) => Some(SameSite::Strict),
+            _ => match lowercase_text(&loose.same_site).as_deref() {
+                Some("strict") => Some(SameSite::Strict),
+                Some("lax") => Some(SameSite::Lax),
+                Some("none") => Some(SameSite::None),
+                _ => None,
+            },
+        };
+        let priority = match lowercase_text(&loose.priority).as_deref() {
+            Some("low") => Some(Priority::Low),
+            Some("medium") => Some(Priority::Medium),
+            Some("high") => Some(Priority::High),
+            _ => None,
+        };
+        Ok(SessionCookie {
+            original_max_age: loose
+                .original_max_age
+                .as_ref()
+                .and_then(Value::as_f64)
+                .filter(|ms| ms.is_finite())
+                .map(|ms| ms.round() as i64),
+            partitioned: optional_flag(loose.partitioned),
+            priority,
+            expires,
+            secure: optional_flag(loose.secure),
+            http_only: optional_flag(loose.http_only).unwrap_or(true),
+            domain: match loose.domain {
+                Some(Value::String(domain)) => Some(domain),
+                _ => None,
+            },
+            path: match loose.path {
+                Some(Value::String(path)) => path,
+                _ => "/".to_owned(),
+            },
+            same_site,
+        })
+    }
+}
+
+impl Serialize for Record {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(1 + self.data.len()))?;
+        map.serialize_entry("cookie", &self.cookie)?;
+        for (key, value) in &self.data {
+            if key != "cookie" {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Record {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RecordVisitor;
+
+        impl<'de> Visitor<'de> for RecordVisitor {
+            type Value = Record;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a session object with a `cookie` object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Record, A::Error> {
+                let mut cookie = None;
+                let mut data = Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "cookie" {
+                        cookie = Some(map.next_value::<SessionCookie>()?);
+                    } else {
+                        // A repeated key keeps its first position and its last value, as
+                        // `JSON.parse` does.
+                        data.insert(key, map.next_value()?);
+                    }
+                }
+                let cookie = cookie.ok_or_else(|| de::Error::missing_field("cookie"))?;
+                Ok(Record { cookie, data })
+            }
+        }
+
+        deserializer.deserialize_map(RecordVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn default_record_matches_express() {
+        // §5.4: default config, new session.
+        assert_eq!(
+            Record::default().to_json(),
+            r#"{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"}}"#
+        );
+    }
+
+    #[test]
+    fn full_record_matches_express_byte_for_byte() {
+        // §5.4, verified against express-session 1.19.0.
+        let express = r#"{"cookie":{"originalMaxAge":60000,"partitioned":true,"priority":"high","expires":"2026-11-22T09:36:51.973Z","secure":false,"httpOnly":true,"domain":"example.com","path":"/","sameSite":"lax"},"views":1,"nested":{"a":[1,2],"d":"1970-01-01T00:00:00.000Z"}}"#;
+        let record = Record::from_json(express).unwrap();
+        assert_eq!(
+            record.cookie.original_max_age(),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(record.cookie.same_site(), Some(SameSite::Lax));
+        assert_eq!(record.data["views"], json!(1));
+        assert_eq!(record.to_json(), express);
+    }
+
+    #[test]
+    fn data_keeps_insertion_order() {
+        let mut record = Record::default();
+        for key in ["zeta", "alpha", "mid"] {
+            record.data.insert(key.into(), json!(key));
+        }
+        assert!(
+            record
+                .to_json()
+                .ends_with(r#""zeta":"zeta","alpha":"alpha","mid":"mid"}"#)
+        );
+    }
+
+    #[test]
+    fn reads_express_loose_forms() {
+        let record = Record::from_json(
+            r#"{"cookie":{"originalMaxAge":false,"expires":false,"httpOnly":0,"secure":"yes","sameSite":true,"priority":"HIGH"},"save":1}"#,
+        )
+        .unwrap();
+        let cookie = &record.cookie;
+        assert_eq!(cookie.original_max_age(), None);
+        assert_eq!(cookie.expires(), None);
+        assert!(!cookie.http_only());
+        assert_eq!(cookie.secure(), Some(true));
+        assert_eq!(cookie.same_site(), Some(SameSite::Strict));
+        assert_eq!(cookie.priority(), Some(Priority::High));
+        assert_eq!(cookie.path(), "/");
+        // A key express reserves (`save`) is kept as data.
+        assert_eq!(record.data["save"], json!(1));
+    }
+
+    #[test]
+    fn refuses_records_without_a_usable_cookie() {
+        for bad in [
+            r#"{"views":1}"#,
+            r#"{"cookie":null}"#,
+            r#"{"cookie":"x"}"#,
+            r#"{"cookie":{"expires":"yesterday"}}"#,
+            r#"[1]"#,
+            "not json",
+        ] {
+            assert!(Record::from_json(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn nested_cookie_keys_are_data() {
+        let record = Record::from_json(r#"{"cookie":{},"user":{"cookie":1}}"#).unwrap();
+        assert_eq!(record.data["user"], json!({"cookie": 1}));
+    }
+
+    #[test]
+    fn max_age_sets_expiry_and_touch_renews_it() {
+        let now = Timestamp::from_millis(1_000_000);
+        let mut cookie = SessionCookie::default();
+        cookie.set_max_age_at(Some(Duration::from_millis(2000)), now);
+        assert_eq!(cookie.expires(), Some(now.add_millis(2000)));
+        assert_eq!(cookie.max_age_at(now), Some(Duration::from_millis(2000)));
+        cookie.touch_at(now.add_millis(500));
+        assert_eq!(cookie.expires(), Some(now.add_millis(2500)));
+        // express's originalMaxAge can drift by a millisecond; ours stays exact.
+        assert_eq!(cookie.original_max_age(), Some(Duration::from_millis(2000)));
+        cookie.set_max_age_at(None, now);
+        assert_eq!((cookie.expires(), cookie.original_max_age()), (None, None));
+    }
+}

@@ -1,0 +1,768 @@
+//! [`Session`]: the request-scoped handle a handler reads and writes (express's `req.session`).
+//!
+//! The handle is lazy. Nothing happens until the handler calls one of its methods: then the
+//! cookie is verified and the record loaded, once. When the response goes out, the middleware
+//! asks [`Session::commit`] what to write, using the decision function of
+//! [`middleware::decide`](crate::middleware).
+
+use std::hash::{DefaultHasher, Hasher};
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use http::HeaderValue;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::cookie;
+use crate::error::Error;
+use crate::id::Id;
+use crate::middleware::Context;
+use crate::middleware::decide::{Facts, SessionFacts, decide};
+use crate::record::{Record, SessionCookie};
+use crate::store::{Loaded, SetOutcome, Version};
+use crate::time::Timestamp;
+
+/// How many times a save that lost a compare-and-set race reloads, merges and tries again.
+const SAVE_ATTEMPTS: usize = 8;
+
+/// The session of the current request: express-session's `req.session`.
+///
+/// Take it as an axum extractor, or from the request extensions in plain tower. It is cheap to
+/// clone; every clone is the same session.
+///
+/// Every method is `async` because the first one to run loads the session from the store.
+/// Errors from the store make the middleware answer with its failure response, so a handler can
+/// pass them on with `?`.
+///
+/// ```
+/// use cloakroom::Session;
+///
+/// async fn counter(session: Session) -> Result<String, cloakroom::Error> {
+///     let views: u64 = session.get("views").await?.unwrap_or(0) + 1;
+///     session.insert("views", views).await?;
+///     Ok(format!("Number of views {views}"))
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    ctx: Arc<Context>,
+    request: RequestFacts,
+    /// Set by the first method call, so the middleware can skip untouched sessions without
+    /// taking the lock.
+    used: AtomicBool,
+    state: Mutex<State>,
+}
+
+/// What the session needs to know about its request.
+pub(crate) struct RequestFacts {
+    /// The `Cookie` headers, verified only if the session is used.
+    pub(crate) cookie_headers: Vec<HeaderValue>,
+    /// Whether the request came over a secure connection (spec §4.8).
+    pub(crate) secure: bool,
+    /// The request line and headers, kept only for a custom `genid`.
+    pub(crate) head: Option<http::Request<()>>,
+}
+
+#[derive(Default)]
+struct State {
+    loaded: bool,
+    finished: bool,
+    /// A store failure that leaves the session unusable; the middleware answers with it.
+    failure: Option<Error>,
+    /// express's `cookieId`: the id in the request's validly signed cookie.
+    cookie_id: Option<Id>,
+    /// express's `originalId`: the id loaded or generated at the start.
+    original_id: Option<Id>,
+    /// express's `savedHash`.
+    saved: SavedState,
+    /// express's `req.session`; `None` after `destroy` or `unset`.
+    current: Option<Current>,
+    /// The expiry was refreshed this request (express touches once).
+    touched: bool,
+    /// The handler called `unset`, and on which session.
+    unset: Option<Id>,
+    /// Ids destroyed during this request.
+    destroyed: Vec<Id>,
+    /// Ids replaced by `regenerate`: destroyed once the new session is saved.
+    replaced: Vec<Id>,
+    /// Non-fatal store failures, reported when the response goes out.
+    warnings: Vec<Error>,
+}
+
+/// What express's `savedHash` records: whether, and as what, the store holds this session.
+#[derive(Clone, Copy, Default)]
+enum SavedState {
+    /// Never saved this request (`savedHash` unset).
+    #[default]
+    Unsaved,
+    /// Loaded with `resave: false`: saved as loaded.
+    AsLoaded,
+    /// Saved by the handler; the fingerprint of the data then.
+    Saved(u64),
+}
+
+/// The live session.
+struct Current {
+    id: Id,
+    record: Record,
+    /// The stored version this state derives from; `None` until first written.
+    version: Option<Version>,
+    changes: ChangeSet,
+    /// The handler changed the cookie settings since the start (counts as a modification).
+    cookie_modified: bool,
+    /// … and since the last save.
+    cookie_unsaved: bool,
+}
+
+/// The keys this request changed, each with its value before the first change, so a save that
+/// lost a race can re-apply exactly these changes onto the newer record.
+#[derive(Default)]
+struct ChangeSet {
+    originals: Vec<(String, Option<Value>)>,
+}
+
+impl ChangeSet {
+    /// Remembers `key`'s value before this request first changed it.
+    fn note(&mut self, key: &str, before: impl FnOnce() -> Option<Value>) {
+        if !self.originals.iter().any(|(k, _)| k == key) {
+            self.originals.push((key.to_owned(), before()));
+        }
+    }
+
+    /// Whether any changed key now holds something other than its original value. This compares
+    /// data, so setting a key back to what it was is no modification.
+    fn is_modified(&self, data: &Map<String, Value>) -> bool {
+        self.originals
+            .iter()
+            .any(|(key, original)| data.get(key) != original.as_ref())
+    }
+
+    /// Applies this request's net changes (`data` against the originals) onto `onto`.
+    fn rebase(&self, data: &Map<String, Value>, onto: &mut Map<String, Value>) {
+        for (key, original) in &self.originals {
+            match data.get(key) {
+                now if now == original.as_ref() => {}
+                Some(value) => {
+                    onto.insert(key.clone(), value.clone());
+                }
+                None => {
+                    onto.shift_remove(key);
+                }
+            }
+        }
+    }
+}
+
+impl Current {
+    fn is_modified_since_load(&self, original_id: Option<&Id>) -> bool {
+        original_id != Some(&self.id)
+            || self.cookie_modified
+            || self.changes.is_modified(&self.record.data)
+    }
+}
+
+/// What the middleware must do to the response.
+#[derive(Default)]
+pub(crate) struct Outcome {
+    /// A `Set-Cookie` value to append.
+    pub(crate) set_cookie: Option<HeaderValue>,
+    /// A fatal store failure: answer with the failure response instead.
+    pub(crate) failure: Option<Error>,
+    /// Non-fatal failures (touch, cleanup after regenerate): logged and attached.
+    pub(crate) warnings: Vec<Error>,
+}
+
+impl Session {
+    pub(crate) fn new(ctx: Arc<Context>, request: RequestFacts) -> Self {
+        Session {
+            shared: Arc::new(Shared {
+                ctx,
+                request,
+                used: AtomicBool::new(false),
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// The response to send when the store failed: the layer's failure handler.
+    pub(crate) fn failure_response(&self, error: &Error) -> http::Response<bytes::Bytes> {
+        (self.shared.ctx.on_failure)(error)
+    }
+
+    /// Whether any method was called.
+    pub(crate) fn was_used(&self) -> bool {
+        self.shared.used.load(Ordering::Acquire)
+    }
+
+    /// A typed value, or `None` when the key is absent.
+    ///
+    /// # Errors
+    /// [`Error::Load`] when the store fails; [`Error::Deserialize`] when the value is not a `T`.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        let state = self.loaded_state().await?;
+        let Some(value) = state.current.as_ref().and_then(|c| c.record.data.get(key)) else {
+            return Ok(None);
+        };
+        T::deserialize(value)
+            .map(Some)
+            .map_err(|e| Error::Deserialize(Arc::new(e)))
+    }
+
+    /// A value as JSON, or `None` when the key is absent.
+    ///
+    /// # Errors
+    /// [`Error::Load`] when the store fails.
+    pub async fn get_value(&self, key: &str) -> Result<Option<Value>, Error> {
+        let state = self.loaded_state().await?;
+        Ok(state
+            .current
+            .as_ref()
+            .and_then(|c| c.record.data.get(key))
+            .cloned())
+    }
+
+    /// Stores a value under `key`, as JSON. After [`destroy`](Self::destroy) this starts a new
+    /// session.
+    ///
+    /// # Errors
+    /// [`Error::Serialize`] when the value cannot be JSON; [`Error::ReservedKey`] for `cookie`;
+    /// [`Error::Load`] when the store fails.
+    pub async fn insert(&self, key: impl Into<String>, value: impl Serialize) -> Result<(), Error> {
+        let value = serde_json::to_value(value).map_err(|e| Error::Serialize(Arc::new(e)))?;
+        self.insert_value(key, value).await
+    }
+
+    /// Stores a JSON value under `key`.
+    ///
+    /// # Errors
+    /// As [`insert`](Self::insert).
+    pub async fn insert_value(&self, key: impl Into<String>, value: Value) -> Result<(), Error> {
+        let key = key.into();
+        if key == "cookie" {
+            return Err(Error::ReservedKey);
+        }
+        let mut state = self.loaded_state().await?;
+        let current = self.live(&mut state);
+        let before = current.record.data.insert(key.clone(), value);
+        current.changes.note(&key, || before);
+        Ok(())
+    }
+
+    /// Removes `key`, returning its value.
+    ///
+    /// # Errors
+    /// [`Error::Load`] when the store fails; [`Error::Deserialize`] when the value is not a `T`
+    /// (it is removed all the same).
+    pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        match self.remove_value(key).await? {
+            None => Ok(None),
+            Some(value) => T::deserialize(value)
+                .map(Some)
+                .map_err(|e| Error::Deserialize(Arc::new(e))),
+        }
+    }
+
+    /// Removes `key`, returning its JSON value.
+    ///
+    /// # Errors
+    /// [`Error::Load`] when the store fails.
+    pub async fn remove_value(&self, key: &str) -> Result<Option<Value>, Error> {
+        let mut state = self.loaded_state().await?;
+        let Some(current) = state.current.as_mut() else {
+            return Ok(None);
+        };
+        let removed = current.record.data.shift_remove(key);
+        current.changes.note(key, || removed.clone());
+        Ok(removed)
+    }
+
+    /// Removes every key. The session itself (id, cookie) stays; see [`destroy`](Self::destroy).
+    ///
+    /// # Errors
+    /// [`Error::Load`] when the store fails.
+    pub async fn clear(&self) -> Result<(), Error> {
+        let mut state = self.loaded_state().await?;
+        if let Some(current) = state.current.as_mut() {
+            for (key, value) in std::mem::take(&mut current.record.data) {
+                current.changes.note(&key, || Some(value));
+            }
+        }
+        Ok(())
+    }
+
+    /// The session's id (express's `req.sessionID`), or `None` once destroyed or unset.
+    ///
+    /// # Errors
+    /// [`Error::Load`] when the store fails.
+    pub async fn id(&self) -> Result<Option<Id>, Error> {
+        let state = self.loaded_state().await?;
+        Ok(state.current.as_ref().map(|c| c.id.clone()))
+    }
+
+    /// The session's cookie settings (express's `req.session.cookie`), or `None` once destroyed
+    /// or unset.
+    ///
+    /// # Errors
+    /// [`Error::Load`] when the store fails.
+    pub async fn cookie(&self) -> Result<Option<SessionCookie>, Error> {
+        let state = self.loaded_state().await?;
+        Ok(state.current.as_ref().map(|c| c.record.cookie.clone()))
+    }
+
+    /// Changes this session's cookie settings. They are stored with the session and apply to
+    /// every later response for it, so this is how "remember me" lengthens one session.
+    ///
+    /// Unlike express, a change here counts as a modification: the session is saved and the new
+    /// cookie sent, so the browser learns about it.
+    ///
+    /// ```
+    /// # async fn remember_me(session: cloakroom::Session) -> Result<(), cloakroom::Error> {
+    /// use std::time::Duration;
+    /// session
+    ///     .update_cookie(|cookie| cookie.set_max_age(Some(Duration::from_secs(30 * 86_400))))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Load`] when the store fails.
+    pub async fn update_cookie(
+        &self,
+        update: impl FnOnce(&mut SessionCookie),
+    ) -> Result<(), Error> {
+        let mut state = self.loaded_state().await?;
+        let current = self.live(&mut state);
+        let before = current.record.cookie.clone();
+        update(&mut current.record.cookie);
+        if current.record.cookie != before {
+            current.cookie_modified = true;
+            current.cookie_unsaved = true;
+        }
+        Ok(())
+    }
+
+    /// Replaces the session with a new, empty one under a new id (express's `regenerate`), the
+    /// defence against session fixation at login. The old record is destroyed only once the new
+    /// one is saved, so a failed save never leaves the user with no session at all.
+    ///
+    /// # Errors
+    /// [`Error::Load`] when the store fails.
+    pub async fn regenerate(&self) -> Result<(), Error> {
+        self.regenerate_inner(false).await
+    }
+
+    /// Like [`regenerate`](Self::regenerate), but the new session keeps the data and cookie
+    /// settings of the old one: a new id for the same session.
+    ///
+    /// # Errors
+    /// [`Error::Load`] when the store fails.
+    pub async fn regenerate_keep_data(&self) -> Result<(), Error> {
+        self.regenerate_inner(true).await
+    }
+
+    async fn regenerate_inner(&self, keep_data: bool) -> Result<(), Error> {
+        let mut state = self.loaded_state().await?;
+        let old = state.current.take();
+        let mut fresh = self.generate();
+        if let Some(old) = old {
+            if keep_data {
+                fresh.record = old.record;
+            }
+            if old.version.is_some() || state.cookie_id.as_ref() == Some(&old.id) {
+                state.replaced.push(old.id);
+            }
+        }
+        state.current = Some(fresh);
+        Ok(())
+    }
+
+    /// Deletes the session from the store now, and makes the response expire the client's
+    /// cookie. A later write in the same request starts a new session.
+    ///
+    /// # Errors
+    /// [`Error::Destroy`] (or [`Error::Load`]) when the store fails.
+    pub async fn destroy(&self) -> Result<(), Error> {
+        let mut state = self.loaded_state().await?;
+        let mut doomed: Vec<Id> = std::mem::take(&mut state.replaced);
+        if let Some(current) = state.current.take() {
+            if current.version.is_some() || state.cookie_id.as_ref() == Some(&current.id) {
+                doomed.push(current.id);
+            }
+        }
+        for id in doomed {
+            if let Err(e) = self.shared.ctx.store.destroy(&id).await {
+                let error = Error::Destroy(e);
+                state.failure = Some(error.clone());
+                return Err(error);
+            }
+            state.destroyed.push(id);
+        }
+        Ok(())
+    }
+
+    /// express's `req.session = null`: detaches the session from this request. With
+    /// [`Unset::Keep`](crate::Unset::Keep) (the default) the stored session is left as it was and
+    /// this request's changes are dropped; with [`Unset::Destroy`](crate::Unset::Destroy) it is
+    /// destroyed when the response goes out.
+    ///
+    /// # Errors
+    /// [`Error::Load`] when the store fails.
+    pub async fn unset(&self) -> Result<(), Error> {
+        let mut state = self.loaded_state().await?;
+        if let Some(current) = state.current.take() {
+            state.unset = Some(current.id);
+        }
+        Ok(())
+    }
+
+    /// Saves the session now (express's `save`). The end-of-request save is skipped unless the
+    /// session changes again.
+    ///
+    /// # Errors
+    /// [`Error::Save`] or [`Error::Contended`] when the store fails.
+    pub async fn save(&self) -> Result<(), Error> {
+        let mut state = self.loaded_state().await?;
+        match self.write(&mut state).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                state.failure = Some(error.clone());
+                Err(error)
+            }
+        }
+    }
+
+    /// Replaces the session's data with what the store holds now (express's `reload`), dropping
+    /// this request's unsaved changes.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the store no longer has the session; [`Error::Load`] when it fails.
+    pub async fn reload(&self) -> Result<(), Error> {
+        let mut state = self.loaded_state().await?;
+        let Some(id) = state.current.as_ref().map(|c| c.id.clone()) else {
+            return Err(Error::NotFound);
+        };
+        match self.shared.ctx.store.get(&id).await {
+            Ok(Some(loaded)) => {
+                self.adopt(&mut state, id, loaded);
+                Ok(())
+            }
+            Ok(None) => Err(Error::NotFound),
+            Err(e) => {
+                let error = Error::Load(e);
+                state.failure = Some(error.clone());
+                Err(error)
+            }
+        }
+    }
+
+    /// Restarts the session's lifetime from now (express's `touch`): the expiry becomes now plus
+    /// the original max-age. This happens once per request anyway; calling it makes a request
+    /// that reads nothing take part (with `rolling`, say).
+    ///
+    /// # Errors
+    /// [`Error::Load`] when the store fails.
+    pub async fn touch(&self) -> Result<(), Error> {
+        let mut state = self.loaded_state().await?;
+        if let Some(current) = state.current.as_mut() {
+            current.record.cookie.touch_at(Timestamp::now());
+            state.touched = true;
+        }
+        Ok(())
+    }
+
+    /// Locks the state, loading the session first if this is the first use.
+    async fn loaded_state(&self) -> Result<MutexGuard<'_, State>, Error> {
+        self.shared.used.store(true, Ordering::Release);
+        let mut state = self.shared.state.lock().await;
+        if state.finished {
+            return Err(Error::Finished);
+        }
+        if let Some(failure) = &state.failure {
+            return Err(failure.clone());
+        }
+        if !state.loaded {
+            state.loaded = true;
+            self.load(&mut state).await?;
+        }
+        Ok(state)
+    }
+
+    /// Verifies the cookie and loads its session, or generates a new one (spec §4.1 steps 7–8).
+    async fn load(&self, state: &mut State) -> Result<(), Error> {
+        let ctx = &self.shared.ctx;
+        state.cookie_id = cookie::find(&self.shared.request.cookie_headers, &ctx.config.name)
+            .and_then(|value| ctx.config.secrets.unsign(&value).map(Id::from_string));
+        if let Some(id) = state.cookie_id.clone() {
+            match ctx.store.get(&id).await {
+                Ok(Some(loaded)) => {
+                    self.adopt(state, id, loaded);
+                    return Ok(());
+                }
+                // Unknown or expired: a new session with a new id, never the client's.
+                Ok(None) => {}
+                Err(e) => {
+                    let error = Error::Load(e);
+                    state.failure = Some(error.clone());
+                    return Err(error);
+                }
+            }
+        }
+        state.current = Some(self.generate());
+        state.original_id = state.current.as_ref().map(|c| c.id.clone());
+        state.saved = SavedState::Unsaved;
+        Ok(())
+    }
+
+    /// Takes a loaded record as the session (express's `inflate`).
+    fn adopt(&self, state: &mut State, id: Id, loaded: Loaded) {
+        state.original_id = Some(id.clone());
+        state.saved = if self.shared.ctx.config.resave {
+            SavedState::Unsaved
+        } else {
+            SavedState::AsLoaded
+        };
+        state.current = Some(Current {
+            id,
+            record: loaded.record,
+            version: Some(loaded.version),
+            changes: ChangeSet::default(),
+            cookie_modified: false,
+            cookie_unsaved: false,
+        });
+    }
+
+    /// A brand-new session: a fresh id and the configured cookie.
+    fn generate(&self) -> Current {
+        let ctx = &self.shared.ctx;
+        let request = &self.shared.request;
+        let id = match (&ctx.config.genid, &request.head) {
+            (Some(genid), Some(head)) => Id::from_string(genid(head)),
+            _ => Id::generate(),
+        };
+        Current {
+            id,
+            record: Record {
+                cookie: ctx
+                    .config
+                    .cookie
+                    .session_cookie(Timestamp::now(), request.secure),
+                data: Map::new(),
+            },
+            version: None,
+            changes: ChangeSet::default(),
+            cookie_modified: false,
+            cookie_unsaved: false,
+        }
+    }
+
+    /// The live session, starting a new one if it was destroyed or unset.
+    fn live<'s>(&self, state: &'s mut State) -> &'s mut Current {
+        if state.current.is_none() {
+            state.current = Some(self.generate());
+        }
+        state
+            .current
+            .as_mut()
+            .expect("a live session was just ensured")
+    }
+
+    /// Writes the live session: a compare-and-set against the loaded version; on conflict, reload
+    /// the newer record, re-apply this request's changes, and try again.
+    async fn write(&self, state: &mut State) -> Result<(), Error> {
+        let store = &self.shared.ctx.store;
+        let Some(current) = state.current.as_mut() else {
+            return Ok(());
+        };
+        for _ in 0..SAVE_ATTEMPTS {
+            match store
+                .set(&current.id, &current.record, current.version.as_ref())
+                .await
+            {
+                Ok(SetOutcome::Written(version)) => {
+                    current.version = Some(version);
+                    current.cookie_unsaved = false;
+                    state.saved = SavedState::Saved(fingerprint(&current.record.data));
+                    self.destroy_replaced(state).await;
+                    return Ok(());
+                }
+                Ok(SetOutcome::Conflict) => {}
+                Err(e) => return Err(Error::Save(e)),
+            }
+            match store.get(&current.id).await {
+                Ok(Some(newer)) => {
+                    let mut merged = newer.record.data;
+                    current.changes.rebase(&current.record.data, &mut merged);
+                    current.record.data = merged;
+                    current.version = Some(newer.version);
+                }
+                // Destroyed (a logout in another tab) or expired meanwhile: never resurrect it.
+                Ok(None) => {
+                    tracing::debug!(
+                        "session vanished while saving; dropping this request's changes"
+                    );
+                    state.current = None;
+                    return Ok(());
+                }
+                Err(e) => return Err(Error::Load(e)),
+            }
+        }
+        Err(Error::Contended)
+    }
+
+    /// Destroys the records `regenerate` replaced, now that the new one is saved. A failure is a
+    /// warning, not fatal: the new session is safely stored, and the old record holds only what
+    /// the session had before it was regenerated.
+    async fn destroy_replaced(&self, state: &mut State) {
+        for id in std::mem::take(&mut state.replaced) {
+            match self.shared.ctx.store.destroy(&id).await {
+                Ok(()) => state.destroyed.push(id),
+                Err(e) => state.warnings.push(Error::Destroy(e)),
+            }
+        }
+    }
+
+    /// Runs the end-of-request decisions and the store calls they require. Called once by the
+    /// middleware after the handler, before the response leaves.
+    pub(crate) async fn commit(&self) -> Outcome {
+        let mut state = self.shared.state.lock().await;
+        let mut outcome = Outcome::default();
+        if state.finished || !state.loaded {
+            state.finished = true;
+            return outcome;
+        }
+        state.finished = true;
+        outcome.warnings = std::mem::take(&mut state.warnings);
+        if let Some(failure) = state.failure.take() {
+            outcome.failure = Some(failure);
+            return outcome;
+        }
+        let ctx = Arc::clone(&self.shared.ctx);
+        let config = &ctx.config;
+        let now = Timestamp::now();
+
+        if !state.touched {
+            if let Some(current) = state.current.as_mut() {
+                current.record.cookie.touch_at(now);
+            }
+        }
+        let facts = Facts {
+            session: state.current.as_ref().map(|current| SessionFacts {
+                is_new: state.cookie_id.as_ref() != Some(&current.id),
+                is_modified: current.is_modified_since_load(state.original_id.as_ref()),
+                is_saved: self.is_saved(&state, current),
+                has_saved_hash: !matches!(state.saved, SavedState::Unsaved),
+                has_expires: current.record.cookie.expires().is_some(),
+            }),
+            unset_called: state.unset.is_some(),
+        };
+        let decision = decide(ctx.rules, facts);
+
+        if decision.destroy {
+            let id = state
+                .unset
+                .take()
+                .expect("destroy is decided only after unset");
+            match ctx.store.destroy(&id).await {
+                Ok(()) => state.destroyed.push(id),
+                Err(e) => {
+                    outcome.failure = Some(Error::Destroy(e));
+                    return outcome;
+                }
+            }
+        }
+        if decision.save {
+            if let Err(error) = self.write(&mut state).await {
+                outcome.failure = Some(error);
+                return outcome;
+            }
+        } else if decision.touch {
+            if let Some(current) = &state.current {
+                if let Err(e) = ctx.store.touch(&current.id, &current.record).await {
+                    outcome.warnings.push(Error::Touch(e));
+                }
+            }
+        }
+
+        if decision.set_cookie {
+            if let Some(current) = &state.current {
+                let secure_only = current.record.cookie.secure() == Some(true);
+                if !secure_only || self.shared.request.secure {
+                    outcome.set_cookie =
+                        self.cookie_header(&current.id, &current.record.cookie, None);
+                }
+            }
+        }
+        if outcome.set_cookie.is_none() {
+            if let Some(cookie_id) = &state.cookie_id {
+                if state.destroyed.contains(cookie_id) {
+                    let template = config
+                        .cookie
+                        .session_cookie(now, self.shared.request.secure);
+                    outcome.set_cookie =
+                        self.cookie_header(cookie_id, &template, Some(Timestamp::EPOCH));
+                }
+            }
+        }
+        outcome
+    }
+
+    /// express's `isSaved`: the store holds exactly this data under this id.
+    fn is_saved(&self, state: &State, current: &Current) -> bool {
+        state.original_id.as_ref() == Some(&current.id)
+            && !current.cookie_unsaved
+            && match state.saved {
+                SavedState::Unsaved => false,
+                SavedState::AsLoaded => !current.changes.is_modified(&current.record.data),
+                SavedState::Saved(saved) => fingerprint(&current.record.data) == saved,
+            }
+    }
+
+    fn cookie_header(
+        &self,
+        id: &Id,
+        cookie: &SessionCookie,
+        expires: Option<Timestamp>,
+    ) -> Option<HeaderValue> {
+        let config = &self.shared.ctx.config;
+        let value = match expires {
+            // An expiring cookie needs no valid value.
+            Some(_) => String::new(),
+            None => config.secrets.sign(id.as_str()),
+        };
+        cookie::set_cookie(&config.name, &value, cookie, expires)
+            .inspect_err(|invalid| {
+                tracing::error!(attribute = invalid.0, "failed to write the session cookie");
+            })
+            .ok()
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").finish_non_exhaustive()
+    }
+}
+
+/// A hash of the data as JSON, to tell whether it changed since an explicit save.
+fn fingerprint(data: &Map<String, Value>) -> u64 {
+    struct HashWriter(DefaultHasher);
+    impl io::Write for HashWriter {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.write(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut writer = HashWriter(DefaultHasher::new());
+    serde_json::to_writer(&mut writer, data).expect("JSON values always serialize");
+    writer.0.finish()
+}

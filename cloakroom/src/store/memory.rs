@@ -1,0 +1,475 @@
+//! [`MemoryStore`]: sessions in this process's memory, bounded and expiring.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hashlink::LinkedHashMap;
+
+use super::{Error, ErrorKind, Loaded, SessionStore, SetOutcome, Version};
+use crate::id::Id;
+use crate::record::Record;
+use crate::time::Timestamp;
+
+const SHARDS: usize = 16;
+
+/// Sessions in this process's memory: for one node, for tests, and for development.
+///
+/// Unlike express's MemoryStore it does not leak: every record expires (at its cookie's expiry,
+/// or after [`with_default_ttl`](MemoryStoreBuilder::with_default_ttl) for browser-session
+/// cookies), expired records are swept in the background, and the store holds at most
+/// [`with_max_entries`](MemoryStoreBuilder::with_max_entries) sessions, evicting the least
+/// recently used. Records are kept as express's JSON, so they behave exactly as in a shared store.
+///
+/// Sessions are lost when the process exits and are not shared between processes: use the
+/// SQLite, Redis or Postgres store for that. Compare-and-set is supported (a version counter).
+///
+/// Cloning is cheap and every clone is the same store.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    max_entries_per_shard: usize,
+    default_ttl_ms: i64,
+    sweep_interval: Duration,
+    sweeper: Once,
+}
+
+#[derive(Default)]
+struct Shard {
+    /// Least recently used first.
+    entries: LinkedHashMap<Box<str>, Entry>,
+    /// Never reused within a shard, so a destroyed-then-recreated record never matches a stale
+    /// version.
+    last_version: u64,
+}
+
+struct Entry {
+    json: Arc<str>,
+    expires_at: i64,
+    version: u64,
+}
+
+impl Shard {
+    fn live(&self, id: &str, now: i64) -> Option<&Entry> {
+        self.entries.get(id).filter(|e| e.expires_at > now)
+    }
+
+    fn next_version(&mut self) -> u64 {
+        self.last_version += 1;
+        self.last_version
+    }
+
+    fn sweep(&mut self, now: i64) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|_, entry| entry.expires_at > now);
+        before - self.entries.len()
+    }
+}
+
+/// Options for a [`MemoryStore`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct MemoryStoreBuilder {
+    max_entries: usize,
+    default_ttl: Duration,
+    sweep_interval: Duration,
+}
+
+impl MemoryStoreBuilder {
+    /// The most sessions kept (default 100,000); past it the least recently used is evicted.
+    /// Enforced per shard (there are 16), so eviction may start a little before the total is
+    /// reached when ids hash unevenly.
+    pub fn with_max_entries(mut self, max_entries: usize) -> Self {
+        self.max_entries = max_entries.max(1);
+        self
+    }
+
+    /// How long a session whose cookie has no expiry lives after its last save or touch
+    /// (default one day, as connect-redis).
+    pub fn with_default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// How often expired sessions are swept (default one minute). The sweep runs on the tokio
+    /// runtime of the first write and stops when the store is dropped.
+    pub fn with_sweep_interval(mut self, interval: Duration) -> Self {
+        self.sweep_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Builds the store.
+    pub fn build(self) -> MemoryStore {
+        MemoryStore {
+            inner: Arc::new(Inner {
+                shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+                hasher: RandomState::new(),
+                max_entries_per_shard: self.max_entries.div_ceil(SHARDS),
+                default_ttl_ms: i64::try_from(self.default_ttl.as_millis()).unwrap_or(i64::MAX),
+                sweep_interval: self.sweep_interval,
+                sweeper: Once::new(),
+            }),
+        }
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// A store with the default limits (100,000 sessions, one-day default lifetime).
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// Configures a store.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder {
+            max_entries: 100_000,
+            default_ttl: Duration::from_secs(86_400),
+            sweep_interval: Duration::from_secs(60),
+        }
+    }
+
+    /// Removes every expired record now, returning how many. The background sweep does this
+    /// periodically.
+    pub fn remove_expired(&self) -> usize {
+        self.inner.remove_expired(Timestamp::now().as_millis())
+    }
+
+    fn shard(&self, id: &Id) -> MutexGuard<'_, Shard> {
+        let index = self.inner.hasher.hash_one(id.as_str()) as usize % SHARDS;
+        // A panic while holding the lock cannot leave an entry half-written (each change is one
+        // map operation), so a poisoned shard is still consistent.
+        self.inner.shards[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn expires_at(&self, record: &Record, now: i64) -> i64 {
+        match record.cookie.expires() {
+            Some(expires) => expires.as_millis(),
+            None => now.saturating_add(self.inner.default_ttl_ms),
+        }
+    }
+
+    fn start_sweeper(&self) {
+        self.inner.sweeper.call_once(|| {
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            let store = Arc::downgrade(&self.inner);
+            let period = self.inner.sweep_interval;
+            runtime.spawn(sweep_forever(store, period));
+        });
+    }
+}
+
+impl Inner {
+    fn remove_expired(&self, now: i64) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| {
+                shard
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .sweep(now)
+            })
+            .sum()
+    }
+}
+
+async fn sweep_forever(store: Weak<Inner>, period: Duration) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(store) = store.upgrade() else {
+            return;
+        };
+        store.remove_expired(Timestamp::now().as_millis());
+    }
+}
+
+fn decode(json: &str) -> Result<Record, Error> {
+    Record::from_json(json).map_err(|e| Error::new(ErrorKind::Decode, e))
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error> {
+        let now = Timestamp::now().as_millis();
+        let (json, version) = {
+            let mut shard = self.shard(id);
+            match shard.entries.to_back(id.as_str()) {
+                Some(entry) if entry.expires_at > now => (Arc::clone(&entry.json), entry.version),
+                Some(_) => {
+                    shard.entries.remove(id.as_str());
+                    return Ok(None);
+                }
+                None => return Ok(None),
+            }
+        };
+        Ok(Some(Loaded {
+            record: decode(&json)?,
+            version: Version::from_counter(version),
+        }))
+    }
+
+    async fn set(
+        &self,
+        id: &Id,
+        record: &Record,
+        expected: Option<&Version>,
+    ) -> Result<SetOutcome, Error> {
+        self.start_sweeper();
+        let now = Timestamp::now().as_millis();
+        let expires_at = self.expires_at(record, now);
+        let json: Arc<str> = record.to_json().into();
+        let mut shard = self.shard(id);
+        if let Some(expected) = expected {
+            let stored = shard.live(id.as_str(), now).map(|e| e.version);
+            if stored.is_none() || stored != expected.as_counter() {
+                return Ok(SetOutcome::Conflict);
+            }
+        }
+        let version = shard.next_version();
+        if expires_at <= now {
+            // Already expired: delete instead of writing, as connect-redis does.
+            shard.entries.remove(id.as_str());
+            return Ok(SetOutcome::Written(Version::from_counter(version)));
+        }
+        let entry = Entry {
+            json,
+            expires_at,
+            version,
+        };
+        match shard.entries.to_back(id.as_str()) {
+            Some(existing) => *existing = entry,
+            None => {
+                shard.entries.insert(id.as_str().into(), entry);
+                while shard.entries.len() > self.inner.max_entries_per_shard {
+                    shard.entries.pop_front();
+                }
+            }
+        }
+        Ok(SetOutcome::Written(Version::from_counter(version)))
+    }
+
+    async fn destroy(&self, id: &Id) -> Result<(), Error> {
+        self.shard(id).entries.remove(id.as_str());
+        Ok(())
+    }
+
+    async fn touch(&self, id: &Id, record: &Record) -> Result<(), Error> {
+        let now = Timestamp::now().as_millis();
+        let expires_at = self.expires_at(record, now);
+        let mut shard = self.shard(id);
+        match shard.entries.to_back(id.as_str()) {
+            Some(entry) if entry.expires_at > now && expires_at > now => {
+                entry.expires_at = expires_at;
+            }
+            Some(_) => {
+                shard.entries.remove(id.as_str());
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    async fn all(&self) -> Result<Vec<(Id, Record)>, Error> {
+        let now = Timestamp::now().as_millis();
+        let mut live = Vec::new();
+        for shard in self.inner.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            live.extend(
+                shard
+                    .entries
+                    .iter()
+                    .filter(|(_, e)| e.expires_at > now)
+                    .map(|(id, e)| (Id::from_string(&**id), Arc::clone(&e.json))),
+            );
+        }
+        live.into_iter()
+            .map(|(id, json)| Ok((id, decode(&json)?)))
+            .collect()
+    }
+
+    async fn len(&self) -> Result<usize, Error> {
+        let now = Timestamp::now().as_millis();
+        Ok(self
+            .inner
+            .shards
+            .iter()
+            .map(|shard| {
+                let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+                shard
+                    .entries
+                    .values()
+                    .filter(|e| e.expires_at > now)
+                    .count()
+            })
+            .sum())
+    }
+
+    async fn clear(&self) -> Result<(), Error> {
+        for shard in self.inner.shards.iter() {
+            shard
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entries
+                .clear();
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("max_entries", &(self.inner.max_entries_per_shard * SHARDS))
+            .field("default_ttl_ms", &self.inner.default_ttl_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(views: u64, expires_in_ms: Option<i64>) -> Record {
+        let mut record = Record::default();
+        record.data.insert("views".into(), json!(views));
+        if let Some(ms) = expires_in_ms {
+            record
+                .cookie
+                .set_max_age(Some(Duration::from_millis(ms.unsigned_abs())));
+            if ms < 0 {
+                record
+                    .cookie
+                    .set_expires(Some(Timestamp::now().add_millis(ms)));
+            }
+        }
+        record
+    }
+
+    fn written(outcome: SetOutcome) -> Version {
+        match outcome {
+            SetOutcome::Written(version) => version,
+            SetOutcome::Conflict => panic!("expected a write"),
+        }
+    }
+
+    #[tokio::test]
+    async fn set_get_destroy() {
+        let store = MemoryStore::new();
+        let id = Id::generate();
+        assert!(store.get(&id).await.unwrap().is_none());
+        store.set(&id, &record(1, None), None).await.unwrap();
+        let loaded = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(loaded.record.data["views"], json!(1));
+        store.destroy(&id).await.unwrap();
+        assert!(store.get(&id).await.unwrap().is_none());
+        store.destroy(&id).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn compare_and_set() {
+        let store = MemoryStore::new();
+        let id = Id::generate();
+        let v1 = written(store.set(&id, &record(1, None), None).await.unwrap());
+        let v2 = written(store.set(&id, &record(2, None), Some(&v1)).await.unwrap());
+        assert_ne!(v1, v2);
+        assert_eq!(
+            store.set(&id, &record(3, None), Some(&v1)).await.unwrap(),
+            SetOutcome::Conflict
+        );
+        // Touch keeps the version.
+        store.touch(&id, &record(9, Some(60_000))).await.unwrap();
+        let loaded = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(loaded.version, v2);
+        assert_eq!(
+            loaded.record.data["views"],
+            json!(2),
+            "touch never writes data"
+        );
+        // A destroyed record is a conflict, never resurrected.
+        store.destroy(&id).await.unwrap();
+        assert_eq!(
+            store.set(&id, &record(4, None), Some(&v2)).await.unwrap(),
+            SetOutcome::Conflict
+        );
+        assert!(store.get(&id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn expiry_on_read_touch_and_sweep() {
+        let store = MemoryStore::new();
+        let expired = Id::generate();
+        store
+            .set(&expired, &record(1, Some(-1)), None)
+            .await
+            .unwrap();
+        assert!(store.get(&expired).await.unwrap().is_none());
+
+        let short = Id::generate();
+        store.set(&short, &record(1, Some(30)), None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(store.get(&short).await.unwrap().is_none());
+        // A touch on an expired record does not bring it back.
+        store.touch(&short, &record(1, Some(60_000))).await.unwrap();
+        assert!(store.get(&short).await.unwrap().is_none());
+
+        let swept = Id::generate();
+        store.set(&swept, &record(1, Some(30)), None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(store.remove_expired(), 1);
+        assert_eq!(store.len().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn evicts_least_recently_used_beyond_capacity() {
+        let store = MemoryStore::builder().with_max_entries(SHARDS).build();
+        let ids: Vec<Id> = (0..SHARDS * 8).map(|_| Id::generate()).collect();
+        for id in &ids {
+            store.set(id, &record(1, None), None).await.unwrap();
+        }
+        assert!(store.len().await.unwrap() <= SHARDS);
+        // The most recent write survives.
+        assert!(store.get(ids.last().unwrap()).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn background_sweep_removes_expired_records() {
+        let store = MemoryStore::builder()
+            .with_sweep_interval(Duration::from_millis(20))
+            .build();
+        let id = Id::generate();
+        store.set(&id, &record(1, Some(10)), None).await.unwrap();
+        let shard_len = || {
+            store
+                .inner
+                .shards
+                .iter()
+                .map(|s| s.lock().unwrap().entries.len())
+                .sum::<usize>()
+        };
+        assert_eq!(shard_len(), 1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while shard_len() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(shard_len(), 0, "the sweeper removed the expired record");
+    }
+}

@@ -1,0 +1,299 @@
+//! The [`SessionStore`] trait: where sessions live between requests.
+//!
+//! A store keeps [`Record`]s by [`Id`]. The middleware calls it at most a few times a request:
+//! `get` when the handler first uses its session, then `set` or `touch` once the handler is done.
+//! Stores are object-safe (`Arc<dyn SessionStore>`), so handlers never name the store type.
+//!
+//! # Writing a store
+//! Implement the four required methods with the contracts below, and run the conformance suite
+//! in `cloakroom-testkit` against a real server. Errors carry an [`ErrorKind`]; `Unavailable`
+//! and `Timeout` tell the middleware the failure is transient (it answers 503 rather than 500).
+//! An error's message and source must never contain a session id or session data.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::id::Id;
+use crate::record::Record;
+
+pub mod memory;
+
+/// A record as loaded, with the version a later compare-and-set must match.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The stored session.
+    pub record: Record,
+    /// Identifies this exact stored state; see [`SessionStore::set`].
+    pub version: Version,
+}
+
+/// An opaque token for one stored state of a record: a counter, or the stored bytes themselves
+/// (a store without counters can compare what it loaded with what it holds now).
+///
+/// A `touch` must not change it; any `set` must.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Version(VersionRepr);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum VersionRepr {
+    Counter(u64),
+    Bytes(Arc<[u8]>),
+}
+
+impl Version {
+    /// A version from a counter the store increments on every write.
+    pub fn from_counter(counter: u64) -> Self {
+        Version(VersionRepr::Counter(counter))
+    }
+
+    /// A version from bytes that identify the stored state (the stored text, or a digest of it).
+    pub fn from_bytes(bytes: impl Into<Arc<[u8]>>) -> Self {
+        Version(VersionRepr::Bytes(bytes.into()))
+    }
+
+    /// The counter, if this version was made by [`from_counter`](Self::from_counter).
+    pub fn as_counter(&self) -> Option<u64> {
+        match &self.0 {
+            VersionRepr::Counter(counter) => Some(*counter),
+            VersionRepr::Bytes(_) => None,
+        }
+    }
+
+    /// The bytes, if this version was made by [`from_bytes`](Self::from_bytes).
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match &self.0 {
+            VersionRepr::Counter(_) => None,
+            VersionRepr::Bytes(bytes) => Some(bytes),
+        }
+    }
+}
+
+impl fmt::Debug for Version {
+    // A version may be the stored session itself: never print it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            VersionRepr::Counter(counter) => write!(f, "Version({counter})"),
+            VersionRepr::Bytes(bytes) => write!(f, "Version(<{} bytes>)", bytes.len()),
+        }
+    }
+}
+
+/// What a [`SessionStore::set`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SetOutcome {
+    /// The record was written; this is its new version.
+    Written(Version),
+    /// Nothing was written: the stored record is no longer at the expected version (another
+    /// request wrote it, or it was destroyed or expired).
+    Conflict,
+}
+
+/// The store behind a session layer.
+///
+/// Every method is called with the session's id. Expiry is the store's job: the middleware never
+/// checks `cookie.expires` itself, so a store must not return an expired record.
+#[async_trait]
+pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
+    /// Loads a record.
+    ///
+    /// Returns `None` when the id is unknown or the record has expired (an expired record may be
+    /// deleted as a side effect). The version identifies what was loaded.
+    async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error>;
+
+    /// Writes a record, replacing any other under the id.
+    ///
+    /// With `expected: None` the write is unconditional (an upsert). With `Some(version)` it is a
+    /// compare-and-set: the record is written only if the stored one is still at `version`, else
+    /// nothing changes and the result is [`SetOutcome::Conflict`]; a record that no longer exists
+    /// is a conflict too, so a concurrent logout is never undone. A store that cannot compare and
+    /// set may write unconditionally and always report `Written` (last write wins); say so in its
+    /// docs.
+    ///
+    /// The record's expiry is `record.cookie.expires()`; a store picks its own default lifetime
+    /// for records without one, and deletes a record whose expiry has passed instead of writing it.
+    async fn set(
+        &self,
+        id: &Id,
+        record: &Record,
+        expected: Option<&Version>,
+    ) -> Result<SetOutcome, Error>;
+
+    /// Deletes a record. Deleting an unknown id is not an error.
+    async fn destroy(&self, id: &Id) -> Result<(), Error>;
+
+    /// Extends a record's life to `record.cookie.expires()` (or the store's default lifetime).
+    ///
+    /// Only the expiry may change: never the data, and never the version, so a touch cannot
+    /// undo or conflict with a concurrent write. An unknown or expired id is left alone (a
+    /// touch racing a destroy must not bring the session back).
+    async fn touch(&self, id: &Id, record: &Record) -> Result<(), Error>;
+
+    /// Every live record. Optional: the default reports [`ErrorKind::Unsupported`].
+    async fn all(&self) -> Result<Vec<(Id, Record)>, Error> {
+        Err(Error::unsupported())
+    }
+
+    /// How many live records there are. Optional: the default reports
+    /// [`ErrorKind::Unsupported`].
+    async fn len(&self) -> Result<usize, Error> {
+        Err(Error::unsupported())
+    }
+
+    /// Deletes every record. Optional: the default reports [`ErrorKind::Unsupported`].
+    async fn clear(&self) -> Result<(), Error> {
+        Err(Error::unsupported())
+    }
+}
+
+#[async_trait]
+impl<S: SessionStore> SessionStore for Arc<S> {
+    async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error> {
+        (**self).get(id).await
+    }
+    async fn set(
+        &self,
+        id: &Id,
+        record: &Record,
+        expected: Option<&Version>,
+    ) -> Result<SetOutcome, Error> {
+        (**self).set(id, record, expected).await
+    }
+    async fn destroy(&self, id: &Id) -> Result<(), Error> {
+        (**self).destroy(id).await
+    }
+    async fn touch(&self, id: &Id, record: &Record) -> Result<(), Error> {
+        (**self).touch(id, record).await
+    }
+    async fn all(&self) -> Result<Vec<(Id, Record)>, Error> {
+        (**self).all().await
+    }
+    async fn len(&self) -> Result<usize, Error> {
+        (**self).len().await
+    }
+    async fn clear(&self) -> Result<(), Error> {
+        (**self).clear().await
+    }
+}
+
+/// What kind of failure a store reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The backend could not be reached (connection refused or lost). Transient.
+    Unavailable,
+    /// The backend did not answer in time. Transient.
+    Timeout,
+    /// The backend answered with an error.
+    Backend,
+    /// A record could not be encoded for the backend.
+    Encode,
+    /// A stored record could not be decoded (not JSON, or no `cookie`).
+    Decode,
+    /// The store does not implement this optional operation.
+    Unsupported,
+}
+
+/// A store failure: a kind, and the driver's own error as its [`source`](StdError::source).
+///
+/// Cheap to clone (the source is shared), so it can travel in response extensions.
+#[derive(Clone)]
+pub struct Error {
+    kind: ErrorKind,
+    source: Option<Arc<dyn StdError + Send + Sync>>,
+}
+
+impl Error {
+    /// An error of `kind` caused by `source`.
+    pub fn new(kind: ErrorKind, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Error {
+            kind,
+            source: Some(Arc::from(source.into())),
+        }
+    }
+
+    /// An error of `kind` with no underlying cause.
+    pub fn from_kind(kind: ErrorKind) -> Self {
+        Error { kind, source: None }
+    }
+
+    /// The [`ErrorKind::Unsupported`] error of the optional methods.
+    pub fn unsupported() -> Self {
+        Self::from_kind(ErrorKind::Unsupported)
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Whether trying again later may succeed (the backend is down or slow).
+    pub fn is_transient(&self) -> bool {
+        matches!(self.kind, ErrorKind::Unavailable | ErrorKind::Timeout)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("store::Error")
+            .field("kind", &self.kind)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.kind {
+            ErrorKind::Unavailable => "session store unavailable",
+            ErrorKind::Timeout => "session store timed out",
+            ErrorKind::Backend => "session store failed",
+            ErrorKind::Encode => "failed to encode session record",
+            ErrorKind::Decode => "failed to decode session record",
+            ErrorKind::Unsupported => "operation not supported by this session store",
+        })
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_kinds() {
+        assert!(Error::from_kind(ErrorKind::Unavailable).is_transient());
+        assert!(Error::from_kind(ErrorKind::Timeout).is_transient());
+        assert!(!Error::from_kind(ErrorKind::Backend).is_transient());
+        assert!(!Error::unsupported().is_transient());
+    }
+
+    #[test]
+    fn source_is_kept_not_flattened() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = Error::new(ErrorKind::Unavailable, io);
+        let source = error.source().unwrap();
+        assert_eq!(
+            source.downcast_ref::<std::io::Error>().unwrap().kind(),
+            std::io::ErrorKind::ConnectionRefused
+        );
+        assert_eq!(error.to_string(), "session store unavailable");
+    }
+
+    #[test]
+    fn version_debug_hides_bytes() {
+        let version = Version::from_bytes(b"{\"secret\":1}".to_vec());
+        assert_eq!(format!("{version:?}"), "Version(<12 bytes>)");
+        assert_eq!(Version::from_counter(7).as_counter(), Some(7));
+    }
+}
