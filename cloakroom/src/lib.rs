@@ -59,31 +59,13 @@
 //! [`MemoryStore`] keeps sessions in process, bounded and expiring. Other stores implement
 //! [`SessionStore`]; the trait's docs give each method's contract.
 //!
-//! # Differences from express-session
-//! | | express-session 1.19 | cloakroom |
-//! |---|---|---|
-//! | `resave`, `saveUninitialized` defaults | `true` (deprecated) | `false` (as express 2 plans) |
-//! | a request whose handler never uses the session | loaded, then touched / saved / cookie per the rules | nothing at all (lazy) |
-//! | store write vs. response | response may leave first (redirect race) | write completes first |
-//! | concurrent requests | last write wins for the whole session | per-key merge (compare-and-set) |
-//! | `regenerate` | destroys the old record first; no way to keep data | old record destroyed after the new one is saved; [`Session::regenerate_keep_data`] |
-//! | `destroy` | leaves the client's cookie | also expires it (as express 2) |
-//! | cookie-only change (`req.session.cookie.maxAge = …`) | not a modification: no save, no cookie | a modification: saved and sent |
-//! | `proxy` unset | uses Express's `trust proxy` | no proxy trust (no app-level setting exists) |
-//! | secure connection | `req.connection.encrypted` | a [`SecureConnection`] request extension |
-//! | MemoryStore | leaks, never expires browser-session records | bounded (LRU), expiring, swept |
-//! | reserved keys in stored data (`save`, `id`, …) | silently dropped on load | kept as data |
-//! | `originalMaxAge` | may drift by 1 ms per touch | exact |
-//! | store error at the end of a request | response already sent; error goes to `next` | fixed 503/500 response |
-//! | missing secret | 500 on every request | [`ConfigError`] when the layer is built |
-//! | `genid` argument | `req` | the request head (`http::Request<()>`) |
-//! | `req.session` already set | next middleware | an outer `SessionLayer` already ran: passed through |
+//!
+#![doc = include_str!("../docs/express-differences.md")]
 //!
 //! # Features
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `axum` | yes | the [`Session`] extractor (through `axum-core`) |
-
 #![forbid(unsafe_code)]
 
 mod config;

@@ -145,7 +145,8 @@ mod tests {
     }
 
     /// (resave, saveUninitialized, rolling) → req1 unmodified, req2 unmodified, req2 modified.
-    const MATRIX: [((bool, bool, bool), [(bool, &str); 3]); 8] = [
+    type Row = ((bool, bool, bool), [(bool, &'static str); 3]);
+    const MATRIX: [Row; 8] = [
         (
             (true, true, false),
             [(true, "set"), (false, "set"), (true, "set")],

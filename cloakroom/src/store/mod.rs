@@ -143,6 +143,11 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
         Err(Error::unsupported())
     }
 
+    /// Whether there are no live records. Defaults to asking [`len`](Self::len).
+    async fn is_empty(&self) -> Result<bool, Error> {
+        Ok(self.len().await? == 0)
+    }
+
     /// Deletes every record. Optional: the default reports [`ErrorKind::Unsupported`].
     async fn clear(&self) -> Result<(), Error> {
         Err(Error::unsupported())
@@ -173,6 +178,9 @@ impl<S: SessionStore> SessionStore for Arc<S> {
     }
     async fn len(&self) -> Result<usize, Error> {
         (**self).len().await
+    }
+    async fn is_empty(&self) -> Result<bool, Error> {
+        (**self).is_empty().await
     }
     async fn clear(&self) -> Result<(), Error> {
         (**self).clear().await
