@@ -70,20 +70,24 @@ fn unquote(value: &[u8]) -> &[u8] {
 fn decode_uri_component(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let high = (hex[0] as char).to_digit(16)?;
-            let low = (hex[1] as char).to_digit(16)?;
-            out.push((high * 16 + low) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let mut rest = bytes;
+    while let Some(percent) = rest.iter().position(|&b| b == b'%') {
+        out.extend_from_slice(&rest[..percent]);
+        let hex = rest.get(percent + 1..percent + 3)?;
+        out.push(hex_value(hex[0])? << 4 | hex_value(hex[1])?);
+        rest = &rest[percent + 3..];
     }
+    out.extend_from_slice(rest);
     String::from_utf8(out).ok()
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
 }
 
 /// True when `name` is a valid cookie name (an RFC 7230 token), as the `cookie` package checks.

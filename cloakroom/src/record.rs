@@ -268,89 +268,190 @@ impl Serialize for SessionCookie {
     }
 }
 
-/// The cookie object as express may have written it: each field is read loosely, with
-/// JavaScript's truthiness for flags, because express stores whatever the app assigned.
+/// The keys of express's cookie object; anything else is skipped.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LooseCookie {
-    original_max_age: Option<Value>,
-    partitioned: Option<Value>,
-    priority: Option<Value>,
-    expires: Option<Value>,
-    secure: Option<Value>,
-    http_only: Option<Value>,
-    domain: Option<Value>,
-    path: Option<Value>,
-    same_site: Option<Value>,
+#[serde(field_identifier, rename_all = "camelCase")]
+enum CookieField {
+    OriginalMaxAge,
+    Partitioned,
+    Priority,
+    Expires,
+    Secure,
+    HttpOnly,
+    Domain,
+    Path,
+    SameSite,
+    #[serde(other)]
+    Other,
 }
 
-fn truthy(value: &Value) -> bool {
-    match value {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0 && !f.is_nan()),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(_) | Value::Object(_) => true,
+/// One cookie field as express may have written it: express stores whatever the app assigned,
+/// so each field is read loosely (JavaScript truthiness for flags) without building a
+/// `serde_json::Value`.
+enum Loose<'de> {
+    Null,
+    Bool(bool),
+    Number(f64),
+    Text(std::borrow::Cow<'de, str>),
+    /// An array or object: truthy, otherwise meaningless here.
+    Composite,
+}
+
+impl Loose<'_> {
+    fn truthy(&self) -> bool {
+        match self {
+            Loose::Null => false,
+            Loose::Bool(b) => *b,
+            Loose::Number(n) => *n != 0.0 && !n.is_nan(),
+            Loose::Text(text) => !text.is_empty(),
+            Loose::Composite => true,
+        }
+    }
+
+    /// `null` reads as unset; anything else by its truthiness.
+    fn flag(&self) -> Option<bool> {
+        (!matches!(self, Loose::Null)).then(|| self.truthy())
+    }
+
+    fn lowercase(&self) -> Option<String> {
+        match self {
+            Loose::Text(text) => Some(text.to_ascii_lowercase()),
+            _ => None,
+        }
     }
 }
 
-fn optional_flag(value: Option<Value>) -> Option<bool> {
-    value.filter(|v| !v.is_null()).map(|v| truthy(&v))
-}
+impl<'de> Deserialize<'de> for Loose<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LooseVisitor;
 
-fn lowercase_text(value: &Option<Value>) -> Option<String> {
-    value.as_ref()?.as_str().map(str::to_ascii_lowercase)
+        impl<'de> Visitor<'de> for LooseVisitor {
+            type Value = Loose<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Loose<'de>, E> {
+                Ok(Loose::Null)
+            }
+            fn visit_none<E>(self) -> Result<Loose<'de>, E> {
+                Ok(Loose::Null)
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Loose<'de>, E> {
+                Ok(Loose::Bool(b))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Loose<'de>, E> {
+                Ok(Loose::Number(n as f64))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Loose<'de>, E> {
+                Ok(Loose::Number(n as f64))
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<Loose<'de>, E> {
+                Ok(Loose::Number(n))
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Loose<'de>, E> {
+                Ok(Loose::Text(text.into()))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Loose<'de>, E> {
+                Ok(Loose::Text(text.to_owned().into()))
+            }
+            fn visit_string<E>(self, text: String) -> Result<Loose<'de>, E> {
+                Ok(Loose::Text(text.into()))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Loose<'de>, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(Loose::Composite)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Loose<'de>, A::Error> {
+                while map
+                    .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Loose::Composite)
+            }
+        }
+
+        deserializer.deserialize_any(LooseVisitor)
+    }
 }
 
 impl<'de> Deserialize<'de> for SessionCookie {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let loose = LooseCookie::deserialize(deserializer)?;
-        let expires = match loose.expires {
-            None | Some(Value::Null | Value::Bool(false)) => None,
-            Some(Value::String(text)) => Some(
-                Timestamp::parse_iso8601(&text)
-                    .ok_or_else(|| de::Error::custom("cookie.expires is not an ISO-8601 date"))?,
-            ),
-            Some(Value::Number(ms)) => ms.as_f64().map(|ms| Timestamp::from_millis(ms as i64)),
-            Some(_) => return Err(de::Error::custom("cookie.expires is not a date")),
-        };
-        let same_site = match &loose.same_site {
-            Some(Value::Bool(true)) => Some(SameSite::Strict),
-            _ => match lowercase_text(&loose.same_site).as_deref() {
-                Some("strict") => Some(SameSite::Strict),
-                Some("lax") => Some(SameSite::Lax),
-                Some("none") => Some(SameSite::None),
-                _ => None,
-            },
-        };
-        let priority = match lowercase_text(&loose.priority).as_deref() {
-            Some("low") => Some(Priority::Low),
-            Some("medium") => Some(Priority::Medium),
-            Some("high") => Some(Priority::High),
-            _ => None,
-        };
-        Ok(SessionCookie {
-            original_max_age: loose
-                .original_max_age
-                .as_ref()
-                .and_then(Value::as_f64)
-                .filter(|ms| ms.is_finite())
-                .map(|ms| ms.round() as i64),
-            partitioned: optional_flag(loose.partitioned),
-            priority,
-            expires,
-            secure: optional_flag(loose.secure),
-            http_only: optional_flag(loose.http_only).unwrap_or(true),
-            domain: match loose.domain {
-                Some(Value::String(domain)) => Some(domain),
-                _ => None,
-            },
-            path: match loose.path {
-                Some(Value::String(path)) => path,
-                _ => "/".to_owned(),
-            },
-            same_site,
-        })
+        struct CookieVisitor;
+
+        impl<'de> Visitor<'de> for CookieVisitor {
+            type Value = SessionCookie;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a cookie object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SessionCookie, A::Error> {
+                // Fields express never wrote keep `SessionCookie::default()`'s values, as
+                // express's `new Cookie(stored)` does.
+                let mut cookie = SessionCookie::default();
+                while let Some(field) = map.next_key::<CookieField>()? {
+                    let value: Loose<'de> = map.next_value()?;
+                    match field {
+                        CookieField::OriginalMaxAge => {
+                            cookie.original_max_age = match value {
+                                Loose::Number(ms) if ms.is_finite() => Some(ms.round() as i64),
+                                _ => None,
+                            };
+                        }
+                        CookieField::Expires => {
+                            cookie.expires = match value {
+                                Loose::Null | Loose::Bool(false) => None,
+                                Loose::Text(text) => {
+                                    Some(Timestamp::parse_iso8601(&text).ok_or_else(|| {
+                                        de::Error::custom("cookie.expires is not an ISO-8601 date")
+                                    })?)
+                                }
+                                Loose::Number(ms) => Some(Timestamp::from_millis(ms as i64)),
+                                _ => return Err(de::Error::custom("cookie.expires is not a date")),
+                            };
+                        }
+                        CookieField::Partitioned => cookie.partitioned = value.flag(),
+                        CookieField::Secure => cookie.secure = value.flag(),
+                        CookieField::HttpOnly => cookie.http_only = value.flag().unwrap_or(true),
+                        CookieField::Domain => {
+                            cookie.domain = match value {
+                                Loose::Text(domain) => Some(domain.into_owned()),
+                                _ => None,
+                            };
+                        }
+                        CookieField::Path => {
+                            if let Loose::Text(path) = value {
+                                cookie.path = path.into_owned();
+                            }
+                        }
+                        CookieField::Priority => {
+                            cookie.priority = match value.lowercase().as_deref() {
+                                Some("low") => Some(Priority::Low),
+                                Some("medium") => Some(Priority::Medium),
+                                Some("high") => Some(Priority::High),
+                                _ => None,
+                            };
+                        }
+                        CookieField::SameSite => {
+                            cookie.same_site = match value {
+                                Loose::Bool(true) => Some(SameSite::Strict),
+                                _ => match value.lowercase().as_deref() {
+                                    Some("strict") => Some(SameSite::Strict),
+                                    Some("lax") => Some(SameSite::Lax),
+                                    Some("none") => Some(SameSite::None),
+                                    _ => None,
+                                },
+                            };
+                        }
+                        CookieField::Other => {}
+                    }
+                }
+                Ok(cookie)
+            }
+        }
+
+        deserializer.deserialize_map(CookieVisitor)
     }
 }
 

@@ -62,8 +62,8 @@ struct Shared {
 
 /// What the session needs to know about its request.
 pub(crate) struct RequestFacts {
-    /// The `Cookie` headers, verified only if the session is used.
-    pub(crate) cookie_headers: Vec<HeaderValue>,
+    /// The `Cookie` header (several joined), verified only if the session is used.
+    pub(crate) cookie_header: Option<HeaderValue>,
     /// Whether the request came over a secure connection (spec §4.8).
     pub(crate) secure: bool,
     /// The request line and headers, kept only for a custom `genid`.
@@ -497,8 +497,9 @@ impl Session {
     /// Verifies the cookie and loads its session, or generates a new one (spec §4.1 steps 7–8).
     async fn load(&self, state: &mut State) -> Result<(), Error> {
         let ctx = &self.shared.ctx;
-        state.cookie_id = cookie::find(&self.shared.request.cookie_headers, &ctx.config.name)
-            .and_then(|value| ctx.config.secrets.unsign(&value).map(Id::from_string));
+        state.cookie_id =
+            cookie::find(self.shared.request.cookie_header.as_ref(), &ctx.config.name)
+                .and_then(|value| ctx.config.secrets.unsign(&value).map(Id::from_string));
         if let Some(id) = state.cookie_id.clone() {
             match ctx.store.get(&id).await {
                 Ok(Some(loaded)) => {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use http::header::COOKIE;
-use http::{Request, Response};
+use http::{HeaderMap, HeaderValue, Request, Response};
 use tower_service::Service;
 
 use super::{Context, ResponseFuture};
@@ -52,7 +52,7 @@ where
             return ResponseFuture::passthrough(self.inner.call(request));
         }
         let facts = RequestFacts {
-            cookie_headers: request.headers().get_all(COOKIE).iter().cloned().collect(),
+            cookie_header: cookie_header(request.headers()),
             secure: is_secure(&request, config.proxy),
             head: config.genid.as_ref().map(|_| head_of(&request)),
         };
@@ -74,6 +74,22 @@ fn is_secure<B>(request: &Request<B>, trust_proxy: bool) -> bool {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.split(',').next())
             .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+}
+
+/// The `Cookie` header as one value. HTTP/2 may split it into several headers; they are joined
+/// with `; `, as Node does, so the first cookie of a name still wins across them.
+fn cookie_header(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut values = headers.get_all(COOKIE).iter();
+    let first = values.next()?;
+    let Some(second) = values.next() else {
+        return Some(first.clone());
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for value in std::iter::once(second).chain(values) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(value.as_bytes());
+    }
+    HeaderValue::from_bytes(&joined).ok()
 }
 
 /// The request without its body and extensions, for a custom `genid`.
@@ -105,6 +121,17 @@ mod tests {
         assert!(!is_secure(&request(Some("http,https")), true));
         assert!(!is_secure(&request(None), true));
         assert!(!is_secure(&request(Some("https")), false));
+    }
+
+    #[test]
+    fn split_cookie_headers_are_joined_in_order() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(cookie_header(&headers), None);
+        headers.append(COOKIE, HeaderValue::from_static("a=1"));
+        assert_eq!(cookie_header(&headers).unwrap(), "a=1");
+        headers.append(COOKIE, HeaderValue::from_static("sid=x"));
+        headers.append(COOKIE, HeaderValue::from_static("sid=y"));
+        assert_eq!(cookie_header(&headers).unwrap(), "a=1; sid=x; sid=y");
     }
 
     #[test]
