@@ -5,7 +5,7 @@
 //! asks [`Session::commit`] what to write, using the decision function of
 //! [`middleware::decide`](crate::middleware).
 
-use std::hash::{DefaultHasher, Hasher};
+use std::hash::{BuildHasher, DefaultHasher, Hasher};
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +26,9 @@ use crate::store::{Loaded, SetOutcome, Version};
 use crate::time::Timestamp;
 
 /// How many times a save that lost a compare-and-set race reloads, merges and tries again.
-const SAVE_ATTEMPTS: usize = 8;
+/// Within one process writes to a session take turns, so two attempts suffice there; the rest
+/// are for writers in other processes.
+const SAVE_ATTEMPTS: u32 = 12;
 
 /// The session of the current request: express-session's `req.session`.
 ///
@@ -577,12 +579,23 @@ impl Session {
     /// Writes the live session: a compare-and-set against the loaded version; on conflict, reload
     /// the newer record, re-apply this request's changes, and try again.
     async fn write(&self, state: &mut State) -> Result<(), Error> {
-        let store = &self.shared.ctx.store;
-        let Some(current) = state.current.as_mut() else {
+        let ctx = Arc::clone(&self.shared.ctx);
+        let Some(id) = state.current.as_ref().map(|c| c.id.clone()) else {
             return Ok(());
         };
-        for _ in 0..SAVE_ATTEMPTS {
-            match store
+        // No other request in this process writes this session until we are done.
+        let _turn = ctx.write_locks.for_id(&id).lock().await;
+        for attempt in 0..SAVE_ATTEMPTS {
+            if attempt > 1 {
+                // Only a writer in another process can beat us twice: give it room.
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            let current = state
+                .current
+                .as_mut()
+                .expect("checked above; only this loop clears it");
+            match ctx
+                .store
                 .set(&current.id, &current.record, current.version.as_ref())
                 .await
             {
@@ -596,7 +609,7 @@ impl Session {
                 Ok(SetOutcome::Conflict) => {}
                 Err(e) => return Err(Error::Save(e)),
             }
-            match store.get(&current.id).await {
+            match ctx.store.get(&current.id).await {
                 Ok(Some(newer)) => {
                     let mut merged = newer.record.data;
                     current.changes.rebase(&current.record.data, &mut merged);
@@ -749,6 +762,14 @@ impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session").finish_non_exhaustive()
     }
+}
+
+/// A jittered, growing pause before a retry: up to 0.1 ms × 2^attempt, capped at 50 ms, so
+/// writers in several processes stop colliding.
+fn backoff(attempt: u32) -> std::time::Duration {
+    let ceiling_us = (100u64 << attempt.min(9)).min(50_000);
+    let jitter = std::hash::RandomState::new().hash_one(std::time::Instant::now());
+    std::time::Duration::from_micros(jitter % ceiling_us + 1)
 }
 
 /// A hash of the data as JSON, to tell whether it changed since an explicit save.

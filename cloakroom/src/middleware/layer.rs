@@ -7,7 +7,7 @@ use http::Response;
 use tower_layer::Layer;
 
 use super::decide::Rules;
-use super::{Context, FailureHandler, SessionService, default_failure_response};
+use super::{Context, FailureHandler, SessionService, WriteLocks, default_failure_response};
 use crate::config::{Config, ConfigError, CookieOptions, Genid, Unset};
 use crate::error::Error;
 use crate::signing::Secrets;
@@ -228,6 +228,7 @@ impl SessionLayerBuilder {
                 rules,
                 store: self.store,
                 on_failure: self.on_failure,
+                write_locks: WriteLocks::new(),
             }),
         })
     }

@@ -2,6 +2,7 @@
 //! [`ResponseFuture`]. The save / touch / set-cookie rules live in one function in `decide`.
 
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use http::{HeaderValue, Response};
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::id::Id;
 use crate::store::SessionStore;
 
 pub(crate) mod decide;
@@ -30,6 +32,34 @@ pub(crate) struct Context {
     pub(crate) rules: decide::Rules,
     pub(crate) store: Arc<dyn SessionStore>,
     pub(crate) on_failure: FailureHandler,
+    pub(crate) write_locks: WriteLocks,
+}
+
+/// Serialises saves of one session within this process. Requests racing on a session then
+/// resolve in turn: each may lose one compare-and-set (it loaded an older version), reloads and
+/// merges while no one else here can write, and succeeds. Only writers in other processes can
+/// make it retry more. Striped, so the table stays small: two sessions sharing a stripe merely
+/// save one after the other.
+pub(crate) struct WriteLocks {
+    stripes: Box<[tokio::sync::Mutex<()>]>,
+    hasher: RandomState,
+}
+
+impl WriteLocks {
+    const STRIPES: usize = 1024;
+
+    pub(crate) fn new() -> Self {
+        WriteLocks {
+            stripes: (0..Self::STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    pub(crate) fn for_id(&self, id: &Id) -> &tokio::sync::Mutex<()> {
+        &self.stripes[self.hasher.hash_one(id.as_str()) as usize % Self::STRIPES]
+    }
 }
 
 impl fmt::Debug for Context {
