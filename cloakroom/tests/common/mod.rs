@@ -2,16 +2,23 @@
 //! `Set-Cookie`, and count what reached the store.
 #![allow(dead_code, missing_docs)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::handler::Handler;
 use cloakroom::store::{self, ErrorKind, Loaded, SessionStore, SetOutcome, Version};
-use cloakroom::{Id, MemoryStore, Record};
+use cloakroom::{CookieOptions, Id, MemoryStore, Record, SessionLayer, SessionLayerBuilder};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use http_body_util::Full;
 use tower::ServiceExt;
 
 /// The secret express-session's own tests use.
@@ -24,6 +31,15 @@ pub struct CountingStore {
     pub inner: MemoryStore,
     pub counts: Arc<Counts>,
     pub fail: Arc<Failures>,
+    pub delay: Arc<Delays>,
+}
+
+/// Artificial latency, to prove the response waits for the store (express's
+/// `shouldSetSessionInStore(store, 200)`).
+#[derive(Debug, Default)]
+pub struct Delays {
+    /// Milliseconds each `set` sleeps before writing.
+    pub set_ms: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +59,8 @@ pub struct Failures {
     pub touch: AtomicBool,
     /// Fail as `Unavailable` (transient, 503) instead of `Backend` (500).
     pub transient: AtomicBool,
+    /// Make `get` report every id as not found (express: an `ENOENT` error from the store).
+    pub miss: AtomicBool,
 }
 
 impl Counts {
@@ -106,6 +124,9 @@ impl SessionStore for CountingStore {
     async fn get(&self, id: &Id) -> Result<Option<Loaded>, store::Error> {
         self.counts.get.fetch_add(1, Ordering::SeqCst);
         self.failure(&self.fail.get)?;
+        if self.fail.miss.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
         self.inner.get(id).await
     }
     async fn set(
@@ -115,6 +136,10 @@ impl SessionStore for CountingStore {
         expected: Option<&Version>,
     ) -> Result<SetOutcome, store::Error> {
         self.counts.set.fetch_add(1, Ordering::SeqCst);
+        let delay = self.delay.set_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         self.failure(&self.fail.set)?;
         self.inner.set(id, record, expected).await
     }
@@ -290,4 +315,205 @@ pub fn http_date_millis(text: &str) -> i64 {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     ((days * 24 + h) * 60 + m) * 60_000 + s * 1000
+}
+
+/// express-session's test harness defaults (`createSession` in `test/session.js`): secret
+/// `keyboard cat` and `cookie: { maxAge: 60000 }`, with *our* defaults for everything else
+/// (`resave` and `saveUninitialized` false).
+pub fn harness_builder(store: impl SessionStore) -> SessionLayerBuilder {
+    SessionLayer::builder(store)
+        .with_secret(SECRET)
+        .with_cookie(CookieOptions::new().with_max_age(Duration::from_millis(60_000)))
+}
+
+/// [`harness_builder`] plus express 1's defaults `resave: true` and `saveUninitialized: true`,
+/// which upstream tests rely on without saying so.
+pub fn upstream_builder(store: impl SessionStore) -> SessionLayerBuilder {
+    harness_builder(store)
+        .with_resave(true)
+        .with_save_uninitialized(true)
+}
+
+/// A request to `path` with optional `Cookie` header and extra headers.
+pub fn request_to(path: &str, cookie: Option<&str>, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut builder = Request::get(path);
+    if let Some(cookie) = cookie {
+        builder = builder.header(http::header::COOKIE, cookie);
+    }
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Body::empty()).unwrap()
+}
+
+/// Asserts the middleware's opaque failure response: the status, the reason phrase as the body,
+/// no session cookie, and the [`cloakroom::Error`] in the extensions. Returns that error.
+pub fn assert_failure_response(reply: &Reply, status: StatusCode) -> cloakroom::Error {
+    assert_eq!(reply.status, status, "body: {}", reply.body);
+    assert_eq!(reply.body, status.canonical_reason().unwrap());
+    assert!(
+        reply.set_cookies().is_empty(),
+        "a failure response sends no cookie"
+    );
+    reply
+        .extensions
+        .get::<cloakroom::Error>()
+        .cloned()
+        .expect("the failure response carries the error")
+}
+
+/// A store that keeps each session as the JSON text express-session would write, like express's
+/// own MemoryStore (and connect-redis): records round-trip through [`Record::from_json`], raw text
+/// can be planted with [`put_raw`](Self::put_raw), and `touch` replaces only the stored `cookie`.
+/// Records are never expired by this store.
+#[derive(Clone, Debug, Default)]
+pub struct RawStore {
+    entries: Arc<Mutex<HashMap<String, (String, u64)>>>,
+    versions: Arc<AtomicU64>,
+}
+
+impl RawStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Plants `json` under `id`, as another program writing the store would.
+    pub fn put_raw(&self, id: &str, json: &str) {
+        let version = self.versions.fetch_add(1, Ordering::SeqCst) + 1;
+        self.entries
+            .lock()
+            .unwrap()
+            .insert(id.to_owned(), (json.to_owned(), version));
+    }
+
+    /// The stored text under `id`.
+    pub fn raw(&self, id: &str) -> Option<String> {
+        self.entries
+            .lock()
+            .unwrap()
+            .get(id)
+            .map(|(json, _)| json.clone())
+    }
+
+    pub fn count(&self) -> usize {
+        self.entries.lock().unwrap().len()
+    }
+}
+
+#[async_trait]
+impl SessionStore for RawStore {
+    async fn get(&self, id: &Id) -> Result<Option<Loaded>, store::Error> {
+        let Some((json, version)) = self.entries.lock().unwrap().get(id.as_str()).cloned() else {
+            return Ok(None);
+        };
+        let record =
+            Record::from_json(&json).map_err(|e| store::Error::new(ErrorKind::Decode, e))?;
+        Ok(Some(Loaded {
+            record,
+            version: Version::from_counter(version),
+        }))
+    }
+
+    async fn set(
+        &self,
+        id: &Id,
+        record: &Record,
+        expected: Option<&Version>,
+    ) -> Result<SetOutcome, store::Error> {
+        let mut entries = self.entries.lock().unwrap();
+        if let Some(expected) = expected {
+            let stored = entries.get(id.as_str()).map(|(_, v)| *v);
+            if stored.is_none() || stored != expected.as_counter() {
+                return Ok(SetOutcome::Conflict);
+            }
+        }
+        let version = self.versions.fetch_add(1, Ordering::SeqCst) + 1;
+        entries.insert(id.as_str().to_owned(), (record.to_json(), version));
+        Ok(SetOutcome::Written(Version::from_counter(version)))
+    }
+
+    async fn destroy(&self, id: &Id) -> Result<(), store::Error> {
+        self.entries.lock().unwrap().remove(id.as_str());
+        Ok(())
+    }
+
+    async fn touch(&self, id: &Id, record: &Record) -> Result<(), store::Error> {
+        let mut entries = self.entries.lock().unwrap();
+        if let Some((json, _)) = entries.get_mut(id.as_str()) {
+            let mut stored: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(json).unwrap();
+            stored.insert(
+                "cookie".to_owned(),
+                serde_json::to_value(&record.cookie).unwrap(),
+            );
+            *json = serde_json::to_string(&stored).unwrap();
+        }
+        Ok(())
+    }
+
+    async fn len(&self) -> Result<usize, store::Error> {
+        Ok(self.count())
+    }
+
+    async fn clear(&self) -> Result<(), store::Error> {
+        self.entries.lock().unwrap().clear();
+        Ok(())
+    }
+}
+
+/// A `Router` that sends every path to `handler`, behind `layer` (express's `createServer`).
+pub fn app_with<H, T>(layer: SessionLayer, handler: H) -> Router
+where
+    H: Handler<T, ()>,
+    T: 'static,
+{
+    Router::new().fallback(handler).layer(layer)
+}
+
+/// A response body sent in several writes, as express's `res.write(a); res.end(b)`.
+#[derive(Debug)]
+pub struct Chunks(VecDeque<Full<Bytes>>);
+
+impl Chunks {
+    pub fn new(parts: &[&'static str]) -> Self {
+        Chunks(
+            parts
+                .iter()
+                .map(|part| Full::new(Bytes::from_static(part.as_bytes())))
+                .collect(),
+        )
+    }
+}
+
+/// `Option<Result<Frame<Bytes>, Infallible>>`, named through `http-body-util` (the tests do not
+/// depend on `http-body` itself).
+type NextFrame =
+    <http_body_util::combinators::Frame<'static, Full<Bytes>> as std::future::Future>::Output;
+
+impl HttpBody for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<NextFrame> {
+        while let Some(front) = self.0.front_mut() {
+            match Pin::new(front).poll_frame(cx) {
+                Poll::Ready(None) => {
+                    self.0.pop_front();
+                }
+                other => return other,
+            }
+        }
+        Poll::Ready(None)
+    }
+}
+
+/// Asserts that a `Set-Cookie` carries exactly the stored record's expiry (express writes both
+/// from the same `Date`), and returns it.
+pub fn assert_expires_matches_record(cookie: &SetCookie, record: &Record) -> cloakroom::Timestamp {
+    let stored = record
+        .cookie
+        .expires()
+        .expect("the stored cookie has an expiry");
+    assert_eq!(cookie.expires(), Some(stored.to_http_date().as_str()));
+    stored
 }
