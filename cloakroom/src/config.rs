@@ -251,6 +251,7 @@ pub(crate) struct Config {
     pub(crate) save_uninitialized: bool,
     pub(crate) rolling: bool,
     pub(crate) unset: Unset,
+    pub(crate) touch_after: std::time::Duration,
 }
 
 impl Config {
@@ -275,6 +276,7 @@ impl fmt::Debug for Config {
             .field("save_uninitialized", &self.save_uninitialized)
             .field("rolling", &self.rolling)
             .field("unset", &self.unset)
+            .field("touch_after", &self.touch_after)
             .finish()
     }
 }

@@ -6,6 +6,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -16,15 +17,59 @@ use serde_json::{Map, Value};
 use crate::time::Timestamp;
 
 /// One session as a store keeps it: its cookie settings and its data.
+///
+/// Cloning is cheap: the data is shared until one of the clones changes it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Record {
-    /// The session's own cookie settings, persisted so they stick on later requests.
-    pub cookie: SessionCookie,
-    /// The session data, in insertion order. Never holds a top-level `cookie` key.
-    pub data: Map<String, Value>,
+    cookie: SessionCookie,
+    data: Arc<Map<String, Value>>,
 }
 
 impl Record {
+    /// A record of `cookie` and `data`. A top-level `cookie` key in `data` is never written: the
+    /// cookie settings take that place in the JSON.
+    pub fn new(cookie: SessionCookie, data: Map<String, Value>) -> Self {
+        Record {
+            cookie,
+            data: Arc::new(data),
+        }
+    }
+
+    /// The session's own cookie settings, persisted so they stick on later requests.
+    pub fn cookie(&self) -> &SessionCookie {
+        &self.cookie
+    }
+
+    /// The cookie settings, to change.
+    pub fn cookie_mut(&mut self) -> &mut SessionCookie {
+        &mut self.cookie
+    }
+
+    /// The session data, in insertion order.
+    pub fn data(&self) -> &Map<String, Value> {
+        &self.data
+    }
+
+    /// The data, to change (copied first if another clone shares it).
+    pub fn data_mut(&mut self) -> &mut Map<String, Value> {
+        Arc::make_mut(&mut self.data)
+    }
+
+    /// Replaces the data.
+    pub(crate) fn set_data(&mut self, data: Map<String, Value>) {
+        self.data = Arc::new(data);
+    }
+
+    /// The data, owned (copied only if another clone shares it).
+    pub(crate) fn into_data(self) -> Map<String, Value> {
+        Arc::unwrap_or_clone(self.data)
+    }
+
+    /// Takes the data out, leaving it empty.
+    pub(crate) fn take_data(&mut self) -> Map<String, Value> {
+        std::mem::take(self.data_mut())
+    }
+
     /// The record as express-session writes it (`JSON.stringify(session)`).
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a record always serializes: its keys are strings")
@@ -459,7 +504,7 @@ impl Serialize for Record {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(1 + self.data.len()))?;
         map.serialize_entry("cookie", &self.cookie)?;
-        for (key, value) in &self.data {
+        for (key, value) in self.data.iter() {
             if key != "cookie" {
                 map.serialize_entry(key, value)?;
             }
@@ -492,7 +537,7 @@ impl<'de> Deserialize<'de> for Record {
                     }
                 }
                 let cookie = cookie.ok_or_else(|| de::Error::missing_field("cookie"))?;
-                Ok(Record { cookie, data })
+                Ok(Record::new(cookie, data))
             }
         }
 
@@ -520,11 +565,11 @@ mod tests {
         let express = r#"{"cookie":{"originalMaxAge":60000,"partitioned":true,"priority":"high","expires":"2026-11-22T09:36:51.973Z","secure":false,"httpOnly":true,"domain":"example.com","path":"/","sameSite":"lax"},"views":1,"nested":{"a":[1,2],"d":"1970-01-01T00:00:00.000Z"}}"#;
         let record = Record::from_json(express).unwrap();
         assert_eq!(
-            record.cookie.original_max_age(),
+            record.cookie().original_max_age(),
             Some(Duration::from_secs(60))
         );
-        assert_eq!(record.cookie.same_site(), Some(SameSite::Lax));
-        assert_eq!(record.data["views"], json!(1));
+        assert_eq!(record.cookie().same_site(), Some(SameSite::Lax));
+        assert_eq!(record.data()["views"], json!(1));
         assert_eq!(record.to_json(), express);
     }
 
@@ -532,7 +577,7 @@ mod tests {
     fn data_keeps_insertion_order() {
         let mut record = Record::default();
         for key in ["zeta", "alpha", "mid"] {
-            record.data.insert(key.into(), json!(key));
+            record.data_mut().insert(key.into(), json!(key));
         }
         assert!(
             record
@@ -547,7 +592,7 @@ mod tests {
             r#"{"cookie":{"originalMaxAge":false,"expires":false,"httpOnly":0,"secure":"yes","sameSite":true,"priority":"HIGH"},"save":1}"#,
         )
         .unwrap();
-        let cookie = &record.cookie;
+        let cookie = record.cookie();
         assert_eq!(cookie.original_max_age(), None);
         assert_eq!(cookie.expires(), None);
         assert!(!cookie.http_only());
@@ -556,7 +601,7 @@ mod tests {
         assert_eq!(cookie.priority(), Some(Priority::High));
         assert_eq!(cookie.path(), "/");
         // A key express reserves (`save`) is kept as data.
-        assert_eq!(record.data["save"], json!(1));
+        assert_eq!(record.data()["save"], json!(1));
     }
 
     #[test]
@@ -576,7 +621,7 @@ mod tests {
     #[test]
     fn nested_cookie_keys_are_data() {
         let record = Record::from_json(r#"{"cookie":{},"user":{"cookie":1}}"#).unwrap();
-        assert_eq!(record.data["user"], json!({"cookie": 1}));
+        assert_eq!(record.data()["user"], json!({"cookie": 1}));
     }
 
     #[test]

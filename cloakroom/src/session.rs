@@ -20,7 +20,7 @@ use crate::cookie;
 use crate::error::Error;
 use crate::id::Id;
 use crate::middleware::Context;
-use crate::middleware::decide::{Facts, SessionFacts, decide};
+use crate::middleware::decide::{Decision, Facts, SessionFacts, decide};
 use crate::record::{Record, SessionCookie};
 use crate::store::{Loaded, SetOutcome, Version};
 use crate::time::Timestamp;
@@ -116,6 +116,8 @@ struct Current {
     record: Record,
     /// The stored version this state derives from; `None` until first written.
     version: Option<Version>,
+    /// When the store will drop the record, as it last said (for `touch_after`).
+    stored_expires_at: Option<Timestamp>,
     changes: ChangeSet,
     /// The handler changed the cookie settings since the start (counts as a modification).
     cookie_modified: bool,
@@ -166,8 +168,36 @@ impl Current {
     fn is_modified_since_load(&self, original_id: Option<&Id>) -> bool {
         original_id != Some(&self.id)
             || self.cookie_modified
-            || self.changes.is_modified(&self.record.data)
+            || self.changes.is_modified(self.record.data())
     }
+}
+
+/// The end-of-request decisions, before any store call.
+pub(crate) struct Plan {
+    decision: Decision,
+    /// `decision.touch`, unless `touch_after` says the store's expiry is fresh enough.
+    touch_due: bool,
+    now: Timestamp,
+    outcome: Outcome,
+}
+
+impl Plan {
+    fn needs_store(&self) -> bool {
+        self.decision.destroy || self.decision.save || self.touch_due
+    }
+}
+
+enum Prepared {
+    /// Nothing to decide (unused session, or a failure to report).
+    Done(Outcome),
+    Plan(Plan),
+}
+
+/// A commit that must wait for the store.
+pub(crate) enum Deferred {
+    /// The state was busy; decide later.
+    Undecided,
+    Decided(Plan),
 }
 
 /// What the middleware must do to the response.
@@ -179,6 +209,16 @@ pub(crate) struct Outcome {
     pub(crate) failure: Option<Error>,
     /// Non-fatal failures (touch, cleanup after regenerate): logged and attached.
     pub(crate) warnings: Vec<Error>,
+}
+
+impl Outcome {
+    fn failed(failure: Error, warnings: Vec<Error>) -> Self {
+        Outcome {
+            set_cookie: None,
+            failure: Some(failure),
+            warnings,
+        }
+    }
 }
 
 impl Session {
@@ -209,7 +249,11 @@ impl Session {
     /// [`Error::Load`] when the store fails; [`Error::Deserialize`] when the value is not a `T`.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
         let state = self.loaded_state().await?;
-        let Some(value) = state.current.as_ref().and_then(|c| c.record.data.get(key)) else {
+        let Some(value) = state
+            .current
+            .as_ref()
+            .and_then(|c| c.record.data().get(key))
+        else {
             return Ok(None);
         };
         T::deserialize(value)
@@ -226,7 +270,7 @@ impl Session {
         Ok(state
             .current
             .as_ref()
-            .and_then(|c| c.record.data.get(key))
+            .and_then(|c| c.record.data().get(key))
             .cloned())
     }
 
@@ -252,7 +296,7 @@ impl Session {
         }
         let mut state = self.loaded_state().await?;
         let current = self.live(&mut state);
-        let before = current.record.data.insert(key.clone(), value);
+        let before = current.record.data_mut().insert(key.clone(), value);
         current.changes.note(&key, || before);
         Ok(())
     }
@@ -280,7 +324,7 @@ impl Session {
         let Some(current) = state.current.as_mut() else {
             return Ok(None);
         };
-        let removed = current.record.data.shift_remove(key);
+        let removed = current.record.data_mut().shift_remove(key);
         current.changes.note(key, || removed.clone());
         Ok(removed)
     }
@@ -292,7 +336,7 @@ impl Session {
     pub async fn clear(&self) -> Result<(), Error> {
         let mut state = self.loaded_state().await?;
         if let Some(current) = state.current.as_mut() {
-            for (key, value) in std::mem::take(&mut current.record.data) {
+            for (key, value) in current.record.take_data() {
                 current.changes.note(&key, || Some(value));
             }
         }
@@ -315,7 +359,7 @@ impl Session {
     /// [`Error::Load`] when the store fails.
     pub async fn cookie(&self) -> Result<Option<SessionCookie>, Error> {
         let state = self.loaded_state().await?;
-        Ok(state.current.as_ref().map(|c| c.record.cookie.clone()))
+        Ok(state.current.as_ref().map(|c| c.record.cookie().clone()))
     }
 
     /// Changes this session's cookie settings. They are stored with the session and apply to
@@ -341,9 +385,9 @@ impl Session {
     ) -> Result<(), Error> {
         let mut state = self.loaded_state().await?;
         let current = self.live(&mut state);
-        let before = current.record.cookie.clone();
-        update(&mut current.record.cookie);
-        if current.record.cookie != before {
+        let before = current.record.cookie().clone();
+        update(current.record.cookie_mut());
+        if *current.record.cookie() != before {
             current.cookie_modified = true;
             current.cookie_unsaved = true;
         }
@@ -473,7 +517,7 @@ impl Session {
     pub async fn touch(&self) -> Result<(), Error> {
         let mut state = self.loaded_state().await?;
         if let Some(current) = state.current.as_mut() {
-            current.record.cookie.touch_at(Timestamp::now());
+            current.record.cookie_mut().touch_at(Timestamp::now());
             state.touched = true;
         }
         Ok(())
@@ -535,6 +579,7 @@ impl Session {
             id,
             record: loaded.record,
             version: Some(loaded.version),
+            stored_expires_at: loaded.expires_at,
             changes: ChangeSet::default(),
             cookie_modified: false,
             cookie_unsaved: false,
@@ -551,14 +596,14 @@ impl Session {
         };
         Current {
             id,
-            record: Record {
-                cookie: ctx
-                    .config
+            record: Record::new(
+                ctx.config
                     .cookie
                     .session_cookie(Timestamp::now(), request.secure),
-                data: Map::new(),
-            },
+                Map::new(),
+            ),
             version: None,
+            stored_expires_at: None,
             changes: ChangeSet::default(),
             cookie_modified: false,
             cookie_unsaved: false,
@@ -601,8 +646,10 @@ impl Session {
             {
                 Ok(SetOutcome::Written(version)) => {
                     current.version = Some(version);
+                    current.stored_expires_at =
+                        self.store_expiry(&current.record, Timestamp::now());
                     current.cookie_unsaved = false;
-                    state.saved = SavedState::Saved(fingerprint(&current.record.data));
+                    state.saved = SavedState::Saved(fingerprint(current.record.data()));
                     self.destroy_replaced(state).await;
                     return Ok(());
                 }
@@ -611,10 +658,11 @@ impl Session {
             }
             match ctx.store.get(&current.id).await {
                 Ok(Some(newer)) => {
-                    let mut merged = newer.record.data;
-                    current.changes.rebase(&current.record.data, &mut merged);
-                    current.record.data = merged;
+                    let mut merged = newer.record.into_data();
+                    current.changes.rebase(current.record.data(), &mut merged);
+                    current.record.set_data(merged);
                     current.version = Some(newer.version);
+                    current.stored_expires_at = newer.expires_at;
                 }
                 // Destroyed (a logout in another tab) or expired meanwhile: never resurrect it.
                 Ok(None) => {
@@ -642,83 +690,153 @@ impl Session {
         }
     }
 
-    /// Runs the end-of-request decisions and the store calls they require. Called once by the
-    /// middleware after the handler, before the response leaves.
-    pub(crate) async fn commit(&self) -> Outcome {
+    /// Commits without waiting when the decisions need no store call (the common read-only
+    /// request with a throttled touch). Otherwise hands back what [`commit_later`] must finish.
+    ///
+    /// [`commit_later`]: Self::commit_later
+    pub(crate) fn commit_now(&self) -> Result<Outcome, Deferred> {
+        // Busy only if a clone of the handle (in a task the handler spawned) is mid-operation.
+        let Ok(mut state) = self.shared.state.try_lock() else {
+            return Err(Deferred::Undecided);
+        };
+        match self.prepare(&mut state) {
+            Prepared::Done(outcome) => Ok(outcome),
+            Prepared::Plan(plan) if !plan.needs_store() => Ok(self.finish(&state, plan)),
+            Prepared::Plan(plan) => Err(Deferred::Decided(plan)),
+        }
+    }
+
+    /// Finishes a commit that needs the store: destroy, save or touch, then the cookie.
+    pub(crate) async fn commit_later(&self, deferred: Deferred) -> Outcome {
         let mut state = self.shared.state.lock().await;
+        let mut plan = match deferred {
+            Deferred::Decided(plan) => plan,
+            Deferred::Undecided => match self.prepare(&mut state) {
+                Prepared::Done(outcome) => return outcome,
+                Prepared::Plan(plan) => plan,
+            },
+        };
+        let store = &self.shared.ctx.store;
+        if plan.decision.destroy {
+            let id = state
+                .unset
+                .take()
+                .expect("destroy is decided only after unset");
+            match store.destroy(&id).await {
+                Ok(()) => state.destroyed.push(id),
+                Err(e) => return Outcome::failed(Error::Destroy(e), plan.outcome.warnings),
+            }
+        }
+        if plan.decision.save {
+            if let Err(error) = self.write(&mut state).await {
+                return Outcome::failed(error, plan.outcome.warnings);
+            }
+        } else if plan.touch_due {
+            if let Some(current) = &state.current {
+                if let Err(e) = store.touch(&current.id, &current.record).await {
+                    plan.outcome.warnings.push(Error::Touch(e));
+                }
+            }
+        }
+        self.finish(&state, plan)
+    }
+
+    /// The decisions, without any store call: marks the session finished, refreshes the expiry
+    /// once, and runs express's decision function.
+    fn prepare(&self, state: &mut State) -> Prepared {
         let mut outcome = Outcome::default();
         if state.finished || !state.loaded {
             state.finished = true;
-            return outcome;
+            return Prepared::Done(outcome);
         }
         state.finished = true;
         outcome.warnings = std::mem::take(&mut state.warnings);
         if let Some(failure) = state.failure.take() {
-            outcome.failure = Some(failure);
-            return outcome;
+            return Prepared::Done(Outcome::failed(failure, outcome.warnings));
         }
-        let ctx = Arc::clone(&self.shared.ctx);
-        let config = &ctx.config;
         let now = Timestamp::now();
-
         if !state.touched {
             if let Some(current) = state.current.as_mut() {
-                current.record.cookie.touch_at(now);
+                current.record.cookie_mut().touch_at(now);
             }
         }
         let facts = Facts {
             session: state.current.as_ref().map(|current| SessionFacts {
                 is_new: state.cookie_id.as_ref() != Some(&current.id),
                 is_modified: current.is_modified_since_load(state.original_id.as_ref()),
-                is_saved: self.is_saved(&state, current),
+                is_saved: self.is_saved(state, current),
                 has_saved_hash: !matches!(state.saved, SavedState::Unsaved),
-                has_expires: current.record.cookie.expires().is_some(),
+                has_expires: current.record.cookie().expires().is_some(),
             }),
             unset_called: state.unset.is_some(),
         };
-        let decision = decide(ctx.rules, facts);
+        let decision = decide(self.shared.ctx.rules, facts);
+        let touch_due = decision.touch
+            && state
+                .current
+                .as_ref()
+                .is_some_and(|current| self.touch_is_due(current, now));
+        Prepared::Plan(Plan {
+            decision,
+            touch_due,
+            now,
+            outcome,
+        })
+    }
 
-        if decision.destroy {
-            let id = state
-                .unset
-                .take()
-                .expect("destroy is decided only after unset");
-            match ctx.store.destroy(&id).await {
-                Ok(()) => state.destroyed.push(id),
-                Err(e) => {
-                    outcome.failure = Some(Error::Destroy(e));
-                    return outcome;
-                }
-            }
+    /// Whether the store's expiry is old enough to refresh (`touch_after`): the expiry a touch
+    /// would set (the cookie's, or the store's default lifetime from now) is at least
+    /// `touch_after` later than the one the store has.
+    fn touch_is_due(&self, current: &Current, now: Timestamp) -> bool {
+        let ctx = &self.shared.ctx;
+        if ctx.config.touch_after.is_zero() {
+            return true;
         }
-        if decision.save {
-            if let Err(error) = self.write(&mut state).await {
-                outcome.failure = Some(error);
-                return outcome;
+        match (
+            current.stored_expires_at,
+            self.store_expiry(&current.record, now),
+        ) {
+            (Some(stored), Some(wanted)) => {
+                let touch_after =
+                    i64::try_from(ctx.config.touch_after.as_millis()).unwrap_or(i64::MAX);
+                wanted.millis_since(stored) >= touch_after
             }
-        } else if decision.touch {
-            if let Some(current) = &state.current {
-                if let Err(e) = ctx.store.touch(&current.id, &current.record).await {
-                    outcome.warnings.push(Error::Touch(e));
-                }
-            }
+            // The store does not say when it expires the record: refresh.
+            _ => true,
         }
+    }
 
-        if decision.set_cookie {
+    /// When the store expires `record` if written or touched `now`: at the cookie's expiry, or
+    /// after the store's default lifetime for a browser-session cookie.
+    fn store_expiry(&self, record: &Record, now: Timestamp) -> Option<Timestamp> {
+        record.cookie().expires().or_else(|| {
+            let ttl = self.shared.ctx.store.default_ttl()?;
+            Some(now.add_millis(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)))
+        })
+    }
+
+    /// The cookie half of the commit: the session cookie, or an expired one after `destroy`.
+    fn finish(&self, state: &State, plan: Plan) -> Outcome {
+        let mut outcome = plan.outcome;
+        let request = &self.shared.request;
+        if plan.decision.set_cookie {
             if let Some(current) = &state.current {
-                let secure_only = current.record.cookie.secure() == Some(true);
-                if !secure_only || self.shared.request.secure {
+                let secure_only = current.record.cookie().secure() == Some(true);
+                if !secure_only || request.secure {
                     outcome.set_cookie =
-                        self.cookie_header(&current.id, &current.record.cookie, None);
+                        self.cookie_header(&current.id, current.record.cookie(), None);
                 }
             }
         }
         if outcome.set_cookie.is_none() {
             if let Some(cookie_id) = &state.cookie_id {
                 if state.destroyed.contains(cookie_id) {
-                    let template = config
+                    let template = self
+                        .shared
+                        .ctx
+                        .config
                         .cookie
-                        .session_cookie(now, self.shared.request.secure);
+                        .session_cookie(plan.now, request.secure);
                     outcome.set_cookie =
                         self.cookie_header(cookie_id, &template, Some(Timestamp::EPOCH));
                 }
@@ -733,8 +851,8 @@ impl Session {
             && !current.cookie_unsaved
             && match state.saved {
                 SavedState::Unsaved => false,
-                SavedState::AsLoaded => !current.changes.is_modified(&current.record.data),
-                SavedState::Saved(saved) => fingerprint(&current.record.data) == saved,
+                SavedState::AsLoaded => !current.changes.is_modified(current.record.data()),
+                SavedState::Saved(saved) => fingerprint(current.record.data()) == saved,
             }
     }
 

@@ -131,7 +131,7 @@ async fn the_same_key_written_concurrently_ends_with_one_of_the_writes() {
         get(&app, "/color/blue", Some(&cookie))
     );
     assert_eq!((a.status.as_u16(), b.status.as_u16()), (200, 200));
-    let color = store.record(&id).await.unwrap().data["color"].clone();
+    let color = store.record(&id).await.unwrap().data()["color"].clone();
     assert!(color == "red" || color == "blue", "got {color}");
 }
 

@@ -87,7 +87,7 @@ async fn assert_expires_in(
         "expires {expires:?} not {ms} ms after the request ({before:?}..{after:?})"
     );
     assert_eq!(
-        record.cookie.original_max_age(),
+        record.cookie().original_max_age(),
         Some(Duration::from_millis(ms as u64))
     );
 }
@@ -107,14 +107,14 @@ async fn should_persist() {
     );
     let id = session_cookie(&first).session_id();
     let record = store.record(&id).await.expect("store.load finds it");
-    assert_eq!(record.data["count"], serde_json::json!(1));
+    assert_eq!(record.data()["count"], serde_json::json!(1));
     let second = get(&app, "/", Some(&first.cookie_pair("connect.sid"))).await;
     assert_eq!(
         (second.status, second.body.as_str()),
         (StatusCode::OK, "hits: 2")
     );
     let record = store.record(&id).await.unwrap();
-    assert_eq!(record.data["count"], serde_json::json!(2));
+    assert_eq!(record.data()["count"], serde_json::json!(2));
 }
 
 // upstream: req.session > "should only set-cookie when modified"
@@ -315,7 +315,7 @@ async fn regenerate_then_save_saves_twice() {
     assert!(store.record(&old_id).await.is_none());
     let record = store.record(&cookie.session_id()).await.unwrap();
     assert_eq!(
-        record.data.keys().collect::<Vec<_>>(),
+        record.data().keys().collect::<Vec<_>>(),
         ["user"],
         "a fresh session"
     );
@@ -342,7 +342,7 @@ async fn regenerate_keep_data_keeps_the_data_under_a_new_id() {
     assert_ne!(new_id, old_id);
     assert!(store.record(&old_id).await.is_none());
     let record = store.record(&new_id).await.unwrap();
-    assert_eq!(record.data["count"], serde_json::json!(2));
+    assert_eq!(record.data()["count"], serde_json::json!(2));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -390,7 +390,7 @@ async fn reload_should_reload_session_from_store() {
     );
     let id = session_cookie(&first).session_id();
     assert_eq!(
-        store.record(&id).await.unwrap().data["url"],
+        store.record(&id).await.unwrap().data()["url"],
         serde_json::json!("/bar")
     );
 }
@@ -609,11 +609,11 @@ async fn touch_should_reset_session_expiration() {
     let first = get(&app, "/", None).await;
     let id = session_cookie(&first).session_id();
     let stored = |json: String| cloakroom::Record::from_json(&json).unwrap();
-    let original = stored(store.raw(&id).unwrap()).cookie.expires().unwrap();
+    let original = stored(store.raw(&id).unwrap()).cookie().expires().unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let second = get(&app, "/", Some(&first.cookie_pair("connect.sid"))).await;
     assert_no_cookie(&second);
-    let touched = stored(store.raw(&id).unwrap()).cookie.expires().unwrap();
+    let touched = stored(store.raw(&id).unwrap()).cookie().expires().unwrap();
     assert!(touched.millis_since(original) >= 20, "stored expiry moved");
 
     // MemoryStore: maxAge 80 ms; touched at ~40 ms, the session is still there at ~90 ms.
@@ -1097,7 +1097,7 @@ async fn expires_when_null_should_not_reset_cookie_when_modified() {
     assert_no_cookie(&second);
     assert_eq!(store.counts.set(), 1, "saved, just not re-sent");
     let record = store.record(&id).await.unwrap();
-    assert_eq!(record.data["hit"], serde_json::json!(2));
+    assert_eq!(record.data()["hit"], serde_json::json!(2));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -455,7 +455,7 @@ async fn same_site_auto_should_set_none_for_secure_connections() {
     assert_eq!(cookie.attribute("SameSite"), Some(Some("None")));
     // Resolved once and stored (spec §5.4).
     let record = store.record(&cookie.session_id()).await.unwrap();
-    assert_eq!(record.cookie.same_site(), Some(SameSite::None));
+    assert_eq!(record.cookie().same_site(), Some(SameSite::None));
     assert!(
         record
             .to_json()
@@ -1071,7 +1071,7 @@ async fn save_uninitialized_false_should_still_save_modified_session() {
     let cookie = session_cookie(&get(&app, "/", None).await);
     assert_eq!(store.counts.set(), 1);
     let record = store.record(&cookie.session_id()).await.unwrap();
-    assert_eq!(record.data["count"], serde_json::json!(1));
+    assert_eq!(record.data()["count"], serde_json::json!(1));
 }
 
 // upstream: saveUninitialized option > "should pass session save error"
@@ -1333,7 +1333,7 @@ async fn unset_should_default_to_keep() {
     );
     // The change made before unsetting is dropped.
     let record = store.record(&id).await.unwrap();
-    assert_eq!(record.data["count"], serde_json::json!(1));
+    assert_eq!(record.data()["count"], serde_json::json!(1));
 }
 
 // upstream: unset option > "should allow destroy on req.session = null"

@@ -315,7 +315,9 @@ async fn should_handle_reserved_properties_in_storage() {
     );
     let id = first.session_cookie("connect.sid").unwrap().session_id();
     let mut record = store.record(&id).await.unwrap();
-    record.data.insert("save".into(), serde_json::json!("nope"));
+    record
+        .data_mut()
+        .insert("save".into(), serde_json::json!("nope"));
     store
         .inner
         .set(&cloakroom::Id::from_string(id.as_str()), &record, None)
@@ -328,8 +330,8 @@ async fn should_handle_reserved_properties_in_storage() {
         (StatusCode::OK, "session saved (nope)")
     );
     let stored = store.record(&id).await.unwrap();
-    assert_eq!(stored.data["save"], serde_json::json!("nope"));
-    assert_eq!(stored.data["num"], serde_json::json!(1));
+    assert_eq!(stored.data()["save"], serde_json::json!("nope"));
+    assert_eq!(stored.data()["num"], serde_json::json!(1));
 }
 
 // upstream: session() > "should only have session data enumerable (and cookie)"
@@ -402,7 +404,7 @@ async fn assert_saved_before_response_ended(store: &CountingStore, reply: &Reply
         .record(&id)
         .await
         .expect("saved before the response ended");
-    assert_eq!(record.data["hit"], serde_json::json!(true));
+    assert_eq!(record.data()["hit"], serde_json::json!(true));
 }
 
 fn slow_store() -> CountingStore {
@@ -517,7 +519,7 @@ async fn when_response_ended_should_have_saved_session_with_updated_cookie_expir
         (StatusCode::OK, id.as_str())
     );
     let record = store.record(&id).await.expect("session still in store");
-    let updated = record.cookie.expires().unwrap();
+    let updated = record.cookie().expires().unwrap();
     assert!(
         updated.millis_since(original) >= 20,
         "session cookie expiration updated"
@@ -771,7 +773,7 @@ async fn cookie_only_change_is_a_modification_for_us() {
     let expires = assert_expires_matches_record(&cookie, &record);
     assert!(expires >= before.add_millis(5000) && expires <= after.add_millis(5000));
     assert_eq!(
-        record.cookie.original_max_age(),
+        record.cookie().original_max_age(),
         Some(Duration::from_millis(5000))
     );
 }

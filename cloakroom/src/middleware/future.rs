@@ -9,7 +9,7 @@ use http::Response;
 use http::header::SET_COOKIE;
 use pin_project_lite::pin_project;
 
-use crate::session::Session;
+use crate::session::{Outcome, Session};
 
 type CommitFuture<B> = Pin<Box<dyn Future<Output = Response<B>> + Send>>;
 
@@ -68,14 +68,20 @@ where
             match this.state.as_mut().project() {
                 StateProj::Handler { future, session } => {
                     let response = ready!(future.poll(cx))?;
-                    match session.take() {
-                        // Only a used session has anything to commit: untouched requests pay
-                        // no allocation, lock or store call here.
-                        Some(session) if session.was_used() => {
-                            let future = Box::pin(commit(session, response));
+                    // Only a used session has anything to commit: untouched requests pay no
+                    // allocation, lock or store call here.
+                    let Some(session) = session.take().filter(Session::was_used) else {
+                        return Poll::Ready(Ok(response));
+                    };
+                    match session.commit_now() {
+                        Ok(outcome) => return Poll::Ready(Ok(apply(&session, outcome, response))),
+                        Err(deferred) => {
+                            let future = Box::pin(async move {
+                                let outcome = session.commit_later(deferred).await;
+                                apply(&session, outcome, response)
+                            });
                             this.state.set(State::Commit { future });
                         }
-                        _ => return Poll::Ready(Ok(response)),
                     }
                 }
                 StateProj::Commit { future } => return future.as_mut().poll(cx).map(Ok),
@@ -84,10 +90,13 @@ where
     }
 }
 
-/// Saves, touches or destroys as decided, then sets the cookie, or swaps in the failure
-/// response when the store failed.
-async fn commit<B: From<Bytes>>(session: Session, mut response: Response<B>) -> Response<B> {
-    let outcome = session.commit().await;
+/// Sets the cookie the commit decided on, or swaps in the failure response when the store
+/// failed; logs what went wrong, once.
+fn apply<B: From<Bytes>>(
+    session: &Session,
+    outcome: Outcome,
+    mut response: Response<B>,
+) -> Response<B> {
     for warning in &outcome.warnings {
         tracing::warn!(
             error = warning as &dyn std::error::Error,

@@ -1,6 +1,7 @@
 //! [`SessionLayer`] and its builder: express-session's options, by express's names.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Response;
@@ -53,6 +54,7 @@ impl SessionLayer {
             save_uninitialized: false,
             rolling: false,
             unset: Unset::Keep,
+            touch_after: Duration::ZERO,
             on_failure: Arc::new(default_failure_response),
         }
     }
@@ -80,6 +82,7 @@ pub struct SessionLayerBuilder {
     save_uninitialized: bool,
     rolling: bool,
     unset: Unset,
+    touch_after: Duration,
     on_failure: FailureHandler,
 }
 
@@ -175,6 +178,23 @@ impl SessionLayerBuilder {
         self
     }
 
+    /// Skips the end-of-request touch (express refreshes a loaded, unchanged session's expiry in
+    /// the store on every request) when the store's expiry was refreshed less than this long
+    /// ago, like connect-mongo's `touchAfter`. Default zero: every touch is made, as express.
+    ///
+    /// A read-only request then costs one store round trip instead of two, at the price of the
+    /// stored expiry lagging by up to this much (the session may end this much earlier than the
+    /// cookie). Stores that do not report their expiry are always touched.
+    ///
+    /// ```
+    /// # let builder = cloakroom::SessionLayer::builder(cloakroom::MemoryStore::new());
+    /// let builder = builder.with_touch_after(std::time::Duration::from_secs(60));
+    /// ```
+    pub fn with_touch_after(mut self, touch_after: Duration) -> Self {
+        self.touch_after = touch_after;
+        self
+    }
+
     /// Builds the response sent when the store fails while loading or saving, instead of the
     /// default (503 when transient, else 500, with the reason phrase as the body). The error is
     /// attached to the response extensions either way.
@@ -215,6 +235,7 @@ impl SessionLayerBuilder {
             save_uninitialized: self.save_uninitialized,
             rolling: self.rolling,
             unset: self.unset,
+            touch_after: self.touch_after,
         }
         .validated()?;
         let rules = Rules {

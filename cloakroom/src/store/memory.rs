@@ -156,7 +156,7 @@ impl MemoryStore {
     }
 
     fn expires_at(&self, record: &Record, now: i64) -> i64 {
-        match record.cookie.expires() {
+        match record.cookie().expires() {
             Some(expires) => expires.as_millis(),
             None => now.saturating_add(self.inner.default_ttl_ms),
         }
@@ -209,10 +209,12 @@ fn decode(json: &str) -> Result<Record, Error> {
 impl SessionStore for MemoryStore {
     async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error> {
         let now = Timestamp::now().as_millis();
-        let (json, version) = {
+        let (json, version, expires_at) = {
             let mut shard = self.shard(id);
             match shard.entries.to_back(id.as_str()) {
-                Some(entry) if entry.expires_at > now => (Arc::clone(&entry.json), entry.version),
+                Some(entry) if entry.expires_at > now => {
+                    (Arc::clone(&entry.json), entry.version, entry.expires_at)
+                }
                 Some(_) => {
                     shard.entries.remove(id.as_str());
                     return Ok(None);
@@ -223,6 +225,7 @@ impl SessionStore for MemoryStore {
         Ok(Some(Loaded {
             record: decode(&json)?,
             version: Version::from_counter(version),
+            expires_at: Some(Timestamp::from_millis(expires_at)),
         }))
     }
 
@@ -285,6 +288,12 @@ impl SessionStore for MemoryStore {
             None => {}
         }
         Ok(())
+    }
+
+    fn default_ttl(&self) -> Option<Duration> {
+        Some(Duration::from_millis(
+            self.inner.default_ttl_ms.max(0).unsigned_abs(),
+        ))
     }
 
     async fn all(&self) -> Result<Vec<(Id, Record)>, Error> {
@@ -350,14 +359,14 @@ mod tests {
 
     fn record(views: u64, expires_in_ms: Option<i64>) -> Record {
         let mut record = Record::default();
-        record.data.insert("views".into(), json!(views));
+        record.data_mut().insert("views".into(), json!(views));
         if let Some(ms) = expires_in_ms {
             record
-                .cookie
+                .cookie_mut()
                 .set_max_age(Some(Duration::from_millis(ms.unsigned_abs())));
             if ms < 0 {
                 record
-                    .cookie
+                    .cookie_mut()
                     .set_expires(Some(Timestamp::now().add_millis(ms)));
             }
         }
@@ -378,7 +387,7 @@ mod tests {
         assert!(store.get(&id).await.unwrap().is_none());
         store.set(&id, &record(1, None), None).await.unwrap();
         let loaded = store.get(&id).await.unwrap().unwrap();
-        assert_eq!(loaded.record.data["views"], json!(1));
+        assert_eq!(loaded.record.data()["views"], json!(1));
         store.destroy(&id).await.unwrap();
         assert!(store.get(&id).await.unwrap().is_none());
         store.destroy(&id).await.unwrap();
@@ -396,11 +405,16 @@ mod tests {
             SetOutcome::Conflict
         );
         // Touch keeps the version.
+        let before = store.get(&id).await.unwrap().unwrap().expires_at.unwrap();
         store.touch(&id, &record(9, Some(60_000))).await.unwrap();
         let loaded = store.get(&id).await.unwrap().unwrap();
         assert_eq!(loaded.version, v2);
+        assert!(
+            loaded.expires_at.unwrap() < before,
+            "the day-long default became a minute"
+        );
         assert_eq!(
-            loaded.record.data["views"],
+            loaded.record.data()["views"],
             json!(2),
             "touch never writes data"
         );

@@ -13,11 +13,13 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::id::Id;
 use crate::record::Record;
+use crate::time::Timestamp;
 
 pub mod memory;
 
@@ -28,6 +30,10 @@ pub struct Loaded {
     pub record: Record,
     /// Identifies this exact stored state; see [`SessionStore::set`].
     pub version: Version,
+    /// When the store will drop the record, if it knows (a touch moves it without rewriting
+    /// the record, so it can be later than `record.cookie.expires()`). The middleware uses it to
+    /// skip touches that are not due; `None` means every touch is made.
+    pub expires_at: Option<Timestamp>,
 }
 
 /// An opaque token for one stored state of a record: a counter, or the stored bytes themselves
@@ -132,6 +138,13 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// touch racing a destroy must not bring the session back).
     async fn touch(&self, id: &Id, record: &Record) -> Result<(), Error>;
 
+    /// How long the store keeps a record whose cookie has no expiry (a browser-session cookie),
+    /// counted from its last save or touch; `None` if it does not expire such records. The
+    /// middleware uses it with [`Loaded::expires_at`] to skip touches that are not due.
+    fn default_ttl(&self) -> Option<Duration> {
+        None
+    }
+
     /// Every live record. Optional: the default reports [`ErrorKind::Unsupported`].
     async fn all(&self) -> Result<Vec<(Id, Record)>, Error> {
         Err(Error::unsupported())
@@ -172,6 +185,9 @@ impl<S: SessionStore> SessionStore for Arc<S> {
     }
     async fn touch(&self, id: &Id, record: &Record) -> Result<(), Error> {
         (**self).touch(id, record).await
+    }
+    fn default_ttl(&self) -> Option<Duration> {
+        (**self).default_ttl()
     }
     async fn all(&self) -> Result<Vec<(Id, Record)>, Error> {
         (**self).all().await

@@ -411,6 +411,8 @@ impl SessionStore for RawStore {
         Ok(Some(Loaded {
             record,
             version: Version::from_counter(version),
+            // This store never expires anything: every touch is due.
+            expires_at: None,
         }))
     }
 
@@ -444,7 +446,7 @@ impl SessionStore for RawStore {
                 serde_json::from_str(json).unwrap();
             stored.insert(
                 "cookie".to_owned(),
-                serde_json::to_value(&record.cookie).unwrap(),
+                serde_json::to_value(record.cookie()).unwrap(),
             );
             *json = serde_json::to_string(&stored).unwrap();
         }
@@ -511,7 +513,7 @@ impl HttpBody for Chunks {
 /// from the same `Date`), and returns it.
 pub fn assert_expires_matches_record(cookie: &SetCookie, record: &Record) -> cloakroom::Timestamp {
     let stored = record
-        .cookie
+        .cookie()
         .expires()
         .expect("the stored cookie has an expiry");
     assert_eq!(cookie.expires(), Some(stored.to_http_date().as_str()));
