@@ -13,6 +13,8 @@ use crate::record::Record;
 use crate::time::Timestamp;
 
 const SHARDS: usize = 16;
+/// Parsed records kept per shard for sessions in use right now (see [`Shard::parsed`]).
+const PARSED_SLOTS: usize = 128;
 
 /// Sessions in this process's memory: for one node, for tests, and for development.
 ///
@@ -40,13 +42,27 @@ struct Inner {
     sweeper: Once,
 }
 
-#[derive(Default)]
 struct Shard {
     /// Least recently used first.
     entries: LinkedHashMap<Box<str>, Entry>,
     /// Never reused within a shard, so a destroyed-then-recreated record never matches a stale
     /// version.
     last_version: u64,
+    /// Records of recently used sessions, already parsed, so a read of an active session skips
+    /// the JSON. A slot is picked by the id's hash and holds the version it was parsed at; it is
+    /// valid only while the entry still has that version (versions are unique in a shard). The
+    /// table is fixed in size, so memory per stored session stays that of its JSON.
+    parsed: Box<[Option<Box<(u64, Record)>>]>,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard {
+            entries: LinkedHashMap::new(),
+            last_version: 0,
+            parsed: (0..PARSED_SLOTS).map(|_| None).collect(),
+        }
+    }
 }
 
 struct Entry {
@@ -63,6 +79,21 @@ impl Shard {
     fn next_version(&mut self) -> u64 {
         self.last_version += 1;
         self.last_version
+    }
+
+    /// The parsed record for `version` in `slot`, if cached.
+    fn cached(&self, slot: usize, version: u64) -> Option<Record> {
+        match &self.parsed[slot] {
+            Some(cached) if cached.0 == version => Some(cached.1.clone()),
+            _ => None,
+        }
+    }
+
+    fn cache(&mut self, slot: usize, version: u64, record: Record) {
+        match &mut self.parsed[slot] {
+            Some(cached) => **cached = (version, record),
+            empty => *empty = Some(Box::new((version, record))),
+        }
     }
 
     fn sweep(&mut self, now: i64) -> usize {
@@ -147,12 +178,18 @@ impl MemoryStore {
     }
 
     fn shard(&self, id: &Id) -> MutexGuard<'_, Shard> {
-        let index = self.inner.hasher.hash_one(id.as_str()) as usize % SHARDS;
+        self.locate(id).0
+    }
+
+    /// The id's shard, locked, and its slot in the shard's parsed-record table.
+    fn locate(&self, id: &Id) -> (MutexGuard<'_, Shard>, usize) {
+        let hash = self.inner.hasher.hash_one(id.as_str()) as usize;
         // A panic while holding the lock cannot leave an entry half-written (each change is one
         // map operation), so a poisoned shard is still consistent.
-        self.inner.shards[index]
+        let shard = self.inner.shards[hash % SHARDS]
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner);
+        (shard, (hash / SHARDS) % PARSED_SLOTS)
     }
 
     fn expires_at(&self, record: &Record, now: i64) -> i64 {
@@ -209,21 +246,27 @@ fn decode(json: &str) -> Result<Record, Error> {
 impl SessionStore for MemoryStore {
     async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error> {
         let now = Timestamp::now().as_millis();
-        let (json, version, expires_at) = {
-            let mut shard = self.shard(id);
-            match shard.entries.to_back(id.as_str()) {
-                Some(entry) if entry.expires_at > now => {
-                    (Arc::clone(&entry.json), entry.version, entry.expires_at)
-                }
-                Some(_) => {
-                    shard.entries.remove(id.as_str());
-                    return Ok(None);
-                }
-                None => return Ok(None),
+        let (mut guard, slot) = self.locate(id);
+        let shard = &mut *guard;
+        let (version, expires_at) = match shard.entries.to_back(id.as_str()) {
+            Some(entry) if entry.expires_at > now => (entry.version, entry.expires_at),
+            Some(_) => {
+                shard.entries.remove(id.as_str());
+                return Ok(None);
+            }
+            None => return Ok(None),
+        };
+        let record = match shard.cached(slot, version) {
+            Some(record) => record,
+            None => {
+                let json = &shard.entries.get(id.as_str()).expect("found above").json;
+                let record = decode(json)?;
+                shard.cache(slot, version, record.clone());
+                record
             }
         };
         Ok(Some(Loaded {
-            record: decode(&json)?,
+            record,
             version: Version::from_counter(version),
             expires_at: Some(Timestamp::from_millis(expires_at)),
         }))
@@ -239,7 +282,7 @@ impl SessionStore for MemoryStore {
         let now = Timestamp::now().as_millis();
         let expires_at = self.expires_at(record, now);
         let json: Arc<str> = record.to_json().into();
-        let mut shard = self.shard(id);
+        let (mut shard, slot) = self.locate(id);
         if let Some(expected) = expected {
             let stored = shard.live(id.as_str(), now).map(|e| e.version);
             if stored.is_none() || stored != expected.as_counter() {
@@ -257,6 +300,8 @@ impl SessionStore for MemoryStore {
             expires_at,
             version,
         };
+        // The next read of this session (the common case) needs no parse.
+        shard.cache(slot, version, record.clone());
         match shard.entries.to_back(id.as_str()) {
             Some(existing) => *existing = entry,
             None => {
@@ -391,6 +436,56 @@ mod tests {
         store.destroy(&id).await.unwrap();
         assert!(store.get(&id).await.unwrap().is_none());
         store.destroy(&id).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn parsed_records_never_answer_for_another_session_or_version() {
+        // Far more sessions than parsed slots: slots are shared, and every read must still
+        // return its own session's latest data.
+        let store = MemoryStore::new();
+        let ids: Vec<Id> = (0..5000).map(|_| Id::generate()).collect();
+        for (n, id) in ids.iter().enumerate() {
+            store.set(id, &record(n as u64, None), None).await.unwrap();
+        }
+        for round in 0..2u64 {
+            for (n, id) in ids.iter().enumerate().rev() {
+                let loaded = store.get(id).await.unwrap().unwrap();
+                assert_eq!(
+                    loaded.record.data()["views"],
+                    json!(n as u64 + round * 10_000)
+                );
+            }
+            for (n, id) in ids.iter().enumerate() {
+                let next = record(n as u64 + (round + 1) * 10_000, None);
+                store.set(id, &next, None).await.unwrap();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rewrite_replaces_the_parsed_record() {
+        let store = MemoryStore::new();
+        let id = Id::generate();
+        store.set(&id, &record(1, None), None).await.unwrap();
+        assert_eq!(
+            store.get(&id).await.unwrap().unwrap().record.data()["views"],
+            json!(1)
+        );
+        assert_eq!(
+            store.get(&id).await.unwrap().unwrap().record.data()["views"],
+            json!(1)
+        );
+        store.set(&id, &record(2, None), None).await.unwrap();
+        assert_eq!(
+            store.get(&id).await.unwrap().unwrap().record.data()["views"],
+            json!(2)
+        );
+        store.destroy(&id).await.unwrap();
+        store.set(&id, &record(3, None), None).await.unwrap();
+        assert_eq!(
+            store.get(&id).await.unwrap().unwrap().record.data()["views"],
+            json!(3)
+        );
     }
 
     #[tokio::test]
