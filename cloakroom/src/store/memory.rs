@@ -52,7 +52,13 @@ struct Shard {
     /// the JSON. A slot is picked by the id's hash and holds the version it was parsed at; it is
     /// valid only while the entry still has that version (versions are unique in a shard). The
     /// table is fixed in size, so memory per stored session stays that of its JSON.
-    parsed: Box<[Option<Box<(u64, Record)>>]>,
+    parsed: Box<[Option<Box<Parsed>>]>,
+}
+
+/// A record as parsed from an entry's JSON at `version`.
+struct Parsed {
+    version: u64,
+    record: Record,
 }
 
 impl Default for Shard {
@@ -84,15 +90,15 @@ impl Shard {
     /// The parsed record for `version` in `slot`, if cached.
     fn cached(&self, slot: usize, version: u64) -> Option<Record> {
         match &self.parsed[slot] {
-            Some(cached) if cached.0 == version => Some(cached.1.clone()),
+            Some(parsed) if parsed.version == version => Some(parsed.record.clone()),
             _ => None,
         }
     }
 
     fn cache(&mut self, slot: usize, version: u64, record: Record) {
         match &mut self.parsed[slot] {
-            Some(cached) => **cached = (version, record),
-            empty => *empty = Some(Box::new((version, record))),
+            Some(parsed) => **parsed = Parsed { version, record },
+            empty => *empty = Some(Box::new(Parsed { version, record })),
         }
     }
 
