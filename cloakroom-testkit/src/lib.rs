@@ -1,0 +1,158 @@
+//! The conformance suite every cloakroom [`SessionStore`] must pass, public so third-party stores
+//! can prove themselves the same way the built-in ones do.
+//!
+//! Each case in [`cases`] is an async function that takes a fresh, empty store and panics on
+//! the first broken contract. [`conformance_suite!`] expands to one `#[tokio::test]` per case.
+//! Run it against the real server, never a stand-in.
+//!
+//! ```no_run
+//! // tests/my_store.rs. A real store would connect to its server here, with a key prefix,
+//! // table or file no other test shares:
+//! //     let url = cloakroom_testkit::server_url("MY_STORE_URL", "start it with ./my-server");
+//! //     let prefix = cloakroom_testkit::unique_name("test:");
+//! async fn fresh() -> cloakroom::MemoryStore {
+//!     cloakroom::MemoryStore::new()
+//! }
+//!
+//! async fn prune(store: &cloakroom::MemoryStore) -> usize {
+//!     store.remove_expired()
+//! }
+//!
+//! cloakroom_testkit::conformance_suite!(fresh, prune = prune);
+//! # fn main() {}
+//! ```
+//!
+//! The suite needs `tokio` with the `macros` and `rt-multi-thread` features in the crate that
+//! invokes the macro. Some cases wait for records to expire, so the whole suite takes a few
+//! seconds of wall time (the cases run in parallel).
+//!
+//! [`SessionStore`]: cloakroom::SessionStore
+
+use std::time::Duration;
+
+use cloakroom::store::{SessionStore, SetOutcome, Version};
+use cloakroom::{Id, Record, SessionCookie};
+use serde_json::{Map, Value, json};
+
+pub mod cases;
+
+/// A server URL from the environment. A missing variable fails the test, saying how to get the
+/// server: a test never skips quietly.
+///
+/// # Panics
+/// When the variable is not set.
+pub fn server_url(variable: &str, how_to_get_it: &str) -> String {
+    std::env::var(variable).unwrap_or_else(|_| {
+        panic!("{variable} is not set: this test needs a real server. {how_to_get_it}")
+    })
+}
+
+/// `prefix` and 12 random hex characters: a name no other test uses (a key prefix, a table or a
+/// file), so tests can share one server and run in parallel.
+///
+/// # Panics
+/// If the operating system has no randomness to give.
+pub fn unique_name(prefix: &str) -> String {
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).expect("the OS random number generator must be available");
+    let suffix: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{suffix}")
+}
+
+/// A record with `data` and, if given, a cookie that expires after `max_age`.
+///
+/// # Panics
+/// When `data` is not a JSON object.
+pub fn record(data: Value, max_age: Option<Duration>) -> Record {
+    let Value::Object(data) = data else {
+        panic!("session data must be a JSON object")
+    };
+    let mut cookie = SessionCookie::default();
+    cookie.set_max_age(max_age);
+    Record::new(cookie, data)
+}
+
+/// A record whose cookie uses every attribute express stores, with data in a deliberately
+/// unsorted order, so a round trip shows whether the store keeps express's JSON exactly.
+pub fn express_shaped_record() -> Record {
+    let mut cookie = SessionCookie::default();
+    cookie.set_max_age(Some(Duration::from_secs(3600)));
+    cookie.set_domain(Some("example.com".into()));
+    cookie.set_partitioned(Some(true));
+    cookie.set_priority(Some(cloakroom::Priority::High));
+    cookie.set_same_site(Some(cloakroom::SameSite::Lax));
+    cookie.set_secure(Some(false));
+    let mut data = Map::new();
+    data.insert("zeta".into(), json!(1));
+    data.insert("alpha".into(), json!({"nested": [1, 2, {"deep": null}]}));
+    data.insert("user".into(), json!({"username": "john", "role": "admin"}));
+    data.insert("float".into(), json!(0.5));
+    Record::new(cookie, data)
+}
+
+/// Writes `record`, expecting the write to happen; returns the new version.
+///
+/// # Panics
+/// On a store error or a conflict.
+pub async fn write(
+    store: &dyn SessionStore,
+    id: &Id,
+    record: &Record,
+    expected: Option<&Version>,
+) -> Version {
+    match store.set(id, record, expected).await {
+        Ok(SetOutcome::Written(version)) => version,
+        Ok(other) => panic!("expected the write to happen, got {other:?}"),
+        Err(error) => panic!("set failed: {error} ({error:?})"),
+    }
+}
+
+/// Expands to one `#[tokio::test]` per conformance case. `$fresh` is an async function (no
+/// arguments) returning a new store that shares nothing with any other test.
+///
+/// With `prune = $prune`, an async function taking `&Store` that deletes expired records now and
+/// returns how many (for stores that remove them in a background task), the suite also checks
+/// that expired records are physically removed.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($fresh:path) => {
+        $crate::conformance_suite!(@cases $fresh);
+    };
+    ($fresh:path, prune = $prune:path) => {
+        $crate::conformance_suite!(@cases $fresh);
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn conformance_expired_records_are_removed() {
+            let store = ::std::sync::Arc::new($fresh().await);
+            let pruned = ::std::sync::Arc::clone(&store);
+            $crate::cases::expired_records_are_removed(store, || {
+                let pruned = ::std::sync::Arc::clone(&pruned);
+                async move { $prune(&pruned).await }
+            })
+            .await;
+        }
+    };
+    (@cases $fresh:path) => {
+        $crate::conformance_suite!(@case $fresh, set_get_destroy);
+        $crate::conformance_suite!(@case $fresh, set_is_an_upsert);
+        $crate::conformance_suite!(@case $fresh, records_keep_express_json_exactly);
+        $crate::conformance_suite!(@case $fresh, expired_records_are_never_returned);
+        $crate::conformance_suite!(@case $fresh, touch_moves_expiry_only);
+        $crate::conformance_suite!(@case $fresh, touch_never_brings_a_session_back);
+        $crate::conformance_suite!(@case $fresh, compare_and_set);
+        $crate::conformance_suite!(@case $fresh, one_mebibyte_record);
+        $crate::conformance_suite!(@case $fresh, unicode_ids_keys_and_values);
+        $crate::conformance_suite!(@case $fresh, ten_thousand_sessions);
+        $crate::conformance_suite!(@case $fresh, sixty_four_tasks_at_once);
+        $crate::conformance_suite!(@case $fresh, all_len_and_clear);
+        $crate::conformance_suite!(@case $fresh, reported_expiry_is_accurate);
+    };
+    (@case $fresh:path, $case:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let store: ::std::sync::Arc<dyn ::cloakroom::SessionStore> =
+                ::std::sync::Arc::new($fresh().await);
+            $crate::cases::$case(store).await;
+        }
+    };
+}
