@@ -127,7 +127,7 @@ pub async fn touch_moves_expiry_only(store: Store) {
         .await
         .unwrap()
         .expect("the touch extended the record past its first expiry");
-    assert_eq!(loaded.record.data(), &*record(json!({"v": 1}), None).data());
+    assert_eq!(loaded.record.data(), record(json!({"v": 1}), None).data());
     assert_eq!(loaded.version, version, "a touch keeps the version");
     // A compare-and-set against that version still succeeds: the touch did not disturb it.
     write(
