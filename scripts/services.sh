@@ -115,18 +115,21 @@ start_services() {
     start >/dev/null || { services_log "postgres did not start: $dir/pg/server.log"; return 1; }
   export CLOAKROOM_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
   services_log "postgres on 127.0.0.1:$pg_port"
-  CLOAKROOM_PG_AS=("${as_pg[@]}"); CLOAKROOM_PG_BINDIR=$bindir
 }
 
+# Stops what start_services started. Needs only CLOAKROOM_SERVICES_DIR, so it also works from
+# another shell: CLOAKROOM_SERVICES_DIR=/tmp/cloakroom-services.XXXX bash -c '. scripts/services.sh; stop_services'
 stop_services() {
   local dir=${CLOAKROOM_SERVICES_DIR:-}
   [ -n "$dir" ] && [ -d "$dir" ] || return 0
+  local as_pg=()
+  [ "$(id -u)" -eq 0 ] && as_pg=(runuser -u postgres --)
   local pidfile
   for pidfile in "$dir"/redis/redis.pid "$dir"/cluster-*/redis.pid; do
     [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null
   done
   if [ -f "$dir/pg/data/postmaster.pid" ]; then
-    "${CLOAKROOM_PG_AS[@]}" "$CLOAKROOM_PG_BINDIR/pg_ctl" -D "$dir/pg/data" -m immediate stop >/dev/null 2>&1
+    "${as_pg[@]}" "$(pg_bindir)/pg_ctl" -D "$dir/pg/data" -m immediate stop >/dev/null 2>&1
   fi
   rm -rf "$dir"
   services_log "stopped and removed $dir"

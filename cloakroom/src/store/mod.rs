@@ -22,6 +22,12 @@ use crate::record::Record;
 use crate::time::Timestamp;
 
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 /// A record as loaded, with the version a later compare-and-set must match.
 #[derive(Clone, Debug)]

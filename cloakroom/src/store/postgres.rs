@@ -1,0 +1,1 @@
+//! postgres store: being written.

@@ -1,0 +1,1 @@
+//! sqlite store: being written.
