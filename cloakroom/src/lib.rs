@@ -56,8 +56,20 @@
 //! extensions. A bad cookie is never an error: it starts a new session.
 //!
 //! # Stores
-//! [`MemoryStore`] keeps sessions in process, bounded and expiring. Other stores implement
-//! [`SessionStore`]; the trait's docs give each method's contract.
+//! Pick the store by what you already run; all of them pass the same conformance suite
+//! (`cloakroom-testkit`) against the real server.
+//!
+//! | store | feature | format | for |
+//! |---|---|---|---|
+//! | [`MemoryStore`] | always | express JSON in process memory, bounded (LRU) and expiring | one process, tests, development |
+//! | `SqliteStore` | `sqlite` | the connect-pg-simple table shape in an SQLite file (WAL) | one machine, nothing to install; the demo's default |
+//! | `RedisStore` | `redis` | connect-redis: key `sess:<id>`, value the express JSON, TTL from the cookie | many processes; standalone Redis or Redis Cluster |
+//! | `PostgresStore` | `postgres` | connect-pg-simple: table `session (sid, sess json, expire)` | many processes, a database you already run |
+//!
+//! Redis and Postgres read and write the very records connect-redis and connect-pg-simple do,
+//! so an Express app and a cloakroom service can share them. Any other store implements
+//! [`SessionStore`]; the trait's docs give each method's contract, and `cloakroom-testkit` checks
+//! it.
 //!
 //!
 #![doc = include_str!("../docs/express-differences.md")]
@@ -66,6 +78,9 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `axum` | yes | the [`Session`] extractor (through `axum-core`) |
+//! | `sqlite` | no | `SqliteStore` (sqlx) |
+//! | `redis` | no | `RedisStore`, standalone and Cluster (redis-rs) |
+//! | `postgres` | no | `PostgresStore` (sqlx) |
 #![forbid(unsafe_code)]
 
 mod config;
@@ -91,4 +106,10 @@ pub use record::{Priority, Record, SameSite, SessionCookie};
 pub use session::Session;
 pub use store::SessionStore;
 pub use store::memory::{MemoryStore, MemoryStoreBuilder};
+#[cfg(feature = "postgres")]
+pub use store::postgres::{PostgresStore, PostgresStoreBuilder};
+#[cfg(feature = "redis")]
+pub use store::redis::{RedisStore, RedisStoreBuilder};
+#[cfg(feature = "sqlite")]
+pub use store::sqlite::{SqliteStore, SqliteStoreBuilder};
 pub use time::Timestamp;

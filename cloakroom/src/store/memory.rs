@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use hashlink::LinkedHashMap;
 
-use super::{Error, ErrorKind, Loaded, SessionStore, SetOutcome, Version};
+use super::{Error, Loaded, SessionStore, SetOutcome, Version, decode_record};
 use crate::id::Id;
 use crate::record::Record;
 use crate::time::Timestamp;
@@ -244,10 +244,6 @@ async fn sweep_forever(store: Weak<Inner>, period: Duration) {
     }
 }
 
-fn decode(json: &str) -> Result<Record, Error> {
-    Record::from_json(json).map_err(|e| Error::new(ErrorKind::Decode, e))
-}
-
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error> {
@@ -266,7 +262,7 @@ impl SessionStore for MemoryStore {
             Some(record) => record,
             None => {
                 let json = &shard.entries.get(id.as_str()).expect("found above").json;
-                let record = decode(json)?;
+                let record = decode_record(json)?;
                 shard.cache(slot, version, record.clone());
                 record
             }
@@ -361,7 +357,7 @@ impl SessionStore for MemoryStore {
             );
         }
         live.into_iter()
-            .map(|(id, json)| Ok((id, decode(&json)?)))
+            .map(|(id, json)| Ok((id, decode_record(&json)?)))
             .collect()
     }
 

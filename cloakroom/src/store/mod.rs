@@ -26,6 +26,8 @@ pub mod memory;
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -45,7 +47,9 @@ pub struct Loaded {
 /// An opaque token for one stored state of a record: a counter, or the stored bytes themselves
 /// (a store without counters can compare what it loaded with what it holds now).
 ///
-/// A `touch` must not change it; any `set` must.
+/// A `touch` must not change it; a `set` that changes the stored record must. (A version made
+/// from the stored bytes stays the same when identical bytes are written again, which is
+/// harmless: the state is the same.)
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Version(VersionRepr);
 
@@ -173,8 +177,10 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     }
 }
 
+/// A shared store is a store, so an app can keep a handle (for `all`, or a store chosen at run
+/// time as `Arc<dyn SessionStore>`) while the layer uses it.
 #[async_trait]
-impl<S: SessionStore> SessionStore for Arc<S> {
+impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error> {
         (**self).get(id).await
     }
@@ -208,6 +214,53 @@ impl<S: SessionStore> SessionStore for Arc<S> {
         (**self).clear().await
     }
 }
+
+/// Reads a stored record (express's JSON) for a store. A failure is [`ErrorKind::Decode`] with a
+/// source that says where the JSON went wrong and never quotes it: the parser's own message can
+/// quote the stored text, which is session data, and the middleware logs error sources. Use this
+/// rather than [`Record::from_json`] in a store.
+///
+/// # Errors
+/// [`ErrorKind::Decode`] when the text is not an express-session record.
+pub fn decode_record(json: &str) -> Result<Record, Error> {
+    Record::from_json(json).map_err(|error| Error::new(ErrorKind::Decode, DecodeError::from(error)))
+}
+
+/// Why a stored `sess` is not an express-session record, without quoting any of it.
+#[derive(Debug)]
+struct DecodeError {
+    category: serde_json::error::Category,
+    line: usize,
+    column: usize,
+}
+
+impl From<serde_json::Error> for DecodeError {
+    fn from(error: serde_json::Error) -> Self {
+        DecodeError {
+            category: error.classify(),
+            line: error.line(),
+            column: error.column(),
+        }
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let problem = match self.category {
+            serde_json::error::Category::Io => "an I/O error",
+            serde_json::error::Category::Syntax => "invalid JSON",
+            serde_json::error::Category::Data => "JSON that is not an express-session record",
+            serde_json::error::Category::Eof => "truncated JSON",
+        };
+        write!(
+            f,
+            "stored session is {problem} (line {}, column {})",
+            self.line, self.column
+        )
+    }
+}
+
+impl StdError for DecodeError {}
 
 /// What kind of failure a store reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -318,6 +371,18 @@ mod tests {
             std::io::ErrorKind::ConnectionRefused
         );
         assert_eq!(error.to_string(), "session store unavailable");
+    }
+
+    #[test]
+    fn decode_errors_never_quote_the_record() {
+        let error = decode_record(r#"{"cookie":"secret-session-data"}"#).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Decode);
+        let source = error.source().unwrap().to_string();
+        assert!(!source.contains("secret"), "{source}");
+        assert_eq!(
+            source,
+            "stored session is JSON that is not an express-session record (line 1, column 31)"
+        );
     }
 
     #[test]

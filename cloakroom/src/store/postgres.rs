@@ -1,1 +1,740 @@
-//! postgres store: being written.
+//! [`PostgresStore`]: sessions in PostgreSQL, in connect-pg-simple's table.
+//!
+//! # Schema
+//! One row a session, in connect-pg-simple's `table.sql`:
+//!
+//! ```sql
+//! CREATE TABLE "session" (
+//!   "sid" varchar NOT NULL COLLATE "default",
+//!   "sess" json NOT NULL,
+//!   "expire" timestamp(6) NOT NULL
+//! )
+//! WITH (OIDS=FALSE);
+//! ALTER TABLE "session" ADD CONSTRAINT "session_pkey" PRIMARY KEY ("sid") NOT DEFERRABLE INITIALLY IMMEDIATE;
+//! CREATE INDEX "IDX_session_expire" ON "session" ("expire");
+//! ```
+//!
+//! `sess` is express-session's JSON, byte for byte (`json` keeps its input text exactly). The
+//! table and its schema can be renamed ([`with_table_name`](PostgresStoreBuilder::with_table_name),
+//! [`with_schema_name`](PostgresStoreBuilder::with_schema_name)); like connect-pg-simple, the
+//! store does not create the table unless asked to
+//! ([`with_create_table_if_missing`](PostgresStoreBuilder::with_create_table_if_missing)).
+//!
+//! # Expiry
+//! `expire` is written as connect-pg-simple writes it: `to_timestamp(s)`, where `s` is the
+//! cookie's expiry rounded up to the second, or for a browser-session cookie `now + ttl` rounded
+//! up ([`with_default_ttl`](PostgresStoreBuilder::with_default_ttl), one day by default). A row
+//! is live while `expire >= to_timestamp(ceil(now))`, with `now` taken from this process's clock
+//! (as connect-pg-simple uses Node's), so a session lives up to a second past its cookie.
+//!
+//! # Compare-and-set
+//! A record's [`Version`] is its stored `sess` text. A compare-and-set is one
+//! `UPDATE … WHERE sid = $1 AND sess::text = $2 AND expire >= now`: it writes only if the row is
+//! still live and holds exactly what was loaded, so a concurrent write is never overwritten and
+//! a destroyed or expired session is never brought back. A touch changes `expire` only, so it
+//! never changes the version. Two writes of identical text have the same version; a
+//! compare-and-set between them succeeds, which is harmless because the content is the same.
+//!
+//! # Pruning
+//! Expired rows are hidden at once and deleted by a background task every 15 minutes (each
+//! delay randomized to 50–150 %, as connect-pg-simple), started on the tokio runtime that builds
+//! the store and stopped when the last clone of the store is dropped. A failed prune is logged
+//! and retried at the next interval. [`PostgresStore::prune_expired`] prunes on demand.
+//!
+//! # Sharing the table with connect-pg-simple
+//! Point both at the same table and they read each other's sessions: the rows, the expiry
+//! rule and the queries are connect-pg-simple's, and the session cookie is express-session's
+//! (use the same `secret` and cookie `name`). Two things to line up:
+//!
+//! - **Time zone.** `expire` is a `timestamp` without time zone, so its meaning depends on the
+//!   `TimeZone` of the connection that wrote it. node-postgres connections use the server's
+//!   default, but sqlx sets `TimeZone` to `UTC` on every connection. If `SHOW timezone` in
+//!   `psql` says anything but `UTC` (or `Etc/UTC`), give that zone to
+//!   [`with_time_zone`](PostgresStoreBuilder::with_time_zone), or start node-postgres with
+//!   `options: '-c TimeZone=UTC'`; otherwise each side reads the other's expiry off by the
+//!   zone's offset, and pruning deletes live sessions early.
+//! - **Lifetime of browser-session cookies.** Use the same `ttl`
+//!   ([`with_default_ttl`](PostgresStoreBuilder::with_default_ttl)).
+//!
+//! connect-pg-simple has no compare-and-set, so a Node process can still overwrite a
+//! concurrent write from this store (last write wins there, as it always has).
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::error::DatabaseError;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+pub use super::sql::InvalidName;
+use super::sql::{self, Prune, PruneTask};
+use super::{Error, ErrorKind, Loaded, SessionStore, SetOutcome, Version};
+use crate::id::Id;
+use crate::record::Record;
+use crate::time::Timestamp;
+
+/// connect-pg-simple's table name.
+const DEFAULT_TABLE: &str = "session";
+
+/// How long a pool made from a URL waits for a connection before the request fails (sqlx's own
+/// default is 30 s, too long to hold a web request while the database is down).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serializes table creation between processes (the bytes of `cloakroom`), so two starting
+/// at once do not both create it.
+const CREATE_LOCK_KEY: i64 = 0x636c_6f61_6b72_6f6f;
+
+/// Sessions in PostgreSQL, in connect-pg-simple's table and format, so Node and Rust services
+/// can share them (see the [module docs](self)).
+///
+/// Supports compare-and-set and every optional method (`all`, `len`, `clear` count and return
+/// live sessions only). Cloning is cheap and every clone is the same store.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), cloakroom::store::Error> {
+/// use cloakroom::store::postgres::PostgresStore;
+///
+/// let store = PostgresStore::builder_from_url("postgres://app@localhost/app")
+///     .with_create_table_if_missing(true)
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    /// `schema.table`, unquoted, for `Debug`.
+    table: String,
+    statements: Statements,
+    default_ttl: Duration,
+    time_zone: Option<String>,
+    prune_interval: Option<Duration>,
+    /// Dropped with the store, which ends the pruning task.
+    _pruner: Option<PruneTask>,
+}
+
+/// Where a builder gets its connections.
+enum Source {
+    Pool(PgPool),
+    Url(String),
+}
+
+/// Options for a [`PostgresStore`].
+#[must_use]
+pub struct PostgresStoreBuilder {
+    source: Source,
+    schema: Option<String>,
+    table: String,
+    create_table_if_missing: bool,
+    default_ttl: Duration,
+    prune_interval: Option<Duration>,
+    time_zone: Option<String>,
+}
+
+impl PostgresStore {
+    /// A store on the database at `url` with the default options: table `session` in the
+    /// search path (which must exist), one-day default lifetime, pruning every 15 minutes.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), cloakroom::store::Error> {
+    /// let store = cloakroom::store::postgres::PostgresStore::connect("postgres://app@localhost/app").await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// When the URL is invalid or the server cannot be reached.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::builder_from_url(url).build().await
+    }
+
+    /// Configures a store on an existing pool (its connections may be shared with the rest of
+    /// the application).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use cloakroom::store::postgres::PostgresStore;
+    ///
+    /// let pool = sqlx::PgPool::connect("postgres://app@localhost/app").await?;
+    /// let store = PostgresStore::builder(pool).build().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(pool: PgPool) -> PostgresStoreBuilder {
+        PostgresStoreBuilder::new(Source::Pool(pool))
+    }
+
+    /// Configures a store on a new pool for `url`, opened by
+    /// [`build`](PostgresStoreBuilder::build) with sqlx's defaults except a 5-second wait for a
+    /// free connection. For other pool settings, make the pool and use [`builder`](Self::builder).
+    pub fn builder_from_url(url: impl Into<String>) -> PostgresStoreBuilder {
+        PostgresStoreBuilder::new(Source::Url(url.into()))
+    }
+
+    /// The store's connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// Deletes every expired row now, returning how many (connect-pg-simple's `pruneSessions`).
+    /// The background task does this periodically.
+    ///
+    /// # Errors
+    /// When the database cannot be reached or the delete fails.
+    pub async fn prune_expired(&self) -> Result<u64, Error> {
+        self.inner.prune_expired().await
+    }
+}
+
+impl PostgresStoreBuilder {
+    fn new(source: Source) -> Self {
+        PostgresStoreBuilder {
+            source,
+            schema: None,
+            table: DEFAULT_TABLE.to_owned(),
+            create_table_if_missing: false,
+            default_ttl: sql::DEFAULT_TTL,
+            prune_interval: Some(sql::DEFAULT_PRUNE_INTERVAL),
+            time_zone: None,
+        }
+    }
+
+    /// The table's name (default `session`, connect-pg-simple's `tableName`).
+    ///
+    /// ```no_run
+    /// # fn run(pool: sqlx::PgPool) -> Result<(), cloakroom::store::postgres::InvalidName> {
+    /// let builder = cloakroom::store::postgres::PostgresStore::builder(pool).with_table_name("web_sessions")?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`InvalidName::Table`] unless the name is 1 to 63 ASCII letters, digits and underscores,
+    /// not starting with a digit. It is double-quoted in SQL, so its case is kept.
+    pub fn with_table_name(mut self, table: impl Into<String>) -> Result<Self, InvalidName> {
+        let table = table.into();
+        if !sql::is_plain_identifier(&table) {
+            return Err(InvalidName::Table);
+        }
+        self.table = table;
+        Ok(self)
+    }
+
+    /// The table's schema (connect-pg-simple's `schemaName`); by default the connection's
+    /// search path decides.
+    ///
+    /// ```no_run
+    /// # fn run(pool: sqlx::PgPool) -> Result<(), cloakroom::store::postgres::InvalidName> {
+    /// let builder = cloakroom::store::postgres::PostgresStore::builder(pool).with_schema_name("auth")?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`InvalidName::Schema`] unless the name is 1 to 63 ASCII letters, digits and underscores,
+    /// not starting with a digit. It is double-quoted in SQL, so its case is kept.
+    pub fn with_schema_name(mut self, schema: impl Into<String>) -> Result<Self, InvalidName> {
+        let schema = schema.into();
+        if !sql::is_plain_identifier(&schema) {
+            return Err(InvalidName::Schema);
+        }
+        self.schema = Some(schema);
+        Ok(self)
+    }
+
+    /// Whether [`build`](Self::build) creates the table (and its schema) when missing, with
+    /// connect-pg-simple's `table.sql` (default false, as connect-pg-simple's
+    /// `createTableIfMissing`). The constraint and index are named after the table
+    /// (`session_pkey` and `IDX_session_expire` for the default name; for a long table name
+    /// the table part is shortened to keep them within PostgreSQL's 63 bytes).
+    ///
+    /// ```no_run
+    /// # fn run(pool: sqlx::PgPool) {
+    /// let builder = cloakroom::store::postgres::PostgresStore::builder(pool).with_create_table_if_missing(true);
+    /// # }
+    /// ```
+    pub fn with_create_table_if_missing(mut self, create: bool) -> Self {
+        self.create_table_if_missing = create;
+        self
+    }
+
+    /// How long a session whose cookie has no expiry lives after its last save or touch
+    /// (default one day, connect-pg-simple's `ttl`). Rounded up to the second in the table.
+    ///
+    /// ```no_run
+    /// # fn run(pool: sqlx::PgPool) {
+    /// use std::time::Duration;
+    /// let builder = cloakroom::store::postgres::PostgresStore::builder(pool)
+    ///     .with_default_ttl(Duration::from_secs(8 * 3600));
+    /// # }
+    /// ```
+    pub fn with_default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// How often expired rows are deleted (default every 15 minutes, each delay randomized to
+    /// 50–150 %); `None` turns the background task off, as connect-pg-simple's
+    /// `pruneSessionInterval: false` (expired rows stay hidden; delete them with
+    /// [`PostgresStore::prune_expired`] or another process).
+    ///
+    /// ```no_run
+    /// # fn run(pool: sqlx::PgPool) {
+    /// use std::time::Duration;
+    /// let builder = cloakroom::store::postgres::PostgresStore::builder(pool)
+    ///     .with_prune_interval(Some(Duration::from_secs(60)));
+    /// # }
+    /// ```
+    pub fn with_prune_interval(mut self, interval: Option<Duration>) -> Self {
+        self.prune_interval = sql::prune_interval(interval);
+        self
+    }
+
+    /// The time zone `expire` is written and read in, whatever the connection's `TimeZone`
+    /// (sqlx sets `UTC`). Set it to the server's default zone (`SHOW timezone` in `psql`) when
+    /// connect-pg-simple shares the table and that zone is not UTC: node-postgres writes
+    /// `expire` in it. By default the connection's zone is used.
+    ///
+    /// ```no_run
+    /// # fn run(pool: sqlx::PgPool) -> Result<(), cloakroom::store::postgres::InvalidName> {
+    /// let builder = cloakroom::store::postgres::PostgresStore::builder(pool).with_time_zone("Europe/Berlin")?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`InvalidName::TimeZone`] unless the zone is up to 64 ASCII letters, digits and
+    /// `_ + - / : .`. [`build`](Self::build) checks that the server knows it.
+    pub fn with_time_zone(mut self, zone: impl Into<String>) -> Result<Self, InvalidName> {
+        let zone = zone.into();
+        let plain = |b: u8| b.is_ascii_alphanumeric() || b"_+-/:.".contains(&b);
+        if zone.is_empty() || zone.len() > 64 || !zone.bytes().all(plain) {
+            return Err(InvalidName::TimeZone);
+        }
+        self.time_zone = Some(zone);
+        Ok(self)
+    }
+
+    /// Opens the pool (for a URL), checks the time zone, creates the table if asked to, and
+    /// starts the pruning task on the current tokio runtime.
+    ///
+    /// # Errors
+    /// When the URL is invalid, the server cannot be reached, it does not know the time zone, or
+    /// creating the table fails.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub async fn build(self) -> Result<PostgresStore, Error> {
+        let pool = match self.source {
+            Source::Pool(pool) => pool,
+            Source::Url(url) => PgPoolOptions::new()
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect(&url)
+                .await
+                .map_err(pg_error)?,
+        };
+        let qualified = match &self.schema {
+            Some(schema) => format!("{}.{}", sql::quoted(schema), sql::quoted(&self.table)),
+            None => sql::quoted(&self.table),
+        };
+        if let Some(zone) = &self.time_zone {
+            sqlx::query(&format!("SELECT now() AT TIME ZONE '{zone}'"))
+                .execute(&pool)
+                .await
+                .map_err(pg_error)?;
+        }
+        if self.create_table_if_missing {
+            create_table(&pool, self.schema.as_deref(), &self.table, &qualified).await?;
+        }
+        let statements = Statements::new(&qualified, self.time_zone.as_deref());
+        let table = match &self.schema {
+            Some(schema) => format!("{schema}.{}", self.table),
+            None => self.table,
+        };
+        let inner = Arc::new_cyclic(|weak| Inner {
+            pool,
+            table,
+            statements,
+            default_ttl: self.default_ttl,
+            time_zone: self.time_zone,
+            prune_interval: self.prune_interval,
+            _pruner: self
+                .prune_interval
+                .map(|interval| sql::spawn_pruner(weak.clone(), interval)),
+        });
+        Ok(PostgresStore { inner })
+    }
+}
+
+/// Creates the schema and table (connect-pg-simple's `table.sql`) unless they exist, holding an
+/// advisory lock so processes starting together do not race.
+async fn create_table(
+    pool: &PgPool,
+    schema: Option<&str>,
+    table: &str,
+    qualified: &str,
+) -> Result<(), Error> {
+    let mut tx = pool.begin().await.map_err(pg_error)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(CREATE_LOCK_KEY)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+    if let Some(schema) = schema {
+        let (exists,): (bool,) = sqlx::query_as("SELECT to_regnamespace($1::text) IS NOT NULL")
+            .bind(sql::quoted(schema))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        if !exists {
+            sqlx::query(&format!("CREATE SCHEMA {}", sql::quoted(schema)))
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_error)?;
+        }
+    }
+    let (exists,): (bool,) = sqlx::query_as("SELECT to_regclass($1::text) IS NOT NULL")
+        .bind(qualified)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+    if !exists {
+        let primary_key = sql::quoted(&sql::primary_key_name(table));
+        let index = sql::quoted(&sql::expire_index_name(table));
+        let statements = [
+            format!(
+                "CREATE TABLE {qualified} (\n  \"sid\" varchar NOT NULL COLLATE \"default\",\n  \
+                 \"sess\" json NOT NULL,\n  \"expire\" timestamp(6) NOT NULL\n)\nWITH (OIDS=FALSE)"
+            ),
+            format!(
+                "ALTER TABLE {qualified} ADD CONSTRAINT {primary_key} PRIMARY KEY (\"sid\") \
+                 NOT DEFERRABLE INITIALLY IMMEDIATE"
+            ),
+            format!("CREATE INDEX {index} ON {qualified} (\"expire\")"),
+        ];
+        for statement in &statements {
+            sqlx::query(statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_error)?;
+        }
+    }
+    tx.commit().await.map_err(pg_error)
+}
+
+/// The store's SQL, made once: the table name and time zone are spliced in (both validated).
+struct Statements {
+    get: String,
+    upsert: String,
+    delete: String,
+    replace: String,
+    delete_if_unchanged: String,
+    touch: String,
+    all: String,
+    len: String,
+    clear: String,
+    prune: String,
+}
+
+impl Statements {
+    fn new(table: &str, time_zone: Option<&str>) -> Self {
+        // `to_timestamp(s)` into a `timestamp` column converts to the connection's zone, as
+        // connect-pg-simple writes it; with a zone, the conversion names it instead.
+        let at = |param: &str| match time_zone {
+            None => format!("to_timestamp({param})"),
+            Some(zone) => format!("(to_timestamp({param}) AT TIME ZONE '{zone}')"),
+        };
+        let expire_ms = match time_zone {
+            None => "(extract(epoch FROM expire::timestamptz) * 1000)::int8".to_owned(),
+            Some(zone) => {
+                format!("(extract(epoch FROM expire AT TIME ZONE '{zone}') * 1000)::int8")
+            }
+        };
+        Statements {
+            get: format!(
+                "SELECT sess::text, {expire_ms} FROM {table} WHERE sid = $1 AND expire >= {}",
+                at("$2")
+            ),
+            // connect-pg-simple's `set`, with `sess` cast from text.
+            upsert: format!(
+                "INSERT INTO {table} (sess, expire, sid) SELECT $1::json, {expire}, $3 \
+                 ON CONFLICT (sid) DO UPDATE SET sess = $1::json, expire = {expire}",
+                expire = at("$2")
+            ),
+            delete: format!("DELETE FROM {table} WHERE sid = $1"),
+            replace: format!(
+                "UPDATE {table} SET sess = $1::json, expire = {} \
+                 WHERE sid = $3 AND sess::text = $4 AND expire >= {}",
+                at("$2"),
+                at("$5")
+            ),
+            delete_if_unchanged: format!(
+                "DELETE FROM {table} WHERE sid = $1 AND sess::text = $2 AND expire >= {}",
+                at("$3")
+            ),
+            touch: format!(
+                "UPDATE {table} SET expire = {} WHERE sid = $2 AND expire >= {}",
+                at("$1"),
+                at("$3")
+            ),
+            all: format!(
+                "SELECT sid, sess::text FROM {table} WHERE expire >= {}",
+                at("$1")
+            ),
+            len: format!("SELECT count(*) FROM {table} WHERE expire >= {}", at("$1")),
+            clear: format!("DELETE FROM {table}"),
+            prune: format!("DELETE FROM {table} WHERE expire < {}", at("$1")),
+        }
+    }
+}
+
+/// Seconds as `to_timestamp` takes them (exact: every expiry a record can hold is below 2^53).
+fn seconds(seconds: i64) -> f64 {
+    seconds as f64
+}
+
+fn pg_error(error: sqlx::Error) -> Error {
+    sql::store_error(error, database_kind)
+}
+
+/// Server errors by SQLSTATE: the ones that mean "down" or "too slow" are transient.
+fn database_kind(error: &dyn DatabaseError) -> ErrorKind {
+    match error.code().as_deref() {
+        // connection_exception, admin_shutdown, crash_shutdown, cannot_connect_now,
+        // too_many_connections
+        Some(code) if code.starts_with("08") => ErrorKind::Unavailable,
+        Some("57P01" | "57P02" | "57P03" | "53300") => ErrorKind::Unavailable,
+        // query_canceled (statement_timeout), lock_not_available (lock_timeout)
+        Some("57014" | "55P03") => ErrorKind::Timeout,
+        _ => ErrorKind::Backend,
+    }
+}
+
+impl Inner {
+    async fn prune_expired(&self) -> Result<u64, Error> {
+        let now = sql::now_seconds(Timestamp::now());
+        let done = sqlx::query(&self.statements.prune)
+            .bind(seconds(now))
+            .execute(&self.pool)
+            .await
+            .map_err(pg_error)?;
+        Ok(done.rows_affected())
+    }
+}
+
+impl Prune for Inner {
+    const STORE: &'static str = "postgres";
+
+    fn prune(&self) -> impl Future<Output = Result<u64, Error>> + Send {
+        self.prune_expired()
+    }
+}
+
+#[async_trait]
+impl SessionStore for PostgresStore {
+    async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error> {
+        let now = sql::now_seconds(Timestamp::now());
+        let row: Option<(String, i64)> = sqlx::query_as(&self.inner.statements.get)
+            .bind(id.as_str())
+            .bind(seconds(now))
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(pg_error)?;
+        let Some((sess, expires_ms)) = row else {
+            return Ok(None);
+        };
+        let record = super::decode_record(&sess)?;
+        Ok(Some(Loaded {
+            record,
+            version: Version::from_bytes(sess.into_bytes()),
+            expires_at: Some(Timestamp::from_millis(expires_ms)),
+        }))
+    }
+
+    async fn set(
+        &self,
+        id: &Id,
+        record: &Record,
+        expected: Option<&Version>,
+    ) -> Result<SetOutcome, Error> {
+        let now = Timestamp::now();
+        let now_s = sql::now_seconds(now);
+        let expire_s = sql::expire_seconds(record, now, self.inner.default_ttl);
+        // Already expired: delete instead of writing (the row would be dead on arrival).
+        let expired = expire_s < now_s;
+        let json = record.to_json();
+        let statements = &self.inner.statements;
+        let pool = &self.inner.pool;
+        let query = match expected {
+            None if expired => sqlx::query(&statements.delete).bind(id.as_str()),
+            None => sqlx::query(&statements.upsert)
+                .bind(json.as_str())
+                .bind(seconds(expire_s))
+                .bind(id.as_str()),
+            Some(version) => {
+                let Some(expected) = sql::expected_sess(version) else {
+                    return Ok(SetOutcome::Conflict);
+                };
+                if expired {
+                    sqlx::query(&statements.delete_if_unchanged)
+                        .bind(id.as_str())
+                        .bind(expected)
+                        .bind(seconds(now_s))
+                } else {
+                    sqlx::query(&statements.replace)
+                        .bind(json.as_str())
+                        .bind(seconds(expire_s))
+                        .bind(id.as_str())
+                        .bind(expected)
+                        .bind(seconds(now_s))
+                }
+            }
+        };
+        let done = query.execute(pool).await.map_err(pg_error)?;
+        if expected.is_some() && done.rows_affected() == 0 {
+            return Ok(SetOutcome::Conflict);
+        }
+        Ok(SetOutcome::Written(Version::from_bytes(json.into_bytes())))
+    }
+
+    async fn destroy(&self, id: &Id) -> Result<(), Error> {
+        sqlx::query(&self.inner.statements.delete)
+            .bind(id.as_str())
+            .execute(&self.inner.pool)
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn touch(&self, id: &Id, record: &Record) -> Result<(), Error> {
+        let now = Timestamp::now();
+        let expire_s = sql::expire_seconds(record, now, self.inner.default_ttl);
+        sqlx::query(&self.inner.statements.touch)
+            .bind(seconds(expire_s))
+            .bind(id.as_str())
+            .bind(seconds(sql::now_seconds(now)))
+            .execute(&self.inner.pool)
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    fn default_ttl(&self) -> Option<Duration> {
+        Some(self.inner.default_ttl)
+    }
+
+    async fn all(&self) -> Result<Vec<(Id, Record)>, Error> {
+        let now = sql::now_seconds(Timestamp::now());
+        let rows: Vec<(String, String)> = sqlx::query_as(&self.inner.statements.all)
+            .bind(seconds(now))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(pg_error)?;
+        rows.into_iter()
+            .map(|(sid, sess)| Ok((Id::from_string(sid), super::decode_record(&sess)?)))
+            .collect()
+    }
+
+    async fn len(&self) -> Result<usize, Error> {
+        let now = sql::now_seconds(Timestamp::now());
+        let (count,): (i64,) = sqlx::query_as(&self.inner.statements.len)
+            .bind(seconds(now))
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(pg_error)?;
+        // `count(*)` is never negative; saturate where usize is narrower.
+        Ok(usize::try_from(count).unwrap_or(usize::MAX))
+    }
+
+    async fn clear(&self) -> Result<(), Error> {
+        sqlx::query(&self.inner.statements.clear)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+}
+
+impl fmt::Debug for PostgresStore {
+    // The pool is left out: its options hold the connection password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("table", &self.inner.table)
+            .field("default_ttl", &self.inner.default_ttl)
+            .field("prune_interval", &self.inner.prune_interval)
+            .field("time_zone", &self.inner.time_zone)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for PostgresStoreBuilder {
+    // The URL or pool is left out: either holds the connection password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStoreBuilder")
+            .field("schema", &self.schema)
+            .field("table", &self.table)
+            .field("create_table_if_missing", &self.create_table_if_missing)
+            .field("default_ttl", &self.default_ttl)
+            .field("prune_interval", &self.prune_interval)
+            .field("time_zone", &self.time_zone)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_are_connect_pg_simples() {
+        let plain = Statements::new("\"session\"", None);
+        assert_eq!(
+            plain.upsert,
+            "INSERT INTO \"session\" (sess, expire, sid) SELECT $1::json, to_timestamp($2), $3 \
+             ON CONFLICT (sid) DO UPDATE SET sess = $1::json, expire = to_timestamp($2)"
+        );
+        assert_eq!(
+            plain.prune,
+            "DELETE FROM \"session\" WHERE expire < to_timestamp($1)"
+        );
+        let zoned = Statements::new("\"s\".\"t\"", Some("Asia/Kolkata"));
+        assert_eq!(
+            zoned.touch,
+            "UPDATE \"s\".\"t\" SET expire = (to_timestamp($1) AT TIME ZONE 'Asia/Kolkata') \
+             WHERE sid = $2 AND expire >= (to_timestamp($3) AT TIME ZONE 'Asia/Kolkata')"
+        );
+    }
+
+    #[test]
+    fn names_are_validated() {
+        let builder = || PostgresStore::builder_from_url("postgres://localhost/db");
+        assert_eq!(
+            builder().with_table_name("a\"b").unwrap_err(),
+            InvalidName::Table
+        );
+        assert_eq!(
+            builder().with_schema_name("").unwrap_err(),
+            InvalidName::Schema
+        );
+        assert_eq!(
+            builder().with_time_zone("UTC'; drop").unwrap_err(),
+            InvalidName::TimeZone
+        );
+        assert!(
+            builder()
+                .with_time_zone("America/Argentina/Buenos_Aires")
+                .is_ok()
+        );
+        assert!(builder().with_time_zone("UTC+3").is_ok());
+    }
+
+    #[test]
+    fn debug_hides_the_url() {
+        let builder = PostgresStore::builder_from_url("postgres://user:hunter2@localhost/db");
+        assert!(!format!("{builder:?}").contains("hunter2"));
+    }
+}

@@ -1,1 +1,921 @@
-//! redis store: being written.
+//! [`RedisStore`]: sessions in Redis or Redis Cluster, in connect-redis's format.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use cloakroom::store::redis::RedisStore;
+//! use cloakroom::{CookieOptions, SessionLayer};
+//!
+//! let store = RedisStore::builder()
+//!     .with_prefix("sess:") // connect-redis's default: an Express app can share the sessions
+//!     .connect("redis://127.0.0.1:6379")
+//!     .await?;
+//! let sessions = SessionLayer::builder(store)
+//!     .with_secret(std::env::var("SESSION_SECRET")?)
+//!     .with_cookie(CookieOptions::new().with_max_age(Duration::from_secs(30 * 60)))
+//!     .with_touch_after(Duration::from_secs(60))
+//!     .build()?;
+//! # let _ = sessions;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Format
+//! The same keys and values as Node's [connect-redis], so an Express app and a cloakroom app can
+//! share one Redis (with the same secret and cookie name, they share sessions):
+//!
+//! - key: `<prefix><session id>`, prefix `sess:` by default;
+//! - value: express-session's JSON, `cookie` first (see [`Record::to_json`]);
+//! - lifetime: a Redis TTL of `ceil((cookie.expires - now) / 1 s)` seconds, or the store's
+//!   [`ttl`](RedisStoreBuilder::with_ttl) (one day by default) when the cookie has no expiry.
+//!   A record whose TTL would be zero or less is deleted instead of written.
+//!
+//! Because the TTL is rounded up to whole seconds (as connect-redis does), a record can outlive
+//! its cookie's expiry by up to a second.
+//!
+//! # Commands and round trips
+//! | Store call | Redis commands | Round trips |
+//! |---|---|---|
+//! | `get` | `GET key` and `PTTL key`, pipelined | 1 |
+//! | `set`, no expected version | `SET key value EX ttl` (`DEL key` when the TTL is ≤ 0) | 1 |
+//! | `set`, compare-and-set | `EVALSHA` of a short Lua script | 1 |
+//! | `touch` | `EXPIRE key ttl` (never rewrites the value) | 1 |
+//! | `destroy` | `DEL key` | 1 |
+//! | `all`, `len`, `clear` | `SCAN MATCH <prefix>* COUNT n`, then `MGET` / `DEL` in batches | many |
+//!
+//! So a request that only reads its session costs one round trip, plus the middleware's touch
+//! unless [`with_touch_after`](crate::SessionLayerBuilder::with_touch_after) on the layer skips
+//! it, and one that changes it costs two (more only when a concurrent write makes the
+//! compare-and-set conflict and the middleware retries). The first compare-and-set after Redis
+//! starts (or after `SCRIPT FLUSH`) costs two more: Redis answers `NOSCRIPT` and the store loads
+//! the script with `SCRIPT LOAD`, once per server.
+//!
+//! # Compare-and-set
+//! A record's [`Version`] is its stored value, byte for byte. A compare-and-set runs a Lua script
+//! that reads the key and writes the new value (or deletes the key when its TTL is ≤ 0) only if
+//! the stored value still equals the expected one. A missing key is a conflict, so a write never
+//! brings back a session that was destroyed or expired meanwhile. No `WATCH`, no transaction:
+//! the script is atomic, and works in Cluster because it touches one key.
+//!
+//! Every write changes the value in practice, because the JSON holds the cookie's expiry in
+//! milliseconds. Two writes of identical bytes are the same state, so a compare-and-set that
+//! matches an older but identical value (ABA) overwrites nothing that differs: it is harmless.
+//! A touch changes only the TTL, never the value, so it never changes the version.
+//!
+//! The expected value travels with the compare-and-set, so a save sends the session twice. For
+//! sessions of a few kilobytes this does not matter; for very large ones it doubles the bytes
+//! written.
+//!
+//! # Standalone and Cluster
+//! [`RedisStoreBuilder::connect`] uses one multiplexed connection (redis-rs's
+//! `ConnectionManager`), shared by every request and every clone of the store: there is no pool
+//! and no checkout. [`RedisStoreBuilder::connect_cluster`] uses redis-rs's `ClusterConnection`,
+//! one multiplexed connection per node, with keys routed by slot. In Cluster, `all`, `len` and
+//! `clear` scan every primary. A scan that runs while slots migrate between nodes may miss or
+//! repeat keys (repeats are removed). `SCAN` walks every key of a node, not only the sessions,
+//! so these three cost time in proportion to everything stored in Redis: they are for
+//! maintenance, not for request handling.
+//!
+//! URLs are redis-rs's (`redis://[user:password@]host:port[/db]`). TLS (`rediss://`) needs
+//! redis-rs's TLS features, which cloakroom does not enable.
+//!
+//! # Failures and reconnection
+//! Every round trip is bounded by the [response
+//! timeout](RedisStoreBuilder::with_response_timeout), including any wait for a reconnection, and
+//! fails with [`ErrorKind::Timeout`] when it runs out. A refused or dropped connection fails with
+//! [`ErrorKind::Unavailable`]. Both are transient: the middleware answers 503 and the next request
+//! tries again. The connection reconnects by itself in the background, with a backoff of at most
+//! a second between attempts, so requests succeed again shortly after Redis is back, without
+//! rebuilding the store. A request made while a reconnection is under way waits for it, up to
+//! the timeout, so an outage shorter than the timeout only delays requests. A write that times
+//! out may still have been applied.
+//!
+//! Errors never contain a session id or session data: a value that cannot be decoded is reported
+//! by what is wrong with it and where, not by its text.
+//!
+//! [connect-redis]: https://github.com/tj/connect-redis
+
+use std::collections::{HashMap, HashSet};
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Script, ServerErrorKind, Value};
+
+use super::{Error, ErrorKind, Loaded, SessionStore, SetOutcome, Version};
+use crate::id::Id;
+use crate::record::Record;
+use crate::time::Timestamp;
+
+/// connect-redis's default prefix.
+const DEFAULT_PREFIX: &str = "sess:";
+/// connect-redis's default lifetime for a browser-session cookie: one day.
+const DEFAULT_TTL_SECS: u64 = 86_400;
+/// connect-redis's default `SCAN` batch size.
+const DEFAULT_SCAN_COUNT: usize = 100;
+const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest TTL, in seconds: that of a JavaScript `Date` at its maximum, far below what
+/// Redis accepts.
+const MAX_TTL_SECS: u64 = 8_640_000_000_000;
+/// The longest pause between two reconnection attempts, before redis-rs adds up to as much again
+/// in jitter: attempts are at most a second apart, which bounds how late the store notices that
+/// Redis is back.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(500);
+
+/// Compare-and-set. KEYS[1]: the session's key. ARGV[1]: the value the request loaded (its
+/// version); ARGV[2]: the new value; ARGV[3]: its TTL in seconds (≤ 0 deletes the key).
+/// Returns 1 when written (or deleted), 0 on a conflict. A missing key reads as `false`, never
+/// equal to a string, so it is a conflict: a destroyed session is never brought back.
+static COMPARE_AND_SET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1",
+    )
+});
+
+/// Sessions in Redis or Redis Cluster, in connect-redis's format; see the [module
+/// docs](self) for the format, the commands each call makes, and failure handling.
+///
+/// Cloning is cheap: every clone shares the one connection.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), cloakroom::store::Error> {
+/// use cloakroom::store::redis::RedisStore;
+///
+/// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+/// # let _ = store;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: Connection,
+    prefix: Arc<str>,
+    /// The `SCAN MATCH` pattern for `prefix`: the prefix with glob characters escaped, then `*`.
+    pattern: Arc<str>,
+    ttl_secs: u64,
+    scan_count: usize,
+    response_timeout: Duration,
+    connection_timeout: Duration,
+}
+
+/// Options for a [`RedisStore`], then [`connect`](Self::connect) or
+/// [`connect_cluster`](Self::connect_cluster).
+///
+/// ```no_run
+/// # async fn example() -> Result<(), cloakroom::store::Error> {
+/// use std::time::Duration;
+/// use cloakroom::store::redis::RedisStore;
+///
+/// let store = RedisStore::builder()
+///     .with_prefix("myapp:sess:")
+///     .with_ttl(Duration::from_secs(3600))
+///     .with_response_timeout(Duration::from_millis(500))
+///     .connect("redis://127.0.0.1:6379")
+///     .await?;
+/// # let _ = store;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct RedisStoreBuilder {
+    prefix: String,
+    ttl_secs: u64,
+    scan_count: usize,
+    response_timeout: Duration,
+    connection_timeout: Duration,
+}
+
+impl Default for RedisStoreBuilder {
+    fn default() -> Self {
+        RedisStoreBuilder {
+            prefix: DEFAULT_PREFIX.to_owned(),
+            ttl_secs: DEFAULT_TTL_SECS,
+            scan_count: DEFAULT_SCAN_COUNT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
+        }
+    }
+}
+
+impl RedisStoreBuilder {
+    /// The text before each session id in its key (default `sess:`, as connect-redis). Give
+    /// each application sharing a Redis its own prefix, or the same one to share sessions.
+    ///
+    /// ```
+    /// let builder = cloakroom::store::redis::RedisStore::builder().with_prefix("myapp:sess:");
+    /// # let _ = builder;
+    /// ```
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long a session whose cookie has no expiry (a browser-session cookie) lives after its
+    /// last save or touch (default one day, as connect-redis). The store writes TTLs in whole
+    /// seconds, as connect-redis, so this is rounded up to a whole number of seconds, and is at
+    /// least one.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let builder =
+    ///     cloakroom::store::redis::RedisStore::builder().with_ttl(Duration::from_secs(3600));
+    /// # let _ = builder;
+    /// ```
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        let secs = ttl.as_millis().div_ceil(1000);
+        self.ttl_secs = u64::try_from(secs)
+            .unwrap_or(MAX_TTL_SECS)
+            .clamp(1, MAX_TTL_SECS);
+        self
+    }
+
+    /// The `COUNT` hint of each `SCAN` that [`all`](SessionStore::all),
+    /// [`len`](SessionStore::len) and [`clear`](SessionStore::clear) make (default 100, as
+    /// connect-redis), and the number of keys per `MGET` or `DEL` they send. At least one.
+    ///
+    /// ```
+    /// let builder = cloakroom::store::redis::RedisStore::builder().with_scan_count(1000);
+    /// # let _ = builder;
+    /// ```
+    pub fn with_scan_count(mut self, count: usize) -> Self {
+        self.scan_count = count.max(1);
+        self
+    }
+
+    /// How long one round trip to Redis may take, including any wait for a reconnection, before
+    /// the store call fails with [`ErrorKind::Timeout`] (default 2 s). Keeps requests from
+    /// hanging on a Redis that is down or stalled.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let builder = cloakroom::store::redis::RedisStore::builder()
+    ///     .with_response_timeout(Duration::from_millis(500));
+    /// # let _ = builder;
+    /// ```
+    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// How long one attempt to open a connection may take (default 1 s).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let builder = cloakroom::store::redis::RedisStore::builder()
+    ///     .with_connection_timeout(Duration::from_millis(500));
+    /// # let _ = builder;
+    /// ```
+    pub fn with_connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout;
+        self
+    }
+
+    /// Connects to a standalone Redis (or a primary behind a proxy), given a redis-rs URL such
+    /// as `redis://user:password@host:6379/0`.
+    ///
+    /// The store keeps one multiplexed connection and reconnects by itself when it drops.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), cloakroom::store::Error> {
+    /// let store = cloakroom::store::redis::RedisStore::builder()
+    ///     .connect("redis://127.0.0.1:6379")
+    ///     .await?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// When the URL is not valid ([`ErrorKind::Backend`]), or Redis cannot be reached after a
+    /// few attempts ([`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`]), or refuses the
+    /// connection's setup, such as a wrong password ([`ErrorKind::Backend`]).
+    pub async fn connect(self, url: &str) -> Result<RedisStore, Error> {
+        let client = redis::Client::open(url).map_err(redis_error)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connection_timeout))
+            .set_response_timeout(Some(self.response_timeout))
+            .set_max_delay(MAX_RECONNECT_DELAY);
+        let manager = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(redis_error)?;
+        Ok(self.build(Connection::Standalone(manager)))
+    }
+
+    /// Connects to a Redis Cluster, given the URLs of one or more of its nodes (the others are
+    /// discovered).
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), cloakroom::store::Error> {
+    /// let store = cloakroom::store::redis::RedisStore::builder()
+    ///     .connect_cluster(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"])
+    ///     .await?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// When no URL is given or one is not valid ([`ErrorKind::Backend`]), or the cluster cannot
+    /// be reached ([`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`]).
+    pub async fn connect_cluster<I>(self, urls: I) -> Result<RedisStore, Error>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let urls: Vec<String> = urls.into_iter().map(|u| u.as_ref().to_owned()).collect();
+        let client = ClusterClient::builder(urls.iter().map(String::as_str))
+            .connection_timeout(self.connection_timeout)
+            .response_timeout(self.response_timeout)
+            .build()
+            .map_err(redis_error)?;
+        let connection = client.get_async_connection().await.map_err(redis_error)?;
+        Ok(self.build(Connection::Cluster(connection)))
+    }
+
+    fn build(self, connection: Connection) -> RedisStore {
+        let pattern = format!("{}*", escape_glob(&self.prefix));
+        RedisStore {
+            connection,
+            prefix: self.prefix.into(),
+            pattern: pattern.into(),
+            ttl_secs: self.ttl_secs,
+            scan_count: self.scan_count,
+            response_timeout: self.response_timeout,
+            connection_timeout: self.connection_timeout,
+        }
+    }
+}
+
+impl RedisStore {
+    /// Configures a store: prefix, default lifetime, scan batch size and timeouts.
+    pub fn builder() -> RedisStoreBuilder {
+        RedisStoreBuilder::default()
+    }
+
+    /// Connects to a standalone Redis with the default options; see
+    /// [`RedisStoreBuilder::connect`].
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), cloakroom::store::Error> {
+    /// let store = cloakroom::store::redis::RedisStore::connect("redis://127.0.0.1:6379").await?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`RedisStoreBuilder::connect`].
+    pub async fn connect(url: &str) -> Result<RedisStore, Error> {
+        Self::builder().connect(url).await
+    }
+
+    /// Connects to a Redis Cluster with the default options; see
+    /// [`RedisStoreBuilder::connect_cluster`].
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), cloakroom::store::Error> {
+    /// let store = cloakroom::store::redis::RedisStore::connect_cluster([
+    ///     "redis://10.0.0.1:6379",
+    ///     "redis://10.0.0.2:6379",
+    /// ])
+    /// .await?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`RedisStoreBuilder::connect_cluster`].
+    pub async fn connect_cluster<I>(urls: I) -> Result<RedisStore, Error>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        Self::builder().connect_cluster(urls).await
+    }
+
+    fn key(&self, id: &Id) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + id.as_str().len());
+        key.push_str(&self.prefix);
+        key.push_str(id.as_str());
+        key
+    }
+
+    /// connect-redis's TTL in seconds: until the cookie expires, rounded up, or the default
+    /// lifetime for a browser-session cookie. Zero or less means the record has expired.
+    fn ttl_secs(&self, record: &Record, now: Timestamp) -> i64 {
+        match record.cookie().expires() {
+            Some(expires) => {
+                let left_ms = expires.millis_since(now);
+                if left_ms <= 0 {
+                    0
+                } else {
+                    (left_ms + 999) / 1000
+                }
+            }
+            None => i64::try_from(self.ttl_secs).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// Runs one round trip, bounded by the response timeout.
+    async fn bounded<T>(
+        &self,
+        round_trip: impl Future<Output = RedisResult<T>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.response_timeout, round_trip).await {
+            Ok(result) => result.map_err(redis_error),
+            Err(elapsed) => Err(Error::new(ErrorKind::Timeout, elapsed)),
+        }
+    }
+
+    async fn query(&self, cmd: &Cmd) -> Result<Value, Error> {
+        let mut connection = self.connection.clone();
+        self.bounded(cmd.query_async(&mut connection)).await
+    }
+
+    async fn query_pipeline(&self, pipeline: &Pipeline) -> Result<Value, Error> {
+        let mut connection = self.connection.clone();
+        self.bounded(pipeline.query_async(&mut connection)).await
+    }
+
+    /// Every key under the prefix, each once. `SCAN` can return a key more than once, and in
+    /// Cluster it runs on every primary.
+    async fn keys(&self) -> Result<HashSet<Vec<u8>>, Error> {
+        let mut keys = HashSet::new();
+        match &self.connection {
+            Connection::Standalone(_) => self.scan_node(None, &mut keys).await?,
+            Connection::Cluster(_) => {
+                for slot in self.primary_slots().await? {
+                    self.scan_node(Some(slot), &mut keys).await?;
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    /// One slot served by each primary of the cluster, to route a `SCAN` to that primary. Routing
+    /// by slot rather than by address lets redis-rs resolve the node from its own slot map.
+    async fn primary_slots(&self) -> Result<Vec<u16>, Error> {
+        let mut slots = redis::cmd("CLUSTER");
+        slots.arg("SLOTS");
+        let reply = self
+            .route(
+                slots,
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await?;
+        let Value::Array(ranges) = reply else {
+            return Err(unexpected("CLUSTER SLOTS"));
+        };
+        // Each range: [start, end, [host, port, node id, ...] of the primary, replicas...].
+        let mut slot_by_primary: HashMap<Vec<u8>, u16> = HashMap::new();
+        for range in &ranges {
+            let Value::Array(range) = range else {
+                return Err(unexpected("CLUSTER SLOTS"));
+            };
+            let (Some(Value::Int(start)), Some(Value::Array(primary))) =
+                (range.first(), range.get(2))
+            else {
+                return Err(unexpected("CLUSTER SLOTS"));
+            };
+            let start = u16::try_from(*start).map_err(|_| unexpected("CLUSTER SLOTS"))?;
+            // The node id identifies the primary; its address does if the id is missing.
+            let identity = match (primary.get(2), primary.first(), primary.get(1)) {
+                (Some(Value::BulkString(id)), _, _) => id.clone(),
+                (_, Some(Value::BulkString(host)), Some(Value::Int(port))) => {
+                    let mut address = host.clone();
+                    address.extend_from_slice(format!(":{port}").as_bytes());
+                    address
+                }
+                _ => return Err(unexpected("CLUSTER SLOTS")),
+            };
+            slot_by_primary.entry(identity).or_insert(start);
+        }
+        Ok(slot_by_primary.into_values().collect())
+    }
+
+    /// Adds to `keys` every key under the prefix on one node: the standalone server (`None`), or
+    /// the cluster primary serving `slot`.
+    async fn scan_node(&self, slot: Option<u16>, keys: &mut HashSet<Vec<u8>>) -> Result<(), Error> {
+        let mut cursor = b"0".to_vec();
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(&cursor)
+                .arg("MATCH")
+                .arg(&*self.pattern)
+                .arg("COUNT")
+                .arg(self.scan_count);
+            let reply = match slot {
+                None => self.query(&scan).await?,
+                Some(slot) => {
+                    let primary = Route::new(slot, SlotAddr::Master);
+                    self.route(
+                        scan,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(primary)),
+                    )
+                    .await?
+                }
+            };
+            let Value::Array(mut reply) = reply else {
+                return Err(unexpected("SCAN"));
+            };
+            let (Some(Value::Array(batch)), Some(Value::BulkString(next)), None) =
+                (reply.pop(), reply.pop(), reply.pop())
+            else {
+                return Err(unexpected("SCAN"));
+            };
+            for key in batch {
+                let Value::BulkString(key) = key else {
+                    return Err(unexpected("SCAN"));
+                };
+                keys.insert(key);
+            }
+            if next == b"0" {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
+    /// Sends `cmd` to the cluster node `routing` names.
+    async fn route(&self, cmd: Cmd, routing: RoutingInfo) -> Result<Value, Error> {
+        match &self.connection {
+            Connection::Cluster(connection) => {
+                let mut connection = connection.clone();
+                // Unlike `query_async`, `route_command` leaves error replies inside the value.
+                let round_trip = async move {
+                    connection
+                        .route_command(cmd, routing)
+                        .await?
+                        .extract_error()
+                };
+                self.bounded(round_trip).await
+            }
+            Connection::Standalone(_) => self.query(&cmd).await,
+        }
+    }
+
+    /// The session id in `key`, which `SCAN MATCH` guarantees starts with the prefix.
+    fn id_of(&self, key: &[u8]) -> Result<Id, Error> {
+        let id = key.strip_prefix(self.prefix.as_bytes()).unwrap_or(key);
+        let id = std::str::from_utf8(id)
+            .map_err(|_| Error::new(ErrorKind::Decode, Undecodable::KeyNotUtf8))?;
+        Ok(Id::from_string(id))
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error> {
+        let key = self.key(id);
+        // Taken before asking, so `expires_at` errs early, never late: a late one could make
+        // the middleware skip a touch that was due.
+        let now = Timestamp::now();
+        let mut pipeline = redis::pipe();
+        pipeline.cmd("GET").arg(&key).cmd("PTTL").arg(&key);
+        let Value::Array(mut replies) = self.query_pipeline(&pipeline).await? else {
+            return Err(unexpected("GET, PTTL"));
+        };
+        let (Some(pttl), Some(value), None) = (replies.pop(), replies.pop(), replies.pop()) else {
+            return Err(unexpected("GET, PTTL"));
+        };
+        let value = match value {
+            Value::Nil => return Ok(None),
+            Value::BulkString(value) => value,
+            _ => return Err(unexpected("GET")),
+        };
+        // A pipeline is not atomic: another client may write or delete the key between the two
+        // commands. A key gone by the PTTL (-2) was destroyed or expired: report it gone. A TTL
+        // that belongs to a newer value only shifts `expires_at`, which decides whether a touch
+        // is due; the version still names what was read.
+        let expires_at = match pttl {
+            Value::Int(-2) => return Ok(None),
+            Value::Int(-1) => None,
+            Value::Int(ms) if ms >= 0 => Some(now.add_millis(ms)),
+            _ => return Err(unexpected("PTTL")),
+        };
+        let record = decode(&value)?;
+        Ok(Some(Loaded {
+            record,
+            version: Version::from_bytes(value),
+            expires_at,
+        }))
+    }
+
+    async fn set(
+        &self,
+        id: &Id,
+        record: &Record,
+        expected: Option<&Version>,
+    ) -> Result<SetOutcome, Error> {
+        let key = self.key(id);
+        let ttl = self.ttl_secs(record, Timestamp::now());
+        let value = record.to_json();
+        match expected {
+            None if ttl > 0 => {
+                self.query(redis::cmd("SET").arg(&key).arg(&value).arg("EX").arg(ttl))
+                    .await?;
+            }
+            // Already expired: delete instead of writing, as connect-redis does.
+            None => {
+                self.query(redis::cmd("DEL").arg(&key)).await?;
+            }
+            Some(expected) => {
+                // Versions this store hands out are always bytes; any other cannot match.
+                let Some(expected) = expected.as_bytes() else {
+                    return Ok(SetOutcome::Conflict);
+                };
+                let mut invocation = COMPARE_AND_SET.prepare_invoke();
+                invocation.key(&key).arg(expected).arg(&value).arg(ttl);
+                let mut connection = self.connection.clone();
+                // EVALSHA, and on NOSCRIPT, SCRIPT LOAD then EVALSHA again.
+                match self
+                    .bounded(invocation.invoke_async(&mut connection))
+                    .await?
+                {
+                    Value::Int(1) => {}
+                    Value::Int(0) => return Ok(SetOutcome::Conflict),
+                    _ => return Err(unexpected("EVALSHA")),
+                }
+            }
+        }
+        Ok(SetOutcome::Written(Version::from_bytes(value.into_bytes())))
+    }
+
+    async fn destroy(&self, id: &Id) -> Result<(), Error> {
+        self.query(redis::cmd("DEL").arg(self.key(id))).await?;
+        Ok(())
+    }
+
+    async fn touch(&self, id: &Id, record: &Record) -> Result<(), Error> {
+        let ttl = self.ttl_secs(record, Timestamp::now());
+        // EXPIRE never creates a key, and never rewrites the value (so the stored
+        // `cookie.expires` stays as last saved, as with connect-redis). A TTL of zero or less
+        // makes Redis delete the key: the session has expired.
+        self.query(redis::cmd("EXPIRE").arg(self.key(id)).arg(ttl))
+            .await?;
+        Ok(())
+    }
+
+    fn default_ttl(&self) -> Option<Duration> {
+        Some(Duration::from_secs(self.ttl_secs))
+    }
+
+    /// Every live record: `SCAN` (on every primary in Cluster), then `MGET` in batches. Holds
+    /// every key and record in memory.
+    async fn all(&self) -> Result<Vec<(Id, Record)>, Error> {
+        let keys: Vec<Vec<u8>> = self.keys().await?.into_iter().collect();
+        let mut records = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(self.scan_count) {
+            // In Cluster, redis-rs splits the MGET by slot and reassembles the replies in order.
+            let Value::Array(values) = self.query(redis::cmd("MGET").arg(batch)).await? else {
+                return Err(unexpected("MGET"));
+            };
+            if values.len() != batch.len() {
+                return Err(unexpected("MGET"));
+            }
+            for (key, value) in batch.iter().zip(values) {
+                match value {
+                    // Expired or deleted since the scan.
+                    Value::Nil => {}
+                    Value::BulkString(value) => records.push((self.id_of(key)?, decode(&value)?)),
+                    _ => return Err(unexpected("MGET")),
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// How many keys the prefix has, by `SCAN` (on every primary in Cluster). Holds every key
+    /// in memory to count each once.
+    async fn len(&self) -> Result<usize, Error> {
+        Ok(self.keys().await?.len())
+    }
+
+    /// Deletes every key under the prefix: `SCAN` (on every primary in Cluster), then `DEL` in
+    /// batches. Keys written while it runs may survive.
+    async fn clear(&self) -> Result<(), Error> {
+        let keys: Vec<Vec<u8>> = self.keys().await?.into_iter().collect();
+        for batch in keys.chunks(self.scan_count) {
+            self.query(redis::cmd("DEL").arg(batch)).await?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    // The connection is left out: its URLs may hold a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let topology = match self.connection {
+            Connection::Standalone(_) => "standalone",
+            Connection::Cluster(_) => "cluster",
+        };
+        f.debug_struct("RedisStore")
+            .field("topology", &topology)
+            .field("prefix", &self.prefix)
+            .field("ttl_secs", &self.ttl_secs)
+            .field("scan_count", &self.scan_count)
+            .field("response_timeout", &self.response_timeout)
+            .field("connection_timeout", &self.connection_timeout)
+            .finish()
+    }
+}
+
+/// The one multiplexed connection, to a standalone server or to a cluster. Cloning it is cheap
+/// and every clone shares the same sockets.
+#[derive(Clone)]
+enum Connection {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Standalone(connection) => connection.req_packed_command(cmd),
+            Connection::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Standalone(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+            Connection::Cluster(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Standalone(connection) => connection.get_db(),
+            Connection::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+/// A store error of the kind `error` is, with `error` as its source.
+fn redis_error(error: RedisError) -> Error {
+    let kind = if error.is_timeout() {
+        ErrorKind::Timeout
+    } else if error.is_io_error() {
+        // Refused, reset, closed: the server is not there (or not yet back).
+        ErrorKind::Unavailable
+    } else {
+        match error.kind() {
+            // No node to send to yet, or a state the server leaves by itself (loading its data,
+            // a cluster healing or resharding, a failover): try again later.
+            redis::ErrorKind::ClusterConnectionNotFound
+            | redis::ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown,
+            ) => ErrorKind::Unavailable,
+            _ => ErrorKind::Backend,
+        }
+    };
+    Error::new(kind, error)
+}
+
+fn decode(value: &[u8]) -> Result<Record, Error> {
+    let json = std::str::from_utf8(value)
+        .map_err(|_| Error::new(ErrorKind::Decode, Undecodable::ValueNotUtf8))?;
+    super::decode_record(json)
+}
+
+/// A reply of a shape the command never gives (a misbehaving proxy, or a different server).
+fn unexpected(command: &'static str) -> Error {
+    Error::new(ErrorKind::Backend, UnexpectedReply(command))
+}
+
+/// `prefix` as a `SCAN MATCH` glob that matches it literally.
+fn escape_glob(prefix: &str) -> String {
+    let mut escaped = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// Why a stored key or value is not text. It never quotes the bytes: a store error must not carry
+/// session data (the value may also have been written by another program). JSON that is not a
+/// session is reported by [`super::decode_record`] the same way.
+#[derive(Debug)]
+enum Undecodable {
+    KeyNotUtf8,
+    ValueNotUtf8,
+}
+
+impl fmt::Display for Undecodable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Undecodable::KeyNotUtf8 => "stored key is not UTF-8",
+            Undecodable::ValueNotUtf8 => "stored value is not UTF-8",
+        })
+    }
+}
+
+impl StdError for Undecodable {}
+
+#[derive(Debug)]
+struct UnexpectedReply(&'static str);
+
+impl fmt::Display for UnexpectedReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unexpected reply to {}", self.0)
+    }
+}
+
+impl StdError for UnexpectedReply {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ttl_is_rounded_up_to_whole_seconds() {
+        assert_eq!(RedisStore::builder().ttl_secs, 86_400);
+        let ttl = |d| RedisStore::builder().with_ttl(d).ttl_secs;
+        assert_eq!(ttl(Duration::from_millis(1500)), 2);
+        assert_eq!(ttl(Duration::from_secs(60)), 60);
+        assert_eq!(ttl(Duration::ZERO), 1);
+        assert_eq!(ttl(Duration::MAX), MAX_TTL_SECS);
+        assert_eq!(RedisStore::builder().with_scan_count(0).scan_count, 1);
+    }
+
+    #[test]
+    fn glob_characters_in_the_prefix_match_literally() {
+        assert_eq!(escape_glob("sess:"), "sess:");
+        assert_eq!(escape_glob(r"a*b?[c]\d"), r"a\*b\?\[c\]\\d");
+    }
+
+    #[test]
+    fn decode_errors_never_quote_the_value() {
+        for stored in [
+            &br#""secret-token""#[..],
+            br#"{"cookie":"secret-token"}"#,
+            br#"{"cookie":{},"secret-token""#,
+            b"secret-token",
+            b"\xff secret-token",
+        ] {
+            let error = decode(stored).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::Decode);
+            let mut chain = error.to_string();
+            let mut source = error.source();
+            while let Some(cause) = source {
+                chain.push_str(&format!(": {cause} {cause:?}"));
+                source = cause.source();
+            }
+            assert!(!chain.contains("secret"), "{chain}");
+        }
+        let record = decode(br#"{"cookie":{"path":"/"},"a":1}"#).unwrap();
+        assert_eq!(record.data()["a"], json!(1));
+    }
+
+    #[test]
+    fn errors_are_classified_by_kind_not_text() {
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(redis_error(refused).kind(), ErrorKind::Unavailable);
+        let timed_out = RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert_eq!(redis_error(timed_out).kind(), ErrorKind::Timeout);
+        let config = RedisError::from((redis::ErrorKind::InvalidClientConfig, "bad url"));
+        let error = redis_error(config);
+        assert_eq!(error.kind(), ErrorKind::Backend);
+        assert!(
+            error
+                .source()
+                .unwrap()
+                .downcast_ref::<RedisError>()
+                .is_some()
+        );
+    }
+}

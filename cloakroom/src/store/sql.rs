@@ -1,0 +1,328 @@
+//! What the SQL stores share: connect-pg-simple's expiry rule, table names, sqlx error kinds, a
+//! decode error that carries no session data, and the background pruning task.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use sqlx::error::DatabaseError;
+use tokio::sync::oneshot;
+
+use super::{Error, ErrorKind, Version};
+use crate::record::Record;
+use crate::time::Timestamp;
+
+/// How long a record whose cookie has no expiry lives: connect-pg-simple's `ttl` default (one day).
+pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(86_400);
+
+/// How often expired records are deleted: connect-pg-simple's `pruneSessionInterval` default.
+pub(crate) const DEFAULT_PRUNE_INTERVAL: Duration = Duration::from_secs(900);
+
+/// The shortest prune interval accepted, so a zero cannot make the task spin.
+const MIN_PRUNE_INTERVAL: Duration = Duration::from_millis(1);
+
+/// Milliseconds since the epoch, rounded up to whole seconds (`Math.ceil(ms / 1000)`).
+pub(crate) fn ceil_seconds(ms: i64) -> i64 {
+    ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0)
+}
+
+/// connect-pg-simple's `currentTimestamp()`: now, in seconds, rounded up. A record is live while
+/// its `expire` is at least this.
+pub(crate) fn now_seconds(now: Timestamp) -> i64 {
+    ceil_seconds(now.as_millis())
+}
+
+/// connect-pg-simple's `_getExpireTime`: the cookie's expiry rounded up to the second, or, for a
+/// browser-session cookie, `now + ttl` rounded up.
+pub(crate) fn expire_seconds(record: &Record, now: Timestamp, default_ttl: Duration) -> i64 {
+    match record.cookie().expires() {
+        Some(expires) => ceil_seconds(expires.as_millis()),
+        None => {
+            let ttl_ms = i64::try_from(default_ttl.as_millis()).unwrap_or(i64::MAX);
+            ceil_seconds(now.as_millis().saturating_add(ttl_ms))
+        }
+    }
+}
+
+/// A prune interval as the builders store it: `None` disables pruning.
+pub(crate) fn prune_interval(interval: Option<Duration>) -> Option<Duration> {
+    interval.map(|interval| interval.max(MIN_PRUNE_INTERVAL))
+}
+
+/// A name a SQL store was given that it refuses to put in its SQL.
+///
+/// Names are spliced into statements (SQL has no parameters for them), so only plain names are
+/// accepted and they are always double-quoted, as connect-pg-simple quotes them: the case is
+/// kept, so `Sessions` and `sessions` are different tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidName {
+    /// The table name is not 1 to 63 ASCII letters, digits and underscores, starting with a
+    /// letter or an underscore.
+    #[error(
+        "invalid table name: use 1 to 63 ASCII letters, digits and underscores, not starting with a digit"
+    )]
+    Table,
+    /// The schema name is not 1 to 63 ASCII letters, digits and underscores, starting with a
+    /// letter or an underscore.
+    #[error(
+        "invalid schema name: use 1 to 63 ASCII letters, digits and underscores, not starting with a digit"
+    )]
+    Schema,
+    /// The time zone is not a name such as `Europe/Berlin`, `UTC` or `UTC+3`.
+    #[error(
+        "invalid time zone: use a name made of ASCII letters, digits and `_ + - / : .` (such as Europe/Berlin)"
+    )]
+    TimeZone,
+}
+
+/// PostgreSQL keeps 63 bytes of a name (`NAMEDATALEN - 1`) and silently cuts the rest.
+const MAX_IDENTIFIER_LEN: usize = 63;
+
+/// Whether `name` is a plain SQL identifier: ASCII letters, digits and underscores, not starting
+/// with a digit, at most 63 bytes. Such a name needs no escaping inside double quotes.
+pub(crate) fn is_plain_identifier(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    let Some(first) = bytes.next() else {
+        return false;
+    };
+    name.len() <= MAX_IDENTIFIER_LEN
+        && (first.is_ascii_alphabetic() || first == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// `"name"`: a name made of ASCII letters, digits and underscores (a plain identifier, or one
+/// derived from it, such as an index name), quoted. Such a name needs no escaping.
+pub(crate) fn quoted(name: &str) -> String {
+    debug_assert!(
+        name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        "only validated names are quoted"
+    );
+    format!("\"{name}\"")
+}
+
+/// The index connect-pg-simple's `table.sql` puts on `expire` (`IDX_session_expire` for the
+/// default table), named after the table so two tables can share a schema.
+pub(crate) fn expire_index_name(table: &str) -> String {
+    derived_name("IDX_", table, "_expire")
+}
+
+/// The primary key constraint of connect-pg-simple's `table.sql` (`session_pkey` for the default
+/// table), named after the table so two tables can share a schema.
+pub(crate) fn primary_key_name(table: &str) -> String {
+    derived_name("", table, "_pkey")
+}
+
+/// `prefix + table + suffix`, with the table part shortened as PostgreSQL shortens the names it
+/// makes, so the whole fits in 63 bytes and never collides with the table's own name.
+fn derived_name(prefix: &str, table: &str, suffix: &str) -> String {
+    let room = MAX_IDENTIFIER_LEN - prefix.len() - suffix.len();
+    // Plain identifiers are ASCII, so any byte index is a character boundary.
+    let table = table.get(..room).unwrap_or(table);
+    format!("{prefix}{table}{suffix}")
+}
+
+/// A driver error as a store error, keeping the driver's error as the source. `database_kind`
+/// classifies errors the server returned, by their code.
+pub(crate) fn store_error(
+    error: sqlx::Error,
+    database_kind: fn(&dyn DatabaseError) -> ErrorKind,
+) -> Error {
+    let kind = match &error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => ErrorKind::Unavailable,
+        sqlx::Error::PoolTimedOut => ErrorKind::Timeout,
+        sqlx::Error::Database(database) => database_kind(&**database),
+        sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => ErrorKind::Decode,
+        sqlx::Error::Encode(_) => ErrorKind::Encode,
+        _ => ErrorKind::Backend,
+    };
+    Error::new(kind, error)
+}
+
+/// The `sess` text a compare-and-set expects: the versions of both SQL stores are the `sess` they
+/// loaded. A version of another kind (a counter) never matches.
+pub(crate) fn expected_sess(version: &Version) -> Option<&str> {
+    version
+        .as_bytes()
+        .and_then(|bytes| std::str::from_utf8(bytes).ok())
+}
+
+/// A store the pruning task can run.
+pub(crate) trait Prune: Send + Sync + 'static {
+    /// The store's name in log events.
+    const STORE: &'static str;
+
+    /// Deletes every expired record, returning how many.
+    fn prune(&self) -> impl Future<Output = Result<u64, Error>> + Send;
+}
+
+/// Stops the pruning task when dropped (the task waits on the other end of this channel).
+pub(crate) struct PruneTask {
+    _stop: oneshot::Sender<()>,
+}
+
+/// Starts pruning `store` every `interval` (each delay randomized to 50–150 %, as
+/// connect-pg-simple does, so several processes sharing a table do not prune in step). The task
+/// holds only a weak reference: it ends when the store's [`PruneTask`] is dropped, and never
+/// keeps the store alive. A failed prune is logged and the task carries on.
+///
+/// # Panics
+/// Outside a tokio runtime.
+pub(crate) fn spawn_pruner<S: Prune>(store: Weak<S>, interval: Duration) -> PruneTask {
+    let (stop, stopped) = oneshot::channel();
+    tokio::spawn(prune_forever(store, interval, stopped));
+    PruneTask { _stop: stop }
+}
+
+async fn prune_forever<S: Prune>(
+    store: Weak<S>,
+    interval: Duration,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    loop {
+        // The receiver resolves (with an error) as soon as the store drops its sender.
+        if tokio::time::timeout(randomized(interval), &mut stopped)
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        let Some(store) = store.upgrade() else {
+            return;
+        };
+        if let Err(error) = store.prune().await {
+            tracing::warn!(
+                store = S::STORE,
+                error = &error as &dyn StdError,
+                "failed to prune expired sessions; retrying at the next interval"
+            );
+        }
+        // Not held across the wait: the store must be free to go.
+        drop::<Arc<S>>(store);
+    }
+}
+
+/// `interval` scaled by a random factor in 50–150 % (connect-pg-simple's
+/// `delay / 2 + delay * Math.random()`).
+fn randomized(interval: Duration) -> Duration {
+    // Spreading the load is all the randomness is for: without it, use the interval itself.
+    let random = getrandom::u32().unwrap_or(u32::MAX / 2);
+    interval.mul_f64(0.5 + f64::from(random) / f64::from(u32::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::SessionCookie;
+
+    fn with_expiry(expires: Option<i64>) -> Record {
+        let mut cookie = SessionCookie::default();
+        if let Some(ms) = expires {
+            cookie.set_expires(Some(Timestamp::from_millis(ms)));
+        }
+        Record::new(cookie, serde_json::Map::new())
+    }
+
+    #[test]
+    fn seconds_round_up_as_math_ceil() {
+        assert_eq!(ceil_seconds(0), 0);
+        assert_eq!(ceil_seconds(1), 1);
+        assert_eq!(ceil_seconds(999), 1);
+        assert_eq!(ceil_seconds(1000), 1);
+        assert_eq!(ceil_seconds(1001), 2);
+        assert_eq!(ceil_seconds(-1), 0);
+        assert_eq!(ceil_seconds(-1000), -1);
+        assert_eq!(ceil_seconds(-1001), -1);
+    }
+
+    #[test]
+    fn expire_is_the_cookie_expiry_rounded_up() {
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let record = with_expiry(Some(1_800_000_000_001));
+        assert_eq!(expire_seconds(&record, now, DEFAULT_TTL), 1_800_000_001);
+        let record = with_expiry(Some(1_800_000_000_000));
+        assert_eq!(expire_seconds(&record, now, DEFAULT_TTL), 1_800_000_000);
+    }
+
+    #[test]
+    fn browser_session_cookies_live_for_the_ttl() {
+        let now = Timestamp::from_millis(1_700_000_000_250);
+        let record = with_expiry(None);
+        // Math.ceil(1700000000.25 + 86400)
+        assert_eq!(expire_seconds(&record, now, DEFAULT_TTL), 1_700_086_401);
+        assert_eq!(
+            expire_seconds(&record, now, Duration::from_secs(60)),
+            1_700_000_061
+        );
+        assert_eq!(now_seconds(now), 1_700_000_001);
+    }
+
+    #[test]
+    fn only_plain_identifiers_are_accepted() {
+        for good in ["session", "Session", "_s", "s_2", &"a".repeat(63)] {
+            assert!(is_plain_identifier(good), "{good}");
+        }
+        for bad in [
+            "",
+            "1session",
+            "ses sion",
+            "ses\"sion",
+            "s;drop table x",
+            "a.b",
+            "s-1",
+            "sé",
+            "s$",
+            &"a".repeat(64),
+        ] {
+            assert!(!is_plain_identifier(bad), "{bad}");
+        }
+        assert_eq!(quoted("session"), "\"session\"");
+        assert_eq!(expire_index_name("session"), "IDX_session_expire");
+        assert_eq!(primary_key_name("session"), "session_pkey");
+        let longest = "t".repeat(63);
+        assert_eq!(
+            expire_index_name(&longest),
+            format!("IDX_{}_expire", &longest[..52])
+        );
+        assert_eq!(
+            primary_key_name(&longest),
+            format!("{}_pkey", &longest[..58])
+        );
+    }
+
+    #[test]
+    fn error_kinds() {
+        let kind = |error: sqlx::Error| store_error(error, |_| ErrorKind::Backend).kind();
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(kind(sqlx::Error::Io(refused)), ErrorKind::Unavailable);
+        assert_eq!(kind(sqlx::Error::PoolClosed), ErrorKind::Unavailable);
+        assert_eq!(kind(sqlx::Error::PoolTimedOut), ErrorKind::Timeout);
+        assert_eq!(kind(sqlx::Error::RowNotFound), ErrorKind::Backend);
+        assert_eq!(kind(sqlx::Error::Decode("bad".into())), ErrorKind::Decode);
+        let error = store_error(sqlx::Error::PoolTimedOut, |_| ErrorKind::Backend);
+        assert!(
+            error
+                .source()
+                .unwrap()
+                .downcast_ref::<sqlx::Error>()
+                .is_some(),
+            "the driver's error is the source"
+        );
+    }
+
+    #[test]
+    fn randomized_delays_stay_within_half_and_one_and_a_half() {
+        let interval = Duration::from_secs(900);
+        for _ in 0..1000 {
+            let delay = randomized(interval);
+            assert!(
+                delay >= interval / 2 && delay <= interval * 3 / 2,
+                "{delay:?}"
+            );
+        }
+    }
+}

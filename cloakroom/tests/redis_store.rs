@@ -1,0 +1,378 @@
+//! RedisStore against real servers (`./scripts/test.sh` starts them): the conformance suite on a
+//! standalone Redis and on a Redis Cluster, and connect-redis's format as `redis-cli` sees it.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get as route_get;
+use cloakroom::store::redis::{RedisStore, RedisStoreBuilder};
+use cloakroom::store::{ErrorKind, SessionStore};
+use cloakroom::{CookieOptions, Id, Session, SessionLayer, Timestamp};
+use common::{SECRET, get};
+use serde_json::{Value, json};
+
+const HOW: &str = "Run ./scripts/test.sh, or start the servers with \
+    `source scripts/services.sh; start_services`.";
+
+fn standalone_url() -> String {
+    cloakroom_testkit::server_url("CLOAKROOM_REDIS_URL", HOW)
+}
+
+fn cluster_urls() -> Vec<String> {
+    cloakroom_testkit::server_url("CLOAKROOM_REDIS_CLUSTER_URLS", HOW)
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A builder with a prefix no other test uses.
+fn unique() -> (RedisStoreBuilder, String) {
+    let prefix = cloakroom_testkit::unique_name("cloakroom-test:") + ":";
+    (RedisStore::builder().with_prefix(&prefix), prefix)
+}
+
+async fn standalone_store() -> (RedisStore, String) {
+    let (builder, prefix) = unique();
+    let store = builder
+        .connect(&standalone_url())
+        .await
+        .expect("connect to CLOAKROOM_REDIS_URL");
+    (store, prefix)
+}
+
+async fn cluster_store() -> (RedisStore, String) {
+    let (builder, prefix) = unique();
+    let store = builder
+        .connect_cluster(cluster_urls())
+        .await
+        .expect("connect to CLOAKROOM_REDIS_CLUSTER_URLS");
+    (store, prefix)
+}
+
+mod standalone {
+    async fn fresh() -> cloakroom::store::redis::RedisStore {
+        super::standalone_store().await.0
+    }
+
+    cloakroom_testkit::conformance_suite!(fresh);
+}
+
+mod cluster {
+    async fn fresh() -> cloakroom::store::redis::RedisStore {
+        super::cluster_store().await.0
+    }
+
+    cloakroom_testkit::conformance_suite!(fresh);
+}
+
+/// Runs `redis-cli -u <url> <args>` and returns its output, trimmed of the final newline.
+fn redis_cli(url: &str, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .arg("-u")
+        .arg(url)
+        .args(args)
+        .output()
+        .expect("redis-cli must be installed (./scripts/test.sh installs it)");
+    assert!(output.status.success(), "redis-cli {args:?} failed");
+    let mut text = String::from_utf8(output.stdout).expect("redis-cli prints UTF-8 here");
+    if text.ends_with('\n') {
+        text.pop();
+    }
+    text
+}
+
+fn ttl_of(url: &str, key: &str) -> i64 {
+    redis_cli(url, &["TTL", key])
+        .parse()
+        .expect("TTL is an integer")
+}
+
+/// The counter app of express-session's README, behind a layer on `store`.
+fn counter_app(store: RedisStore, cookie: CookieOptions) -> Router {
+    let layer = SessionLayer::builder(store)
+        .with_secret(SECRET)
+        .with_cookie(cookie)
+        .build()
+        .unwrap();
+    Router::new()
+        .route(
+            "/",
+            route_get(|session: Session| async move {
+                let views: u64 = session.get("views").await?.unwrap_or(0) + 1;
+                session.insert("views", views).await?;
+                Ok::<_, cloakroom::Error>(format!("views {views}"))
+            }),
+        )
+        .route(
+            "/user",
+            route_get(|session: Session| async move {
+                let user: Option<Value> = session.get("user").await?;
+                Ok::<_, cloakroom::Error>(user.map(|u| u.to_string()).unwrap_or_default())
+            }),
+        )
+        .layer(layer)
+}
+
+#[tokio::test]
+async fn a_request_writes_express_json_with_the_cookie_ttl() {
+    let url = standalone_url();
+    let (store, prefix) = standalone_store().await;
+    let app = counter_app(
+        store,
+        CookieOptions::new().with_max_age(Duration::from_secs(90)),
+    );
+    let before = Timestamp::now();
+    let reply = get(&app, "/", None).await;
+    assert_eq!(reply.body, "views 1");
+    let cookie = reply.session_cookie("connect.sid").unwrap();
+    let key = format!("{prefix}{}", cookie.session_id());
+
+    let stored = redis_cli(&url, &["GET", &key]);
+    // express's JSON exactly: cookie first, its fields in express's order, then the data.
+    let expires = stored
+        .strip_prefix(r#"{"cookie":{"originalMaxAge":90000,"expires":""#)
+        .and_then(|rest| rest.strip_suffix(r#"","httpOnly":true,"path":"/"},"views":1}"#))
+        .unwrap_or_else(|| panic!("not express's shape: {stored}"));
+    let expires = Timestamp::parse_iso8601(expires).expect("an ISO-8601 date with milliseconds");
+    assert_eq!(expires.to_iso8601().len(), "2026-11-22T09:36:51.973Z".len());
+    let off = expires.millis_since(before.add_millis(90_000));
+    assert!(
+        (0..2000).contains(&off),
+        "expires is {off} ms off now + maxAge"
+    );
+    // The Set-Cookie and the stored JSON come from the same instant, as in express.
+    assert_eq!(cookie.expires(), Some(expires.to_http_date().as_str()));
+
+    let ttl = ttl_of(&url, &key);
+    assert!((89..=90).contains(&ttl), "TTL {ttl}, want ceil(90 s)");
+
+    // The second request reads and rewrites the same key.
+    let again = get(&app, "/", Some(&reply.cookie_pair("connect.sid"))).await;
+    assert_eq!(again.body, "views 2");
+    assert!(redis_cli(&url, &["GET", &key]).ends_with(r#","views":2}"#));
+}
+
+#[tokio::test]
+async fn a_browser_session_cookie_gets_the_store_ttl() {
+    let url = standalone_url();
+    for (builder, prefix, want) in [
+        {
+            let (builder, prefix) = unique();
+            (builder, prefix, 86_400)
+        },
+        {
+            let (builder, prefix) = unique();
+            (builder.with_ttl(Duration::from_secs(600)), prefix, 600)
+        },
+    ] {
+        let store = builder.connect(&url).await.unwrap();
+        assert_eq!(store.default_ttl(), Some(Duration::from_secs(want as u64)));
+        // No maxAge: a browser-session cookie, stored with `expires: null`.
+        let app = counter_app(store, CookieOptions::new());
+        let reply = get(&app, "/", None).await;
+        let cookie = reply.session_cookie("connect.sid").unwrap();
+        assert_eq!(cookie.expires(), None);
+        let key = format!("{prefix}{}", cookie.session_id());
+        assert_eq!(
+            redis_cli(&url, &["GET", &key]),
+            r#"{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},"views":1}"#
+        );
+        let ttl = ttl_of(&url, &key);
+        assert!((want - 1..=want).contains(&ttl), "TTL {ttl}, want {want}");
+    }
+}
+
+#[tokio::test]
+async fn a_session_written_by_express_is_read_and_its_ttl_kept_by_touch() {
+    let url = standalone_url();
+    let (store, prefix) = standalone_store().await;
+    let app = counter_app(
+        store.clone(),
+        CookieOptions::new().with_max_age(Duration::from_secs(60)),
+    );
+    let reply = get(&app, "/", None).await;
+    let pair = reply.cookie_pair("connect.sid");
+    let key = format!(
+        "{prefix}{}",
+        reply.session_cookie("connect.sid").unwrap().session_id()
+    );
+
+    // connect-redis writes the session as an Express app changed it, with its own TTL.
+    let expires = Timestamp::now().add_millis(60_000).to_iso8601();
+    let from_node = format!(
+        r#"{{"cookie":{{"originalMaxAge":60000,"expires":"{expires}","httpOnly":true,"path":"/"}},"views":7,"user":{{"name":"ünï","roles":["admin"]}}}}"#
+    );
+    redis_cli(&url, &["SET", &key, &from_node, "EX", "30"]);
+
+    // A request that only reads: the data comes through, and the middleware touches the key
+    // (EXPIRE to the cookie's 60 s) without rewriting what Node wrote.
+    let read = get(&app, "/user", Some(&pair)).await;
+    assert_eq!(read.body, r#"{"name":"ünï","roles":["admin"]}"#);
+    assert_eq!(redis_cli(&url, &["GET", &key]), from_node);
+    let ttl = ttl_of(&url, &key);
+    assert!((59..=60).contains(&ttl), "touch set TTL {ttl}, want 60");
+
+    // A request that changes it continues from Node's data.
+    let changed = get(&app, "/", Some(&pair)).await;
+    assert_eq!(changed.body, "views 8");
+}
+
+#[tokio::test]
+async fn touch_is_expire_only_and_never_creates() {
+    let url = standalone_url();
+    let (store, prefix) = standalone_store().await;
+    let id = Id::generate();
+    let key = format!("{prefix}{}", id.as_str());
+    let short = cloakroom_testkit::record(json!({"a": 1}), Some(Duration::from_secs(10)));
+    cloakroom_testkit::write(&store, &id, &short, None).await;
+    let written = redis_cli(&url, &["GET", &key]);
+    let long = cloakroom_testkit::record(json!({"b": 2}), Some(Duration::from_secs(1000)));
+    store.touch(&id, &long).await.unwrap();
+    assert_eq!(
+        redis_cli(&url, &["GET", &key]),
+        written,
+        "touch rewrote the value"
+    );
+    assert!((999..=1000).contains(&ttl_of(&url, &key)));
+
+    let loaded = store.get(&id).await.unwrap().unwrap();
+    let reported = loaded.expires_at.unwrap();
+    let off = reported
+        .millis_since(Timestamp::now().add_millis(1_000_000))
+        .abs();
+    assert!(
+        off < 2000,
+        "expires_at follows the touched TTL, {off} ms off"
+    );
+
+    let unknown = Id::generate();
+    store.touch(&unknown, &long).await.unwrap();
+    let unknown_key = format!("{prefix}{}", unknown.as_str());
+    assert_eq!(redis_cli(&url, &["EXISTS", &unknown_key]), "0");
+}
+
+#[tokio::test]
+async fn a_record_already_expired_is_deleted_not_written() {
+    let url = standalone_url();
+    let (store, prefix) = standalone_store().await;
+    let id = Id::generate();
+    let key = format!("{prefix}{}", id.as_str());
+    let live = cloakroom_testkit::record(json!({}), Some(Duration::from_secs(60)));
+    let version = cloakroom_testkit::write(&store, &id, &live, None).await;
+    let mut expired = live.clone();
+    expired
+        .cookie_mut()
+        .set_expires(Some(Timestamp::now().add_millis(-1)));
+    // Through the compare-and-set script as well as a plain set.
+    cloakroom_testkit::write(&store, &id, &expired, Some(&version)).await;
+    assert_eq!(redis_cli(&url, &["EXISTS", &key]), "0");
+    cloakroom_testkit::write(&store, &id, &live, None).await;
+    cloakroom_testkit::write(&store, &id, &expired, None).await;
+    assert_eq!(redis_cli(&url, &["EXISTS", &key]), "0");
+}
+
+#[tokio::test]
+async fn cluster_scans_reach_every_primary() {
+    let urls = cluster_urls();
+    let (store, prefix) = cluster_store().await;
+    let hour = Some(Duration::from_secs(3600));
+    for n in 0..60 {
+        let record = cloakroom_testkit::record(json!({"n": n}), hour);
+        cloakroom_testkit::write(&store, &Id::generate(), &record, None).await;
+    }
+    // Each node holds some of them (60 random ids over 3 primaries), so a count of 60 shows
+    // that every primary was scanned.
+    let pattern = format!("{prefix}*");
+    for url in &urls {
+        let here = redis_cli(url, &["--scan", "--pattern", &pattern])
+            .lines()
+            .count();
+        assert!(here > 0, "no keys on {url}: the test proves nothing");
+    }
+    assert_eq!(store.len().await.unwrap(), 60);
+    let mut numbers: Vec<u64> = store
+        .all()
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, record)| record.data()["n"].as_u64().unwrap())
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (0..60).collect::<Vec<_>>());
+    store.clear().await.unwrap();
+    assert_eq!(store.len().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn undecodable_values_are_decode_errors_that_quote_nothing() {
+    let url = standalone_url();
+    let (store, prefix) = standalone_store().await;
+    let id = Id::generate();
+    let key = format!("{prefix}{}", id.as_str());
+    redis_cli(
+        &url,
+        &["SET", &key, r#"{"cookie":"top-secret"}"#, "EX", "60"],
+    );
+    let error = store.get(&id).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Decode);
+    assert!(!error.is_transient());
+    let chain = error_chain(&error);
+    assert!(!chain.contains("top-secret"), "{chain}");
+    assert!(!chain.contains(id.as_str()), "{chain}");
+
+    // Another type under the key: the server's error, as Backend.
+    redis_cli(&url, &["DEL", &key]);
+    redis_cli(&url, &["RPUSH", &key, "top-secret"]);
+    let error = store.get(&id).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Backend);
+    let chain = error_chain(&error);
+    assert!(!chain.contains(id.as_str()), "{chain}");
+    redis_cli(&url, &["DEL", &key]);
+}
+
+#[tokio::test]
+async fn debug_shows_settings_not_connections() {
+    let (store, prefix) = standalone_store().await;
+    let debug = format!("{store:?}");
+    assert!(
+        debug.starts_with("RedisStore { topology: \"standalone\""),
+        "{debug}"
+    );
+    assert!(debug.contains(&prefix));
+    assert!(
+        !debug.contains("redis://") && !debug.contains("127.0.0.1"),
+        "{debug}"
+    );
+}
+
+#[tokio::test]
+async fn connecting_to_nothing_fails_fast_and_transient() {
+    // A port nothing listens on: refused at once, a few times, then reported.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = std::time::Instant::now();
+    let error = RedisStore::connect(&format!("redis://127.0.0.1:{port}"))
+        .await
+        .unwrap_err();
+    assert!(error.is_transient(), "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let error = RedisStore::connect("not a url").await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Backend);
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut chain = format!("{error} {error:?}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push_str(&format!(" / {cause} {cause:?}"));
+        source = cause.source();
+    }
+    chain
+}

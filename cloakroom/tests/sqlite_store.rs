@@ -1,0 +1,340 @@
+//! SqliteStore on real files: the conformance suite, restarts, several stores (as several
+//! processes) sharing one file, pruning, name validation and undecodable rows.
+#![cfg(feature = "sqlite")]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use cloakroom::store::sqlite::{InvalidName, SqliteStore};
+use cloakroom::store::{self, ErrorKind, Loaded, SessionStore, SetOutcome, Version};
+use cloakroom::{Id, Record};
+use cloakroom_testkit::{record, unique_name, write};
+use serde_json::json;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+use tokio::task::JoinHandle;
+
+/// A directory of its own under the system's temporary directory, removed when dropped.
+#[derive(Debug)]
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let path = std::env::temp_dir().join(unique_name("cloakroom-sqlite-"));
+        std::fs::create_dir(&path).unwrap();
+        TempDir(path)
+    }
+
+    fn file(&self) -> PathBuf {
+        self.0.join("sessions.db")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        // Best effort: a leftover directory in /tmp must not fail a passing test.
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A store in a file of its own, deleted with the store.
+#[derive(Debug)]
+struct Fresh {
+    store: SqliteStore,
+    // Declared last so it is dropped after the store.
+    _dir: TempDir,
+}
+
+async fn fresh() -> Fresh {
+    let dir = TempDir::new();
+    let store = SqliteStore::open(dir.file()).await.unwrap();
+    Fresh { store, _dir: dir }
+}
+
+async fn prune(fresh: &Fresh) -> usize {
+    usize::try_from(fresh.store.prune_expired().await.unwrap()).unwrap()
+}
+
+#[async_trait]
+impl SessionStore for Fresh {
+    async fn get(&self, id: &Id) -> Result<Option<Loaded>, store::Error> {
+        self.store.get(id).await
+    }
+    async fn set(
+        &self,
+        id: &Id,
+        record: &Record,
+        expected: Option<&Version>,
+    ) -> Result<SetOutcome, store::Error> {
+        self.store.set(id, record, expected).await
+    }
+    async fn destroy(&self, id: &Id) -> Result<(), store::Error> {
+        self.store.destroy(id).await
+    }
+    async fn touch(&self, id: &Id, record: &Record) -> Result<(), store::Error> {
+        self.store.touch(id, record).await
+    }
+    fn default_ttl(&self) -> Option<Duration> {
+        self.store.default_ttl()
+    }
+    async fn all(&self) -> Result<Vec<(Id, Record)>, store::Error> {
+        self.store.all().await
+    }
+    async fn len(&self) -> Result<usize, store::Error> {
+        self.store.len().await
+    }
+    async fn clear(&self) -> Result<(), store::Error> {
+        self.store.clear().await
+    }
+}
+
+cloakroom_testkit::conformance_suite!(fresh, prune = prune);
+
+/// A connection pool of the test's own on the store's file, as another process would have.
+async fn raw(file: &Path) -> SqlitePool {
+    SqlitePool::connect_with(SqliteConnectOptions::new().filename(file))
+        .await
+        .unwrap()
+}
+
+async fn rows(pool: &SqlitePool) -> i64 {
+    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM session")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    count
+}
+
+#[tokio::test]
+async fn sessions_survive_a_restart() {
+    let dir = TempDir::new();
+    let id = Id::generate();
+    let stored = record(json!({"user": "john"}), Some(Duration::from_secs(600)));
+    let version = {
+        let store = SqliteStore::open(dir.file()).await.unwrap();
+        write(&store, &id, &stored, None).await
+    };
+    let reopened = SqliteStore::open(dir.file()).await.unwrap();
+    let loaded = reopened.get(&id).await.unwrap().expect("still there");
+    assert_eq!(loaded.record.to_json(), stored.to_json());
+    assert_eq!(loaded.version, version, "the version survives too");
+}
+
+#[tokio::test]
+async fn the_file_uses_write_ahead_logging() {
+    let dir = TempDir::new();
+    let _store = SqliteStore::open(dir.file()).await.unwrap();
+    let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+        .fetch_one(&raw(&dir.file()).await)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+/// Takes the write lock on `pool`'s file and releases it after `duration` (in a task: await
+/// the handle to know it is released).
+async fn hold_write_lock(pool: &SqlitePool, duration: Duration) -> JoinHandle<()> {
+    let lock = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+    tokio::spawn(async move {
+        tokio::time::sleep(duration).await;
+        lock.rollback().await.unwrap();
+    })
+}
+
+/// Another process holds the write lock: a write waits for it, up to the busy timeout, then
+/// fails as a timeout (transient).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_file_is_waited_for_then_a_timeout() {
+    let dir = TempDir::new();
+    let store = SqliteStore::builder(dir.file())
+        .with_busy_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let other = raw(&dir.file()).await;
+    let id = Id::generate();
+    let stored = record(json!({"n": 1}), None);
+
+    let released = hold_write_lock(&other, Duration::from_millis(100)).await;
+    let started = Instant::now();
+    write(&store, &id, &stored, None).await;
+    assert!(started.elapsed() >= Duration::from_millis(50), "it waited");
+    released.await.unwrap();
+
+    let released = hold_write_lock(&other, Duration::from_millis(1500)).await;
+    let error = store.set(&id, &stored, None).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Timeout, "{error:?}");
+    assert!(error.is_transient());
+    assert!(!format!("{error} {error:?}").contains(id.as_str()));
+    released.await.unwrap();
+    assert!(
+        store.get(&id).await.unwrap().is_some(),
+        "reads never waited"
+    );
+}
+
+/// Two stores with their own pools on one file, as two processes would be: concurrent
+/// compare-and-set increments of one counter lose nothing and never fail with "database is
+/// locked".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_file_never_lose_an_increment() {
+    const TASKS_PER_STORE: usize = 8;
+    const ROUNDS: u64 = 25;
+    let dir = TempDir::new();
+    let stores = [
+        SqliteStore::open(dir.file()).await.unwrap(),
+        SqliteStore::open(dir.file()).await.unwrap(),
+    ];
+    let counter = Id::generate();
+    let minute = Some(Duration::from_secs(60));
+    write(
+        &stores[0],
+        &counter,
+        &record(json!({"count": 0}), minute),
+        None,
+    )
+    .await;
+
+    let mut tasks = Vec::new();
+    for store in &stores {
+        for _ in 0..TASKS_PER_STORE {
+            let store = store.clone();
+            let counter = counter.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut conflicts = 0u64;
+                for _ in 0..ROUNDS {
+                    loop {
+                        let loaded = store.get(&counter).await.unwrap().unwrap();
+                        let count = loaded.record.data()["count"].as_u64().unwrap();
+                        let next = record(json!({"count": count + 1}), minute);
+                        match store.set(&counter, &next, Some(&loaded.version)).await {
+                            Ok(SetOutcome::Written(_)) => break,
+                            Ok(_) => conflicts += 1,
+                            Err(error) => panic!("a write failed: {error} ({error:?})"),
+                        }
+                    }
+                }
+                conflicts
+            }));
+        }
+    }
+    let mut conflicts = 0;
+    for task in tasks {
+        conflicts += task.await.unwrap();
+    }
+    let total = stores[1].get(&counter).await.unwrap().unwrap();
+    assert_eq!(
+        total.record.data()["count"],
+        json!(2 * TASKS_PER_STORE as u64 * ROUNDS),
+        "lost increments"
+    );
+    assert!(conflicts > 0, "the stores really raced");
+}
+
+#[tokio::test]
+async fn the_pruning_task_deletes_expired_rows_and_stops_with_the_store() {
+    let dir = TempDir::new();
+    let store = SqliteStore::builder(dir.file())
+        .with_prune_interval(Some(Duration::from_millis(50)))
+        .build()
+        .await
+        .unwrap();
+    let expired_row = "INSERT INTO session (sid, sess, expire) \
+                       VALUES (hex(randomblob(8)), '{\"cookie\":{}}', 0)";
+    let pool = raw(&dir.file()).await;
+    sqlx::query(expired_row).execute(&pool).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rows(&pool).await > 0 {
+        assert!(Instant::now() < deadline, "the task never pruned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(store);
+    sqlx::query(expired_row).execute(&pool).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rows(&pool).await, 1, "the task stopped with the store");
+}
+
+#[tokio::test]
+async fn table_names_that_are_not_plain_identifiers_are_refused() {
+    let builder = || SqliteStore::builder("never-opened.db");
+    for bad in [
+        "",
+        "1st",
+        "has space",
+        "quo\"te",
+        "semi;colon",
+        "a.b",
+        "naïve",
+    ] {
+        assert_eq!(
+            builder().with_table_name(bad).unwrap_err(),
+            InvalidName::Table,
+            "{bad:?}"
+        );
+    }
+    assert!(!Path::new("never-opened.db").exists());
+
+    let dir = TempDir::new();
+    let store = SqliteStore::builder(dir.file())
+        .with_table_name("web_sessions")
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    write(&store, &Id::generate(), &record(json!({}), None), None).await;
+    let (index,): (String,) =
+        sqlx::query_as("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'IDX%'")
+            .fetch_one(&raw(&dir.file()).await)
+            .await
+            .unwrap();
+    assert_eq!(index, "IDX_web_sessions_expire");
+    assert_eq!(store.len().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_row_that_is_not_a_session_is_a_decode_error_and_is_kept() {
+    let dir = TempDir::new();
+    let store = SqliteStore::open(dir.file()).await.unwrap();
+    let pool = raw(&dir.file()).await;
+    sqlx::query(
+        "INSERT INTO session (sid, sess, expire) \
+         VALUES ('not-a-session', '{\"cookie\":\"private data\"}', unixepoch() + 3600)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let id = Id::from_string("not-a-session");
+    let error = store.get(&id).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Decode);
+    let described = format!("{error} {error:?}");
+    assert!(!described.contains("private data"), "{described}");
+    assert!(!described.contains("not-a-session"), "{described}");
+    assert_eq!(rows(&pool).await, 1, "the row is kept");
+}
+
+#[tokio::test]
+async fn a_file_that_cannot_be_opened_is_an_error() {
+    let dir = TempDir::new();
+    let error = SqliteStore::open(dir.0.join("missing-directory").join("sessions.db"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error:?}");
+}
+
+/// Stores opening one new file at the same moment (processes starting together) all succeed,
+/// though only one of them can switch the file to WAL at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_opens_of_a_new_file_all_succeed() {
+    let dir = TempDir::new();
+    let file = Arc::new(dir.file());
+    let opens: Vec<_> = (0..8)
+        .map(|_| {
+            let file = Arc::clone(&file);
+            tokio::spawn(async move { SqliteStore::open(&*file).await })
+        })
+        .collect();
+    for open in opens {
+        open.await.unwrap().unwrap();
+    }
+}
