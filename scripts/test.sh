@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: formatting, lints, then unit, integration and doc tests
-# against real servers (standalone Redis, a 3-master Redis Cluster, PostgreSQL), which it
-# installs when missing, starts on free 127.0.0.1 ports, and stops at the end.
+# against real servers (standalone Redis, a 3-master Redis Cluster, PostgreSQL) and a real
+# browser (headless Debian chromium), which it installs when missing; the servers run on free
+# 127.0.0.1 ports and are stopped at the end.
 # This is the README's test command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,16 @@ cargo fmt --all --check
 
 step "clippy (all targets, all features, warnings are errors)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "browser test tools (Debian chromium, playwright-core from the lockfile)"
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "chromium is missing: sudo apt-get install -y chromium" >&2; exit 1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+npm ci --prefix demo/browser --no-audit --no-fund --loglevel=error
 
 step "servers"
 # shellcheck source=scripts/services.sh

@@ -1,0 +1,120 @@
+// The demo in a real browser (headless Debian chromium driven by playwright-core): log in
+// through the form, see the dashboard, reload, restart the server, still see the dashboard, log
+// out, land on the login page. Reads the session cookie's attributes from the browser's jar
+// and keeps a screenshot of the dashboard.
+//
+// Run by demo/tests/browser.rs (which passes DEMO_BIN, the built demo binary) from the
+// project's test command; standalone: DEMO_BIN=target/debug/cloakroom-demo node --test
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { createServer, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const BIN = process.env.DEMO_BIN;
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const ARTIFACTS = resolve(process.env.ARTIFACTS_DIR ?? 'artifacts');
+
+function freePort() {
+  return new Promise((done, fail) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => done(port));
+    });
+    server.on('error', fail);
+  });
+}
+
+function listening(port) {
+  return new Promise((done) => {
+    const socket = connect(port, '127.0.0.1', () => { socket.end(); done(true); });
+    socket.on('error', () => done(false));
+  });
+}
+
+async function startDemo(port, database) {
+  const child = spawn(BIN, [
+    '--addr', `127.0.0.1:${port}`,
+    '--store', `sqlite://${database}`,
+    '--secret', 'browser test secret, obviously fake',
+    '--user', 'ann:pa55',
+  ], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const deadline = Date.now() + 20_000;
+  while (!(await listening(port))) {
+    assert.ok(Date.now() < deadline, 'the demo did not start listening');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return child;
+}
+
+function stopDemo(child) {
+  return new Promise((done) => {
+    child.on('exit', (code, signal) => done({ code, signal }));
+    child.kill('SIGTERM');
+  });
+}
+
+test('log in, reload, survive a restart, log out', { timeout: 90_000 }, async () => {
+  assert.ok(BIN, 'DEMO_BIN must name the demo binary (demo/tests/browser.rs sets it)');
+  const dir = mkdtempSync(join(tmpdir(), 'cloakroom-browser-'));
+  const database = join(dir, 'sessions.db');
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  let demo = await startDemo(port, database);
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  try {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+
+    await page.goto(`${base}/dashboard`);
+    assert.equal(new URL(page.url()).pathname, '/login', 'not logged in: sent to the login page');
+
+    await page.fill('#username', 'ann');
+    await page.fill('#password', 'wrong');
+    await page.click('button[type=submit]');
+    assert.match(await page.textContent('body'), /Invalid username or password/);
+
+    await page.fill('#password', 'pa55');
+    await Promise.all([page.waitForURL(`${base}/dashboard`), page.click('button[type=submit]')]);
+    assert.match(await page.textContent('h1'), /Welcome ann! This is your dashboard\./);
+
+    const [cookie] = (await context.cookies()).filter((c) => c.name === 'connect.sid');
+    assert.ok(cookie, 'the browser holds the session cookie');
+    assert.equal(cookie.httpOnly, true, 'HttpOnly');
+    assert.equal(cookie.path, '/', 'Path');
+    assert.equal(cookie.sameSite, 'Lax', 'SameSite');
+    assert.ok(cookie.expires > Date.now() / 1000, 'a persistent cookie with an expiry');
+    assert.match(decodeURIComponent(cookie.value), /^s:[A-Za-z0-9_-]{32}\.[A-Za-z0-9+/]{43}$/);
+
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, 'dashboard.png'), fullPage: true });
+
+    await page.reload();
+    assert.match(await page.textContent('h1'), /Welcome ann!/, 'still logged in after a reload');
+
+    const stopped = await stopDemo(demo);
+    assert.equal(stopped.code, 0, 'SIGTERM shuts the demo down cleanly');
+    demo = await startDemo(port, database);
+    await page.reload();
+    assert.match(await page.textContent('h1'), /Welcome ann!/, 'still logged in after a restart');
+
+    await Promise.all([page.waitForURL(`${base}/login`), page.click('a[href="/logout"]')]);
+    assert.equal(new URL(page.url()).pathname, '/login', 'logged out: on the login page');
+    const left = (await context.cookies()).filter((c) => c.name === 'connect.sid');
+    assert.equal(left.length, 0, 'logout expired the cookie');
+    await page.goto(`${base}/dashboard`);
+    assert.equal(new URL(page.url()).pathname, '/login', 'the dashboard is closed again');
+  } finally {
+    await browser.close();
+    await stopDemo(demo);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,218 @@
+//! Command-line options, each with an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// The express-session tutorial apps on cloakroom: a visit counter, session data, and a login
+/// with a dashboard, with sessions in an embedded SQLite file that survives restarts.
+#[derive(Debug, Parser)]
+#[command(name = "cloakroom-demo", version)]
+pub struct Options {
+    /// Address to listen on.
+    #[arg(long, env = "CLOAKROOM_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+
+    /// Where sessions live: sqlite://PATH, memory, redis://HOST:PORT, or postgres://USER@HOST/DB.
+    #[arg(long, env = "CLOAKROOM_STORE", default_value = "sqlite://cloakroom-demo.db", value_parser = parse_store)]
+    pub store: StoreUrl,
+
+    /// Cookie signing secret; repeat (or comma-separate in the variable) to rotate: the first
+    /// signs, all verify. Without one, a random secret is generated and kept in a file beside
+    /// the SQLite database (or in ./cloakroom-demo.secret).
+    #[arg(
+        long = "secret",
+        env = "CLOAKROOM_SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub secrets: Vec<String>,
+
+    /// The session cookie's name.
+    #[arg(long, env = "CLOAKROOM_COOKIE_NAME", default_value = "connect.sid")]
+    pub cookie_name: String,
+
+    /// Session lifetime since the last request that refreshed it: 90s, 30m, 12h, 7d.
+    #[arg(long, env = "CLOAKROOM_MAX_AGE", default_value = "30m", value_parser = parse_duration)]
+    pub max_age: Duration,
+
+    /// Send the cookie on every response, renewing its expiry (express's `rolling`).
+    #[arg(long, env = "CLOAKROOM_ROLLING")]
+    pub rolling: bool,
+
+    /// The cookie's Secure attribute: `auto` sets it on sessions created over HTTPS.
+    #[arg(long, env = "CLOAKROOM_SECURE", value_enum, default_value_t = Secure::Auto)]
+    pub secure: Secure,
+
+    /// Trust X-Forwarded-Proto from a reverse proxy to tell HTTPS requests (express's `proxy`).
+    #[arg(long, env = "CLOAKROOM_TRUST_PROXY")]
+    pub trust_proxy: bool,
+
+    /// The one account that can log in, as NAME:PASSWORD.
+    #[arg(long, env = "CLOAKROOM_USER", default_value = "admin:secret", value_parser = parse_user, hide_env_values = true)]
+    pub user: User,
+}
+
+/// `--secure`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Secure {
+    /// Secure on sessions created over HTTPS.
+    Auto,
+    /// Always Secure (the cookie is then not sent over plain HTTP).
+    True,
+    /// Never Secure.
+    False,
+}
+
+/// `--store`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+    /// This process's memory.
+    Memory,
+    /// A Redis server (the URL as given).
+    Redis(String),
+    /// A PostgreSQL database (the URL as given).
+    Postgres(String),
+}
+
+impl StoreUrl {
+    /// What the store is, for logs: never the URL, which may hold a password.
+    pub fn describe(&self) -> String {
+        match self {
+            StoreUrl::Sqlite(path) => format!("SQLite file {}", path.display()),
+            StoreUrl::Memory => "memory".to_owned(),
+            StoreUrl::Redis(_) => "Redis".to_owned(),
+            StoreUrl::Postgres(_) => "PostgreSQL".to_owned(),
+        }
+    }
+}
+
+/// `--user`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl User {
+    /// Whether these are the built-in credentials, which deserve a warning.
+    pub fn is_default(&self) -> bool {
+        self.name == "admin" && self.password == "secret"
+    }
+}
+
+fn parse_store(text: &str) -> Result<StoreUrl, String> {
+    if text == "memory" {
+        return Ok(StoreUrl::Memory);
+    }
+    if let Some(path) = text.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err("sqlite:// needs a file path, e.g. sqlite://sessions.db".into());
+        }
+        return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
+    }
+    if text.starts_with("redis://") || text.starts_with("rediss://") {
+        return Ok(StoreUrl::Redis(text.to_owned()));
+    }
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        return Ok(StoreUrl::Postgres(text.to_owned()));
+    }
+    Err("expected sqlite://PATH, memory, redis://… or postgres://…".into())
+}
+
+/// `90s`, `30m`, `12h`, `7d`, `1500ms`; a bare number is seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 30m"))?;
+    let seconds = match unit {
+        "ms" => return Ok(Duration::from_millis(number)),
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit `{unit}`: use ms, s, m, h or d")),
+    };
+    number
+        .checked_mul(seconds)
+        .map(Duration::from_secs)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("`{text}` is not a usable lifetime"))
+}
+
+fn parse_user(text: &str) -> Result<User, String> {
+    match text.split_once(':') {
+        Some((name, password)) if !name.is_empty() && !password.is_empty() => Ok(User {
+            name: name.to_owned(),
+            password: password.to_owned(),
+        }),
+        _ => Err("expected NAME:PASSWORD".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn stores() {
+        assert_eq!(parse_store("memory"), Ok(StoreUrl::Memory));
+        assert_eq!(
+            parse_store("sqlite://a/b.db"),
+            Ok(StoreUrl::Sqlite("a/b.db".into()))
+        );
+        assert!(matches!(
+            parse_store("redis://127.0.0.1:6379"),
+            Ok(StoreUrl::Redis(_))
+        ));
+        assert!(matches!(
+            parse_store("postgres://u@h/d"),
+            Ok(StoreUrl::Postgres(_))
+        ));
+        assert!(parse_store("mysql://nope").is_err());
+        assert!(parse_store("sqlite://").is_err());
+    }
+
+    #[test]
+    fn users() {
+        let user = parse_user("ann:pa:ss").unwrap();
+        assert_eq!(
+            (user.name.as_str(), user.password.as_str()),
+            ("ann", "pa:ss")
+        );
+        assert!(parse_user("ann").is_err());
+        assert!(parse_user(":pw").is_err());
+        assert!(
+            !format!("{user:?}").contains("pa:ss"),
+            "Debug hides the password"
+        );
+    }
+}

@@ -1,0 +1,39 @@
+//! Opening the store `--store` names, and checking that it answers.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use cloakroom::{Id, MemoryStore, PostgresStore, RedisStore, SessionStore, SqliteStore};
+
+use crate::options::StoreUrl;
+
+/// The store, connected and answering: a store that cannot be reached stops the start with one
+/// line naming the problem.
+pub async fn open(url: &StoreUrl) -> anyhow::Result<Arc<dyn SessionStore>> {
+    let store: Arc<dyn SessionStore> = match url {
+        StoreUrl::Memory => Arc::new(MemoryStore::new()),
+        StoreUrl::Sqlite(path) => Arc::new(
+            SqliteStore::open(path)
+                .await
+                .with_context(|| format!("cannot open the SQLite store {}", path.display()))?,
+        ),
+        StoreUrl::Redis(url) => Arc::new(
+            RedisStore::connect(url)
+                .await
+                .context("cannot connect to Redis")?,
+        ),
+        // The demo makes connect-pg-simple's table on first run.
+        StoreUrl::Postgres(url) => Arc::new(
+            PostgresStore::builder_from_url(url.as_str())
+                .with_create_table_if_missing(true)
+                .build()
+                .await
+                .context("cannot connect to PostgreSQL")?,
+        ),
+    };
+    store
+        .get(&Id::generate())
+        .await
+        .with_context(|| format!("the {} session store does not answer", url.describe()))?;
+    Ok(store)
+}
