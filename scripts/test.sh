@@ -24,6 +24,7 @@ if [ ! -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 npm ci --prefix demo/browser --no-audit --no-fund --loglevel=error
+npm ci --prefix interop --no-audit --no-fund --loglevel=error
 
 step "servers"
 # shellcheck source=scripts/services.sh

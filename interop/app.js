@@ -1,0 +1,177 @@
+'use strict';
+// The express-session tutorial apps on Express, with the cloakroom demo's routes, texts and
+// session keys (`views`, `username`, `visits`, `user`), so both can share one store and one
+// login. Configuration (environment):
+//   PORT               port to listen on, 127.0.0.1 only (default 3001)
+//   STORE              redis://… (connect-redis, prefix "sess:") or postgres://… (connect-pg-simple,
+//                      table "session", created if missing)
+//   SECRETS            comma-separated signing secrets: the first signs, all verify
+//   USER               the one account, NAME:PASSWORD (default admin:secret; a value without
+//                      ":", such as the shell's login name, is ignored)
+//   COOKIE_MAX_AGE_MS  session lifetime in ms (default 30 minutes)
+// Logs go to stderr and never hold cookies, session ids or session data.
+
+const express = require('express');
+const session = require('express-session');
+
+const log = (message) => process.stderr.write(`[express-interop] ${message}\n`);
+
+function fail(message) {
+  log(message);
+  process.exit(2);
+}
+
+const port = Number(process.env.PORT || 3001);
+if (!Number.isInteger(port) || port < 0 || port > 65535) fail('PORT must be a port number');
+const storeUrl = process.env.STORE || fail('STORE is required: redis://… or postgres://…');
+const secrets = (process.env.SECRETS || '').split(',').filter((s) => s !== '');
+if (secrets.length === 0) fail('SECRETS is required (comma-separated; the first signs)');
+// USER is also the login name in most shells: only NAME:PASSWORD values count.
+let credentials = process.env.USER || '';
+if (!credentials.includes(':')) {
+  log('USER is not NAME:PASSWORD: logging in with the built-in account admin:secret');
+  credentials = 'admin:secret';
+}
+const [userName, ...passwordParts] = credentials.split(':');
+const userPassword = passwordParts.join(':');
+if (!userName || !userPassword) fail('USER must be NAME:PASSWORD');
+const maxAge = Number(process.env.COOKIE_MAX_AGE_MS || 30 * 60 * 1000);
+if (!Number.isInteger(maxAge) || maxAge <= 0) fail('COOKIE_MAX_AGE_MS must be a positive integer');
+
+async function openStore() {
+  if (/^rediss?:\/\//.test(storeUrl)) {
+    const { createClient } = require('redis');
+    const { RedisStore } = require('connect-redis');
+    const client = createClient({ url: storeUrl });
+    client.on('error', (error) => log(`redis error: ${error.message}`));
+    await client.connect();
+    return { store: new RedisStore({ client, prefix: 'sess:' }), kind: 'Redis (connect-redis)' };
+  }
+  if (/^postgres(ql)?:\/\//.test(storeUrl)) {
+    const PgStore = require('connect-pg-simple')(session);
+    const store = new PgStore({
+      conString: storeUrl,
+      tableName: 'session',
+      createTableIfMissing: true,
+      errorLog: (...args) => log(`postgres error: ${args.map(String).join(' ')}`),
+    });
+    return { store, kind: 'PostgreSQL (connect-pg-simple)' };
+  }
+  return fail('STORE must be redis://… or postgres://…');
+}
+
+// The same HTML escaping as the demo: & < > "
+function escape(text) {
+  return String(text).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]);
+}
+
+function page(title, body) {
+  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escape(title)} · express</title></head>` +
+    `<body><main>${body}<footer><nav><a href="/">Views</a> <a href="/get-session">Session data</a> ` +
+    `<a href="/dashboard">Dashboard</a></nav></footer></main></body></html>`;
+}
+
+function loginForm(error, username) {
+  const alert = error ? `<p class="error" role="alert">${escape(error)}</p>` : '';
+  return page('Log in', `<h1>Log in</h1>${alert}<form method="post" action="/login">` +
+    '<label for="username">Username</label>' +
+    `<input id="username" name="username" autocomplete="username" value="${escape(username)}" required>` +
+    '<label for="password">Password</label>' +
+    '<input id="password" name="password" type="password" autocomplete="current-password" required>' +
+    '<button type="submit">Log in</button></form>');
+}
+
+async function main() {
+  const { store, kind } = await openStore();
+  const app = express();
+  app.disable('x-powered-by');
+  app.use(session({
+    store,
+    secret: secrets,
+    name: 'connect.sid',
+    resave: false,
+    saveUninitialized: false,
+    // secure: 'auto' mirrors the demo's default `--secure auto` (Secure on sessions made over
+    // HTTPS; the resolved boolean is stored, so both write the same cookie fields).
+    cookie: { maxAge, sameSite: 'lax', httpOnly: true, path: '/', secure: 'auto' },
+  }));
+  app.use(express.urlencoded({ extended: false }));
+
+  app.get('/', (req, res) => {
+    req.session.views = (req.session.views || 0) + 1;
+    res.send(page('Views', `<h1>Number of views ${req.session.views}</h1>`));
+  });
+
+  app.get('/set-session', (req, res) => {
+    req.session.username = 'john';
+    req.session.visits = (req.session.visits || 0) + 1;
+    res.send(page('Session data set', '<h1>Session data set</h1>'));
+  });
+
+  app.get('/get-session', (req, res) => {
+    const { username, visits } = req.session;
+    const text = username !== undefined && visits !== undefined
+      ? `Welcome back, ${username}! You've visited ${visits} times.`
+      : 'No session data found';
+    res.send(page(text, `<h1>${escape(text)}</h1>`));
+  });
+
+  app.get('/login', (req, res) => res.send(loginForm(null, '')));
+
+  app.post('/login', (req, res, next) => {
+    const { username = '', password = '' } = req.body || {};
+    if (username !== userName || password !== userPassword) {
+      res.status(401).send(loginForm('Invalid username or password.', username));
+      return;
+    }
+    req.session.regenerate((error) => {
+      if (error) return next(error);
+      req.session.user = { username, role: 'admin' };
+      req.session.save((saveError) => {
+        if (saveError) return next(saveError);
+        res.redirect(303, '/dashboard');
+      });
+    });
+  });
+
+  app.get('/dashboard', (req, res) => {
+    const user = req.session.user;
+    if (!user) return res.redirect(303, '/login');
+    res.send(page('Dashboard', `<h1>Welcome ${escape(user.username)}! This is your dashboard.</h1>` +
+      '<p><a href="/logout">Log out</a></p>'));
+  });
+
+  app.get('/logout', (req, res, next) => {
+    req.session.destroy((error) => {
+      if (error) return next(error);
+      res.clearCookie('connect.sid', { path: '/' });
+      res.redirect(303, '/login');
+    });
+  });
+
+  // For the interop tests: the session cookie's lifetime as express-session loaded it.
+  // Holds no session data and no id.
+  app.get('/cookie', (req, res) => {
+    const { originalMaxAge, expires } = req.session.cookie;
+    res.json({ originalMaxAge, expires: expires ? expires.toISOString() : expires });
+  });
+
+  // Errors are logged without request details (which could hold cookies).
+  app.use((error, req, res, _next) => {
+    log(`request failed: ${error && error.message}`);
+    res.status(500).send(page('Error', '<h1>Something went wrong</h1>'));
+  });
+
+  const server = app.listen(port, '127.0.0.1', () => {
+    log(`serving on http://127.0.0.1:${server.address().port} (sessions: ${kind})`);
+  });
+  const stop = () => {
+    log('shutting down');
+    server.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+main().catch((error) => fail(`cannot start: ${error.message}`));
