@@ -74,7 +74,11 @@ async fn a_longer_lifetime_sticks_on_later_saves_and_rolling_responses() {
     let stored = store.record(&id).await.unwrap();
     assert_eq!(stored.cookie().original_max_age(), Some(MONTH));
     assert!(about_a_month(
-        stored.cookie().expires().unwrap().millis_since(Timestamp::now())
+        stored
+            .cookie()
+            .expires()
+            .unwrap()
+            .millis_since(Timestamp::now())
     ));
 
     // A read-only request with `rolling` renews the cookie from the session's own lifetime.
