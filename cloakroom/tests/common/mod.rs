@@ -363,7 +363,7 @@ pub fn assert_failure_response(reply: &Reply, status: StatusCode) -> cloakroom::
 }
 
 /// A store that keeps each session as the JSON text express-session would write, like express's
-/// own MemoryStore (and connect-redis): records round-trip through [`Record::from_json`], raw text
+/// own MemoryStore (and connect-redis): records round-trip through [`store::decode_record`], raw text
 /// can be planted with [`put_raw`](Self::put_raw), and `touch` replaces only the stored `cookie`.
 /// Records are never expired by this store.
 #[derive(Clone, Debug, Default)]
@@ -406,8 +406,8 @@ impl SessionStore for RawStore {
         let Some((json, version)) = self.entries.lock().unwrap().get(id.as_str()).cloned() else {
             return Ok(None);
         };
-        let record =
-            Record::from_json(&json).map_err(|e| store::Error::new(ErrorKind::Decode, e))?;
+        // As the store contract asks: a decode error that never quotes the stored text.
+        let record = store::decode_record(&json)?;
         Ok(Some(Loaded {
             record,
             version: Version::from_counter(version),
