@@ -10,9 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::routing::get as route_get;
-use cloakroom::{
-    MemoryStore, PostgresStore, RedisStore, Session, SessionLayer, SessionStore, SqliteStore,
-};
+use cloakroom::{Session, SessionLayer, SessionStore};
 use common::*;
 
 /// `/visit` (touches the session), `/login` (regenerates, stores `user`), `/whoami`, `/logout`.
@@ -64,46 +62,9 @@ fn app(store: Arc<dyn SessionStore>, secrets: &[&str], planted: Option<Arc<Atomi
         .layer(layer)
 }
 
-async fn every_store() -> Vec<(&'static str, Arc<dyn SessionStore>)> {
-    let redis_url = cloakroom_testkit::server_url(
-        "CLOAKROOM_REDIS_URL",
-        "./scripts/test.sh starts Redis and sets it",
-    );
-    let postgres_url = cloakroom_testkit::server_url(
-        "CLOAKROOM_POSTGRES_URL",
-        "./scripts/test.sh starts PostgreSQL and sets it",
-    );
-    let sqlite_dir = std::env::temp_dir().join(cloakroom_testkit::unique_name("fixation-"));
-    std::fs::create_dir_all(&sqlite_dir).unwrap();
-    let redis = RedisStore::builder()
-        .with_prefix(cloakroom_testkit::unique_name("fixation:"))
-        .connect(&redis_url)
-        .await
-        .unwrap();
-    let postgres = PostgresStore::builder_from_url(postgres_url)
-        .with_table_name(cloakroom_testkit::unique_name("fixation_"))
-        .unwrap()
-        .with_create_table_if_missing(true)
-        .build()
-        .await
-        .unwrap();
-    let sqlite = SqliteStore::open(sqlite_dir.join("sessions.db"))
-        .await
-        .unwrap();
-    vec![
-        (
-            "memory",
-            Arc::new(MemoryStore::new()) as Arc<dyn SessionStore>,
-        ),
-        ("sqlite", Arc::new(sqlite)),
-        ("redis", Arc::new(redis)),
-        ("postgres", Arc::new(postgres)),
-    ]
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_the_store_does_not_hold_is_never_adopted() {
-    for (name, store) in every_store().await {
+    for (name, store) in every_store("fixation").await {
         // Obtain a validly signed cookie for an id of our choosing, then make sure the store
         // does not hold it (as for an id that expired or was destroyed).
         let planted = Arc::new(AtomicBool::new(true));
@@ -130,7 +91,7 @@ async fn an_id_the_store_does_not_hold_is_never_adopted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_regenerate_the_old_cookie_reaches_nothing() {
-    for (name, store) in every_store().await {
+    for (name, store) in every_store("fixation").await {
         let app = app(Arc::clone(&store), &[SECRET], None);
         let before = get(&app, "/visit", None).await.cookie_pair("connect.sid");
         let login = get(&app, "/login", Some(&before)).await;
@@ -160,7 +121,7 @@ async fn after_regenerate_the_old_cookie_reaches_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_destroy_the_cookie_is_dead() {
-    for (name, store) in every_store().await {
+    for (name, store) in every_store("fixation").await {
         let app = app(Arc::clone(&store), &[SECRET], None);
         let cookie = get(&app, "/login", None).await.cookie_pair("connect.sid");
         assert_eq!(
@@ -197,7 +158,7 @@ async fn after_destroy_the_cookie_is_dead() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cookie_signed_with_a_removed_secret_is_refused() {
-    for (name, store) in every_store().await {
+    for (name, store) in every_store("fixation").await {
         let old_only = app(Arc::clone(&store), &["old secret, obviously fake"], None);
         let rotating = app(
             Arc::clone(&store),

@@ -10,48 +10,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Path;
 use axum::routing::get as route_get;
-use cloakroom::{
-    MemoryStore, PostgresStore, RedisStore, Session, SessionLayer, SessionStore, SqliteStore,
-};
+use cloakroom::{Session, SessionLayer, SessionStore};
 use common::*;
 use tokio::sync::Barrier;
-
-async fn every_store() -> Vec<(&'static str, Arc<dyn SessionStore>)> {
-    let redis_url = cloakroom_testkit::server_url(
-        "CLOAKROOM_REDIS_URL",
-        "./scripts/test.sh starts Redis and sets it",
-    );
-    let postgres_url = cloakroom_testkit::server_url(
-        "CLOAKROOM_POSTGRES_URL",
-        "./scripts/test.sh starts PostgreSQL and sets it",
-    );
-    let sqlite_dir = std::env::temp_dir().join(cloakroom_testkit::unique_name("races-"));
-    std::fs::create_dir_all(&sqlite_dir).unwrap();
-    let redis = RedisStore::builder()
-        .with_prefix(cloakroom_testkit::unique_name("races:"))
-        .connect(&redis_url)
-        .await
-        .unwrap();
-    let postgres = PostgresStore::builder_from_url(postgres_url)
-        .with_table_name(cloakroom_testkit::unique_name("races_"))
-        .unwrap()
-        .with_create_table_if_missing(true)
-        .build()
-        .await
-        .unwrap();
-    let sqlite = SqliteStore::open(sqlite_dir.join("sessions.db"))
-        .await
-        .unwrap();
-    vec![
-        (
-            "memory",
-            Arc::new(MemoryStore::new()) as Arc<dyn SessionStore>,
-        ),
-        ("sqlite", Arc::new(sqlite)),
-        ("redis", Arc::new(redis)),
-        ("postgres", Arc::new(postgres)),
-    ]
-}
 
 /// `/start`, `/set/{key}` (waits at `barrier` between loading and writing, so every racer holds
 /// the same loaded version), `/count` (how many `k*` keys the session has), `/me/{name}` and
@@ -111,7 +72,7 @@ fn app(store: Arc<dyn SessionStore>, barrier: Arc<Barrier>) -> Router {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_writers_on_one_session_keep_every_key() {
-    for (name, store) in every_store().await {
+    for (name, store) in every_store("races").await {
         let app = app(store, Arc::new(Barrier::new(200)));
         let cookie = get(&app, "/start", None).await.cookie_pair("connect.sid");
         let racers: Vec<_> = (0..200)
@@ -139,7 +100,7 @@ async fn two_hundred_writers_on_one_session_keep_every_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_clients_never_see_each_others_data() {
-    for (name, store) in every_store().await {
+    for (name, store) in every_store("races").await {
         let app = app(store, Arc::new(Barrier::new(1)));
         let clients: Vec<_> = (0..1000)
             .map(|n| {

@@ -519,3 +519,44 @@ pub fn assert_expires_matches_record(cookie: &SetCookie, record: &Record) -> clo
     assert_eq!(cookie.expires(), Some(stored.to_http_date().as_str()));
     stored
 }
+
+/// A fresh store of every kind, each isolated by `name` (a Redis key prefix, a Postgres table,
+/// an SQLite file), for tests that must hold on every store.
+#[cfg(all(feature = "redis", feature = "postgres", feature = "sqlite"))]
+pub async fn every_store(name: &str) -> Vec<(&'static str, Arc<dyn SessionStore>)> {
+    use cloakroom::{PostgresStore, RedisStore, SqliteStore};
+    let redis_url = cloakroom_testkit::server_url(
+        "CLOAKROOM_REDIS_URL",
+        "./scripts/test.sh starts Redis and sets it",
+    );
+    let postgres_url = cloakroom_testkit::server_url(
+        "CLOAKROOM_POSTGRES_URL",
+        "./scripts/test.sh starts PostgreSQL and sets it",
+    );
+    let sqlite_dir = std::env::temp_dir().join(cloakroom_testkit::unique_name(&format!("{name}-")));
+    std::fs::create_dir_all(&sqlite_dir).unwrap();
+    let redis = RedisStore::builder()
+        .with_prefix(cloakroom_testkit::unique_name(&format!("{name}:")))
+        .connect(&redis_url)
+        .await
+        .unwrap();
+    let postgres = PostgresStore::builder_from_url(postgres_url)
+        .with_table_name(cloakroom_testkit::unique_name(&format!("{name}_")))
+        .unwrap()
+        .with_create_table_if_missing(true)
+        .build()
+        .await
+        .unwrap();
+    let sqlite = SqliteStore::open(sqlite_dir.join("sessions.db"))
+        .await
+        .unwrap();
+    vec![
+        (
+            "memory",
+            Arc::new(MemoryStore::new()) as Arc<dyn SessionStore>,
+        ),
+        ("sqlite", Arc::new(sqlite)),
+        ("redis", Arc::new(redis)),
+        ("postgres", Arc::new(postgres)),
+    ]
+}
