@@ -1,0 +1,1048 @@
+#!/usr/bin/env python3
+"""cloakroom's benchmark harness (Python 3, standard library only).
+
+Drives the servers of bench/servers and bench/express as bench-method.md describes: the server
+and its store pinned to CPU 0, wrk pinned to CPU 1, a fresh server per target x route, a short
+warm-up, then the measured run. Measures req/s, p50/p99 (wrk), CPU busy share per core
+(/proc/stat), server CPU time per request (/proc/<pid>/stat), store round trips per request
+(Redis INFO commandstats, Postgres pg_stat_statements), and memory per live session.
+
+Usage (normally through bench/run.sh):
+  bench.py run [--quick] [--targets a,b] [--routes r,s] [--million] [--no-memory]
+  bench.py report RESULTS.json      # regenerate bench/RESULTS.md and bench/chart.svg
+"""
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+BENCH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SERVERS_BIN = os.environ.get(
+    "BENCH_SERVERS_BIN", os.path.join(BENCH, "target", "release", "bench-servers"))
+EXPRESS_JS = os.path.join(BENCH, "express", "server.js")
+LUA = os.path.join(BENCH, "session.lua")
+
+ALL_TARGETS = [
+    "bare",
+    "cloakroom-memory",
+    "tower-sessions-memory",
+    "express-memory",
+    "cloakroom-sqlite",
+    "cloakroom-redis",
+    "tower-sessions-redis",
+    "actix-session-redis",
+    "express-redis",
+    "cloakroom-postgres",
+]
+QUICK_TARGETS = ["bare", "cloakroom-memory", "tower-sessions-memory", "cloakroom-redis"]
+ROUTES = ["login", "read", "counter"]
+MEMORY_TARGETS = {
+    "cloakroom-memory", "tower-sessions-memory", "express-memory",
+    "cloakroom-redis", "tower-sessions-redis", "actix-session-redis", "express-redis",
+}
+SERVER_CPU = "0"
+CLIENT_CPU = "1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def store_of(target):
+    for store in ("redis", "postgres", "sqlite", "memory"):
+        if target.endswith("-" + store):
+            return store
+    return None
+
+
+def peer_of(target):
+    """The tower-sessions row a target is compared with: same store where it has one."""
+    store = store_of(target)
+    if store in ("redis", "memory"):
+        return f"tower-sessions-{store}"
+    return "tower-sessions-memory"
+
+
+# ---------------------------------------------------------------- /proc readings
+
+
+def cpu_times():
+    """{cpu: (busy, total)} in clock ticks, from /proc/stat."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            m = re.match(r"cpu(\d+) (.*)", line)
+            if m:
+                v = [int(x) for x in m.group(2).split()]
+                idle = v[3] + (v[4] if len(v) > 4 else 0)
+                out[m.group(1)] = (sum(v[:8]) - idle, sum(v[:8]))
+    return out
+
+
+def busy_share(before, after):
+    share = {}
+    for cpu in after:
+        db = after[cpu][0] - before[cpu][0]
+        dt = after[cpu][1] - before[cpu][1]
+        share[cpu] = round(100.0 * db / dt, 1) if dt > 0 else 0.0
+    return share
+
+
+def proc_cpu_seconds(pid):
+    """utime + stime of a process (all its threads), in seconds; None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def all_pids():
+    return {int(p) for p in os.listdir("/proc") if p.isdigit()}
+
+
+def proc_name(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def children_of(ppid):
+    kids = []
+    for pid in all_pids():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == ppid:
+                    kids.append(pid)
+        except (OSError, IndexError, ValueError):
+            pass
+    return kids
+
+
+# ---------------------------------------------------------------- stores
+
+
+class Stores:
+    """The Redis and Postgres started by scripts/services.sh (their URLs in the environment)."""
+
+    def __init__(self):
+        self.redis_url = os.environ.get("CLOAKROOM_REDIS_URL")
+        self.postgres_url = os.environ.get("CLOAKROOM_POSTGRES_URL")
+        self.services_dir = os.environ.get("CLOAKROOM_SERVICES_DIR")
+        self.redis_port = None
+        if self.redis_url:
+            self.redis_port = re.search(r":(\d+)/?$", self.redis_url).group(1)
+        self.pg_statements = False
+
+    # -- processes, pinned to the server core
+    def redis_pids(self):
+        if not self.services_dir:
+            return []
+        try:
+            with open(os.path.join(self.services_dir, "redis", "redis.pid")) as f:
+                return [int(f.read().strip())]
+        except OSError:
+            return []
+
+    def postgres_pids(self):
+        if not self.services_dir:
+            return []
+        try:
+            with open(os.path.join(self.services_dir, "pg", "data", "postmaster.pid")) as f:
+                master = int(f.readline().strip())
+        except OSError:
+            return []
+        return [master] + children_of(master)
+
+    def pids(self, store):
+        if store == "redis":
+            return self.redis_pids()
+        if store == "postgres":
+            return self.postgres_pids()
+        return []
+
+    def pin(self):
+        for pid in self.redis_pids() + self.postgres_pids():
+            subprocess.run(["taskset", "-a", "-p", "-c", SERVER_CPU, str(pid)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+
+    # -- Redis
+    def redis(self, *args):
+        out = subprocess.run(["redis-cli", "-p", self.redis_port, *args], capture_output=True,
+                             text=True, timeout=30)
+        return out.stdout
+
+    def redis_info(self, section):
+        info = {}
+        for line in self.redis(f"INFO", section).splitlines():
+            if ":" in line and not line.startswith("#"):
+                k, v = line.split(":", 1)
+                info[k] = v.strip()
+        return info
+
+    def redis_commandstats(self):
+        calls = {}
+        for k, v in self.redis_info("commandstats").items():
+            if k.startswith("cmdstat_"):
+                m = re.search(r"calls=(\d+)", v)
+                calls[k[len("cmdstat_"):]] = int(m.group(1))
+        # The harness's own commands are not the server's round trips.
+        for own in ("info", "config|resetstat", "config", "flushall", "ping", "dbsize"):
+            calls.pop(own, None)
+        return calls
+
+    def redis_used_memory(self):
+        return int(self.redis_info("memory")["used_memory"])
+
+    # -- Postgres
+    def psql(self, sql):
+        out = subprocess.run(["psql", self.postgres_url, "-X", "-q", "-A", "-t", "-F", "\t",
+                              "-c", sql], capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise RuntimeError(f"psql failed: {out.stderr.strip()}")
+        return out.stdout
+
+    def enable_pg_stat_statements(self):
+        """Loads pg_stat_statements (needs a restart of the services' postgres)."""
+        if not (self.postgres_url and self.services_dir):
+            return
+        try:
+            self.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            self.psql("SELECT count(*) FROM pg_stat_statements")
+            self.pg_statements = True
+            return
+        except RuntimeError:
+            pass
+        data = os.path.join(self.services_dir, "pg", "data")
+        as_pg = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+        try:
+            self.psql("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+            pg_ctl = shutil.which("pg_ctl", path=bindir_postgres()) or "pg_ctl"
+            subprocess.run(as_pg + [pg_ctl, "-D", data, "-w", "-t", "30", "-m", "fast", "restart"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+                           check=True)
+            self.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            self.psql("SELECT count(*) FROM pg_stat_statements")
+            self.pg_statements = True
+        except (RuntimeError, subprocess.SubprocessError, OSError) as e:
+            log(f"pg_stat_statements unavailable ({e}); Postgres round trips not counted")
+
+    def pg_reset(self):
+        if self.pg_statements:
+            self.psql("SELECT pg_stat_statements_reset()")
+
+    def pg_statement_calls(self):
+        if not self.pg_statements:
+            return None
+        calls = {}
+        rows = self.psql(
+            "SELECT calls, regexp_replace(query, '\\s+', ' ', 'g') FROM pg_stat_statements "
+            "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND query NOT ILIKE '%pg_stat_statements%'")
+        for line in rows.splitlines():
+            if "\t" in line:
+                n, q = line.split("\t", 1)
+                calls[q[:120]] = calls.get(q[:120], 0) + int(n)
+        return calls
+
+    def pg_truncate_all(self):
+        tables = self.psql("SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) "
+                           "FROM pg_tables WHERE schemaname = 'public'").split()
+        if tables:
+            self.psql("TRUNCATE " + ", ".join(tables))
+
+    def reset(self, store):
+        if store == "redis":
+            self.redis("FLUSHALL")
+        elif store == "postgres":
+            self.pg_truncate_all()
+
+
+def bindir_postgres():
+    for d in sorted(os.listdir("/usr/lib/postgresql"), reverse=True) if os.path.isdir(
+            "/usr/lib/postgresql") else []:
+        p = os.path.join("/usr/lib/postgresql", d, "bin")
+        if os.path.exists(os.path.join(p, "pg_ctl")):
+            return p
+    return None
+
+
+# ---------------------------------------------------------------- servers
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, target, stores, tmpdir):
+        self.target = target
+        self.port = free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        if target.startswith("express-"):
+            cmd = ["node", "--expose-gc", EXPRESS_JS, "--target", target, "--port",
+                   str(self.port)]
+            if stores.redis_url:
+                cmd += ["--redis-url", stores.redis_url]
+        else:
+            cmd = [SERVERS_BIN, "--target", target, "--addr", self.addr]
+            if stores.redis_url and target.endswith("-redis"):
+                cmd += ["--redis-url", stores.redis_url]
+            if target.endswith("-postgres"):
+                cmd += ["--postgres-url", stores.postgres_url or ""]
+            if target.endswith("-sqlite"):
+                path = tempfile.mkstemp(suffix=".db", dir=tmpdir)[1]
+                os.unlink(path)
+                cmd += ["--sqlite-path", path]
+        self.cmd = ["taskset", "-c", SERVER_CPU] + cmd
+        self.proc = None
+
+    def start(self, timeout=30):
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        # Read stdout until "ready"; bounded by the deadline through a reader thread.
+        import threading
+        ready = threading.Event()
+
+        def watch():
+            for line in self.proc.stdout:
+                if line.startswith("ready"):
+                    ready.set()
+            # Drain to EOF so the server never blocks on a full pipe.
+
+        threading.Thread(target=watch, daemon=True).start()
+        threading.Thread(target=lambda: self.proc.stderr.read(), daemon=True).start()
+        while time.monotonic() < deadline:
+            if ready.wait(0.1):
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.target} exited with {self.proc.returncode} "
+                                   f"before ready: {' '.join(self.cmd)}")
+        self.stop()
+        raise RuntimeError(f"{self.target} not ready after {timeout}s")
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+# ---------------------------------------------------------------- wrk
+
+
+def wrk(url, duration, mode, threads=1, connections=64):
+    cmd = ["taskset", "-c", CLIENT_CPU, "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s",
+           "--latency", "-s", LUA, url, "--", mode]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    for line in out.stdout.splitlines():
+        if line.startswith("SESSION_LUA "):
+            return json.loads(line[len("SESSION_LUA "):])
+    raise RuntimeError(f"wrk gave no summary: {out.stdout[-500:]} {out.stderr[-500:]}")
+
+
+# ---------------------------------------------------------------- one load run
+
+
+def idle_check(seconds=0.5):
+    a = cpu_times()
+    time.sleep(seconds)
+    return busy_share(a, cpu_times())
+
+
+def run_load(target, route, stores, args, tmpdir):
+    store = store_of(target)
+    mode = "bare" if target == "bare" else "session"
+    flags = []
+    if store in ("redis", "postgres"):
+        stores.reset(store)
+    server = Server(target, stores, tmpdir)
+    server.start()
+    try:
+        if store == "postgres":
+            stores.reset(store)  # the server creates its table on start
+        stores.pin()
+        url = f"http://{server.addr}/{route}"
+        wrk(url, args.warmup, mode, args.wrk_threads)
+        before_idle = idle_check()
+        for cpu, share in before_idle.items():
+            if share > 10:
+                flags.append(f"cpu{cpu}-busy-before({share:.0f}%)")
+        if store == "redis":
+            stores.redis("CONFIG", "RESETSTAT")
+        if store == "postgres":
+            stores.pg_reset()
+        store_pids = stores.pids(store)
+        pids_before = all_pids()
+        t0 = cpu_times()
+        s0 = proc_cpu_seconds(server.pid)
+        st0 = {p: proc_cpu_seconds(p) for p in store_pids}
+        result = wrk(url, args.duration, mode, args.wrk_threads)
+        t1 = cpu_times()
+        s1 = proc_cpu_seconds(server.pid)
+        st1 = {p: proc_cpu_seconds(p) for p in store_pids}
+        # Only processes alive throughout: an exited backend takes its CPU time with it.
+        store_cpu = sum(st1[p] - st0[p] for p in store_pids
+                        if st0[p] is not None and st1[p] is not None)
+        new = [p for p in all_pids() - pids_before if p != os.getpid()]
+        new_names = sorted({proc_name(p) for p in new} - {"?", "psql", "redis-cli", "taskset"})
+        if new_names:
+            flags.append("new-procs(" + ",".join(new_names) + ")")
+        trips = None
+        if store == "redis":
+            trips = stores.redis_commandstats()
+        elif store == "postgres":
+            trips = stores.pg_statement_calls()
+        rss = rss_bytes(server.pid)
+        redis_split = None
+        if store == "redis":
+            try:
+                redis_split = redis_round_trips(stores, server.port, route)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                log(f"  MONITOR sample failed: {e}")
+    finally:
+        server.stop()
+    busy = busy_share(t0, t1)
+    if busy.get(CLIENT_CPU, 0) >= 95:
+        flags.append("client-bound")
+    requests = result["requests"]
+    seconds = result["duration_us"] / 1e6
+    # Non-200 answers reach response() too (wrk's errors_status counts them as well): counting
+    # the script's failed checks once covers status, body and cookie.
+    errors = (result["errors_connect"] + result["errors_read"] + result["errors_write"]
+              + result["errors_timeout"] + (result["responses"] - result["ok"]))
+    if result.get("out_of_order"):
+        flags.append(f"out-of-order({result['out_of_order']})")
+    if result.get("later_cookie"):
+        flags.append(f"set-cookie-after-login({result['later_cookie']})")
+    row = {
+        "target": target,
+        "route": route,
+        "store": store,
+        "requests": requests,
+        "seconds": round(seconds, 3),
+        "rps": round(requests / seconds, 1) if seconds else 0,
+        "p50_ms": round(result["p50_us"] / 1000, 3),
+        "p99_ms": round(result["p99_us"] / 1000, 3),
+        "max_ms": round(result["max_us"] / 1000, 3),
+        "cpu_busy": busy,
+        "server_cpu_us_per_req": round((s1 - s0) * 1e6 / requests, 2) if requests else None,
+        "store_cpu_us_per_req": (round(store_cpu * 1e6 / requests, 2)
+                                 if requests and store_pids else None),
+        "errors": errors,
+        "logins": result["logins"],
+        "rss_after_bytes": rss,
+        "flags": flags,
+        "wrk": result,
+    }
+    if trips is not None:
+        # Round trips per request of the route (the per-connection logins are a few dozen
+        # out of the run's requests; they are included in the totals, see `logins`).
+        row["store_calls"] = trips
+        total = sum(trips.values())
+        row["store_calls_per_req"] = round(total / requests, 3) if requests else None
+    if redis_split is not None:
+        row["redis_round_trips_per_req"], row["redis_script_commands_per_req"] = redis_split
+    return row
+
+
+def http_get(sock_file, sock, port, path, cookie):
+    """One keep-alive GET on an open socket; returns (status line, headers text, body)."""
+    extra = f"Cookie: {cookie}\r\n" if cookie else ""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}\r\n".encode())
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        line = sock_file.readline()
+        if not line:
+            raise RuntimeError("connection closed")
+        head += line
+    text = head.decode("latin-1")
+    length = int(re.search(r"(?im)^content-length:\s*(\d+)", text).group(1))
+    return text, sock_file.read(length)
+
+
+def redis_round_trips(stores, port, route, samples=200):
+    """Redis commands per request, split into client round trips and commands run inside
+    scripts (MONITOR tags those `lua`; INFO commandstats counts both). A short sequential
+    sample after the measured run, so MONITOR's cost never touches the figures."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        f = sock.makefile("rb")
+        cookie = None
+        if route != "login":
+            text, _ = http_get(f, sock, port, "/login", None)
+            m = re.search(r"(?im)^set-cookie:\s*(sid=[^;\r\n]*)", text)
+            cookie = m.group(1) if m else None
+        # To a file, not a pipe: a full pipe would stall redis-cli and lose the tail.
+        with tempfile.TemporaryFile("w+") as sink:
+            monitor = subprocess.Popen(["stdbuf", "-oL", "redis-cli", "-p", stores.redis_port,
+                                        "MONITOR"],
+                                       stdout=sink)
+            try:
+                time.sleep(0.3)
+                for _ in range(samples):
+                    http_get(f, sock, port, "/" + route, cookie)
+                time.sleep(0.5)
+            finally:
+                monitor.terminate()
+                monitor.wait(10)
+            sink.seek(0)
+            out = sink.read()
+    trips = inner = 0
+    for line in out.split("\n"):
+        m = re.match(r"[\d.]+ \[\d+ ([^\]]+)\] \"(\w+)", line)
+        if not m:
+            continue
+        if m.group(1) == "lua":
+            inner += 1
+        else:
+            trips += 1
+    return round(trips / samples, 2), round(inner / samples, 2)
+
+
+# ---------------------------------------------------------------- memory per session
+
+
+async def login_flood(port, count, connections, timeout, expect_cookie):
+    """`count` cookie-less GET /login over `connections` keep-alive connections.
+
+    Returns (answers, cookies, failures). Bounded by `timeout` seconds."""
+    remaining = [count]
+    stats = {"answers": 0, "cookies": 0, "failures": 0}
+    request = f"GET /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+
+    async def worker():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while remaining[0] > 0:
+                remaining[0] -= 1
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                text = head.decode("latin-1")
+                length = int(re.search(r"(?im)^content-length:\s*(\d+)", text).group(1))
+                body = await reader.readexactly(length)
+                stats["answers"] += 1
+                has_cookie = re.search(r"(?im)^set-cookie:\s*sid=", text) is not None
+                stats["cookies"] += has_cookie
+                if not text.startswith("HTTP/1.1 200") or body != b"ok" or (
+                        expect_cookie and not has_cookie):
+                    stats["failures"] += 1
+        finally:
+            writer.close()
+
+    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(connections))), timeout)
+    return stats
+
+
+def node_heap(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/__heap", timeout=30) as r:
+        return int(r.read().decode().strip().split()[0])
+
+
+def memory_probe(target, sessions, stores, tmpdir):
+    store = store_of(target)
+    if store == "redis":
+        stores.reset(store)
+    server = Server(target, stores, tmpdir)
+    server.start()
+    row = {"target": target, "sessions": sessions}
+    try:
+        stores.pin()
+        # The flood is a Python client on the client core.
+        os.sched_setaffinity(0, {int(CLIENT_CPU)})
+        warm = asyncio.run(login_flood(server.port, 2000, 16, 120, True))
+        time.sleep(0.5)
+        rss0 = rss_bytes(server.pid)
+        used0 = stores.redis_used_memory() if store == "redis" else None
+        heap0 = node_heap(server.port) if target.startswith("express") else None
+        t = time.monotonic()
+        flood = asyncio.run(login_flood(server.port, sessions, 16, max(120, sessions / 500), True))
+        row["flood_seconds"] = round(time.monotonic() - t, 1)
+        time.sleep(0.5)
+        rss1 = rss_bytes(server.pid)
+        row["rss_before"] = rss0
+        row["rss_after"] = rss1
+        row["failures"] = warm["failures"] + flood["failures"]
+        row["cookies"] = flood["cookies"]
+        row["rss_bytes_per_session"] = round((rss1 - rss0) / sessions, 1)
+        if store == "redis":
+            used1 = stores.redis_used_memory()
+            row["redis_used_memory_per_session"] = round((used1 - used0) / sessions, 1)
+            row["redis_keys"] = int(stores.redis("DBSIZE").strip() or 0)
+        if heap0 is not None:
+            heap1 = node_heap(server.port)
+            row["node_heap_per_session"] = round((heap1 - heap0) / sessions, 1)
+    finally:
+        os.sched_setaffinity(0, set(range(os.cpu_count())))
+        server.stop()
+    return row
+
+
+# ---------------------------------------------------------------- table, chart, report
+
+
+def fmt_ratio(x):
+    return "" if x is None else f"{x:.2f}"
+
+
+def add_ratios(rows):
+    by = {(r["target"], r["route"]): r for r in rows}
+    for r in rows:
+        bare = by.get(("bare", r["route"]))
+        peer = by.get((peer_of(r["target"]), r["route"]))
+        r["vs_bare"] = round(r["rps"] / bare["rps"], 3) if bare and bare["rps"] else None
+        r["vs_tower"] = round(r["rps"] / peer["rps"], 3) if peer and peer["rps"] else None
+        r["vs_tower_target"] = peer["target"] if peer else None
+
+
+def store_calls_cell(r):
+    if r.get("redis_round_trips_per_req") is not None:
+        return f"{r['redis_round_trips_per_req']} (+{r['redis_script_commands_per_req']} in scripts)"
+    return "" if r.get("store_calls_per_req") is None else f"{r['store_calls_per_req']}"
+
+
+def table_lines(rows, markdown):
+    head = ["target", "route", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "store CPU µs/req",
+            "store calls/req", "vs bare", "vs tower-sessions", "errors", "CPU0/CPU1 %", "flags"]
+    body = []
+    for r in rows:
+        busy = r.get("cpu_busy", {})
+        body.append([
+            r["target"], "/" + r["route"], f"{r['rps']:,.0f}", f"{r['p50_ms']:.2f}",
+            f"{r['p99_ms']:.2f}", f"{r['server_cpu_us_per_req']}",
+            "" if r.get("store_cpu_us_per_req") is None else f"{r['store_cpu_us_per_req']}",
+            store_calls_cell(r),
+            fmt_ratio(r.get("vs_bare")), fmt_ratio(r.get("vs_tower")), str(r["errors"]),
+            f"{busy.get('0', 0):.0f}/{busy.get('1', 0):.0f}", " ".join(r["flags"]),
+        ])
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(b) + " |" for b in body]
+        return lines
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    fmt = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+    return [fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body]
+
+
+def memory_lines(mem, markdown):
+    head = ["target", "live sessions", "RSS bytes/session", "Redis used_memory bytes/session",
+            "V8 heapUsed bytes/session", "failures"]
+    body = []
+    for m in mem:
+        body.append([m["target"], f"{m['sessions']:,}", str(m.get("rss_bytes_per_session", "")),
+                     str(m.get("redis_used_memory_per_session", "")),
+                     str(m.get("node_heap_per_session", "")), str(m.get("failures", ""))])
+    if markdown:
+        return (["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                + ["| " + " | ".join(b) + " |" for b in body])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    fmt = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+    return [fmt(head)] + [fmt(b) for b in body]
+
+
+def trips_lines(rows):
+    lines = []
+    for r in rows:
+        if r.get("store_calls"):
+            calls = ", ".join(f"{k} {v / r['requests']:.2f}" for k, v in sorted(
+                r["store_calls"].items(), key=lambda kv: -kv[1]))
+            split = ""
+            if r.get("redis_round_trips_per_req") is not None:
+                split = (f"; MONITOR sample: {r['redis_round_trips_per_req']} sent by the server "
+                         f"under test (pipelined commands count one each), "
+                         f"{r['redis_script_commands_per_req']} commands inside scripts")
+            lines.append(f"- {r['target']} /{r['route']}: {r['store_calls_per_req']} commands per "
+                         f"request ({calls}){split}")
+    return lines
+
+
+COLORS = {"bare": "#999999", "cloakroom": "#1f77b4", "tower-sessions": "#ff7f0e",
+          "actix-session": "#2ca02c", "express": "#d62728"}
+
+
+def color(target):
+    for k, c in COLORS.items():
+        if target.startswith(k):
+            return c
+    return "#8c564b"
+
+
+def esc(s):
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def chart_svg(rows):
+    """Grouped bars: req/s per target, one group per route; a dashed line at bare axum."""
+    routes = [r for r in ROUTES if any(x["route"] == r for x in rows)]
+    targets = [t for t in ALL_TARGETS if t != "bare" and any(x["target"] == t for x in rows)]
+    by = {(r["target"], r["route"]): r for r in rows}
+    top = max([r["rps"] for r in rows] + [1])
+    step = 10 ** (len(str(int(top))) - 1)
+    top = ((int(top) // step) + 1) * step
+    bar, gap, left, plot_h, top_pad = 18, 28, 70, 300, 40
+    group_w = bar * max(len(targets), 1) + gap
+    width = max(640, left + group_w * len(routes) + 230)
+    height = top_pad + plot_h + 60
+    y = lambda v: top_pad + plot_h - plot_h * v / top
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="{left}" y="20" font-size="14">Requests per second, one server core '
+           f'(higher is better); dashed: bare axum</text>']
+    for i in range(0, 6):
+        v = top * i / 5
+        out.append(f'<line x1="{left}" x2="{left + group_w * len(routes)}" y1="{y(v):.1f}" '
+                   f'y2="{y(v):.1f}" stroke="#e0e0e0"/>')
+        out.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">'
+                   f'{int(v / 1000)}k</text>')
+    for gi, route in enumerate(routes):
+        x0 = left + gi * group_w + gap / 2
+        for ti, target in enumerate(targets):
+            r = by.get((target, route))
+            if not r:
+                continue
+            x = x0 + ti * bar
+            out.append(f'<rect x="{x:.1f}" y="{y(r["rps"]):.1f}" width="{bar - 2}" '
+                       f'height="{plot_h + top_pad - y(r["rps"]):.1f}" fill="{color(target)}" '
+                       f'fill-opacity="{0.55 if target.endswith(("-redis", "-postgres", "-sqlite")) else 1}">'
+                       f'<title>{esc(target)} /{route}: {r["rps"]:,.0f} req/s</title></rect>')
+        bare = by.get(("bare", route))
+        if bare:
+            out.append(f'<line x1="{x0 - 4:.1f}" x2="{x0 + bar * len(targets) + 2:.1f}" '
+                       f'y1="{y(bare["rps"]):.1f}" y2="{y(bare["rps"]):.1f}" stroke="black" '
+                       f'stroke-dasharray="5,3"><title>bare axum /{route}: '
+                       f'{bare["rps"]:,.0f} req/s</title></line>')
+        out.append(f'<text x="{x0 + bar * len(targets) / 2:.1f}" y="{top_pad + plot_h + 18}" '
+                   f'text-anchor="middle">/{route}</text>')
+    lx = left + group_w * len(routes) + 20
+    for i, target in enumerate(targets):
+        ly = top_pad + i * 20
+        op = 0.55 if target.endswith(("-redis", "-postgres", "-sqlite")) else 1
+        out.append(f'<rect x="{lx}" y="{ly}" width="12" height="12" fill="{color(target)}" '
+                   f'fill-opacity="{op}"/>')
+        out.append(f'<text x="{lx + 18}" y="{ly + 10}">{esc(target)}</text>')
+    ly = top_pad + len(targets) * 20 + 6
+    out.append(f'<line x1="{lx}" x2="{lx + 12}" y1="{ly}" y2="{ly}" stroke="black" '
+               f'stroke-dasharray="5,3"/>')
+    out.append(f'<text x="{lx + 18}" y="{ly + 4}">bare axum (no sessions)</text>')
+    out.append(f'<text x="{lx}" y="{ly + 24}" fill="#555">pale: a networked or file store</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def closing_notes(rows):
+    """Where cloakroom is slower than tower-sessions on the same store and route, by how much."""
+    notes = []
+    by = {(r["target"], r["route"]): r for r in rows}
+    for r in rows:
+        if not r["target"].startswith("cloakroom-"):
+            continue
+        peer = by.get((f"tower-sessions-{r['store']}", r["route"]))
+        if not peer or not peer["rps"]:
+            continue
+        ratio = r["rps"] / peer["rps"]
+        verdict = "met" if ratio >= 1 else f"missed by {100 * (1 - ratio):.1f}%"
+        notes.append(f"- {r['target']} /{r['route']}: {r['rps']:,.0f} req/s vs "
+                     f"{peer['target']} {peer['rps']:,.0f} ({ratio:.2f}x): {verdict}")
+    return notes
+
+
+def write_report(results, md_path, svg_path):
+    rows = results["rows"]
+    add_ratios(rows)
+    with open(svg_path, "w") as f:
+        f.write(chart_svg(rows))
+    meta = results["meta"]
+    lines = [
+        "# cloakroom benchmark results",
+        "",
+        f"Run {meta['date']} on {meta['host']} ({meta['cpus']} CPUs, {meta['cpu_model']}), "
+        f"{'QUICK run (development only, not comparable figures)' if meta['quick'] else 'full run'}: "
+        f"wrk -t{meta.get('wrk_threads', 1)} -c64 -d{meta['duration']}s after a {meta['warmup']} s warm-up, "
+        f"server and store on CPU {SERVER_CPU}, wrk on CPU {CLIENT_CPU}. "
+        "Method: `shared/spec/bench-method.md`; regenerate with `bench/run.sh`.",
+        "",
+        "![requests per second](chart.svg)",
+        "",
+        "## Throughput and latency",
+        "",
+    ]
+    lines += table_lines(rows, True)
+    lines += [
+        "",
+        "- *CPU µs/req*: the server process's user+system CPU time during the run divided by the "
+        "requests wrk counted. *store CPU µs/req*: the same for redis-server or all postgres "
+        "processes.",
+        "- *vs bare*: req/s divided by bare axum's on the same route. *vs tower-sessions*: "
+        "divided by tower-sessions with the same store (Redis rows against tower-sessions-redis, "
+        "the others against tower-sessions-memory).",
+        "- *CPU0/CPU1 %*: busy share of the server core and the client core during the run "
+        "(/proc/stat). `client-bound` flags a run whose client core was at 95% or more: the "
+        "load generator, not the server, was the limit.",
+        "- *errors*: socket errors, timeouts, non-200 answers, wrong bodies, and /login answers "
+        "without the `sid` cookie. `out-of-order(n)`: /counter answers whose number did not "
+        "follow the session's previous one, i.e. the script's FIFO matching of answers to "
+        "sessions was wrong or a session served two requests at once (see bench/session.lua; "
+        "`--wrk-threads 64` matches exactly, at a higher client cost). "
+        "`set-cookie-after-login(n)`: answers on /read or /counter that carried a Set-Cookie "
+        "(the script then holds that cookie).",
+        "- For /read and /counter each of the 64 connections first logs in; those logins are "
+        "counted in req/s (64 out of the run's requests).",
+        "",
+        "## Store round trips per request",
+        "",
+        "Counted on the store server over the measured run: Redis `INFO commandstats` (after "
+        "`CONFIG RESETSTAT`), which counts the commands a script runs as well as the script "
+        "call; Postgres `pg_stat_statements` calls (top-level statements, including BEGIN and "
+        "COMMIT). For Redis, a sequential sample of 200 requests under `MONITOR` after the run "
+        "splits the commands into those the server under test sent (a pipeline of two counts "
+        "two) and those run inside scripts; the table's "
+        "*store calls/req* shows that split for Redis rows.",
+        "",
+    ]
+    lines += trips_lines(rows) or ["(no Redis or Postgres rows in this run)"]
+    lines += ["", "## Memory per live session", ""]
+    mem = results.get("memory", [])
+    if mem:
+        lines += [
+            "A fresh server, 2,000 warm-up logins, then N cookie-less /login requests over 16 "
+            "keep-alive connections; the growth of the server's RSS (and Redis `used_memory`, "
+            "and V8 `heapUsed` after a forced GC for Node) divided by N.",
+            "",
+        ]
+        lines += memory_lines(mem, True)
+    else:
+        lines.append("(not measured in this run)")
+    lines += ["", "## Per-request work without store I/O", "",
+              "`cargo bench -p cloakroom --bench hot_path` (criterion, on CPU 0): one request "
+              "through a tiny axum Router with `oneshot`, no sockets, a `MemoryStore`; "
+              "`layer/bare` is the same request without the session layer. What each line "
+              "includes is documented at the top of `cloakroom/benches/hot_path.rs`.", ""]
+    micro = results.get("micro") or {}
+    lines += micro_lines(micro, True) if micro else ["(not run: `--quick` or `--no-micro`)"]
+    lines += ["", "## Closing note", "",
+              "The yardstick here: cloakroom at least as fast as tower-sessions on the same store "
+              "and route. Where it is slower, by how much:", ""]
+    notes = closing_notes(rows)
+    lines += notes or ["(no cloakroom/tower-sessions pairs in this run)"]
+    with open(md_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+MICRO_ORDER = ["layer/bare", "layer/untouched", "layer/read_no_cookie", "layer/read_bad_signature",
+               "layer/read", "layer/counter", "layer/login", "pieces/id_generate",
+               "pieces/record_to_json", "pieces/record_from_json"]
+
+
+def read_micro(criterion_dir):
+    """Criterion's median estimates (ns) of cloakroom/benches/hot_path.rs."""
+    micro = {}
+    for name in MICRO_ORDER:
+        path = os.path.join(criterion_dir, name, "new", "estimates.json")
+        try:
+            with open(path) as f:
+                est = json.load(f)
+        except (OSError, ValueError):
+            continue
+        micro[name] = {"median_ns": round(est["median"]["point_estimate"], 1),
+                       "mean_ns": round(est["mean"]["point_estimate"], 1)}
+    return micro
+
+
+def micro_lines(micro, markdown):
+    bare = micro.get("layer/bare", {}).get("median_ns")
+    head = ["benchmark", "median µs", "over layer/bare µs"]
+    body = []
+    for name in MICRO_ORDER:
+        if name in micro:
+            m = micro[name]["median_ns"]
+            over = f"{(m - bare) / 1000:.2f}" if bare and name.startswith("layer/") else ""
+            body.append([name, f"{m / 1000:.3f}", over])
+    if markdown:
+        return (["| " + " | ".join(head) + " |", "|---|---|---|"]
+                + ["| " + " | ".join(b) + " |" for b in body])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    return ["  ".join(str(c).ljust(w) for c, w in zip(b, widths)).rstrip()
+            for b in [head] + body]
+
+
+# ---------------------------------------------------------------- main
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def cmd_run(args):
+    targets = args.targets.split(",") if args.targets else (
+        QUICK_TARGETS if args.quick else ALL_TARGETS)
+    routes = args.routes.split(",") if args.routes else ROUTES
+    unknown = [t for t in targets if t not in ALL_TARGETS]
+    if unknown:
+        sys.exit(f"unknown targets: {', '.join(unknown)} (known: {', '.join(ALL_TARGETS)})")
+    if os.cpu_count() < 2:
+        sys.exit("needs two CPUs: the server on CPU 0, wrk on CPU 1")
+    stores = Stores()
+    needs = {store_of(t) for t in targets}
+    if "redis" in needs and not stores.redis_url:
+        sys.exit("CLOAKROOM_REDIS_URL is not set (run through bench/run.sh)")
+    if "postgres" in needs:
+        if not stores.postgres_url:
+            sys.exit("CLOAKROOM_POSTGRES_URL is not set (run through bench/run.sh)")
+        stores.enable_pg_stat_statements()
+    stores.pin()
+    tmpdir = tempfile.mkdtemp(prefix="cloakroom-bench.")
+    rows, memory = [], []
+    started = time.monotonic()
+    try:
+        for target in targets:
+            for route in routes:
+                log(f"{target} /{route}")
+                try:
+                    row = run_load(target, route, stores, args, tmpdir)
+                except (RuntimeError, subprocess.SubprocessError, OSError) as e:
+                    log(f"  failed: {e}")
+                    continue
+                rows.append(row)
+                log(f"  {row['rps']:,.0f} req/s p50 {row['p50_ms']} ms p99 {row['p99_ms']} ms "
+                    f"errors {row['errors']} {' '.join(row['flags'])}")
+        if not args.no_memory:
+            sizes = [args.sessions] + ([1_000_000] if args.million else [])
+            for target in targets:
+                if target not in MEMORY_TARGETS:
+                    continue
+                for n in sizes:
+                    log(f"memory {target} {n:,} sessions")
+                    try:
+                        m = memory_probe(target, n, stores, tmpdir)
+                    except (RuntimeError, OSError, asyncio.TimeoutError) as e:
+                        log(f"  failed: {e!r}")
+                        continue
+                    memory.append(m)
+                    log(f"  {m['rss_bytes_per_session']} RSS bytes/session "
+                        f"({m['flood_seconds']} s)")
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    add_ratios(rows)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    results = {
+        "meta": {
+            "date": now.strftime("%Y-%m-%d %H:%M UTC"), "quick": args.quick,
+            "duration": args.duration, "warmup": args.warmup, "wrk_threads": args.wrk_threads,
+            "host": socket.gethostname(),
+            "cpus": os.cpu_count(), "cpu_model": cpu_model(),
+            "pg_stat_statements": stores.pg_statements,
+            "elapsed_seconds": round(time.monotonic() - started),
+        },
+        "rows": rows,
+        "memory": memory,
+        "micro": read_micro(args.micro_dir) if args.micro_dir else {},
+    }
+    os.makedirs(os.path.join(BENCH, "results"), exist_ok=True)
+    name = now.strftime("%Y-%m-%d") + ("-quick" if args.quick else "") + ".json"
+    out = os.path.join(BENCH, "results", name)
+    with open(out, "w") as f:
+        json.dump(results, f, indent=1)
+    write_report(results, os.path.join(BENCH, "RESULTS.md"), os.path.join(BENCH, "chart.svg"))
+    print()
+    print("\n".join(table_lines(rows, False)))
+    if memory:
+        print()
+        print("\n".join(memory_lines(memory, False)))
+    trips = trips_lines(rows)
+    if trips:
+        print("\nStore round trips per request:")
+        print("\n".join(trips))
+    if results["micro"]:
+        print("\nPer-request work without store I/O (criterion):")
+        print("\n".join(micro_lines(results["micro"], False)))
+    notes = closing_notes(rows)
+    if notes:
+        print("\ncloakroom vs tower-sessions:")
+        print("\n".join(notes))
+    print(f"\nresults: {out}; report: bench/RESULTS.md, bench/chart.svg")
+
+
+def cmd_report(args):
+    with open(args.results) as f:
+        results = json.load(f)
+    if args.micro_dir:
+        results["micro"] = read_micro(args.micro_dir)
+        with open(args.results, "w") as f:
+            json.dump(results, f, indent=1)
+    write_report(results, os.path.join(BENCH, "RESULTS.md"), os.path.join(BENCH, "chart.svg"))
+    print("\n".join(table_lines(results["rows"], False)))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run the benchmark")
+    r.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up, fewer targets")
+    r.add_argument("--targets", help="comma-separated targets (default: all, or a few with --quick)")
+    r.add_argument("--routes", help="comma-separated routes (default: login,read,counter)")
+    r.add_argument("--duration", type=int, help="seconds per measured run (default 10, quick 3)")
+    r.add_argument("--warmup", type=int, help="seconds of warm-up (default 2, quick 1)")
+    r.add_argument("--sessions", type=int, default=100_000, help="live sessions for the memory probe")
+    r.add_argument("--million", action="store_true", help="also probe memory at 1,000,000 sessions")
+    r.add_argument("--wrk-threads", type=int, default=1,
+                   help="wrk threads (the method: 1; 64 gives each connection its own Lua state, "
+                        "so answers are matched to sessions exactly, at a higher client cost)")
+    r.add_argument("--micro-dir", help="criterion's output directory, to include hot_path")
+    r.add_argument("--no-micro", action="store_true", help="(for run.sh) skip the micro-benchmark")
+    r.add_argument("--no-memory", action="store_true", help="skip the memory probe")
+    r.set_defaults(func=cmd_run)
+    g = sub.add_parser("report", help="regenerate RESULTS.md and chart.svg from a results file")
+    g.add_argument("results")
+    g.add_argument("--micro-dir", help="criterion's output directory: refresh the hot_path figures")
+    g.set_defaults(func=cmd_report)
+    args = p.parse_args()
+    if args.cmd == "run":
+        args.duration = args.duration or (3 if args.quick else 10)
+        args.warmup = args.warmup or (1 if args.quick else 2)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

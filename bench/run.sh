@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# cloakroom's benchmark, one command: builds the servers, starts Redis and PostgreSQL, runs every
+# target x route as shared/spec/bench-method.md describes, measures memory per live session, and
+# writes bench/results/<date>.json, bench/RESULTS.md and bench/chart.svg.
+#
+# Usage: bench/run.sh [--quick] [--targets a,b] [--routes r,s] [--million] [--no-memory]
+#   --quick      3 s runs after a 1 s warm-up, a few targets (development only)
+#   --targets    comma-separated: bare, cloakroom-memory, cloakroom-sqlite, cloakroom-redis,
+#                cloakroom-postgres, tower-sessions-memory, tower-sessions-redis,
+#                actix-session-redis, express-memory, express-redis
+#   --million    also measure memory at 1,000,000 live sessions (slow)
+#   --no-micro   skip the criterion micro-benchmark (cloakroom/benches/hot_path.rs; skipped
+#                by --quick too)
+# Other options are passed to bench/harness/bench.py run (see its --help).
+#
+# Needs: 2 CPUs, cargo, node and npm, wrk, taskset, python3; Redis and PostgreSQL are installed
+# by scripts/services.sh when missing (as root).
+set -euo pipefail
+
+bench_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo_dir=$(dirname "$bench_dir")
+cd "$repo_dir"
+
+for tool in cargo wrk taskset python3; do
+  command -v "$tool" >/dev/null || { echo "run.sh: $tool is required" >&2; exit 1; }
+done
+
+echo "[bench] building the servers (release)" >&2
+(cd bench && CARGO_TARGET_DIR="$bench_dir/target" cargo build --release --quiet)
+
+wants_node=1
+case " $* " in
+  *" --targets "*) [[ "$*" == *express* ]] || wants_node=0 ;;
+  *" --quick "*) wants_node=0 ;;
+esac
+if [ "$wants_node" -eq 1 ]; then
+  command -v npm >/dev/null || { echo "run.sh: node and npm are required for express" >&2; exit 1; }
+  echo "[bench] npm ci (bench/express)" >&2
+  (cd bench/express && npm ci --no-audit --no-fund --silent)
+fi
+
+micro_args=()
+case " $* " in
+  *" --quick "* | *" --no-micro "*) ;;
+  *)
+    echo "[bench] micro-benchmark: cargo bench -p cloakroom --bench hot_path (CPU 0)" >&2
+    taskset -c 0 cargo bench --quiet -p cloakroom --bench hot_path >&2
+    micro_args=(--micro-dir "$repo_dir/target/criterion")
+    ;;
+esac
+
+# shellcheck source=../scripts/services.sh
+source scripts/services.sh
+trap stop_services EXIT
+start_services
+
+python3 bench/harness/bench.py run "${micro_args[@]}" "$@"

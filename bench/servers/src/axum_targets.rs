@@ -1,0 +1,186 @@
+//! The axum targets: bare axum, cloakroom with each of its stores, and tower-sessions.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+
+use crate::{Args, COOKIE_NAME, SIGNING_KEY, Target, announce_ready};
+
+pub(crate) async fn serve(args: Args) -> anyhow::Result<()> {
+    let app = match args.target {
+        Target::Bare => bare::router(),
+        Target::CloakroomMemory => {
+            // Big enough that a memory run of 1,000,000 sessions evicts none of them.
+            let store = cloakroom::MemoryStore::builder()
+                .with_max_entries(2_000_000)
+                .build();
+            with_cloakroom(store)?
+        }
+        Target::CloakroomSqlite => {
+            let path = args
+                .sqlite_path
+                .context("cloakroom-sqlite needs --sqlite-path")?;
+            with_cloakroom(cloakroom::SqliteStore::open(path).await?)?
+        }
+        Target::CloakroomRedis => {
+            with_cloakroom(cloakroom::RedisStore::connect(&args.redis_url).await?)?
+        }
+        Target::CloakroomPostgres => {
+            let url = args
+                .postgres_url
+                .context("cloakroom-postgres needs --postgres-url")?;
+            let store = cloakroom::PostgresStore::builder_from_url(url)
+                .with_create_table_if_missing(true)
+                .build()
+                .await?;
+            with_cloakroom(store)?
+        }
+        Target::TowerSessionsMemory => tower::router(tower_sessions::MemoryStore::default()),
+        Target::TowerSessionsRedis => tower::router(tower::redis_store(&args.redis_url).await?),
+        Target::ActixSessionRedis => unreachable!("actix-web runs on its own runtime"),
+    };
+
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("failed to listen on {}", args.addr))?;
+    announce_ready(listener.local_addr()?)?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(terminated())
+        .await
+        .context("failed to serve")
+}
+
+/// Resolves on SIGTERM (how the harness stops a server) or Ctrl-C.
+async fn terminated() {
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a process can always install a SIGTERM handler");
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Maps a session library's error to a plain 500; the detail is not the benchmark's business.
+fn internal_error<E>(_: E) -> StatusCode {
+    StatusCode::INTERNAL_SERVER_ERROR
+}
+
+fn with_cloakroom(store: impl cloakroom::SessionStore) -> anyhow::Result<Router> {
+    let sessions = cloakroom::SessionLayer::builder(store)
+        .with_secret(SIGNING_KEY)
+        .with_name(COOKIE_NAME)
+        // Throttled touches, cloakroom's recommended production setting: a read-only request
+        // skips the expiry refresh when the store's expiry was refreshed under a minute ago,
+        // so it costs one store round trip instead of two.
+        .with_touch_after(Duration::from_secs(60))
+        .build()?;
+    Ok(Router::new()
+        .route("/login", get(cloakroom_routes::login))
+        .route("/read", get(cloakroom_routes::read))
+        .route("/counter", get(cloakroom_routes::counter))
+        .layer(sessions))
+}
+
+mod bare {
+    use super::*;
+
+    /// A process-global count: the bare server's stand-in for a session write.
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+    pub(super) fn router() -> Router {
+        Router::new()
+            .route("/login", get(|| async { "ok" }))
+            .route("/read", get(|| async { "user: bench" }))
+            .route(
+                "/counter",
+                get(|| async { (COUNTER.fetch_add(1, Ordering::Relaxed) + 1).to_string() }),
+            )
+    }
+}
+
+mod cloakroom_routes {
+    use cloakroom::Session;
+
+    pub(super) async fn login(session: Session) -> Result<&'static str, cloakroom::Error> {
+        session.insert("user", "bench").await?;
+        Ok("ok")
+    }
+
+    pub(super) async fn read(session: Session) -> Result<String, cloakroom::Error> {
+        let user: Option<String> = session.get("user").await?;
+        Ok(format!("user: {}", user.as_deref().unwrap_or("none")))
+    }
+
+    pub(super) async fn counter(session: Session) -> Result<String, cloakroom::Error> {
+        let views = session.get::<u64>("views").await?.unwrap_or(0) + 1;
+        session.insert("views", views).await?;
+        Ok(views.to_string())
+    }
+}
+
+mod tower {
+    use tower_sessions::cookie::Key;
+    use tower_sessions::{Expiry, Session, SessionManagerLayer, SessionStore};
+    use tower_sessions_redis_store::RedisStore;
+    use tower_sessions_redis_store::fred::prelude::{ClientLike as _, Config, Pool};
+
+    use super::*;
+
+    /// tower-sessions configured like the others. Its defaults already match express's
+    /// resave/saveUninitialized/rolling = false (it saves only modified sessions and never sends
+    /// the cookie of an empty one); `Secure` is turned off because the benchmark is plain HTTP.
+    pub(super) fn router(store: impl SessionStore + Clone) -> Router {
+        let sessions = SessionManagerLayer::new(store)
+            .with_name(COOKIE_NAME)
+            .with_secure(false)
+            .with_expiry(Expiry::OnSessionEnd)
+            .with_signed(Key::from(SIGNING_KEY));
+        Router::new()
+            .route("/login", get(login))
+            .route("/read", get(read))
+            .route("/counter", get(counter))
+            .layer(sessions)
+    }
+
+    /// tower-sessions-redis-store over a single fred connection, like actix-session's store.
+    pub(super) async fn redis_store(url: &str) -> anyhow::Result<RedisStore<Pool>> {
+        let config = Config::from_url(url).context("invalid --redis-url")?;
+        let pool = Pool::new(config, None, None, None, 1)?;
+        let _connection = pool.connect();
+        pool.wait_for_connect()
+            .await
+            .context("failed to connect to redis")?;
+        Ok(RedisStore::new(pool))
+    }
+
+    async fn login(session: Session) -> Result<&'static str, StatusCode> {
+        session
+            .insert("user", "bench")
+            .await
+            .map_err(internal_error)?;
+        Ok("ok")
+    }
+
+    async fn read(session: Session) -> Result<String, StatusCode> {
+        let user: Option<String> = session.get("user").await.map_err(internal_error)?;
+        Ok(format!("user: {}", user.as_deref().unwrap_or("none")))
+    }
+
+    async fn counter(session: Session) -> Result<String, StatusCode> {
+        let views = session
+            .get::<u64>("views")
+            .await
+            .map_err(internal_error)?
+            .unwrap_or(0)
+            + 1;
+        session
+            .insert("views", views)
+            .await
+            .map_err(internal_error)?;
+        Ok(views.to_string())
+    }
+}

@@ -1,0 +1,86 @@
+//! The servers under test in cloakroom's benchmark (see `shared/spec/bench-method.md`).
+//!
+//! One binary, one target per run: `bench-servers --target NAME --addr 127.0.0.1:PORT`. Every
+//! target serves the same three routes with the same meaning, so the load harness can drive them
+//! all alike:
+//!
+//! - `GET /login` starts a session: sets `user` = "bench", answers "ok" with the session cookie.
+//! - `GET /read` reads `user` without changing anything: "user: bench", or "user: none".
+//! - `GET /counter` adds one to `views` (a store write on every request) and answers the new number.
+//!
+//! The peers are configured alike: cookie `sid`, a fixed signing key, no resave, no saving of
+//! untouched new sessions, no rolling, a browser-session cookie. Every target serves from one
+//! thread: a tokio `current_thread` runtime for axum, `workers(1)` for actix-web.
+//!
+//! The server prints `ready <addr>` on stdout once it listens and exits on SIGTERM. It logs
+//! nothing per request, and never an id, a cookie or session data.
+
+mod actix;
+mod axum_targets;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+
+/// The signing key of every target. A test key, public on purpose: never use it anywhere else.
+/// 64 bytes, because tower-sessions' and actix-session's signed cookies need a 64-byte key.
+const SIGNING_KEY: &[u8; 64] = b"bench-only-fake-signing-key-0123456789-not-a-secret-do-not-reuse";
+
+/// The session cookie's name on every target.
+const COOKIE_NAME: &str = "sid";
+
+#[derive(Parser)]
+#[command(about = "A server under test for cloakroom's benchmark")]
+struct Args {
+    /// Which server to run.
+    #[arg(long, value_enum)]
+    target: Target,
+    /// Where to listen.
+    #[arg(long)]
+    addr: SocketAddr,
+    /// Redis for the `*-redis` targets.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Postgres for `cloakroom-postgres`.
+    #[arg(long)]
+    postgres_url: Option<String>,
+    /// The database file for `cloakroom-sqlite`.
+    #[arg(long)]
+    sqlite_path: Option<std::path::PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Target {
+    /// axum with the same routes and no sessions: the ceiling.
+    Bare,
+    CloakroomMemory,
+    CloakroomSqlite,
+    CloakroomRedis,
+    CloakroomPostgres,
+    TowerSessionsMemory,
+    TowerSessionsRedis,
+    ActixSessionRedis,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.target == Target::ActixSessionRedis {
+        // actix-web brings its own single-threaded runtime (an actix `System`).
+        return actix_web::rt::System::new().block_on(actix::serve(args));
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the tokio runtime")?
+        .block_on(axum_targets::serve(args))
+}
+
+/// Tells the harness the server is listening. It waits for exactly this line.
+fn announce_ready(addr: SocketAddr) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "ready {addr}")?;
+    stdout.flush()?;
+    Ok(())
+}
