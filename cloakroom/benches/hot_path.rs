@@ -4,7 +4,8 @@
 //! driven through a tiny axum `Router` with `tower::ServiceExt::oneshot` (no sockets) on a
 //! current-thread runtime, so it includes axum's routing and the handler; `layer/bare` is the
 //! same request without the session layer, the floor to subtract. The store is a `MemoryStore`:
-//! its load and save are a lock, a map lookup and a JSON decode or encode, no I/O.
+//! its load and save are a lock, a map lookup and a JSON decode or encode, no I/O. The layer
+//! is configured as in the benchmark servers (`with_touch_after(60 s)`).
 //!
 //! What each figure includes, beyond `layer/bare`:
 //! - `untouched`: a valid cookie, a handler that never calls the session: the layer alone.
@@ -19,106 +20,31 @@
 //!   insert), signing, and the `Set-Cookie` header. The store grows by one entry per
 //!   iteration, bounded by `MemoryStore`'s LRU limit.
 //!
+//! The `no_store/*` figures are the same requests over a store that does nothing at all (every
+//! id holds the same record, every write succeeds without encoding): what is left over
+//! `layer/bare` is the layer's own per-request work: parse and verify the cookie, decide, and
+//! for `login` a new id, signing and the `Set-Cookie` header.
+//!
 //! The `pieces/*` figures are the public building blocks on their own.
+//!
+//! `benches/instructions.rs` drives the same requests a fixed number of times, for counting
+//! instructions with callgrind (repeatable on a noisy machine).
 
 #![allow(missing_docs)]
 
-use axum::{Router, body::Body, routing::get};
-use cloakroom::{Id, MemoryStore, Record, Session, SessionCookie, SessionLayer};
+use cloakroom::{Id, Record};
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::{Request, Response, StatusCode, header};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::hint::black_box;
-use tokio::runtime::Runtime;
-use tower::ServiceExt;
 
-const SECRET: &str = "bench signing secret, a fixed key";
+mod app;
 
-async fn login(session: Session) -> Result<&'static str, cloakroom::Error> {
-    session.insert("user", "bench").await?;
-    Ok("ok")
-}
-
-async fn read(session: Session) -> Result<String, cloakroom::Error> {
-    let user: Option<String> = session.get("user").await?;
-    Ok(format!("user: {}", user.unwrap_or_default()))
-}
-
-async fn counter(session: Session) -> Result<String, cloakroom::Error> {
-    let count: u64 = session.get("count").await?.unwrap_or(0) + 1;
-    session.insert("count", count).await?;
-    Ok(count.to_string())
-}
-
-async fn untouched() -> &'static str {
-    "user: bench"
-}
-
-fn routes() -> Router {
-    Router::new()
-        .route("/login", get(login))
-        .route("/read", get(read))
-        .route("/counter", get(counter))
-        .route("/untouched", get(untouched))
-}
-
-fn with_sessions() -> Router {
-    let layer = SessionLayer::builder(MemoryStore::new())
-        .with_secret(SECRET)
-        .build()
-        .expect("the bench configuration is valid");
-    routes().layer(layer)
-}
-
-fn request(path: &str, cookie: Option<&str>) -> Request<Body> {
-    let mut builder = Request::get(path);
-    if let Some(cookie) = cookie {
-        builder = builder.header(header::COOKIE, cookie);
-    }
-    builder.body(Body::empty()).expect("a valid request")
-}
-
-async fn send(app: &Router, path: &str, cookie: Option<&str>) -> Response<Body> {
-    let response = app
-        .clone()
-        .oneshot(request(path, cookie))
-        .await
-        .expect("a Router never fails");
-    debug_assert_eq!(response.status(), StatusCode::OK);
-    response
-}
-
-/// Logs in once and returns the `sid=...` pair to send back.
-fn session_cookie(rt: &Runtime, app: &Router) -> String {
-    let response = rt.block_on(send(app, "/login", None));
-    let set_cookie = response
-        .headers()
-        .get(header::SET_COOKIE)
-        .expect("/login sets a cookie")
-        .to_str()
-        .expect("an ASCII cookie");
-    set_cookie
-        .split(';')
-        .next()
-        .expect("split yields at least one part")
-        .to_owned()
-}
-
-/// The same cookie with the last character of its signature changed.
-fn tampered(cookie: &str) -> String {
-    let mut tampered = cookie.to_owned();
-    let last = tampered.pop().expect("a non-empty cookie");
-    tampered.push(if last == 'A' { 'B' } else { 'A' });
-    tampered
-}
+use app::{NullStore, runtime, send, session_cookie, tampered};
 
 fn layer(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread runtime");
-    let bare = routes();
-    let app = with_sessions();
+    let rt = runtime();
+    let bare = app::routes();
+    let app = app::with_memory_store();
     let cookie = session_cookie(&rt, &app);
     let bad = tampered(&cookie);
     rt.block_on(send(&app, "/counter", Some(&cookie)));
@@ -146,17 +72,24 @@ fn layer(c: &mut Criterion) {
         b.iter(|| rt.block_on(send(&app, "/login", None)))
     });
     group.finish();
-}
 
-/// A record the size of the bench's login session.
-fn login_record() -> Record {
-    let mut data = Map::new();
-    data.insert("user".to_owned(), Value::from("bench"));
-    Record::new(SessionCookie::default(), data)
+    // The same requests over a store that does nothing: the layer's own work.
+    let app = app::with_store(NullStore::new());
+    let mut group = c.benchmark_group("no_store");
+    group.bench_function("read", |b| {
+        b.iter(|| rt.block_on(send(&app, "/read", Some(&cookie))))
+    });
+    group.bench_function("counter", |b| {
+        b.iter(|| rt.block_on(send(&app, "/counter", Some(&cookie))))
+    });
+    group.bench_function("login", |b| {
+        b.iter(|| rt.block_on(send(&app, "/login", None)))
+    });
+    group.finish();
 }
 
 fn pieces(c: &mut Criterion) {
-    let record = login_record();
+    let record = app::login_record();
     let json_text = record.to_json();
     debug_assert_eq!(
         serde_json::from_str::<Value>(&json_text)

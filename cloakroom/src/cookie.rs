@@ -5,37 +5,96 @@
 use std::borrow::Cow;
 
 use http::HeaderValue;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+use crate::id::Id;
 use crate::record::{Priority, SameSite, SessionCookie};
+use crate::signing::Secrets;
 use crate::time::Timestamp;
 
-/// What `encodeURIComponent` leaves as is: letters, digits and `-_.!~*'()`.
-const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'!')
-    .remove(b'~')
-    .remove(b'*')
-    .remove(b'\'')
-    .remove(b'(')
-    .remove(b')');
+/// Whether `encodeURIComponent` leaves the byte as is: letters, digits and `-_.!~*'()`.
+fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric()
+        || matches!(
+            byte,
+            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+        )
+}
 
 /// The value of the first cookie called `name` across all `Cookie` headers (as Node joins them),
 /// decoded. `None` when there is no such cookie, or when its value is not UTF-8: in both cases
 /// there is nothing that could verify, and a later cookie of the same name is never consulted.
+#[cfg(any(test, fuzzing))]
 pub(crate) fn find<'a, I>(headers: I, name: &str) -> Option<Cow<'a, str>>
 where
     I: IntoIterator<Item = &'a HeaderValue>,
 {
-    let raw = headers
+    decode(find_raw(headers, name)?)
+}
+
+/// The session id in the first cookie called `name`, if its signature verifies: what
+/// [`find`] then [`Secrets::unsign`] give, without copying the value in the common case.
+pub(crate) fn signed_id<'a, I>(headers: I, name: &str, secrets: &Secrets) -> Option<Id>
+where
+    I: IntoIterator<Item = &'a HeaderValue>,
+{
+    let raw = find_raw(headers, name)?;
+    match express_signed(raw) {
+        Some((id, mac)) => secrets.verifies(id, &mac).then(|| Id::from_string(id)),
+        None => secrets.unsign(&decode(raw)?).map(Id::from_string),
+    }
+}
+
+/// The id and the decoded signature of a value as express writes it, `s%3A<id>.<mac>` with no
+/// escape in the id and only `%2B` / `%2F` in the mac; `None` for anything else, which takes
+/// the general path. Decoding such a value changes nothing else, so no copy of it is needed.
+fn express_signed(raw: &[u8]) -> Option<(&str, [u8; SIGNATURE_LEN])> {
+    let signed = raw.strip_prefix(b"s%3A")?;
+    let dot = signed.iter().rposition(|&b| b == b'.')?;
+    let (id, escaped) = (&signed[..dot], &signed[dot + 1..]);
+    if id.contains(&b'%') {
+        return None;
+    }
+    let id = std::str::from_utf8(id).ok()?;
+    if !escaped.contains(&b'%') {
+        return Some((id, escaped.try_into().ok()?));
+    }
+    let mut mac = [0u8; SIGNATURE_LEN];
+    let mut len = 0;
+    let mut rest = escaped;
+    while let Some((&first, tail)) = rest.split_first() {
+        let (byte, tail) = match (first, tail) {
+            (b'%', [b'2', b'B' | b'b', tail @ ..]) => (b'+', tail),
+            (b'%', [b'2', b'F' | b'f', tail @ ..]) => (b'/', tail),
+            (b'%', _) => return None,
+            (byte, tail) => (byte, tail),
+        };
+        *mac.get_mut(len)? = byte;
+        len += 1;
+        rest = tail;
+    }
+    (len == SIGNATURE_LEN).then_some((id, mac))
+}
+
+/// Characters in a signature: 32 bytes of HMAC-SHA256 in unpadded base64.
+const SIGNATURE_LEN: usize = 43;
+
+/// The raw value of the first cookie called `name`: trimmed and unquoted, not decoded.
+fn find_raw<'a, I>(headers: I, name: &str) -> Option<&'a [u8]>
+where
+    I: IntoIterator<Item = &'a HeaderValue>,
+{
+    headers
         .into_iter()
         .flat_map(|header| header.as_bytes().split(|&b| b == b';'))
         .find_map(|pair| {
             let eq = pair.iter().position(|&b| b == b'=')?;
             (trim(&pair[..eq]) == name.as_bytes()).then(|| unquote(trim(&pair[eq + 1..])))
-        })?;
+        })
+}
+
+/// A raw value as the `cookie` package decodes it: percent-decoded only when it contains `%`,
+/// kept raw when that fails; `None` when it is not UTF-8.
+fn decode(raw: &[u8]) -> Option<Cow<'_, str>> {
     let raw = std::str::from_utf8(raw).ok()?;
     Some(if raw.contains('%') {
         decode_uri_component(raw).map_or(Cow::Borrowed(raw), Cow::Owned)
@@ -63,6 +122,25 @@ fn unquote(value: &[u8]) -> &[u8] {
         [b'"'] => &[],
         _ => value,
     }
+}
+
+/// `encodeURIComponent`, appended to `out`: every byte of the UTF-8 text that is not
+/// unreserved becomes `%XX`. Runs of unreserved characters (all of an id, most of a signature)
+/// are copied as one slice.
+fn encode_uri_component(text: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut rest = text;
+    while let Some(at) = rest.bytes().position(|b| !is_unreserved(b)) {
+        out.push_str(&rest[..at]);
+        let char_len = rest[at..].chars().next().map_or(1, char::len_utf8);
+        for &byte in &rest.as_bytes()[at..at + char_len] {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        }
+        rest = &rest[at + char_len..];
+    }
+    out.push_str(rest);
 }
 
 /// `decodeURIComponent`, which fails as a whole on a malformed escape or on bytes that are not
@@ -136,7 +214,7 @@ pub(crate) fn set_cookie(
     let mut out = String::with_capacity(160);
     out.push_str(name);
     out.push('=');
-    out.extend(utf8_percent_encode(value, URI_COMPONENT));
+    encode_uri_component(value, &mut out);
     if let Some(domain) = cookie.domain() {
         if !is_valid_domain(domain) {
             return Err(InvalidAttribute("domain"));
@@ -182,6 +260,46 @@ pub(crate) fn set_cookie(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The shortcut in `signed_id` gives what decoding then verifying gives.
+        #[test]
+        fn signed_id_agrees_with_find_then_unsign(
+            prefix in "(s:|s%3A|s%3a|%73:|)",
+            id in "[A-Za-z0-9_%:.-]{0,12}",
+            tamper in any::<bool>(),
+            escape_in_mac in 0..3u8,
+        ) {
+            let secrets = Secrets::new(["keyboard cat"]).unwrap();
+            let signed = secrets.sign(&id);
+            let mut value = format!("{prefix}{}", signed.strip_prefix("s:").unwrap());
+            if tamper {
+                value.push('A');
+            }
+            match escape_in_mac {
+                1 => value = value.replace('/', "%2F").replace('+', "%2B"),
+                2 => value = value.replace('/', "%2f").replace('+', "%2b").replace('.', "%2E"),
+                _ => {}
+            }
+            let header = HeaderValue::from_str(&format!("a=1; sid={value}")).unwrap();
+            let expected = find([&header], "sid")
+                .and_then(|decoded| secrets.unsign(&decoded).map(str::to_owned));
+            let got = signed_id([&header], "sid", &secrets);
+            prop_assert_eq!(got.as_ref().map(Id::as_str), expected.as_deref());
+        }
+
+        #[test]
+        fn encodes_as_encode_uri_component(text in any::<String>()) {
+            use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+            const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+                .remove(b'-').remove(b'_').remove(b'.').remove(b'!').remove(b'~')
+                .remove(b'*').remove(b'\'').remove(b'(').remove(b')');
+            let mut ours = String::new();
+            encode_uri_component(&text, &mut ours);
+            prop_assert_eq!(ours, utf8_percent_encode(&text, URI_COMPONENT).to_string());
+        }
+    }
 
     fn find_in(headers: &[&str], name: &str) -> Option<String> {
         let values: Vec<HeaderValue> = headers

@@ -29,7 +29,11 @@ impl Id {
     pub fn generate() -> Self {
         let mut bytes = [0u8; RANDOM_BYTES];
         getrandom::fill(&mut bytes).expect("the OS random number generator must be available");
-        Id(URL_SAFE_NO_PAD.encode(bytes).into())
+        let mut text = [0u8; RANDOM_BYTES / 3 * 4];
+        URL_SAFE_NO_PAD
+            .encode_slice(bytes, &mut text)
+            .expect("24 bytes are exactly 32 base64 characters");
+        Id(std::str::from_utf8(&text).expect("base64 is ASCII").into())
     }
 
     /// Wraps an id read from a store or produced by a custom generator.

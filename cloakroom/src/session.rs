@@ -140,6 +140,16 @@ impl ChangeSet {
         }
     }
 
+    /// Inserts into `data`, noting the key's value before this request's first change to it.
+    fn insert(&mut self, data: &mut Map<String, Value>, key: String, value: Value) {
+        if self.originals.iter().any(|(k, _)| *k == key) {
+            data.insert(key, value);
+        } else {
+            let before = data.insert(key.clone(), value);
+            self.originals.push((key, before));
+        }
+    }
+
     /// Whether any changed key now holds something other than its original value. This compares
     /// data, so setting a key back to what it was is no modification.
     fn is_modified(&self, data: &Map<String, Value>) -> bool {
@@ -296,8 +306,9 @@ impl Session {
         }
         let mut state = self.loaded_state().await?;
         let current = self.live(&mut state);
-        let before = current.record.data_mut().insert(key.clone(), value);
-        current.changes.note(&key, || before);
+        current
+            .changes
+            .insert(current.record.data_mut(), key, value);
         Ok(())
     }
 
@@ -475,7 +486,7 @@ impl Session {
     /// [`Error::Save`] or [`Error::Contended`] when the store fails.
     pub async fn save(&self) -> Result<(), Error> {
         let mut state = self.loaded_state().await?;
-        match self.write(&mut state).await {
+        match self.write(&mut state, false).await {
             Ok(()) => Ok(()),
             Err(error) => {
                 state.failure = Some(error.clone());
@@ -543,9 +554,11 @@ impl Session {
     /// Verifies the cookie and loads its session, or generates a new one (spec §4.1 steps 7–8).
     async fn load(&self, state: &mut State) -> Result<(), Error> {
         let ctx = &self.shared.ctx;
-        state.cookie_id =
-            cookie::find(self.shared.request.cookie_header.as_ref(), &ctx.config.name)
-                .and_then(|value| ctx.config.secrets.unsign(&value).map(Id::from_string));
+        state.cookie_id = cookie::signed_id(
+            self.shared.request.cookie_header.as_ref(),
+            &ctx.config.name,
+            &ctx.config.secrets,
+        );
         if let Some(id) = state.cookie_id.clone() {
             match ctx.store.get(&id).await {
                 Ok(Some(loaded)) => {
@@ -623,13 +636,20 @@ impl Session {
 
     /// Writes the live session: a compare-and-set against the loaded version; on conflict, reload
     /// the newer record, re-apply this request's changes, and try again.
-    async fn write(&self, state: &mut State) -> Result<(), Error> {
+    ///
+    /// `last` says no decision follows (the end-of-request commit), so nothing needs to remember
+    /// what was saved.
+    async fn write(&self, state: &mut State, last: bool) -> Result<(), Error> {
         let ctx = Arc::clone(&self.shared.ctx);
-        let Some(id) = state.current.as_ref().map(|c| c.id.clone()) else {
+        let Some(current) = state.current.as_ref() else {
             return Ok(());
         };
-        // No other request in this process writes this session until we are done.
-        let _turn = ctx.write_locks.for_id(&id).lock().await;
+        // No other request in this process writes this session until we are done. A session
+        // never stored has an id no other request knows yet, so it needs no turn.
+        let _turn = match current.version {
+            Some(_) => Some(ctx.write_locks.for_id(&current.id).lock().await),
+            None => None,
+        };
         for attempt in 0..SAVE_ATTEMPTS {
             if attempt > 1 {
                 // Only a writer in another process can beat us twice: give it room.
@@ -649,7 +669,9 @@ impl Session {
                     current.stored_expires_at =
                         self.store_expiry(&current.record, Timestamp::now());
                     current.cookie_unsaved = false;
-                    state.saved = SavedState::Saved(fingerprint(current.record.data()));
+                    if !last {
+                        state.saved = SavedState::Saved(fingerprint(current.record.data()));
+                    }
                     self.destroy_replaced(state).await;
                     return Ok(());
                 }
@@ -728,7 +750,7 @@ impl Session {
             }
         }
         if plan.decision.save {
-            if let Err(error) = self.write(&mut state).await {
+            if let Err(error) = self.write(&mut state, true).await {
                 return Outcome::failed(error, plan.outcome.warnings);
             }
         } else if plan.touch_due {

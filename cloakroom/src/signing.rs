@@ -53,10 +53,19 @@ impl Secrets {
     /// signature by any of the secrets. Like `cookie-signature`, the id is everything before the
     /// last `.`. The comparison is constant-time.
     pub(crate) fn unsign<'a>(&self, value: &'a str) -> Option<&'a str> {
-        let signed = value.strip_prefix("s:")?;
+        self.unsign_body(value.strip_prefix("s:")?)
+    }
+
+    /// [`unsign`](Self::unsign) for a value whose `s:` prefix was already removed.
+    pub(crate) fn unsign_body<'a>(&self, signed: &'a str) -> Option<&'a str> {
         let (id, given) = signed.rsplit_once('.')?;
+        self.verifies(id, given.as_bytes()).then_some(id)
+    }
+
+    /// Whether `given` is the base64 signature of `id` by any of the secrets.
+    pub(crate) fn verifies(&self, id: &str, given: &[u8]) -> bool {
         if given.len() != MAC_BASE64_LEN {
-            return None;
+            return false;
         }
         let mut expected = [0u8; MAC_BASE64_LEN];
         for key in self.keys.iter() {
@@ -64,11 +73,11 @@ impl Secrets {
                 .encode_slice(mac(key, id), &mut expected)
                 .expect("a SHA-256 mac is 43 base64 characters");
             debug_assert_eq!(written, MAC_BASE64_LEN);
-            if bool::from(expected.ct_eq(given.as_bytes())) {
-                return Some(id);
+            if bool::from(expected.ct_eq(given)) {
+                return true;
             }
         }
-        None
+        false
     }
 }
 

@@ -2,10 +2,11 @@
 //! [`ResponseFuture`]. The save / touch / set-cookie rules live in one function in `decide`.
 
 use std::fmt;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use foldhash::fast::RandomState;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Response};
 
@@ -53,7 +54,7 @@ impl WriteLocks {
             stripes: (0..Self::STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
         }
     }
 

@@ -1,11 +1,14 @@
 //! [`MemoryStore`]: sessions in this process's memory, bounded and expiring.
 
-use std::hash::{BuildHasher, RandomState};
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use foldhash::quality::RandomState;
 use hashlink::LinkedHashMap;
+use hashlink::linked_hash_map::RawEntryMut;
 
 use super::{Error, Loaded, SessionStore, SetOutcome, Version, decode_record};
 use crate::id::Id;
@@ -35,6 +38,10 @@ pub struct MemoryStore {
 
 struct Inner {
     shards: Box<[Mutex<Shard>]>,
+    /// Hashes an id once per operation: the shard, the parsed slot and the shard's map all use
+    /// that one hash (each its own bits). foldhash, randomly seeded, rather than SipHash: the
+    /// ids are the store's own random ones or come from verified cookies, so nobody can pick
+    /// colliding keys, and a session id is hashed on every request.
     hasher: RandomState,
     max_entries_per_shard: usize,
     default_ttl_ms: i64,
@@ -43,8 +50,9 @@ struct Inner {
 }
 
 struct Shard {
-    /// Least recently used first.
-    entries: LinkedHashMap<Box<str>, Entry>,
+    /// Least recently used first. The map's hasher is [`Inner::hasher`], so a lookup can reuse
+    /// the hash that picked the shard.
+    entries: LinkedHashMap<Stored, Entry, RandomState>,
     /// Never reused within a shard, so a destroyed-then-recreated record never matches a stale
     /// version.
     last_version: u64,
@@ -52,8 +60,60 @@ struct Shard {
     /// the JSON. A slot is picked by the id's hash and holds the version it was parsed at; it is
     /// valid only while the entry still has that version (versions are unique in a shard). The
     /// table is fixed in size, so memory per stored session stays that of its JSON.
-    parsed: Box<[Option<Box<Parsed>>]>,
+    parsed: ParsedTable,
 }
+
+/// One session's id and its record's JSON in a single allocation, the id first: with the map's
+/// node, a stored session costs two allocations. The map finds it by its id (`Borrow<str>`).
+struct Stored {
+    text: Box<str>,
+    id_len: usize,
+}
+
+impl Stored {
+    fn new(id: &str, record: &Record) -> Self {
+        let mut text = Vec::with_capacity(id.len() + 128);
+        text.extend_from_slice(id.as_bytes());
+        record.write_json(&mut text);
+        let text = String::from_utf8(text).expect("an id and serde_json's output are UTF-8");
+        Stored {
+            text: text.into_boxed_str(),
+            id_len: id.len(),
+        }
+    }
+
+    fn id(&self) -> &str {
+        &self.text[..self.id_len]
+    }
+
+    fn json(&self) -> &str {
+        &self.text[self.id_len..]
+    }
+}
+
+impl Borrow<str> for Stored {
+    fn borrow(&self) -> &str {
+        self.id()
+    }
+}
+
+// As `str`'s, as `Borrow` requires.
+impl Hash for Stored {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id().hash(state);
+    }
+}
+
+impl PartialEq for Stored {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for Stored {}
+
+/// See [`Shard::parsed`].
+struct ParsedTable(Box<[Option<Box<Parsed>>]>);
 
 /// A record as parsed from an entry's JSON at `version`.
 struct Parsed {
@@ -61,45 +121,73 @@ struct Parsed {
     record: Record,
 }
 
-impl Default for Shard {
-    fn default() -> Self {
-        Shard {
-            entries: LinkedHashMap::new(),
-            last_version: 0,
-            parsed: (0..PARSED_SLOTS).map(|_| None).collect(),
-        }
-    }
-}
-
-struct Entry {
-    json: Arc<str>,
-    expires_at: i64,
-    version: u64,
-}
-
-impl Shard {
-    fn live(&self, id: &str, now: i64) -> Option<&Entry> {
-        self.entries.get(id).filter(|e| e.expires_at > now)
-    }
-
-    fn next_version(&mut self) -> u64 {
-        self.last_version += 1;
-        self.last_version
+impl ParsedTable {
+    fn new() -> Self {
+        ParsedTable((0..PARSED_SLOTS).map(|_| None).collect())
     }
 
     /// The parsed record for `version` in `slot`, if cached.
-    fn cached(&self, slot: usize, version: u64) -> Option<Record> {
-        match &self.parsed[slot] {
+    fn get(&self, slot: usize, version: u64) -> Option<Record> {
+        match &self.0[slot] {
             Some(parsed) if parsed.version == version => Some(parsed.record.clone()),
             _ => None,
         }
     }
 
-    fn cache(&mut self, slot: usize, version: u64, record: Record) {
-        match &mut self.parsed[slot] {
+    fn put(&mut self, slot: usize, version: u64, record: Record) {
+        match &mut self.0[slot] {
             Some(parsed) => **parsed = Parsed { version, record },
             empty => *empty = Some(Box::new(Parsed { version, record })),
         }
+    }
+}
+
+impl Shard {
+    fn new(hasher: RandomState) -> Self {
+        Shard {
+            entries: LinkedHashMap::with_hasher(hasher),
+            last_version: 0,
+            parsed: ParsedTable::new(),
+        }
+    }
+}
+
+struct Entry {
+    expires_at: i64,
+    version: u64,
+}
+
+/// Where an id lives: its hash (for the shard's map), its shard and its parsed slot, the latter
+/// two from bits the map does not use for buckets or tags.
+#[derive(Clone, Copy)]
+struct Place {
+    hash: u64,
+    shard: usize,
+    slot: usize,
+}
+
+impl Shard {
+    fn live(&self, place: Place, id: &str, now: i64) -> Option<&Entry> {
+        self.entries
+            .raw_entry()
+            .from_key_hashed_nocheck(place.hash, id)
+            .map(|(_, entry)| entry)
+            .filter(|e| e.expires_at > now)
+    }
+
+    fn remove(&mut self, place: Place, id: &str) {
+        if let RawEntryMut::Occupied(entry) = self
+            .entries
+            .raw_entry_mut()
+            .from_key_hashed_nocheck(place.hash, id)
+        {
+            entry.remove();
+        }
+    }
+
+    fn next_version(&mut self) -> u64 {
+        self.last_version += 1;
+        self.last_version
     }
 
     fn sweep(&mut self, now: i64) -> usize {
@@ -143,10 +231,13 @@ impl MemoryStoreBuilder {
 
     /// Builds the store.
     pub fn build(self) -> MemoryStore {
+        let hasher = RandomState::default();
         MemoryStore {
             inner: Arc::new(Inner {
-                shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-                hasher: RandomState::new(),
+                shards: (0..SHARDS)
+                    .map(|_| Mutex::new(Shard::new(hasher.clone())))
+                    .collect(),
+                hasher,
                 max_entries_per_shard: self.max_entries.div_ceil(SHARDS),
                 default_ttl_ms: i64::try_from(self.default_ttl.as_millis()).unwrap_or(i64::MAX),
                 sweep_interval: self.sweep_interval,
@@ -183,19 +274,25 @@ impl MemoryStore {
         self.inner.remove_expired(Timestamp::now().as_millis())
     }
 
-    fn shard(&self, id: &Id) -> MutexGuard<'_, Shard> {
-        self.locate(id).0
+    fn place(&self, id: &Id) -> Place {
+        let hash = self.inner.hasher.hash_one(id.as_str());
+        // The map takes bucket bits from the bottom and tag bits from the top; the shard and
+        // slot come from the middle, so ids in one shard still spread over all its buckets.
+        let middle = (hash >> 32) as usize;
+        Place {
+            hash,
+            shard: middle % SHARDS,
+            slot: (middle / SHARDS) % PARSED_SLOTS,
+        }
     }
 
-    /// The id's shard, locked, and its slot in the shard's parsed-record table.
-    fn locate(&self, id: &Id) -> (MutexGuard<'_, Shard>, usize) {
-        let hash = self.inner.hasher.hash_one(id.as_str()) as usize;
+    /// The shard `place` is in, locked.
+    fn lock(&self, place: Place) -> MutexGuard<'_, Shard> {
         // A panic while holding the lock cannot leave an entry half-written (each change is one
         // map operation), so a poisoned shard is still consistent.
-        let shard = self.inner.shards[hash % SHARDS]
+        self.inner.shards[place.shard]
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        (shard, (hash / SHARDS) % PARSED_SLOTS)
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn expires_at(&self, record: &Record, now: i64) -> i64 {
@@ -248,22 +345,31 @@ async fn sweep_forever(store: Weak<Inner>, period: Duration) {
 impl SessionStore for MemoryStore {
     async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error> {
         let now = Timestamp::now().as_millis();
-        let (mut guard, slot) = self.locate(id);
-        let shard = &mut *guard;
-        let (version, expires_at) = match shard.entries.to_back(id.as_str()) {
-            Some(entry) if entry.expires_at > now => (entry.version, entry.expires_at),
-            Some(_) => {
-                shard.entries.remove(id.as_str());
-                return Ok(None);
-            }
-            None => return Ok(None),
+        let place = self.place(id);
+        let mut guard = self.lock(place);
+        let Shard {
+            entries, parsed, ..
+        } = &mut *guard;
+        let RawEntryMut::Occupied(mut found) = entries
+            .raw_entry_mut()
+            .from_key_hashed_nocheck(place.hash, id.as_str())
+        else {
+            return Ok(None);
         };
-        let record = match shard.cached(slot, version) {
+        let Entry {
+            expires_at,
+            version,
+        } = *found.get();
+        if expires_at <= now {
+            found.remove();
+            return Ok(None);
+        }
+        found.to_back();
+        let record = match parsed.get(place.slot, version) {
             Some(record) => record,
             None => {
-                let json = &shard.entries.get(id.as_str()).expect("found above").json;
-                let record = decode_record(json)?;
-                shard.cache(slot, version, record.clone());
+                let record = decode_record(found.key().json())?;
+                parsed.put(place.slot, version, record.clone());
                 record
             }
         };
@@ -283,31 +389,39 @@ impl SessionStore for MemoryStore {
         self.start_sweeper();
         let now = Timestamp::now().as_millis();
         let expires_at = self.expires_at(record, now);
-        let json: Arc<str> = record.to_json().into();
-        let (mut shard, slot) = self.locate(id);
+        let stored = Stored::new(id.as_str(), record);
+        let place = self.place(id);
+        let mut shard = self.lock(place);
         if let Some(expected) = expected {
-            let stored = shard.live(id.as_str(), now).map(|e| e.version);
-            if stored.is_none() || stored != expected.as_counter() {
+            let version = shard.live(place, id.as_str(), now).map(|e| e.version);
+            if version.is_none() || version != expected.as_counter() {
                 return Ok(SetOutcome::Conflict);
             }
         }
         let version = shard.next_version();
         if expires_at <= now {
             // Already expired: delete instead of writing, as connect-redis does.
-            shard.entries.remove(id.as_str());
+            shard.remove(place, id.as_str());
             return Ok(SetOutcome::Written(Version::from_counter(version)));
         }
         let entry = Entry {
-            json,
             expires_at,
             version,
         };
         // The next read of this session (the common case) needs no parse.
-        shard.cache(slot, version, record.clone());
-        match shard.entries.to_back(id.as_str()) {
-            Some(existing) => *existing = entry,
-            None => {
-                shard.entries.insert(id.as_str().into(), entry);
+        shard.parsed.put(place.slot, version, record.clone());
+        match shard
+            .entries
+            .raw_entry_mut()
+            .from_key_hashed_nocheck(place.hash, id.as_str())
+        {
+            RawEntryMut::Occupied(mut found) => {
+                found.replace_key(stored);
+                found.replace_value(entry);
+                found.to_back();
+            }
+            RawEntryMut::Vacant(vacant) => {
+                vacant.insert_hashed_nocheck(place.hash, stored, entry);
                 while shard.entries.len() > self.inner.max_entries_per_shard {
                     shard.entries.pop_front();
                 }
@@ -317,22 +431,27 @@ impl SessionStore for MemoryStore {
     }
 
     async fn destroy(&self, id: &Id) -> Result<(), Error> {
-        self.shard(id).entries.remove(id.as_str());
+        let place = self.place(id);
+        self.lock(place).remove(place, id.as_str());
         Ok(())
     }
 
     async fn touch(&self, id: &Id, record: &Record) -> Result<(), Error> {
         let now = Timestamp::now().as_millis();
         let expires_at = self.expires_at(record, now);
-        let mut shard = self.shard(id);
-        match shard.entries.to_back(id.as_str()) {
-            Some(entry) if entry.expires_at > now && expires_at > now => {
-                entry.expires_at = expires_at;
+        let place = self.place(id);
+        let mut shard = self.lock(place);
+        if let RawEntryMut::Occupied(mut found) = shard
+            .entries
+            .raw_entry_mut()
+            .from_key_hashed_nocheck(place.hash, id.as_str())
+        {
+            if found.get().expires_at > now && expires_at > now {
+                found.get_mut().expires_at = expires_at;
+                found.to_back();
+            } else {
+                found.remove();
             }
-            Some(_) => {
-                shard.entries.remove(id.as_str());
-            }
-            None => {}
         }
         Ok(())
     }
@@ -353,7 +472,7 @@ impl SessionStore for MemoryStore {
                     .entries
                     .iter()
                     .filter(|(_, e)| e.expires_at > now)
-                    .map(|(id, e)| (Id::from_string(&**id), Arc::clone(&e.json))),
+                    .map(|(stored, _)| (Id::from_string(stored.id()), stored.json().to_owned())),
             );
         }
         live.into_iter()
