@@ -1,6 +1,7 @@
 //! [`MemoryStore`]: sessions in this process's memory, bounded and expiring.
 
 use std::borrow::Borrow;
+use std::cell::RefCell;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
 use std::time::Duration;
@@ -18,6 +19,8 @@ use crate::time::Timestamp;
 const SHARDS: usize = 16;
 /// Parsed records kept per shard for sessions in use right now (see [`Shard::parsed`]).
 const PARSED_SLOTS: usize = 128;
+/// The largest JSON scratch buffer a thread keeps between writes (see [`Stored::new`]).
+const SCRATCH_KEPT: usize = 64 * 1024;
 
 /// Sessions in this process's memory: for one node, for tests, and for development.
 ///
@@ -72,10 +75,27 @@ struct Stored {
 
 impl Stored {
     fn new(id: &str, record: &Record) -> Self {
-        let mut text = Vec::with_capacity(id.len() + 128);
-        text.extend_from_slice(id.as_bytes());
-        record.write_json(&mut text);
-        let text = String::from_utf8(text).expect("an id and serde_json's output are UTF-8");
+        thread_local! {
+            static JSON: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        // The JSON is written to a scratch buffer first so that the stored text is allocated
+        // at its exact size: shrinking a bigger buffer would leave a small free hole beside
+        // every session, which costs as much memory as the hole in a store of small records.
+        let text = JSON.with_borrow_mut(|json| {
+            json.clear();
+            record.write_json(json);
+            let json = std::str::from_utf8(json).expect("serde_json writes UTF-8");
+            let mut text = String::with_capacity(id.len() + json.len());
+            text.push_str(id);
+            text.push_str(json);
+            text
+        });
+        JSON.with_borrow_mut(|json| {
+            // One huge record must not pin its size in every thread.
+            if json.capacity() > SCRATCH_KEPT {
+                *json = Vec::new();
+            }
+        });
         Stored {
             text: text.into_boxed_str(),
             id_len: id.len(),
