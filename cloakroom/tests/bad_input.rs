@@ -169,3 +169,90 @@ async fn an_unreadable_stored_record_is_the_opaque_error_and_leaks_nothing() {
         );
     }
 }
+
+/// A handler that stores `?bytes=N` characters under `note` (0: only reads), answering with
+/// the length of the note it found.
+fn sized_app(store: impl SessionStore) -> Router {
+    let layer = SessionLayer::builder(store)
+        .with_secret(SECRET)
+        .build()
+        .unwrap();
+    Router::new()
+        .route(
+            "/",
+            route_get(
+                |session: Session, query: axum::extract::RawQuery| async move {
+                    let found = session.get::<String>("note").await?.unwrap_or_default();
+                    let bytes: usize = query
+                        .0
+                        .and_then(|q| q.strip_prefix("bytes=")?.parse().ok())
+                        .unwrap_or(0);
+                    if bytes > 0 {
+                        session.insert("note", "n".repeat(bytes)).await?;
+                    }
+                    Ok::<_, cloakroom::Error>(found.len().to_string())
+                },
+            ),
+        )
+        .layer(layer)
+}
+
+#[tokio::test]
+async fn a_save_over_the_record_limit_is_the_opaque_error_and_keeps_the_stored_session() {
+    let store = cloakroom::MemoryStore::builder()
+        .with_max_record_size(1024)
+        .build();
+    let app = sized_app(store.clone());
+
+    // A new session too large to store: the opaque 500, no cookie, nothing stored.
+    let reply = get(&app, "/?bytes=2000", None).await;
+    let error = assert_failure_response(&reply, http::StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        matches!(&error, cloakroom::Error::Save(e) if e.kind() == cloakroom::store::ErrorKind::TooLarge),
+        "{error:?}"
+    );
+    assert_eq!(store.len().await.unwrap(), 0);
+
+    // A stored session that would grow past the limit stays as it was.
+    let first = get(&app, "/?bytes=100", None).await;
+    let cookie = first.cookie_pair("connect.sid");
+    let reply = get(&app, "/?bytes=2000", Some(&cookie)).await;
+    assert_failure_response(&reply, http::StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(get(&app, "/", Some(&cookie)).await.body, "100");
+    // Just under the limit is fine.
+    let reply = get(&app, "/?bytes=900", Some(&cookie)).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(get(&app, "/", Some(&cookie)).await.body, "900");
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn a_stored_record_over_the_limit_is_the_opaque_error_and_is_left_alone() {
+    use cloakroom::SqliteStore;
+
+    let dir = std::env::temp_dir().join(format!("cloakroom-limit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sessions.db");
+    // One program wrote a big session; another reads the same table with a lower limit.
+    let roomy = SqliteStore::open(&path).await.unwrap();
+    let strict = SqliteStore::builder(&path)
+        .with_max_record_size(1024)
+        .build()
+        .await
+        .unwrap();
+    let writer = sized_app(roomy.clone());
+    let reader = sized_app(strict);
+
+    let first = get(&writer, "/?bytes=5000", None).await;
+    assert_eq!(first.status, 200);
+    let cookie = first.cookie_pair("connect.sid");
+    let reply = get(&reader, "/", Some(&cookie)).await;
+    let error = assert_failure_response(&reply, http::StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        matches!(&error, cloakroom::Error::Load(e) if e.kind() == cloakroom::store::ErrorKind::TooLarge),
+        "{error:?}"
+    );
+    assert_eq!(get(&writer, "/", Some(&cookie)).await.body, "5000");
+    drop(roomy);
+    let _ = std::fs::remove_dir_all(&dir);
+}

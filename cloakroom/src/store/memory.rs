@@ -11,7 +11,10 @@ use foldhash::quality::RandomState;
 use hashlink::LinkedHashMap;
 use hashlink::linked_hash_map::RawEntryMut;
 
-use super::{Error, Loaded, SessionStore, SetOutcome, Version, decode_record};
+use super::{
+    DEFAULT_MAX_RECORD_SIZE, Error, Loaded, SessionStore, SetOutcome, Version, check_record_size,
+    decode_record,
+};
 use crate::id::Id;
 use crate::record::Record;
 use crate::time::Timestamp;
@@ -47,6 +50,7 @@ struct Inner {
     /// colliding keys, and a session id is hashed on every request.
     hasher: RandomState,
     max_entries_per_shard: usize,
+    max_record_size: usize,
     default_ttl_ms: i64,
     sweep_interval: Duration,
     sweeper: Once,
@@ -222,6 +226,7 @@ impl Shard {
 #[must_use]
 pub struct MemoryStoreBuilder {
     max_entries: usize,
+    max_record_size: usize,
     default_ttl: Duration,
     sweep_interval: Duration,
 }
@@ -232,6 +237,15 @@ impl MemoryStoreBuilder {
     /// reached when ids hash unevenly.
     pub fn with_max_entries(mut self, max_entries: usize) -> Self {
         self.max_entries = max_entries.max(1);
+        self
+    }
+
+    /// The largest record kept, in bytes of JSON (default
+    /// [`DEFAULT_MAX_RECORD_SIZE`](super::DEFAULT_MAX_RECORD_SIZE), 1 MiB). A bigger save fails
+    /// with [`ErrorKind::TooLarge`](super::ErrorKind::TooLarge) and the stored session stays as
+    /// it was.
+    pub fn with_max_record_size(mut self, bytes: usize) -> Self {
+        self.max_record_size = bytes;
         self
     }
 
@@ -259,6 +273,7 @@ impl MemoryStoreBuilder {
                     .collect(),
                 hasher,
                 max_entries_per_shard: self.max_entries.div_ceil(SHARDS),
+                max_record_size: self.max_record_size,
                 default_ttl_ms: i64::try_from(self.default_ttl.as_millis()).unwrap_or(i64::MAX),
                 sweep_interval: self.sweep_interval,
                 sweeper: Once::new(),
@@ -283,6 +298,7 @@ impl MemoryStore {
     pub fn builder() -> MemoryStoreBuilder {
         MemoryStoreBuilder {
             max_entries: 100_000,
+            max_record_size: DEFAULT_MAX_RECORD_SIZE,
             default_ttl: Duration::from_secs(86_400),
             sweep_interval: Duration::from_secs(60),
         }
@@ -410,6 +426,7 @@ impl SessionStore for MemoryStore {
         let now = Timestamp::now().as_millis();
         let expires_at = self.expires_at(record, now);
         let stored = Stored::new(id.as_str(), record);
+        check_record_size(stored.json().len(), self.inner.max_record_size)?;
         let place = self.place(id);
         let mut shard = self.lock(place);
         if let Some(expected) = expected {

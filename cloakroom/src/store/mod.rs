@@ -226,6 +226,51 @@ pub fn decode_record(json: &str) -> Result<Record, Error> {
     Record::from_json(json).map_err(|error| Error::new(ErrorKind::Decode, DecodeError::from(error)))
 }
 
+/// The largest record, in bytes of JSON, that the built-in stores write or read unless told
+/// otherwise (`with_max_record_size` on each store's builder): 1 MiB. A session that big is a
+/// bug or an attack (an app copying user input into the session), and every request for it
+/// would move it to and from the store.
+pub const DEFAULT_MAX_RECORD_SIZE: usize = 1024 * 1024;
+
+/// Checks a record's JSON length against a store's limit, for a store: [`ErrorKind::TooLarge`]
+/// when it is over. Call it after encoding a record to write (the write then does not happen)
+/// and before decoding one read (a record written by another program, or before the limit was
+/// lowered); the middleware answers both with its opaque failure response.
+///
+/// # Errors
+/// [`ErrorKind::TooLarge`] when `len` is over `max_size`.
+pub fn check_record_size(len: usize, max_size: usize) -> Result<(), Error> {
+    if len > max_size {
+        return Err(Error::new(
+            ErrorKind::TooLarge,
+            TooLarge {
+                len,
+                limit: max_size,
+            },
+        ));
+    }
+    Ok(())
+}
+
+/// A record over the store's size limit: its size only, never its content.
+#[derive(Debug)]
+struct TooLarge {
+    len: usize,
+    limit: usize,
+}
+
+impl fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "session record is {} bytes, over the store's limit of {}",
+            self.len, self.limit
+        )
+    }
+}
+
+impl StdError for TooLarge {}
+
 /// Why a stored `sess` is not an express-session record, without quoting any of it.
 #[derive(Debug)]
 struct DecodeError {
@@ -276,6 +321,9 @@ pub enum ErrorKind {
     Encode,
     /// A stored record could not be decoded (not JSON, or no `cookie`).
     Decode,
+    /// A record is larger than the store's limit (see [`DEFAULT_MAX_RECORD_SIZE`]): not
+    /// written, or not read.
+    TooLarge,
     /// The store does not implement this optional operation.
     Unsupported,
 }
@@ -336,6 +384,7 @@ impl fmt::Display for Error {
             ErrorKind::Backend => "session store failed",
             ErrorKind::Encode => "failed to encode session record",
             ErrorKind::Decode => "failed to decode session record",
+            ErrorKind::TooLarge => "session record over the store's size limit",
             ErrorKind::Unsupported => "operation not supported by this session store",
         })
     }

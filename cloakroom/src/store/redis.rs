@@ -170,6 +170,7 @@ pub struct RedisStore {
     pattern: Arc<str>,
     ttl_secs: u64,
     scan_count: usize,
+    max_record_size: usize,
     response_timeout: Duration,
     connection_timeout: Duration,
 }
@@ -198,6 +199,7 @@ pub struct RedisStoreBuilder {
     prefix: String,
     ttl_secs: u64,
     scan_count: usize,
+    max_record_size: usize,
     response_timeout: Duration,
     connection_timeout: Duration,
 }
@@ -208,6 +210,7 @@ impl Default for RedisStoreBuilder {
             prefix: DEFAULT_PREFIX.to_owned(),
             ttl_secs: DEFAULT_TTL_SECS,
             scan_count: DEFAULT_SCAN_COUNT,
+            max_record_size: super::DEFAULT_MAX_RECORD_SIZE,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
         }
@@ -256,6 +259,20 @@ impl RedisStoreBuilder {
     /// ```
     pub fn with_scan_count(mut self, count: usize) -> Self {
         self.scan_count = count.max(1);
+        self
+    }
+
+    /// The largest record written or read, in bytes of JSON (default
+    /// [`DEFAULT_MAX_RECORD_SIZE`](super::DEFAULT_MAX_RECORD_SIZE), 1 MiB). A bigger save fails
+    /// with [`ErrorKind::TooLarge`] and writes nothing; a bigger stored value (written by another
+    /// program) fails the load the same way, and is left as it is.
+    ///
+    /// ```
+    /// let builder = cloakroom::store::redis::RedisStore::builder().with_max_record_size(64 * 1024);
+    /// # let _ = builder;
+    /// ```
+    pub fn with_max_record_size(mut self, bytes: usize) -> Self {
+        self.max_record_size = bytes;
         self
     }
 
@@ -357,6 +374,7 @@ impl RedisStoreBuilder {
             pattern: pattern.into(),
             ttl_secs: self.ttl_secs,
             scan_count: self.scan_count,
+            max_record_size: self.max_record_size,
             response_timeout: self.response_timeout,
             connection_timeout: self.connection_timeout,
         }
@@ -611,6 +629,7 @@ impl SessionStore for RedisStore {
             Value::Int(ms) if ms >= 0 => Some(now.add_millis(ms)),
             _ => return Err(unexpected("PTTL")),
         };
+        super::check_record_size(value.len(), self.max_record_size)?;
         let record = decode(&value)?;
         Ok(Some(Loaded {
             record,
@@ -628,6 +647,7 @@ impl SessionStore for RedisStore {
         let key = self.key(id);
         let ttl = self.ttl_secs(record, Timestamp::now());
         let value = record.to_json();
+        super::check_record_size(value.len(), self.max_record_size)?;
         match expected {
             None if ttl > 0 => {
                 self.query(redis::cmd("SET").arg(&key).arg(&value).arg("EX").arg(ttl))

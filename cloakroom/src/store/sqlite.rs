@@ -95,6 +95,7 @@ struct Inner {
     table: String,
     statements: Statements,
     default_ttl: Duration,
+    max_record_size: usize,
     prune_interval: Option<Duration>,
     /// Dropped with the store, which ends the pruning task.
     _pruner: Option<PruneTask>,
@@ -107,6 +108,7 @@ pub struct SqliteStoreBuilder {
     path: PathBuf,
     table: String,
     default_ttl: Duration,
+    max_record_size: usize,
     prune_interval: Option<Duration>,
     busy_timeout: Duration,
 }
@@ -147,6 +149,7 @@ impl SqliteStore {
             path: path.as_ref().to_owned(),
             table: DEFAULT_TABLE.to_owned(),
             default_ttl: sql::DEFAULT_TTL,
+            max_record_size: super::DEFAULT_MAX_RECORD_SIZE,
             prune_interval: Some(sql::DEFAULT_PRUNE_INTERVAL),
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
         }
@@ -222,6 +225,20 @@ impl SqliteStoreBuilder {
         self
     }
 
+    /// The largest record written or read, in bytes of JSON (default
+    /// [`DEFAULT_MAX_RECORD_SIZE`](super::DEFAULT_MAX_RECORD_SIZE), 1 MiB). A bigger save fails
+    /// with [`ErrorKind::TooLarge`] and writes nothing; a bigger stored row fails the load the
+    /// same way, and is left as it is.
+    ///
+    /// ```no_run
+    /// let builder = cloakroom::store::sqlite::SqliteStore::builder("sessions.db")
+    ///     .with_max_record_size(64 * 1024);
+    /// ```
+    pub fn with_max_record_size(mut self, bytes: usize) -> Self {
+        self.max_record_size = bytes;
+        self
+    }
+
     /// Opens the file (creating it and the table when missing) and starts the pruning task on
     /// the current tokio runtime.
     ///
@@ -240,6 +257,7 @@ impl SqliteStoreBuilder {
             statements: Statements::new(&table),
             table: self.table,
             default_ttl: self.default_ttl,
+            max_record_size: self.max_record_size,
             prune_interval: self.prune_interval,
             _pruner: self
                 .prune_interval
@@ -389,6 +407,7 @@ impl SessionStore for SqliteStore {
         let Some((sess, expire)) = row else {
             return Ok(None);
         };
+        super::check_record_size(sess.len(), self.inner.max_record_size)?;
         let record = super::decode_record(&sess)?;
         Ok(Some(Loaded {
             record,
@@ -409,6 +428,7 @@ impl SessionStore for SqliteStore {
         // Already expired: delete instead of writing (the row would be dead on arrival).
         let expired = expire_s < now_s;
         let json = record.to_json();
+        super::check_record_size(json.len(), self.inner.max_record_size)?;
         let statements = &self.inner.statements;
         let query = match expected {
             None if expired => sqlx::query(&statements.delete).bind(id.as_str()),
