@@ -88,6 +88,9 @@ mod cookie;
 mod error;
 #[cfg(feature = "axum")]
 mod extract;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod id;
 pub mod middleware;
 mod record;
