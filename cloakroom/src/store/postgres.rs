@@ -58,6 +58,23 @@
 //!
 //! connect-pg-simple has no compare-and-set, so a Node process can still overwrite a
 //! concurrent write from this store (last write wins there, as it always has).
+//!
+//! # Failures and timeouts
+//! Every call through [`SessionStore`] is bounded by the store's
+//! [timeout](PostgresStoreBuilder::with_timeout) (5 s by default), the wait for a free or new
+//! connection included, and fails with [`ErrorKind::Timeout`] when it runs out. A dropped
+//! connection fails with [`ErrorKind::Unavailable`]; while the server refuses connections, sqlx
+//! keeps trying to open one until the timeout runs out. Both are transient: the middleware
+//! answers 503 and the next request tries again. The pool replaces broken connections by
+//! itself, so requests succeed again once the server is back, without rebuilding the store.
+//!
+//! A query cut short by the timeout leaves its connection mid-conversation; sqlx checks such a
+//! connection with a round trip before returning it to the pool, and closes it if the check
+//! fails, so it is never reused in a broken state. While the server is stalled, that check
+//! waits too and the connection keeps its place in the pool, so later requests wait for a
+//! connection and time out in turn, until the server answers again. A write that times out may
+//! still have been applied. [`PostgresStore::prune_expired`] and the background pruning are not
+//! bounded: no request waits for them, and deleting many rows can take longer.
 
 use std::fmt;
 use std::future::Future;
@@ -81,6 +98,10 @@ const DEFAULT_TABLE: &str = "session";
 /// How long a pool made from a URL waits for a connection before the request fails (sqlx's own
 /// default is 30 s, too long to hold a web request while the database is down).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one store call may take, the wait for a connection included: as long as a pool made
+/// from a URL waits for a connection, so a request never waits on the database for longer.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serializes table creation between processes (the bytes of `cloakroom`), so two starting
 /// at once do not both create it.
@@ -115,6 +136,8 @@ struct Inner {
     default_ttl: Duration,
     time_zone: Option<String>,
     prune_interval: Option<Duration>,
+    timeout: Duration,
+    max_record_size: usize,
     /// Dropped with the store, which ends the pruning task.
     _pruner: Option<PruneTask>,
 }
@@ -135,11 +158,14 @@ pub struct PostgresStoreBuilder {
     default_ttl: Duration,
     prune_interval: Option<Duration>,
     time_zone: Option<String>,
+    timeout: Duration,
+    max_record_size: usize,
 }
 
 impl PostgresStore {
     /// A store on the database at `url` with the default options: table `session` in the
-    /// search path (which must exist), one-day default lifetime, pruning every 15 minutes.
+    /// search path (which must exist), one-day default lifetime, pruning every 15 minutes, a
+    /// 5-second timeout on each call.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), cloakroom::store::Error> {
@@ -203,6 +229,8 @@ impl PostgresStoreBuilder {
             default_ttl: sql::DEFAULT_TTL,
             prune_interval: Some(sql::DEFAULT_PRUNE_INTERVAL),
             time_zone: None,
+            timeout: DEFAULT_TIMEOUT,
+            max_record_size: super::DEFAULT_MAX_RECORD_SIZE,
         }
     }
 
@@ -319,6 +347,41 @@ impl PostgresStoreBuilder {
         Ok(self)
     }
 
+    /// How long one call through [`SessionStore`] may take, the wait for a free or new
+    /// connection included, before it fails with [`ErrorKind::Timeout`] (default 5 s). Keeps
+    /// requests from hanging on a database that is down or stalled: the middleware answers 503
+    /// within this time. It also caps the pool's own wait for a connection (sqlx's default is
+    /// 30 s for a pool given to [`PostgresStore::builder`]). A write that times out may still
+    /// have been applied.
+    ///
+    /// ```no_run
+    /// # fn run(pool: sqlx::PgPool) {
+    /// use std::time::Duration;
+    /// let builder = cloakroom::store::postgres::PostgresStore::builder(pool)
+    ///     .with_timeout(Duration::from_millis(500));
+    /// # }
+    /// ```
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The largest record written or read, in bytes of JSON (default
+    /// [`DEFAULT_MAX_RECORD_SIZE`](super::DEFAULT_MAX_RECORD_SIZE), 1 MiB). A bigger save fails
+    /// with [`ErrorKind::TooLarge`] and writes nothing; a bigger stored row (written by
+    /// connect-pg-simple, say) fails the load the same way, and is left as it is.
+    ///
+    /// ```no_run
+    /// # fn run(pool: sqlx::PgPool) {
+    /// let builder = cloakroom::store::postgres::PostgresStore::builder(pool)
+    ///     .with_max_record_size(64 * 1024);
+    /// # }
+    /// ```
+    pub fn with_max_record_size(mut self, bytes: usize) -> Self {
+        self.max_record_size = bytes;
+        self
+    }
+
     /// Opens the pool (for a URL), checks the time zone, creates the table if asked to, and
     /// starts the pruning task on the current tokio runtime.
     ///
@@ -362,6 +425,8 @@ impl PostgresStoreBuilder {
             default_ttl: self.default_ttl,
             time_zone: self.time_zone,
             prune_interval: self.prune_interval,
+            timeout: self.timeout,
+            max_record_size: self.max_record_size,
             _pruner: self
                 .prune_interval
                 .map(|interval| sql::spawn_pruner(weak.clone(), interval)),
@@ -515,6 +580,18 @@ fn database_kind(error: &dyn DatabaseError) -> ErrorKind {
 }
 
 impl Inner {
+    /// Runs one store call, bounded by the store's timeout. When the timeout runs out, the
+    /// call's future is dropped, and with it any connection it holds (see the module docs).
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result.map_err(pg_error),
+            Err(elapsed) => Err(Error::new(ErrorKind::Timeout, elapsed)),
+        }
+    }
+
     async fn prune_expired(&self) -> Result<u64, Error> {
         let now = sql::now_seconds(Timestamp::now());
         let done = sqlx::query(&self.statements.prune)
@@ -538,15 +615,17 @@ impl Prune for Inner {
 impl SessionStore for PostgresStore {
     async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error> {
         let now = sql::now_seconds(Timestamp::now());
-        let row: Option<(String, i64)> = sqlx::query_as(&self.inner.statements.get)
+        let query = sqlx::query_as(&self.inner.statements.get)
             .bind(id.as_str())
-            .bind(seconds(now))
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(pg_error)?;
+            .bind(seconds(now));
+        let row: Option<(String, i64)> = self
+            .inner
+            .bounded(query.fetch_optional(&self.inner.pool))
+            .await?;
         let Some((sess, expires_ms)) = row else {
             return Ok(None);
         };
+        super::check_record_size(sess.len(), self.inner.max_record_size)?;
         let record = super::decode_record(&sess)?;
         Ok(Some(Loaded {
             record,
@@ -567,6 +646,7 @@ impl SessionStore for PostgresStore {
         // Already expired: delete instead of writing (the row would be dead on arrival).
         let expired = expire_s < now_s;
         let json = record.to_json();
+        super::check_record_size(json.len(), self.inner.max_record_size)?;
         let statements = &self.inner.statements;
         let pool = &self.inner.pool;
         let query = match expected {
@@ -594,7 +674,7 @@ impl SessionStore for PostgresStore {
                 }
             }
         };
-        let done = query.execute(pool).await.map_err(pg_error)?;
+        let done = self.inner.bounded(query.execute(pool)).await?;
         if expected.is_some() && done.rows_affected() == 0 {
             return Ok(SetOutcome::Conflict);
         }
@@ -602,24 +682,19 @@ impl SessionStore for PostgresStore {
     }
 
     async fn destroy(&self, id: &Id) -> Result<(), Error> {
-        sqlx::query(&self.inner.statements.delete)
-            .bind(id.as_str())
-            .execute(&self.inner.pool)
-            .await
-            .map_err(pg_error)?;
+        let query = sqlx::query(&self.inner.statements.delete).bind(id.as_str());
+        self.inner.bounded(query.execute(&self.inner.pool)).await?;
         Ok(())
     }
 
     async fn touch(&self, id: &Id, record: &Record) -> Result<(), Error> {
         let now = Timestamp::now();
         let expire_s = sql::expire_seconds(record, now, self.inner.default_ttl);
-        sqlx::query(&self.inner.statements.touch)
+        let query = sqlx::query(&self.inner.statements.touch)
             .bind(seconds(expire_s))
             .bind(id.as_str())
-            .bind(seconds(sql::now_seconds(now)))
-            .execute(&self.inner.pool)
-            .await
-            .map_err(pg_error)?;
+            .bind(seconds(sql::now_seconds(now)));
+        self.inner.bounded(query.execute(&self.inner.pool)).await?;
         Ok(())
     }
 
@@ -629,11 +704,11 @@ impl SessionStore for PostgresStore {
 
     async fn all(&self) -> Result<Vec<(Id, Record)>, Error> {
         let now = sql::now_seconds(Timestamp::now());
-        let rows: Vec<(String, String)> = sqlx::query_as(&self.inner.statements.all)
-            .bind(seconds(now))
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(pg_error)?;
+        let query = sqlx::query_as(&self.inner.statements.all).bind(seconds(now));
+        let rows: Vec<(String, String)> = self
+            .inner
+            .bounded(query.fetch_all(&self.inner.pool))
+            .await?;
         rows.into_iter()
             .map(|(sid, sess)| Ok((Id::from_string(sid), super::decode_record(&sess)?)))
             .collect()
@@ -641,20 +716,18 @@ impl SessionStore for PostgresStore {
 
     async fn len(&self) -> Result<usize, Error> {
         let now = sql::now_seconds(Timestamp::now());
-        let (count,): (i64,) = sqlx::query_as(&self.inner.statements.len)
-            .bind(seconds(now))
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(pg_error)?;
+        let query = sqlx::query_as(&self.inner.statements.len).bind(seconds(now));
+        let (count,): (i64,) = self
+            .inner
+            .bounded(query.fetch_one(&self.inner.pool))
+            .await?;
         // `count(*)` is never negative; saturate where usize is narrower.
         Ok(usize::try_from(count).unwrap_or(usize::MAX))
     }
 
     async fn clear(&self) -> Result<(), Error> {
-        sqlx::query(&self.inner.statements.clear)
-            .execute(&self.inner.pool)
-            .await
-            .map_err(pg_error)?;
+        let query = sqlx::query(&self.inner.statements.clear);
+        self.inner.bounded(query.execute(&self.inner.pool)).await?;
         Ok(())
     }
 }
@@ -667,6 +740,7 @@ impl fmt::Debug for PostgresStore {
             .field("default_ttl", &self.inner.default_ttl)
             .field("prune_interval", &self.inner.prune_interval)
             .field("time_zone", &self.inner.time_zone)
+            .field("timeout", &self.inner.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -681,6 +755,7 @@ impl fmt::Debug for PostgresStoreBuilder {
             .field("default_ttl", &self.default_ttl)
             .field("prune_interval", &self.prune_interval)
             .field("time_zone", &self.time_zone)
+            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
