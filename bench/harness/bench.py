@@ -763,10 +763,52 @@ def chart_svg(rows):
     return "\n".join(out) + "\n"
 
 
-def closing_notes(rows):
-    """Where cloakroom is slower than tower-sessions on the same store and route, by how much."""
+# The performance goals of the benchmark issue: (target, route, minimum ratio to bare axum).
+BARE_GOALS = [("cloakroom-memory", "read", 0.90), ("cloakroom-memory", "counter", 0.80),
+              ("cloakroom-memory", "login", 0.75)]
+# (target, route, minimum ratio to tower-sessions with the same store).
+PEER_GOALS = [("cloakroom-redis", "read", 1.3), ("cloakroom-redis", "counter", 1.3)]
+MEMORY_GOAL_BYTES = 250
+MICRO_GOAL_US = 1.0
+
+
+def goal_line(what, value, goal, unit, at_least=True):
+    met = value >= goal if at_least else value <= goal
+    if met:
+        verdict = "met"
+    else:
+        gap = (goal - value) / goal if at_least else (value - goal) / goal
+        verdict = f"missed by {100 * gap:.0f}%"
+    sign = ">=" if at_least else "<="
+    return f"- {what}: {value:{unit}} (goal {sign} {goal:{unit}}): {verdict}"
+
+
+def closing_notes(rows, memory=None, micro=None):
+    """Each goal of the benchmark issue that this run measured, and whether it was met."""
     notes = []
     by = {(r["target"], r["route"]): r for r in rows}
+    for target, route, goal in BARE_GOALS:
+        r, bare = by.get((target, route)), by.get(("bare", route))
+        if r and bare and bare["rps"]:
+            notes.append(goal_line(f"{target} /{route} vs bare axum", r["rps"] / bare["rps"],
+                                   goal, ".2f"))
+    for target, route, goal in PEER_GOALS:
+        r = by.get((target, route))
+        peer = r and by.get((f"tower-sessions-{r['store']}", route))
+        if r and peer and peer["rps"]:
+            notes.append(goal_line(f"{target} /{route} vs {peer['target']}",
+                                   r["rps"] / peer["rps"], goal, ".2f"))
+    for m in memory or []:
+        if m["target"] == "cloakroom-memory" and m.get("rss_bytes_per_session"):
+            notes.append(goal_line(f"cloakroom-memory RSS per live session at {m['sessions']:,}",
+                                   m["rss_bytes_per_session"], MEMORY_GOAL_BYTES, ".0f", False))
+    bare_ns = (micro or {}).get("layer/bare", {}).get("median_ns")
+    for name in ("no_store/read", "no_store/counter", "no_store/login"):
+        m = (micro or {}).get(name)
+        if m and bare_ns:
+            notes.append(goal_line(f"{name}: per-request work over layer/bare, µs",
+                                   (m["median_ns"] - bare_ns) / 1000, MICRO_GOAL_US, ".2f",
+                                   False))
     for r in rows:
         if not r["target"].startswith("cloakroom-"):
             continue
@@ -774,9 +816,8 @@ def closing_notes(rows):
         if not peer or not peer["rps"]:
             continue
         ratio = r["rps"] / peer["rps"]
-        verdict = "met" if ratio >= 1 else f"missed by {100 * (1 - ratio):.1f}%"
-        notes.append(f"- {r['target']} /{r['route']}: {r['rps']:,.0f} req/s vs "
-                     f"{peer['target']} {peer['rps']:,.0f} ({ratio:.2f}x): {verdict}")
+        notes.append(f"- {r['target']} /{r['route']} vs {peer['target']}: {r['rps']:,.0f} vs "
+                     f"{peer['rps']:,.0f} req/s ({ratio:.2f}x)")
     return notes
 
 
@@ -848,23 +889,26 @@ def write_report(results, md_path, svg_path):
         lines.append("(not measured in this run)")
     lines += ["", "## Per-request work without store I/O", "",
               "`cargo bench -p cloakroom --bench hot_path` (criterion, on CPU 0): one request "
-              "through a tiny axum Router with `oneshot`, no sockets, a `MemoryStore`; "
-              "`layer/bare` is the same request without the session layer. What each line "
+              "through a tiny axum Router with `oneshot`, no sockets, a `MemoryStore` "
+              "(`no_store/*`: a store that does nothing, leaving the layer's own work: parse, "
+              "verify, decide, sign, encode); `layer/bare` is the same request without the "
+              "session layer. What each line "
               "includes is documented at the top of `cloakroom/benches/hot_path.rs`.", ""]
     micro = results.get("micro") or {}
     lines += micro_lines(micro, True) if micro else ["(not run: `--quick` or `--no-micro`)"]
-    lines += ["", "## Closing note", "",
-              "The yardstick here: cloakroom at least as fast as tower-sessions on the same store "
-              "and route. Where it is slower, by how much:", ""]
-    notes = closing_notes(rows)
-    lines += notes or ["(no cloakroom/tower-sessions pairs in this run)"]
+    lines += ["", "## Goals", "",
+              "The benchmark issue's goals that this run measured (medians of this one run), "
+              "then cloakroom against tower-sessions on each store and route:", ""]
+    notes = closing_notes(rows, results.get("memory"), micro)
+    lines += notes or ["(no goal measured in this run)"]
     with open(md_path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
 
 MICRO_ORDER = ["layer/bare", "layer/untouched", "layer/read_no_cookie", "layer/read_bad_signature",
-               "layer/read", "layer/counter", "layer/login", "pieces/id_generate",
-               "pieces/record_to_json", "pieces/record_from_json"]
+               "layer/read", "layer/counter", "layer/login", "no_store/read", "no_store/counter",
+               "no_store/login", "pieces/id_generate", "pieces/record_to_json",
+               "pieces/record_from_json"]
 
 
 def read_micro(criterion_dir):
@@ -889,7 +933,8 @@ def micro_lines(micro, markdown):
     for name in MICRO_ORDER:
         if name in micro:
             m = micro[name]["median_ns"]
-            over = f"{(m - bare) / 1000:.2f}" if bare and name.startswith("layer/") else ""
+            over = (f"{(m - bare) / 1000:.2f}"
+                    if bare and name.startswith(("layer/", "no_store/")) else "")
             body.append([name, f"{m / 1000:.3f}", over])
     if markdown:
         return (["| " + " | ".join(head) + " |", "|---|---|---|"]
@@ -996,9 +1041,9 @@ def cmd_run(args):
     if results["micro"]:
         print("\nPer-request work without store I/O (criterion):")
         print("\n".join(micro_lines(results["micro"], False)))
-    notes = closing_notes(rows)
+    notes = closing_notes(rows, memory, results["micro"])
     if notes:
-        print("\ncloakroom vs tower-sessions:")
+        print("\nGoals, and cloakroom vs tower-sessions:")
         print("\n".join(notes))
     print(f"\nresults: {out}; report: bench/RESULTS.md, bench/chart.svg")
 
