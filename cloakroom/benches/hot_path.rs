@@ -53,38 +53,25 @@ fn layer(c: &mut Criterion) {
     group.bench_function("bare", |b| {
         b.iter(|| rt.block_on(send(&bare, "/untouched", Some(&cookie))))
     });
-    group.bench_function("untouched", |b| {
-        b.iter(|| rt.block_on(send(&app, "/untouched", Some(&cookie))))
-    });
-    group.bench_function("read_no_cookie", |b| {
-        b.iter(|| rt.block_on(send(&app, "/read", None)))
-    });
-    group.bench_function("read_bad_signature", |b| {
-        b.iter(|| rt.block_on(send(&app, "/read", Some(&bad))))
-    });
-    group.bench_function("read", |b| {
-        b.iter(|| rt.block_on(send(&app, "/read", Some(&cookie))))
-    });
-    group.bench_function("counter", |b| {
-        b.iter(|| rt.block_on(send(&app, "/counter", Some(&cookie))))
-    });
-    group.bench_function("login", |b| {
-        b.iter(|| rt.block_on(send(&app, "/login", None)))
-    });
+    let cases: [(&str, &str, Option<&str>); 6] = [
+        ("untouched", "/untouched", Some(&cookie)),
+        ("read_no_cookie", "/read", None),
+        ("read_bad_signature", "/read", Some(&bad)),
+        ("read", "/read", Some(&cookie)),
+        ("counter", "/counter", Some(&cookie)),
+        ("login", "/login", None),
+    ];
+    for (name, path, cookie) in cases {
+        group.bench_function(name, |b| b.iter(|| rt.block_on(send(&app, path, cookie))));
+    }
     group.finish();
 
     // The same requests over a store that does nothing: the layer's own work.
     let app = app::with_store(NullStore::new());
     let mut group = c.benchmark_group("no_store");
-    group.bench_function("read", |b| {
-        b.iter(|| rt.block_on(send(&app, "/read", Some(&cookie))))
-    });
-    group.bench_function("counter", |b| {
-        b.iter(|| rt.block_on(send(&app, "/counter", Some(&cookie))))
-    });
-    group.bench_function("login", |b| {
-        b.iter(|| rt.block_on(send(&app, "/login", None)))
-    });
+    for (name, path, cookie) in &cases[3..] {
+        group.bench_function(*name, |b| b.iter(|| rt.block_on(send(&app, path, *cookie))));
+    }
     group.finish();
 }
 
