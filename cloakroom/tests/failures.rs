@@ -50,6 +50,11 @@ async fn with_captured_logs<F: Future<Output = ()>>(test: impl FnOnce() -> F) ->
         .with_writer(logs.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // tracing caches per call site whether anyone listens. Tests run on parallel threads, and a
+    // site first hit on a thread with no subscriber can be cached as "nobody" just as this one
+    // arrives; recompute now that it is here. (The tests below that log without checking the
+    // logs also capture them, so no thread here ever runs without a subscriber.)
+    tracing::callsite::rebuild_interest_cache();
     test().await;
     logs.text()
 }
@@ -206,7 +211,12 @@ async fn the_failure_response_hook_replaces_the_default() {
         .layer(layer);
     store.fail.transient.store(true, Ordering::SeqCst);
     store.fail.set.store(true, Ordering::SeqCst);
-    let reply = get(&app, "/", None).await;
+    let mut reply = None;
+    with_captured_logs(|| async {
+        reply = Some(get(&app, "/", None).await);
+    })
+    .await;
+    let reply = reply.unwrap();
     assert_eq!(reply.status, 503);
     assert_eq!(reply.body, "sessions are resting");
     assert_eq!(reply.headers["retry-after"], "5");
@@ -231,7 +241,12 @@ async fn a_handler_that_swallows_a_load_error_still_gets_the_failure_response() 
         .layer(layer);
     let cookie = get(&app, "/", None).await.cookie_pair("connect.sid");
     store.fail.get.store(true, Ordering::SeqCst);
-    let reply = get(&app, "/", Some(&cookie)).await;
+    let mut reply = None;
+    with_captured_logs(|| async {
+        reply = Some(get(&app, "/", Some(&cookie)).await);
+    })
+    .await;
+    let reply = reply.unwrap();
     assert_eq!(reply.status, 500);
     assert_eq!(reply.body, "Internal Server Error");
     assert_eq!(store.counts.set(), 1, "only the first request saved");
