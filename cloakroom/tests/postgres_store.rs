@@ -90,6 +90,8 @@ async fn the_pruning_task_survives_failures_and_stops_with_the_store() {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Call sites first hit on another test's thread may have cached "nobody listens".
+    tracing::callsite::rebuild_interest_cache();
 
     let schema = unique_name("cloakroom_prune_");
     let store = store_in(&schema, Some(Duration::from_millis(50))).await;
