@@ -6,11 +6,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloakroom::store::{ErrorKind, SessionStore, SetOutcome};
+use cloakroom::store::{Condition, ErrorKind, SessionStore, SetOutcome};
 use cloakroom::{Id, Timestamp};
 use serde_json::{Value, json};
 
-use crate::{express_shaped_record, record, write};
+use crate::{express_shaped_record, put, record, write};
 
 type Store = Arc<dyn SessionStore>;
 
@@ -51,18 +51,38 @@ pub async fn set_get_destroy(store: Store) {
     store.destroy(&other).await.unwrap();
 }
 
-/// A set without an expected version replaces whatever is stored, and every write makes a new
-/// version.
-pub async fn set_is_an_upsert(store: Store) {
+/// A write for a new session ([`Condition::absent`]) never replaces a live record under the
+/// same id, and every write makes a new version.
+pub async fn create_never_overwrites(store: Store) {
     let id = Id::generate();
     let hour = Some(Duration::from_secs(3600));
     let first = write(&*store, &id, &record(json!({"n": 1}), hour), None).await;
-    let second = write(&*store, &id, &record(json!({"m": 2}), hour), None).await;
+    let again = store
+        .set(&id, &record(json!({"m": 2}), hour), Condition::absent())
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        SetOutcome::Conflict,
+        "a new session must not replace a live one"
+    );
+    let loaded = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(loaded.record.data()["n"], json!(1), "the first record stays");
+    assert_eq!(loaded.version, first);
+    let second = write(&*store, &id, &record(json!({"m": 2}), hour), Some(&first)).await;
     assert_ne!(first, second, "each write makes a new version");
     let loaded = store.get(&id).await.unwrap().unwrap();
     assert_eq!(loaded.record.data().get("n"), None, "replaced, not merged");
-    assert_eq!(loaded.record.data()["m"], json!(2));
     assert_eq!(loaded.version, second);
+
+    // An expired record does not hold its id.
+    let brief = Id::generate();
+    let life = Duration::from_millis(200);
+    write(&*store, &brief, &record(json!({"old": true}), Some(life)), None).await;
+    tokio::time::sleep(life + SECOND_ROUNDING).await;
+    write(&*store, &brief, &record(json!({"new": true}), hour), None).await;
+    let loaded = store.get(&brief).await.unwrap().unwrap();
+    assert_eq!(loaded.record.data().get("old"), None);
 }
 
 /// A record comes back as express's JSON, byte for byte: cookie fields in express's order, data
@@ -74,7 +94,7 @@ pub async fn records_keep_express_json_exactly(store: Store) {
     let loaded = store.get(&id).await.unwrap().unwrap();
     assert_eq!(loaded.record.to_json(), record.to_json());
     let browser_session = crate::record(json!({"a": 1}), None);
-    write(&*store, &id, &browser_session, None).await;
+    put(&*store, &id, &browser_session).await;
     let loaded = store.get(&id).await.unwrap().unwrap();
     assert_eq!(loaded.record.to_json(), browser_session.to_json());
 }
@@ -87,7 +107,10 @@ pub async fn expired_records_are_never_returned(store: Store) {
     expired
         .cookie_mut()
         .set_expires(Some(Timestamp::now().add_millis(-5000)));
-    store.set(&past, &expired, None).await.unwrap();
+    store
+        .set(&past, &expired, Condition::absent())
+        .await
+        .unwrap();
     assert!(
         store.get(&past).await.unwrap().is_none(),
         "written already expired"
@@ -205,7 +228,7 @@ pub async fn compare_and_set(store: Store) {
     let first = write(&*store, &id, &record(json!({"n": 1}), hour), None).await;
     let second = write(&*store, &id, &record(json!({"n": 2}), hour), Some(&first)).await;
     let stale = store
-        .set(&id, &record(json!({"n": 99}), hour), Some(&first))
+        .set(&id, &record(json!({"n": 99}), hour), Condition::version(&first))
         .await
         .unwrap();
     assert_eq!(stale, SetOutcome::Conflict, "a stale version must conflict");
@@ -216,7 +239,7 @@ pub async fn compare_and_set(store: Store) {
 
     store.destroy(&id).await.unwrap();
     let after_destroy = store
-        .set(&id, &record(json!({"n": 3}), hour), Some(&second))
+        .set(&id, &record(json!({"n": 3}), hour), Condition::version(&second))
         .await
         .unwrap();
     assert_eq!(
@@ -228,7 +251,7 @@ pub async fn compare_and_set(store: Store) {
         store.get(&id).await.unwrap().is_none(),
         "a compare-and-set must never bring a destroyed session back"
     );
-    // Without an expected version the id is free to use again.
+    // As a new session, the id is free to use again.
     write(&*store, &id, &record(json!({"n": 4}), hour), None).await;
 }
 
@@ -337,7 +360,7 @@ pub async fn sixty_four_tasks_at_once(store: Store) {
         async move {
             for round in 0..ROUNDS {
                 let mine = record(json!({"task": n, "round": round}), minute);
-                write(&*store, &own, &mine, None).await;
+                put(&*store, &own, &mine).await;
                 let read = store.get(&own).await.unwrap().unwrap();
                 assert_eq!(read.record.data()["round"], json!(round));
                 loop {
@@ -345,7 +368,7 @@ pub async fn sixty_four_tasks_at_once(store: Store) {
                     let count = loaded.record.data()["count"].as_u64().unwrap();
                     let next = record(json!({"count": count + 1}), minute);
                     match store
-                        .set(&shared, &next, Some(&loaded.version))
+                        .set(&shared, &next, Condition::version(&loaded.version))
                         .await
                         .unwrap()
                     {

@@ -30,11 +30,13 @@
 
 use std::time::Duration;
 
-use cloakroom::store::{SessionStore, SetOutcome, Version};
+use cloakroom::store::{Condition, SessionStore, SetOutcome, Version};
 use cloakroom::{Id, Record, SessionCookie};
 use serde_json::{Map, Value, json};
 
+pub mod app;
 pub mod cases;
+pub mod concurrency;
 
 /// A server URL from the environment. A missing variable fails the test, saying how to get the
 /// server: a test never skips quietly.
@@ -90,7 +92,8 @@ pub fn express_shaped_record() -> Record {
     Record::new(cookie, data)
 }
 
-/// Writes `record`, expecting the write to happen; returns the new version.
+/// Writes `record` as a new session (`expected: None`) or over `expected`, expecting the write
+/// to happen; returns the new version.
 ///
 /// # Panics
 /// On a store error or a conflict.
@@ -100,11 +103,28 @@ pub async fn write(
     record: &Record,
     expected: Option<&Version>,
 ) -> Version {
-    match store.set(id, record, expected).await {
+    let condition = match expected {
+        Some(version) => Condition::version(version),
+        None => Condition::absent(),
+    };
+    match store.set(id, record, condition).await {
         Ok(SetOutcome::Written(version)) => version,
         Ok(other) => panic!("expected the write to happen, got {other:?}"),
         Err(error) => panic!("set failed: {error} ({error:?})"),
     }
+}
+
+/// Writes `record` whatever is stored under `id`: over the version stored now, or as a new
+/// session. For tests that rewrite a record and do not race.
+///
+/// # Panics
+/// On a store error or a conflict.
+pub async fn put(store: &dyn SessionStore, id: &Id, record: &Record) -> Version {
+    let stored = match store.get(id).await {
+        Ok(stored) => stored.map(|loaded| loaded.version),
+        Err(error) => panic!("get failed: {error} ({error:?})"),
+    };
+    write(store, id, record, stored.as_ref()).await
 }
 
 /// Expands to one `#[tokio::test]` per conformance case. `$fresh` is an async function (no
@@ -134,7 +154,7 @@ macro_rules! conformance_suite {
     };
     (@cases $fresh:path) => {
         $crate::conformance_suite!(@case $fresh, set_get_destroy);
-        $crate::conformance_suite!(@case $fresh, set_is_an_upsert);
+        $crate::conformance_suite!(@case $fresh, create_never_overwrites);
         $crate::conformance_suite!(@case $fresh, records_keep_express_json_exactly);
         $crate::conformance_suite!(@case $fresh, expired_records_are_never_returned);
         $crate::conformance_suite!(@case $fresh, touch_moves_expiry_only);
@@ -153,6 +173,65 @@ macro_rules! conformance_suite {
             let store: ::std::sync::Arc<dyn ::cloakroom::SessionStore> =
                 ::std::sync::Arc::new($fresh().await);
             $crate::cases::$case(store).await;
+        }
+    };
+}
+
+/// Expands to one `#[tokio::test]` per concurrency case ([`concurrency`]): many requests on one
+/// session at once, through a real session layer. `$pair` is an async function (no arguments)
+/// returning two handles on one new backend that shares nothing with any other test (two
+/// connections to one Redis prefix, one database table, one SQLite file; for an in-process
+/// store, two clones), so each handle stands for a separate process.
+#[macro_export]
+macro_rules! concurrency_suite {
+    ($pair:path) => {
+        $crate::concurrency_suite!(@two $pair, concurrent_updates_all_count);
+        $crate::concurrency_suite!(@two $pair, disjoint_keys_all_merge);
+        $crate::concurrency_suite!(@one $pair, stale_plain_write_is_refused);
+        $crate::concurrency_suite!(@one $pair, repeated_ids_never_merge);
+    };
+    (@two $pair:path, $case:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let (first, second) = $pair().await;
+            $crate::concurrency::$case(::std::sync::Arc::new(first), ::std::sync::Arc::new(second))
+                .await;
+        }
+    };
+    (@one $pair:path, $case:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let (first, _second) = $pair().await;
+            $crate::concurrency::$case(::std::sync::Arc::new(first)).await;
+        }
+    };
+}
+
+/// Expands to one `#[tokio::test]` per session-lock case, for a store that implements
+/// [`LockStore`](cloakroom::store::LockStore): the store's lock contract, and the layer with
+/// [`with_session_lock`](cloakroom::SessionLayerBuilder::with_session_lock). `$pair` is as for
+/// [`concurrency_suite!`].
+#[macro_export]
+macro_rules! locking_suite {
+    ($pair:path) => {
+        $crate::locking_suite!(@one $pair, locks_are_exclusive_and_leased);
+        $crate::locking_suite!(@one $pair, writes_under_a_lost_lease_are_refused);
+        $crate::locking_suite!(@one $pair, abandoned_locks_are_freed);
+        $crate::locking_suite!(@two $pair, locked_plain_increments_all_count);
+    };
+    (@two $pair:path, $case:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let (first, second) = $pair().await;
+            $crate::concurrency::$case(::std::sync::Arc::new(first), ::std::sync::Arc::new(second))
+                .await;
+        }
+    };
+    (@one $pair:path, $case:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let (first, _second) = $pair().await;
+            $crate::concurrency::$case(::std::sync::Arc::new(first)).await;
         }
     };
 }

@@ -9,7 +9,9 @@ use crate::store;
 /// Why a session operation failed.
 ///
 /// Store failures ([`Load`](Error::Load), [`Save`](Error::Save), [`Destroy`](Error::Destroy),
-/// [`Contended`](Error::Contended)) also make the middleware answer the request with its fixed
+/// [`Contended`](Error::Contended), [`Lock`](Error::Lock), [`LockTimeout`](Error::LockTimeout))
+/// and refused saves ([`Conflict`](Error::Conflict), [`LeaseLost`](Error::LeaseLost),
+/// [`IdInUse`](Error::IdInUse)) also make the middleware answer the request with its fixed
 /// failure response, whatever the handler returns, so a handler may simply pass them on with `?`.
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -30,6 +32,33 @@ pub enum Error {
     /// Other requests kept changing the session while this one tried to save it.
     #[error("failed to save session: too many concurrent writes")]
     Contended,
+    /// Another request changed `key` after this one read it, and this request wrote the key
+    /// with a plain `insert` or `remove` (or an update closure refused the newer value). The
+    /// save is refused rather than overwriting the other change; answered with 409 Conflict.
+    /// Use [`Session::update`](crate::Session::update) for read-modify-write, or the session
+    /// lock, to never see this.
+    #[error("failed to save session: `{key}` was changed by another request")]
+    Conflict {
+        /// The session key written from a value that is no longer current.
+        key: String,
+    },
+    /// A new session's id is already taken in the store (a custom
+    /// [`with_genid`](crate::SessionLayerBuilder::with_genid) repeated an id). Nothing was
+    /// written: the other session is never overwritten.
+    #[error("failed to save session: its new id is already in use")]
+    IdInUse,
+    /// The session's lock stayed busy for the whole wait
+    /// ([`SessionLock::with_wait`](crate::SessionLock::with_wait)). Answered with 503.
+    #[error("timed out waiting for the session's lock")]
+    LockTimeout,
+    /// This request held the session's lock longer than its lease
+    /// ([`SessionLock::with_lease`](crate::SessionLock::with_lease)), so its changes were not
+    /// saved: another request may have taken the session meanwhile. Answered with 409.
+    #[error("failed to save session: the session's lock lease ran out")]
+    LeaseLost,
+    /// The store failed while taking or releasing the session's lock.
+    #[error("failed to lock or unlock session")]
+    Lock(#[source] store::Error),
     /// [`reload`](crate::Session::reload) found no session in the store. express: `failed to
     /// load session`.
     #[error("failed to load session: not in the store")]
@@ -53,20 +82,24 @@ impl Error {
     /// Whether trying again later may succeed (the store is down, slow, or contended).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Load(e) | Error::Save(e) | Error::Destroy(e) | Error::Touch(e) => {
-                e.is_transient()
-            }
-            Error::Contended => true,
+            Error::Load(e)
+            | Error::Save(e)
+            | Error::Destroy(e)
+            | Error::Touch(e)
+            | Error::Lock(e) => e.is_transient(),
+            Error::Contended | Error::LockTimeout => true,
             _ => false,
         }
     }
 
-    /// The status of the fixed failure response: 503 when transient, else 500.
+    /// The status of the fixed failure response: 409 when the request's changes conflict with
+    /// another request's ([`Conflict`](Error::Conflict), [`LeaseLost`](Error::LeaseLost)), 503
+    /// when transient, else 500.
     pub fn status(&self) -> StatusCode {
-        if self.is_transient() {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            StatusCode::INTERNAL_SERVER_ERROR
+        match self {
+            Error::Conflict { .. } | Error::LeaseLost => StatusCode::CONFLICT,
+            _ if self.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

@@ -314,13 +314,23 @@ async fn should_handle_reserved_properties_in_storage() {
         (StatusCode::OK, "session saved (-)")
     );
     let id = first.session_cookie("connect.sid").unwrap().session_id();
-    let mut record = store.record(&id).await.unwrap();
+    let loaded = store
+        .inner
+        .get(&cloakroom::Id::from_string(id.as_str()))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut record = loaded.record;
     record
         .data_mut()
         .insert("save".into(), serde_json::json!("nope"));
     store
         .inner
-        .set(&cloakroom::Id::from_string(id.as_str()), &record, None)
+        .set(
+            &cloakroom::Id::from_string(id.as_str()),
+            &record,
+            cloakroom::store::Condition::version(&loaded.version),
+        )
         .await
         .unwrap();
 

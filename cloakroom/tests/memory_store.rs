@@ -1,4 +1,5 @@
-//! MemoryStore passes the store conformance suite.
+//! MemoryStore passes the store conformance suite, and the concurrency and session-lock cases
+//! (two layers sharing one store stand for two processes).
 
 use cloakroom::MemoryStore;
 
@@ -11,3 +12,11 @@ async fn prune(store: &MemoryStore) -> usize {
 }
 
 cloakroom_testkit::conformance_suite!(fresh, prune = prune);
+
+async fn pair() -> (MemoryStore, MemoryStore) {
+    let store = fresh().await;
+    (store.clone(), store)
+}
+
+cloakroom_testkit::concurrency_suite!(pair);
+cloakroom_testkit::locking_suite!(pair);

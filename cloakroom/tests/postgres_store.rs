@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cloakroom::store::postgres::{InvalidName, PostgresStore};
-use cloakroom::store::{ErrorKind, SessionStore};
+use cloakroom::store::{Condition, ErrorKind, SessionStore};
 use cloakroom::{Id, Timestamp};
 use cloakroom_testkit::{record, server_url, unique_name, write};
 use serde_json::json;
@@ -40,7 +40,17 @@ async fn prune(store: &PostgresStore) -> usize {
     usize::try_from(store.prune_expired().await.unwrap()).unwrap()
 }
 
+/// Two stores with their own pools on one table, as two processes would have.
+async fn pair() -> (PostgresStore, PostgresStore) {
+    let schema = unique_name("cloakroom_");
+    let first = store_in(&schema, None).await;
+    let second = store_in(&schema, None).await;
+    (first, second)
+}
+
 cloakroom_testkit::conformance_suite!(fresh, prune = prune);
+cloakroom_testkit::concurrency_suite!(pair);
+cloakroom_testkit::locking_suite!(pair);
 
 async fn execute(store: &PostgresStore, sql: &str) {
     sqlx::query(sql).execute(store.pool()).await.unwrap();
@@ -294,7 +304,13 @@ async fn a_row_that_is_not_a_session_is_a_decode_error_and_is_kept() {
         1,
         "the row is left for a person to look at, not deleted"
     );
-    // It can still be replaced or destroyed.
+    // It is never overwritten by a new session, but it can be destroyed, and its id reused.
+    let fresh = store
+        .set(&id, &record(json!({"fixed": true}), None), Condition::absent())
+        .await
+        .unwrap();
+    assert_eq!(fresh, cloakroom::store::SetOutcome::Conflict);
+    store.destroy(&id).await.unwrap();
     write(&store, &id, &record(json!({"fixed": true}), None), None).await;
     assert_eq!(
         store.get(&id).await.unwrap().unwrap().record.data()["fixed"],
@@ -320,7 +336,7 @@ async fn an_unreachable_server_is_a_transient_error() {
     assert_eq!(error.kind(), ErrorKind::Timeout, "{error:?}");
     assert!(!format!("{error} {error:?}").contains(id.as_str()));
     let error = store
-        .set(&id, &record(json!({}), None), None)
+        .set(&id, &record(json!({}), None), Condition::absent())
         .await
         .unwrap_err();
     assert!(error.is_transient(), "{error:?}");

@@ -54,19 +54,49 @@ async fn cluster_store() -> (RedisStore, String) {
 }
 
 mod standalone {
-    async fn fresh() -> cloakroom::store::redis::RedisStore {
+    use cloakroom::store::redis::RedisStore;
+
+    async fn fresh() -> RedisStore {
         super::standalone_store().await.0
     }
 
-    cloakroom_testkit::conformance_suite!(fresh);
-}
-
-mod cluster {
-    async fn fresh() -> cloakroom::store::redis::RedisStore {
-        super::cluster_store().await.0
+    /// Two connections with one prefix, as two processes sharing one Redis.
+    async fn pair() -> (RedisStore, RedisStore) {
+        let (first, prefix) = super::standalone_store().await;
+        let second = RedisStore::builder()
+            .with_prefix(prefix)
+            .connect(&super::standalone_url())
+            .await
+            .expect("connect to CLOAKROOM_REDIS_URL");
+        (first, second)
     }
 
     cloakroom_testkit::conformance_suite!(fresh);
+    cloakroom_testkit::concurrency_suite!(pair);
+    cloakroom_testkit::locking_suite!(pair);
+}
+
+mod cluster {
+    use cloakroom::store::redis::RedisStore;
+
+    async fn fresh() -> RedisStore {
+        super::cluster_store().await.0
+    }
+
+    /// Two cluster connections with one prefix, as two processes sharing one cluster.
+    async fn pair() -> (RedisStore, RedisStore) {
+        let (first, prefix) = super::cluster_store().await;
+        let second = RedisStore::builder()
+            .with_prefix(prefix)
+            .connect_cluster(super::cluster_urls())
+            .await
+            .expect("connect to CLOAKROOM_REDIS_CLUSTER_URLS");
+        (first, second)
+    }
+
+    cloakroom_testkit::conformance_suite!(fresh);
+    cloakroom_testkit::concurrency_suite!(pair);
+    cloakroom_testkit::locking_suite!(pair);
 }
 
 /// Runs `redis-cli -u <url> <args>` and returns its output, trimmed of the final newline.
@@ -267,12 +297,13 @@ async fn a_record_already_expired_is_deleted_not_written() {
     expired
         .cookie_mut()
         .set_expires(Some(Timestamp::now().add_millis(-1)));
-    // Through the compare-and-set script as well as a plain set.
+    // Through the compare-and-set script, and as a new session.
     cloakroom_testkit::write(&store, &id, &expired, Some(&version)).await;
     assert_eq!(redis_cli(&url, &["EXISTS", &key]), "0");
-    cloakroom_testkit::write(&store, &id, &live, None).await;
-    cloakroom_testkit::write(&store, &id, &expired, None).await;
-    assert_eq!(redis_cli(&url, &["EXISTS", &key]), "0");
+    let new = Id::generate();
+    cloakroom_testkit::write(&store, &new, &expired, None).await;
+    let new_key = format!("{prefix}{}", new.as_str());
+    assert_eq!(redis_cli(&url, &["EXISTS", &new_key]), "0");
 }
 
 #[tokio::test]

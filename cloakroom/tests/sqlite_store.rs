@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cloakroom::store::sqlite::{InvalidName, SqliteStore};
-use cloakroom::store::{self, ErrorKind, Loaded, SessionStore, SetOutcome, Version};
+use cloakroom::store::{
+    self, Condition, ErrorKind, Lease, Loaded, LockStore, SessionStore, SetOutcome,
+};
 use cloakroom::{Id, Record};
 use cloakroom_testkit::{record, unique_name, write};
 use serde_json::json;
@@ -38,18 +40,28 @@ impl Drop for TempDir {
     }
 }
 
-/// A store in a file of its own, deleted with the store.
+/// A store in a file of its own, deleted with the last store on it.
 #[derive(Debug)]
 struct Fresh {
     store: SqliteStore,
     // Declared last so it is dropped after the store.
-    _dir: TempDir,
+    dir: Arc<TempDir>,
 }
 
 async fn fresh() -> Fresh {
-    let dir = TempDir::new();
+    let dir = Arc::new(TempDir::new());
     let store = SqliteStore::open(dir.file()).await.unwrap();
-    Fresh { store, _dir: dir }
+    Fresh { store, dir }
+}
+
+/// Two stores with their own pools on one file, as two processes would have.
+async fn pair() -> (Fresh, Fresh) {
+    let first = fresh().await;
+    let second = Fresh {
+        store: SqliteStore::open(first.dir.file()).await.unwrap(),
+        dir: Arc::clone(&first.dir),
+    };
+    (first, second)
 }
 
 async fn prune(fresh: &Fresh) -> usize {
@@ -65,9 +77,9 @@ impl SessionStore for Fresh {
         &self,
         id: &Id,
         record: &Record,
-        expected: Option<&Version>,
+        condition: Condition<'_>,
     ) -> Result<SetOutcome, store::Error> {
-        self.store.set(id, record, expected).await
+        self.store.set(id, record, condition).await
     }
     async fn destroy(&self, id: &Id) -> Result<(), store::Error> {
         self.store.destroy(id).await
@@ -89,7 +101,19 @@ impl SessionStore for Fresh {
     }
 }
 
+#[async_trait]
+impl LockStore for Fresh {
+    async fn try_lock(&self, id: &Id, lease: &Lease) -> Result<bool, store::Error> {
+        self.store.try_lock(id, lease).await
+    }
+    async fn unlock(&self, id: &Id, lease: &Lease) -> Result<(), store::Error> {
+        self.store.unlock(id, lease).await
+    }
+}
+
 cloakroom_testkit::conformance_suite!(fresh, prune = prune);
+cloakroom_testkit::concurrency_suite!(pair);
+cloakroom_testkit::locking_suite!(pair);
 
 /// A connection pool of the test's own on the store's file, as another process would have.
 async fn raw(file: &Path) -> SqlitePool {
@@ -163,7 +187,10 @@ async fn a_locked_file_is_waited_for_then_a_timeout() {
     released.await.unwrap();
 
     let released = hold_write_lock(&other, Duration::from_millis(1500)).await;
-    let error = store.set(&id, &stored, None).await.unwrap_err();
+    let error = store
+        .set(&id, &stored, Condition::absent())
+        .await
+        .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Timeout, "{error:?}");
     assert!(error.is_transient());
     assert!(!format!("{error} {error:?}").contains(id.as_str()));
@@ -208,7 +235,10 @@ async fn two_stores_on_one_file_never_lose_an_increment() {
                         let loaded = store.get(&counter).await.unwrap().unwrap();
                         let count = loaded.record.data()["count"].as_u64().unwrap();
                         let next = record(json!({"count": count + 1}), minute);
-                        match store.set(&counter, &next, Some(&loaded.version)).await {
+                        match store
+                            .set(&counter, &next, Condition::version(&loaded.version))
+                            .await
+                        {
                             Ok(SetOutcome::Written(_)) => break,
                             Ok(_) => conflicts += 1,
                             Err(error) => panic!("a write failed: {error} ({error:?})"),

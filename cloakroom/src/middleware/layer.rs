@@ -11,8 +11,9 @@ use super::decide::Rules;
 use super::{Context, FailureHandler, SessionService, WriteLocks, default_failure_response};
 use crate::config::{Config, ConfigError, CookieOptions, Genid, Unset};
 use crate::error::Error;
+use crate::session::{Locking, SessionLock};
 use crate::signing::Secrets;
-use crate::store::SessionStore;
+use crate::store::{LockStore, SessionStore};
 
 /// Adds a [`Session`](crate::Session) to every request under the cookie path.
 ///
@@ -42,9 +43,10 @@ pub struct SessionLayer {
 
 impl SessionLayer {
     /// Starts configuring a layer that keeps its sessions in `store`.
-    pub fn builder(store: impl SessionStore) -> SessionLayerBuilder {
+    pub fn builder<S: SessionStore>(store: S) -> SessionLayerBuilder<S> {
         SessionLayerBuilder {
             store: Arc::new(store),
+            locking: None,
             secrets: Vec::new(),
             name: "connect.sid".to_owned(),
             cookie: CookieOptions::new(),
@@ -70,9 +72,13 @@ impl<S> Layer<S> for SessionLayer {
 
 /// The options of a [`SessionLayer`], named after express-session's. Nothing is checked until
 /// [`build`](Self::build).
-#[must_use]
-pub struct SessionLayerBuilder {
-    store: Arc<dyn SessionStore>,
+///
+/// `S` is the store's type, so options that need a store capability (such as
+/// [`with_session_lock`](Self::with_session_lock)) exist only for stores that have it.
+#[must_use = "call `.build()` to make the layer"]
+pub struct SessionLayerBuilder<S> {
+    store: Arc<S>,
+    locking: Option<Arc<Locking>>,
     secrets: Vec<Vec<u8>>,
     name: String,
     cookie: CookieOptions,
@@ -86,7 +92,7 @@ pub struct SessionLayerBuilder {
     on_failure: FailureHandler,
 }
 
-impl SessionLayerBuilder {
+impl<S: SessionStore> SessionLayerBuilder<S> {
     /// express's `secret`: the key that signs the session cookie. Required.
     ///
     /// ```
@@ -250,8 +256,26 @@ impl SessionLayerBuilder {
                 store: self.store,
                 on_failure: self.on_failure,
                 write_locks: WriteLocks::new(),
+                locking: self.locking,
             }),
         })
+    }
+}
+
+impl<S: LockStore> SessionLayerBuilder<S> {
+    /// Turns on the exclusive session lock: one request at a time per session, across every
+    /// process sharing the store, as PHP and ASP.NET sessions work. Off by default. See
+    /// [`SessionLock`] for what it does and costs.
+    ///
+    /// Without it, concurrent requests on one session still never lose an update made with
+    /// [`Session::update`](crate::Session::update), and a plain `get` then `insert` of a key
+    /// another request changed meanwhile fails with [`Error::Conflict`] rather than
+    /// overwriting. With it, the plain way is safe too, at the price of requests on one session
+    /// waiting for each other.
+    pub fn with_session_lock(mut self, lock: SessionLock) -> Self {
+        let store: Arc<dyn LockStore> = self.store.clone();
+        self.locking = Some(Arc::new(Locking::new(store, lock)));
+        self
     }
 }
 

@@ -13,6 +13,7 @@ use http::{HeaderValue, Response};
 use crate::config::Config;
 use crate::error::Error;
 use crate::id::Id;
+use crate::session::Locking;
 use crate::store::SessionStore;
 
 pub(crate) mod decide;
@@ -34,13 +35,15 @@ pub(crate) struct Context {
     pub(crate) store: Arc<dyn SessionStore>,
     pub(crate) on_failure: FailureHandler,
     pub(crate) write_locks: WriteLocks,
+    /// The exclusive session lock, when on.
+    pub(crate) locking: Option<Arc<Locking>>,
 }
 
 /// Serialises saves of one session within this process. Requests racing on a session then
 /// resolve in turn: each may lose one compare-and-set (it loaded an older version), reloads and
 /// merges while no one else here can write, and succeeds. Only writers in other processes can
-/// make it retry more. Striped, so the table stays small: two sessions sharing a stripe merely
-/// save one after the other.
+/// make it retry more, and it never holds its turn while it pauses between retries. Striped,
+/// so the table stays small: two sessions sharing a stripe merely save one after the other.
 pub(crate) struct WriteLocks {
     stripes: Box<[tokio::sync::Mutex<()>]>,
     hasher: RandomState,

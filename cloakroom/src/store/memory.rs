@@ -1,6 +1,7 @@
 //! [`MemoryStore`]: sessions in this process's memory, bounded and expiring.
 
 use std::borrow::Borrow;
+use std::collections::HashMap;
 use std::cell::RefCell;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
@@ -12,8 +13,8 @@ use hashlink::LinkedHashMap;
 use hashlink::linked_hash_map::RawEntryMut;
 
 use super::{
-    DEFAULT_MAX_RECORD_SIZE, Error, Loaded, SessionStore, SetOutcome, Version, check_record_size,
-    decode_record,
+    Condition, DEFAULT_MAX_RECORD_SIZE, Error, Lease, Loaded, LockStore, SessionStore, SetOutcome,
+    Version, check_record_size, decode_record,
 };
 use crate::id::Id;
 use crate::record::Record;
@@ -68,6 +69,15 @@ struct Shard {
     /// valid only while the entry still has that version (versions are unique in a shard). The
     /// table is fixed in size, so memory per stored session stays that of its JSON.
     parsed: ParsedTable,
+    /// Session locks ([`LockStore`]) by id: only sessions locked right now, or whose holder
+    /// went away without releasing (removed when next taken, or by the sweep).
+    locks: HashMap<Box<str>, HeldLock, RandomState>,
+}
+
+/// A session lock: the holder's token, and when its lease runs out (ms since the epoch).
+struct HeldLock {
+    token: Box<str>,
+    until: i64,
 }
 
 /// One session's id and its record's JSON in a single allocation, the id first: with the map's
@@ -167,9 +177,10 @@ impl ParsedTable {
 impl Shard {
     fn new(hasher: RandomState) -> Self {
         Shard {
-            entries: LinkedHashMap::with_hasher(hasher),
+            entries: LinkedHashMap::with_hasher(hasher.clone()),
             last_version: 0,
             parsed: ParsedTable::new(),
+            locks: HashMap::with_hasher(hasher),
         }
     }
 }
@@ -215,7 +226,15 @@ impl Shard {
     fn sweep(&mut self, now: i64) -> usize {
         let before = self.entries.len();
         self.entries.retain(|_, entry| entry.expires_at > now);
+        self.locks.retain(|_, lock| lock.until > now);
         before - self.entries.len()
+    }
+
+    /// Whether `lease` holds the lock on `id` now.
+    fn holds(&self, id: &str, lease: &Lease, now: i64) -> bool {
+        self.locks
+            .get(id)
+            .is_some_and(|lock| lock.until > now && *lock.token == *lease.token())
     }
 }
 
@@ -418,7 +437,7 @@ impl SessionStore for MemoryStore {
         &self,
         id: &Id,
         record: &Record,
-        expected: Option<&Version>,
+        condition: Condition<'_>,
     ) -> Result<SetOutcome, Error> {
         self.start_sweeper();
         let now = Timestamp::now().as_millis();
@@ -427,11 +446,18 @@ impl SessionStore for MemoryStore {
         check_record_size(stored.json().len(), self.inner.max_record_size)?;
         let place = self.place(id);
         let mut shard = self.lock(place);
-        if let Some(expected) = expected {
-            let version = shard.live(place, id.as_str(), now).map(|e| e.version);
-            if version.is_none() || version != expected.as_counter() {
-                return Ok(SetOutcome::Conflict);
+        if let Some(lease) = condition.lease() {
+            if !shard.holds(id.as_str(), lease, now) {
+                return Ok(SetOutcome::LeaseLost);
             }
+        }
+        let version = shard.live(place, id.as_str(), now).map(|e| e.version);
+        let holds = match condition.expected() {
+            None => version.is_none(),
+            Some(expected) => version.is_some() && version == expected.as_counter(),
+        };
+        if !holds {
+            return Ok(SetOutcome::Conflict);
         }
         let version = shard.next_version();
         if expires_at <= now {
@@ -544,6 +570,48 @@ impl SessionStore for MemoryStore {
     }
 }
 
+#[async_trait]
+impl LockStore for MemoryStore {
+    async fn try_lock(&self, id: &Id, lease: &Lease) -> Result<bool, Error> {
+        self.start_sweeper();
+        let now = Timestamp::now().as_millis();
+        let until = now.saturating_add(i64::try_from(lease.duration_millis()).unwrap_or(i64::MAX));
+        let mut shard = self.lock(self.place(id));
+        match shard.locks.get_mut(id.as_str()) {
+            Some(held) if held.until > now => Ok(false),
+            Some(expired) => {
+                *expired = HeldLock {
+                    token: lease.token().into(),
+                    until,
+                };
+                Ok(true)
+            }
+            None => {
+                shard.locks.insert(
+                    id.as_str().into(),
+                    HeldLock {
+                        token: lease.token().into(),
+                        until,
+                    },
+                );
+                Ok(true)
+            }
+        }
+    }
+
+    async fn unlock(&self, id: &Id, lease: &Lease) -> Result<(), Error> {
+        let mut shard = self.lock(self.place(id));
+        if shard
+            .locks
+            .get(id.as_str())
+            .is_some_and(|held| *held.token == *lease.token())
+        {
+            shard.locks.remove(id.as_str());
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStore")
@@ -577,8 +645,18 @@ mod tests {
     fn written(outcome: SetOutcome) -> Version {
         match outcome {
             SetOutcome::Written(version) => version,
-            SetOutcome::Conflict => panic!("expected a write"),
+            other => panic!("expected a write, got {other:?}"),
         }
+    }
+
+    /// Writes `record` whatever is stored: over the current version, or as a new record.
+    async fn put(store: &MemoryStore, id: &Id, record: &Record) -> Version {
+        let current = store.get(id).await.unwrap().map(|loaded| loaded.version);
+        let condition = match &current {
+            Some(version) => Condition::version(version),
+            None => Condition::absent(),
+        };
+        written(store.set(id, record, condition).await.unwrap())
     }
 
     #[tokio::test]
@@ -586,7 +664,7 @@ mod tests {
         let store = MemoryStore::new();
         let id = Id::generate();
         assert!(store.get(&id).await.unwrap().is_none());
-        store.set(&id, &record(1, None), None).await.unwrap();
+        put(&store, &id, &record(1, None)).await;
         let loaded = store.get(&id).await.unwrap().unwrap();
         assert_eq!(loaded.record.data()["views"], json!(1));
         store.destroy(&id).await.unwrap();
@@ -601,7 +679,7 @@ mod tests {
         let store = MemoryStore::new();
         let ids: Vec<Id> = (0..5000).map(|_| Id::generate()).collect();
         for (n, id) in ids.iter().enumerate() {
-            store.set(id, &record(n as u64, None), None).await.unwrap();
+            put(&store, id, &record(n as u64, None)).await;
         }
         for round in 0..2u64 {
             for (n, id) in ids.iter().enumerate().rev() {
@@ -613,7 +691,7 @@ mod tests {
             }
             for (n, id) in ids.iter().enumerate() {
                 let next = record(n as u64 + (round + 1) * 10_000, None);
-                store.set(id, &next, None).await.unwrap();
+                put(&store, id, &next).await;
             }
         }
     }
@@ -622,7 +700,7 @@ mod tests {
     async fn a_rewrite_replaces_the_parsed_record() {
         let store = MemoryStore::new();
         let id = Id::generate();
-        store.set(&id, &record(1, None), None).await.unwrap();
+        put(&store, &id, &record(1, None)).await;
         assert_eq!(
             store.get(&id).await.unwrap().unwrap().record.data()["views"],
             json!(1)
@@ -631,13 +709,13 @@ mod tests {
             store.get(&id).await.unwrap().unwrap().record.data()["views"],
             json!(1)
         );
-        store.set(&id, &record(2, None), None).await.unwrap();
+        put(&store, &id, &record(2, None)).await;
         assert_eq!(
             store.get(&id).await.unwrap().unwrap().record.data()["views"],
             json!(2)
         );
         store.destroy(&id).await.unwrap();
-        store.set(&id, &record(3, None), None).await.unwrap();
+        put(&store, &id, &record(3, None)).await;
         assert_eq!(
             store.get(&id).await.unwrap().unwrap().record.data()["views"],
             json!(3)
@@ -648,11 +726,27 @@ mod tests {
     async fn compare_and_set() {
         let store = MemoryStore::new();
         let id = Id::generate();
-        let v1 = written(store.set(&id, &record(1, None), None).await.unwrap());
-        let v2 = written(store.set(&id, &record(2, None), Some(&v1)).await.unwrap());
+        let v1 = put(&store, &id, &record(1, None)).await;
+        assert_eq!(
+            store
+                .set(&id, &record(9, None), Condition::absent())
+                .await
+                .unwrap(),
+            SetOutcome::Conflict,
+            "a new record never replaces a live one"
+        );
+        let v2 = written(
+            store
+                .set(&id, &record(2, None), Condition::version(&v1))
+                .await
+                .unwrap(),
+        );
         assert_ne!(v1, v2);
         assert_eq!(
-            store.set(&id, &record(3, None), Some(&v1)).await.unwrap(),
+            store
+                .set(&id, &record(3, None), Condition::version(&v1))
+                .await
+                .unwrap(),
             SetOutcome::Conflict
         );
         // Touch keeps the version.
@@ -672,7 +766,10 @@ mod tests {
         // A destroyed record is a conflict, never resurrected.
         store.destroy(&id).await.unwrap();
         assert_eq!(
-            store.set(&id, &record(4, None), Some(&v2)).await.unwrap(),
+            store
+                .set(&id, &record(4, None), Condition::version(&v2))
+                .await
+                .unwrap(),
             SetOutcome::Conflict
         );
         assert!(store.get(&id).await.unwrap().is_none());
@@ -682,14 +779,11 @@ mod tests {
     async fn expiry_on_read_touch_and_sweep() {
         let store = MemoryStore::new();
         let expired = Id::generate();
-        store
-            .set(&expired, &record(1, Some(-1)), None)
-            .await
-            .unwrap();
+        put(&store, &expired, &record(1, Some(-1))).await;
         assert!(store.get(&expired).await.unwrap().is_none());
 
         let short = Id::generate();
-        store.set(&short, &record(1, Some(30)), None).await.unwrap();
+        put(&store, &short, &record(1, Some(30))).await;
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert!(store.get(&short).await.unwrap().is_none());
         // A touch on an expired record does not bring it back.
@@ -697,7 +791,7 @@ mod tests {
         assert!(store.get(&short).await.unwrap().is_none());
 
         let swept = Id::generate();
-        store.set(&swept, &record(1, Some(30)), None).await.unwrap();
+        put(&store, &swept, &record(1, Some(30))).await;
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert_eq!(store.remove_expired(), 1);
         assert_eq!(store.len().await.unwrap(), 0);
@@ -708,7 +802,7 @@ mod tests {
         let store = MemoryStore::builder().with_max_entries(SHARDS).build();
         let ids: Vec<Id> = (0..SHARDS * 8).map(|_| Id::generate()).collect();
         for id in &ids {
-            store.set(id, &record(1, None), None).await.unwrap();
+            put(&store, id, &record(1, None)).await;
         }
         assert!(store.len().await.unwrap() <= SHARDS);
         // The most recent write survives.
@@ -721,7 +815,7 @@ mod tests {
             .with_sweep_interval(Duration::from_millis(20))
             .build();
         let id = Id::generate();
-        store.set(&id, &record(1, Some(10)), None).await.unwrap();
+        put(&store, &id, &record(1, Some(10))).await;
         let shard_len = || {
             store
                 .inner

@@ -97,21 +97,75 @@ impl fmt::Debug for Version {
     }
 }
 
+/// What must hold for [`SessionStore::set`] to write: the record is absent (a new session), or
+/// still at the version this request loaded; and, with a [`Lease`], the session's lock is still
+/// held by that lease (the fencing check of [`LockStore`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Condition<'a> {
+    expected: Option<&'a Version>,
+    lease: Option<&'a Lease>,
+}
+
+impl<'a> Condition<'a> {
+    /// Write only if no live record has the id: the first save of a new session. A record
+    /// already there (another session's, with a custom id generator) is a
+    /// [`SetOutcome::Conflict`], never overwritten; an expired one counts as absent.
+    pub fn absent() -> Self {
+        Condition {
+            expected: None,
+            lease: None,
+        }
+    }
+
+    /// Write only if the stored record is still at `version` (compare-and-set).
+    pub fn version(version: &'a Version) -> Self {
+        Condition {
+            expected: Some(version),
+            lease: None,
+        }
+    }
+
+    /// … and only while `lease` still holds the session's lock.
+    #[must_use]
+    pub fn with_lease(mut self, lease: &'a Lease) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// The version the stored record must be at; `None` when it must be absent.
+    pub fn expected(&self) -> Option<&'a Version> {
+        self.expected
+    }
+
+    /// The lease that must still hold the session's lock, if any.
+    pub fn lease(&self) -> Option<&'a Lease> {
+        self.lease
+    }
+}
+
 /// What a [`SessionStore::set`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SetOutcome {
     /// The record was written; this is its new version.
     Written(Version),
-    /// Nothing was written: the stored record is no longer at the expected version (another
-    /// request wrote it, or it was destroyed or expired).
+    /// Nothing was written: the stored record is not what the [`Condition`] expected (another
+    /// request wrote it, it was destroyed or expired, or, for a new session, the id is taken).
     Conflict,
+    /// Nothing was written: the condition's [`Lease`] no longer holds the session's lock (it
+    /// expired, and another request may have taken the lock).
+    LeaseLost,
 }
 
 /// The store behind a session layer.
 ///
 /// Every method is called with the session's id. Expiry is the store's job: the middleware never
 /// checks `cookie.expires` itself, so a store must not return an expired record.
+///
+/// Writes are conditional ([`Condition`]): a store must be able to create a record only if it is
+/// absent, and replace it only if it is still at the version loaded, atomically. That is what
+/// keeps concurrent requests from losing each other's changes; the conformance suite in
+/// `cloakroom-testkit` checks it.
 #[async_trait]
 pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// Loads a record.
@@ -120,22 +174,26 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// deleted as a side effect). The version identifies what was loaded.
     async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error>;
 
-    /// Writes a record, replacing any other under the id.
+    /// Writes a record if `condition` holds, atomically: check and write are one step, so no
+    /// other writer can come between them.
     ///
-    /// With `expected: None` the write is unconditional (an upsert). With `Some(version)` it is a
-    /// compare-and-set: the record is written only if the stored one is still at `version`, else
-    /// nothing changes and the result is [`SetOutcome::Conflict`]; a record that no longer exists
-    /// is a conflict too, so a concurrent logout is never undone. A store that cannot compare and
-    /// set may write unconditionally and always report `Written` (last write wins); say so in its
-    /// docs.
+    /// - [`Condition::absent`]: creates the record only if no live record has the id (an expired
+    ///   one may be replaced); otherwise [`SetOutcome::Conflict`].
+    /// - [`Condition::version`]: replaces the record only if the stored one is still at that
+    ///   version; otherwise nothing changes and the result is [`SetOutcome::Conflict`]. A record
+    ///   that no longer exists is a conflict too, so a concurrent logout is never undone.
+    /// - With a lease ([`Condition::with_lease`], only for stores that implement [`LockStore`]):
+    ///   and only while that lease holds the session's lock; otherwise
+    ///   [`SetOutcome::LeaseLost`].
     ///
     /// The record's expiry is `record.cookie.expires()`; a store picks its own default lifetime
-    /// for records without one, and deletes a record whose expiry has passed instead of writing it.
+    /// for records without one, and deletes a record whose expiry has passed instead of writing
+    /// it (under the same condition).
     async fn set(
         &self,
         id: &Id,
         record: &Record,
-        expected: Option<&Version>,
+        condition: Condition<'_>,
     ) -> Result<SetOutcome, Error>;
 
     /// Deletes a record. Deleting an unknown id is not an error.
@@ -188,9 +246,9 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
         &self,
         id: &Id,
         record: &Record,
-        expected: Option<&Version>,
+        condition: Condition<'_>,
     ) -> Result<SetOutcome, Error> {
-        (**self).set(id, record, expected).await
+        (**self).set(id, record, condition).await
     }
     async fn destroy(&self, id: &Id) -> Result<(), Error> {
         (**self).destroy(id).await
@@ -212,6 +270,86 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     }
     async fn clear(&self) -> Result<(), Error> {
         (**self).clear().await
+    }
+}
+
+/// A store that can lock a session for one request at a time: the store side of
+/// [`SessionLayerBuilder::with_session_lock`](crate::SessionLayerBuilder::with_session_lock).
+///
+/// A lock is a lease: it is held by one [`Lease`] (a random token) until released or until its
+/// time is up, so a holder that crashed frees the session by itself. Writes made under a lock
+/// carry the lease in their [`Condition`], and a store must refuse them
+/// ([`SetOutcome::LeaseLost`]) once the lease no longer holds the lock: a holder that was paused
+/// past its lease cannot overwrite the work of the next holder (a fencing check).
+///
+/// Locks are separate from records: locking an id that has no record is allowed (and does not
+/// create one), and destroying a record leaves its lock alone.
+#[async_trait]
+pub trait LockStore: SessionStore {
+    /// Takes the lock on `id` for `lease`, unless another lease holds it and has not run out.
+    /// Returns whether the lock was taken. Never waits: the middleware retries.
+    async fn try_lock(&self, id: &Id, lease: &Lease) -> Result<bool, Error>;
+
+    /// Releases the lock on `id` if `lease` still holds it; otherwise does nothing.
+    async fn unlock(&self, id: &Id, lease: &Lease) -> Result<(), Error>;
+}
+
+#[async_trait]
+impl<S: LockStore + ?Sized> LockStore for Arc<S> {
+    async fn try_lock(&self, id: &Id, lease: &Lease) -> Result<bool, Error> {
+        (**self).try_lock(id, lease).await
+    }
+    async fn unlock(&self, id: &Id, lease: &Lease) -> Result<(), Error> {
+        (**self).unlock(id, lease).await
+    }
+}
+
+/// One holder's claim on a session's lock: a random token and how long the claim lasts.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Lease {
+    token: Box<str>,
+    duration: Duration,
+}
+
+impl Lease {
+    /// A new lease with a random 128-bit token, lasting `duration` from when it is taken.
+    ///
+    /// # Panics
+    /// If the operating system cannot provide randomness.
+    pub fn new(duration: Duration) -> Self {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).expect("the OS random number generator must be available");
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        Lease {
+            token: token.into(),
+            duration,
+        }
+    }
+
+    /// The token that identifies this holder (32 hexadecimal characters).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// How long the lock lasts once taken.
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// [`duration`](Self::duration) in whole milliseconds, at least one.
+    pub fn duration_millis(&self) -> u64 {
+        u64::try_from(self.duration.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+}
+
+impl fmt::Debug for Lease {
+    // The token is a write capability: keep it out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("duration", &self.duration)
+            .finish_non_exhaustive()
     }
 }
 

@@ -28,12 +28,34 @@
 //! (as connect-pg-simple uses Node's), so a session lives up to a second past its cookie.
 //!
 //! # Compare-and-set
-//! A record's [`Version`] is its stored `sess` text. A compare-and-set is one
+//! A new session is an insert that replaces only an expired row, so it never overwrites a live
+//! session under the same id. A record's [`Version`] is its stored `sess` text. A compare-and-set is one
 //! `UPDATE … WHERE sid = $1 AND sess::text = $2 AND expire >= now`: it writes only if the row is
 //! still live and holds exactly what was loaded, so a concurrent write is never overwritten and
 //! a destroyed or expired session is never brought back. A touch changes `expire` only, so it
 //! never changes the version. Two writes of identical text have the same version; a
 //! compare-and-set between them succeeds, which is harmless because the content is the same.
+//!
+//! # Session lock
+//! With [`with_session_lock`](crate::SessionLayerBuilder::with_session_lock), a session's lock is
+//! a row of a second table beside the sessions' (in the same schema), created on first use:
+//!
+//! ```sql
+//! CREATE TABLE IF NOT EXISTS "session_lock" (
+//!   "sid" varchar NOT NULL PRIMARY KEY,
+//!   "token" varchar NOT NULL,
+//!   "until" bigint NOT NULL
+//! );
+//! ```
+//!
+//! `token` is the holder's random token, `until` when its lease runs out, in milliseconds by the
+//! server's clock. Taking the lock is one upsert that succeeds only where no row is or the row's
+//! lease has run out; releasing it deletes the row only while it holds the holder's token; a
+//! write under the lock adds `AND EXISTS (…the lock row with the holder's token, still
+//! running…)` to its compare-and-set, so a holder whose lease ran out cannot write (fencing).
+//! A row lock rather than an advisory lock: an advisory lock belongs to a connection, so
+//! holding one for a whole request would take a pooled connection out of use for as long, and
+//! it has no lease of its own. connect-pg-simple never reads this table.
 //!
 //! # Pruning
 //! Expired rows are hidden at once and deleted by a background task every 15 minutes (each
@@ -87,7 +109,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 
 pub use super::sql::InvalidName;
 use super::sql::{self, Prune, PruneTask};
-use super::{Error, ErrorKind, Loaded, SessionStore, SetOutcome, Version};
+use super::{Condition, Error, ErrorKind, Lease, Loaded, LockStore, SessionStore, SetOutcome, Version};
 use crate::id::Id;
 use crate::record::Record;
 use crate::time::Timestamp;
@@ -133,6 +155,9 @@ struct Inner {
     /// `schema.table`, unquoted, for `Debug`.
     table: String,
     statements: Statements,
+    /// Whether the session locks' table is known to exist: it is created on first use of the
+    /// session lock.
+    locks_ready: tokio::sync::OnceCell<()>,
     default_ttl: Duration,
     time_zone: Option<String>,
     prune_interval: Option<Duration>,
@@ -400,10 +425,12 @@ impl PostgresStoreBuilder {
                 .await
                 .map_err(pg_error)?,
         };
-        let qualified = match &self.schema {
-            Some(schema) => format!("{}.{}", sql::quoted(schema), sql::quoted(&self.table)),
-            None => sql::quoted(&self.table),
+        let qualify = |table: &str| match &self.schema {
+            Some(schema) => format!("{}.{}", sql::quoted(schema), sql::quoted(table)),
+            None => sql::quoted(table),
         };
+        let qualified = qualify(&self.table);
+        let locks = qualify(&sql::lock_table_name(&self.table));
         if let Some(zone) = &self.time_zone {
             sqlx::query(&format!("SELECT now() AT TIME ZONE '{zone}'"))
                 .execute(&pool)
@@ -413,7 +440,7 @@ impl PostgresStoreBuilder {
         if self.create_table_if_missing {
             create_table(&pool, self.schema.as_deref(), &self.table, &qualified).await?;
         }
-        let statements = Statements::new(&qualified, self.time_zone.as_deref());
+        let statements = Statements::new(&qualified, &locks, self.time_zone.as_deref());
         let table = match &self.schema {
             Some(schema) => format!("{schema}.{}", self.table),
             None => self.table,
@@ -422,6 +449,7 @@ impl PostgresStoreBuilder {
             pool,
             table,
             statements,
+            locks_ready: tokio::sync::OnceCell::new(),
             default_ttl: self.default_ttl,
             time_zone: self.time_zone,
             prune_interval: self.prune_interval,
@@ -491,22 +519,35 @@ async fn create_table(
     tx.commit().await.map_err(pg_error)
 }
 
-/// The store's SQL, made once: the table name and time zone are spliced in (both validated).
+/// The store's SQL, made once: the table names and time zone are spliced in (all validated).
+/// Lock times (`until`) are milliseconds since the epoch by the server's clock, so processes on
+/// machines whose clocks disagree still agree on when a lease runs out.
 struct Statements {
     get: String,
-    upsert: String,
+    is_live: String,
+    insert: String,
     delete: String,
     replace: String,
+    replace_leased: String,
     delete_if_unchanged: String,
+    delete_if_unchanged_leased: String,
     touch: String,
     all: String,
     len: String,
     clear: String,
     prune: String,
+    create_locks: String,
+    lock: String,
+    unlock: String,
+    holds_lock: String,
+    prune_locks: String,
 }
 
+/// Now, by the server's clock, in milliseconds since the epoch.
+const SERVER_NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::int8";
+
 impl Statements {
-    fn new(table: &str, time_zone: Option<&str>) -> Self {
+    fn new(table: &str, locks: &str, time_zone: Option<&str>) -> Self {
         // `to_timestamp(s)` into a `timestamp` column converts to the connection's zone, as
         // connect-pg-simple writes it; with a zone, the conversion names it instead.
         let at = |param: &str| match time_zone {
@@ -519,28 +560,45 @@ impl Statements {
                 format!("(extract(epoch FROM expire AT TIME ZONE '{zone}') * 1000)::int8")
             }
         };
+        let leased = |sid: &str, token: &str| {
+            format!(
+                " AND EXISTS (SELECT 1 FROM {locks} l WHERE l.sid = {sid} AND l.token = {token} \
+                 AND l.until > {SERVER_NOW_MS})"
+            )
+        };
+        let replace = format!(
+            "UPDATE {table} SET sess = $1::json, expire = {} \
+             WHERE sid = $3 AND sess::text = $4 AND expire >= {}",
+            at("$2"),
+            at("$5")
+        );
+        let delete_if_unchanged = format!(
+            "DELETE FROM {table} WHERE sid = $1 AND sess::text = $2 AND expire >= {}",
+            at("$3")
+        );
         Statements {
             get: format!(
                 "SELECT sess::text, {expire_ms} FROM {table} WHERE sid = $1 AND expire >= {}",
                 at("$2")
             ),
-            // connect-pg-simple's `set`, with `sess` cast from text.
-            upsert: format!(
-                "INSERT INTO {table} (sess, expire, sid) SELECT $1::json, {expire}, $3 \
-                 ON CONFLICT (sid) DO UPDATE SET sess = $1::json, expire = {expire}",
-                expire = at("$2")
+            is_live: format!(
+                "SELECT count(*) FROM {table} WHERE sid = $1 AND expire >= {}",
+                at("$2")
+            ),
+            // connect-pg-simple's `set`, with `sess` cast from text, for a new session: written
+            // only where no live row is (an expired one is replaced).
+            insert: format!(
+                "INSERT INTO {table} AS s (sess, expire, sid) SELECT $1::json, {expire}, $3 \
+                 ON CONFLICT (sid) DO UPDATE SET sess = $1::json, expire = {expire} \
+                 WHERE s.expire < {now}",
+                expire = at("$2"),
+                now = at("$4"),
             ),
             delete: format!("DELETE FROM {table} WHERE sid = $1"),
-            replace: format!(
-                "UPDATE {table} SET sess = $1::json, expire = {} \
-                 WHERE sid = $3 AND sess::text = $4 AND expire >= {}",
-                at("$2"),
-                at("$5")
-            ),
-            delete_if_unchanged: format!(
-                "DELETE FROM {table} WHERE sid = $1 AND sess::text = $2 AND expire >= {}",
-                at("$3")
-            ),
+            replace_leased: format!("{replace}{}", leased("$3", "$6")),
+            replace,
+            delete_if_unchanged_leased: format!("{delete_if_unchanged}{}", leased("$1", "$4")),
+            delete_if_unchanged,
             touch: format!(
                 "UPDATE {table} SET expire = {} WHERE sid = $2 AND expire >= {}",
                 at("$1"),
@@ -553,6 +611,22 @@ impl Statements {
             len: format!("SELECT count(*) FROM {table} WHERE expire >= {}", at("$1")),
             clear: format!("DELETE FROM {table}"),
             prune: format!("DELETE FROM {table} WHERE expire < {}", at("$1")),
+            create_locks: format!(
+                "CREATE TABLE IF NOT EXISTS {locks} (\"sid\" varchar NOT NULL PRIMARY KEY, \
+                 \"token\" varchar NOT NULL, \"until\" bigint NOT NULL)"
+            ),
+            lock: format!(
+                "INSERT INTO {locks} AS l (sid, token, until) \
+                 VALUES ($1, $2, {SERVER_NOW_MS} + $3) \
+                 ON CONFLICT (sid) DO UPDATE SET token = excluded.token, until = excluded.until \
+                 WHERE l.until <= {SERVER_NOW_MS}"
+            ),
+            unlock: format!("DELETE FROM {locks} WHERE sid = $1 AND token = $2"),
+            holds_lock: format!(
+                "SELECT count(*) FROM {locks} WHERE sid = $1 AND token = $2 \
+                 AND until > {SERVER_NOW_MS}"
+            ),
+            prune_locks: format!("DELETE FROM {locks} WHERE until <= {SERVER_NOW_MS}"),
         }
     }
 }
@@ -599,7 +673,44 @@ impl Inner {
             .execute(&self.pool)
             .await
             .map_err(pg_error)?;
+        // Locks whose holders went away without releasing them, if locks were ever used.
+        if self.locks_ready.initialized() {
+            sqlx::query(&self.statements.prune_locks)
+                .execute(&self.pool)
+                .await
+                .map_err(pg_error)?;
+        }
         Ok(done.rows_affected())
+    }
+
+    /// Creates the locks' table unless it exists, once per store, holding the same advisory
+    /// lock as table creation so processes starting together do not race.
+    async fn ensure_lock_table(&self) -> Result<(), Error> {
+        self.locks_ready
+            .get_or_try_init(|| async {
+                let mut tx = self.pool.begin().await.map_err(pg_error)?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(CREATE_LOCK_KEY)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(pg_error)?;
+                sqlx::query(&self.statements.create_locks)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(pg_error)?;
+                tx.commit().await.map_err(pg_error)
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Whether `lease` holds the lock on `id` now.
+    async fn holds_lock(&self, id: &Id, lease: &Lease) -> Result<bool, Error> {
+        let query = sqlx::query_as(&self.statements.holds_lock)
+            .bind(id.as_str())
+            .bind(lease.token());
+        let (count,): (i64,) = self.bounded(query.fetch_one(&self.pool)).await?;
+        Ok(count > 0)
     }
 }
 
@@ -638,7 +749,7 @@ impl SessionStore for PostgresStore {
         &self,
         id: &Id,
         record: &Record,
-        expected: Option<&Version>,
+        condition: Condition<'_>,
     ) -> Result<SetOutcome, Error> {
         let now = Timestamp::now();
         let now_s = sql::now_seconds(now);
@@ -649,36 +760,61 @@ impl SessionStore for PostgresStore {
         super::check_record_size(json.len(), self.inner.max_record_size)?;
         let statements = &self.inner.statements;
         let pool = &self.inner.pool;
-        let query = match expected {
-            None if expired => sqlx::query(&statements.delete).bind(id.as_str()),
-            None => sqlx::query(&statements.upsert)
+        let written = SetOutcome::Written(Version::from_bytes(json.as_bytes()));
+        let Some(version) = condition.expected() else {
+            if expired {
+                // Nothing to create; but an id that is taken is still taken.
+                let query = sqlx::query_as(&statements.is_live)
+                    .bind(id.as_str())
+                    .bind(seconds(now_s));
+                let (live,): (i64,) = self.inner.bounded(query.fetch_one(pool)).await?;
+                return Ok(if live > 0 { SetOutcome::Conflict } else { written });
+            }
+            let query = sqlx::query(&statements.insert)
                 .bind(json.as_str())
                 .bind(seconds(expire_s))
-                .bind(id.as_str()),
-            Some(version) => {
-                let Some(expected) = sql::expected_sess(version) else {
-                    return Ok(SetOutcome::Conflict);
-                };
-                if expired {
-                    sqlx::query(&statements.delete_if_unchanged)
-                        .bind(id.as_str())
-                        .bind(expected)
-                        .bind(seconds(now_s))
-                } else {
-                    sqlx::query(&statements.replace)
-                        .bind(json.as_str())
-                        .bind(seconds(expire_s))
-                        .bind(id.as_str())
-                        .bind(expected)
-                        .bind(seconds(now_s))
-                }
-            }
+                .bind(id.as_str())
+                .bind(seconds(now_s));
+            let done = self.inner.bounded(query.execute(pool)).await?;
+            return Ok(if done.rows_affected() == 0 {
+                SetOutcome::Conflict
+            } else {
+                written
+            });
+        };
+        let Some(expected) = sql::expected_sess(version) else {
+            return Ok(SetOutcome::Conflict);
+        };
+        let query = match (expired, condition.lease()) {
+            (false, None) => sqlx::query(&statements.replace),
+            (false, Some(_)) => sqlx::query(&statements.replace_leased),
+            (true, None) => sqlx::query(&statements.delete_if_unchanged),
+            (true, Some(_)) => sqlx::query(&statements.delete_if_unchanged_leased),
+        };
+        let query = match expired {
+            false => query
+                .bind(json.as_str())
+                .bind(seconds(expire_s))
+                .bind(id.as_str())
+                .bind(expected)
+                .bind(seconds(now_s)),
+            true => query
+                .bind(id.as_str())
+                .bind(expected)
+                .bind(seconds(now_s)),
+        };
+        let query = match condition.lease() {
+            Some(lease) => query.bind(lease.token()),
+            None => query,
         };
         let done = self.inner.bounded(query.execute(pool)).await?;
-        if expected.is_some() && done.rows_affected() == 0 {
-            return Ok(SetOutcome::Conflict);
+        if done.rows_affected() > 0 {
+            return Ok(written);
         }
-        Ok(SetOutcome::Written(Version::from_bytes(json.into_bytes())))
+        match condition.lease() {
+            Some(lease) if !self.inner.holds_lock(id, lease).await? => Ok(SetOutcome::LeaseLost),
+            _ => Ok(SetOutcome::Conflict),
+        }
     }
 
     async fn destroy(&self, id: &Id) -> Result<(), Error> {
@@ -732,6 +868,29 @@ impl SessionStore for PostgresStore {
     }
 }
 
+/// Session locks are rows of a second table (see the [module docs](self#session-lock)).
+#[async_trait]
+impl LockStore for PostgresStore {
+    async fn try_lock(&self, id: &Id, lease: &Lease) -> Result<bool, Error> {
+        self.inner.ensure_lock_table().await?;
+        let query = sqlx::query(&self.inner.statements.lock)
+            .bind(id.as_str())
+            .bind(lease.token())
+            .bind(i64::try_from(lease.duration_millis()).unwrap_or(i64::MAX));
+        let done = self.inner.bounded(query.execute(&self.inner.pool)).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn unlock(&self, id: &Id, lease: &Lease) -> Result<(), Error> {
+        self.inner.ensure_lock_table().await?;
+        let query = sqlx::query(&self.inner.statements.unlock)
+            .bind(id.as_str())
+            .bind(lease.token());
+        self.inner.bounded(query.execute(&self.inner.pool)).await?;
+        Ok(())
+    }
+}
+
 impl fmt::Debug for PostgresStore {
     // The pool is left out: its options hold the connection password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -766,17 +925,18 @@ mod tests {
 
     #[test]
     fn statements_are_connect_pg_simples() {
-        let plain = Statements::new("\"session\"", None);
+        let plain = Statements::new("\"session\"", "\"session_lock\"", None);
         assert_eq!(
-            plain.upsert,
-            "INSERT INTO \"session\" (sess, expire, sid) SELECT $1::json, to_timestamp($2), $3 \
-             ON CONFLICT (sid) DO UPDATE SET sess = $1::json, expire = to_timestamp($2)"
+            plain.insert,
+            "INSERT INTO \"session\" AS s (sess, expire, sid) SELECT $1::json, to_timestamp($2), $3 \
+             ON CONFLICT (sid) DO UPDATE SET sess = $1::json, expire = to_timestamp($2) \
+             WHERE s.expire < to_timestamp($4)"
         );
         assert_eq!(
             plain.prune,
             "DELETE FROM \"session\" WHERE expire < to_timestamp($1)"
         );
-        let zoned = Statements::new("\"s\".\"t\"", Some("Asia/Kolkata"));
+        let zoned = Statements::new("\"s\".\"t\"", "\"s\".\"t_lock\"", Some("Asia/Kolkata"));
         assert_eq!(
             zoned.touch,
             "UPDATE \"s\".\"t\" SET expire = (to_timestamp($1) AT TIME ZONE 'Asia/Kolkata') \

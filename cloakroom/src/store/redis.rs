@@ -37,10 +37,12 @@
 //! | Store call | Redis commands | Round trips |
 //! |---|---|---|
 //! | `get` | `GET key` and `PTTL key`, pipelined | 1 |
-//! | `set`, no expected version | `SET key value EX ttl` (`DEL key` when the TTL is ≤ 0) | 1 |
-//! | `set`, compare-and-set | `EVALSHA` of a short Lua script | 1 |
+//! | `set`, new session | `SET key value EX ttl NX` | 1 |
+//! | `set`, compare-and-set (or with a lease) | `EVALSHA` of a short Lua script | 1 |
 //! | `touch` | `EXPIRE key ttl` (never rewrites the value) | 1 |
 //! | `destroy` | `DEL key` | 1 |
+//! | `try_lock` (session lock) | `SET lock token PX lease NX` | 1 |
+//! | `unlock` (session lock) | `EVALSHA` of a compare-and-delete script | 1 |
 //! | `all`, `len`, `clear` | `SCAN MATCH <prefix>* COUNT n`, then `MGET` / `DEL` in batches | many |
 //!
 //! So a request that only reads its session costs one round trip, plus the middleware's touch
@@ -51,11 +53,12 @@
 //! the script with `SCRIPT LOAD`, once per server.
 //!
 //! # Compare-and-set
-//! A record's [`Version`] is its stored value, byte for byte. A compare-and-set runs a Lua script
-//! that reads the key and writes the new value (or deletes the key when its TTL is ≤ 0) only if
-//! the stored value still equals the expected one. A missing key is a conflict, so a write never
-//! brings back a session that was destroyed or expired meanwhile. No `WATCH`, no transaction:
-//! the script is atomic, and works in Cluster because it touches one key.
+//! A new session is written with `SET … NX`, so it never replaces a record already under its
+//! id. A record's [`Version`] is its stored value, byte for byte. A compare-and-set runs a Lua
+//! script that reads the key and writes the new value (or deletes the key when its TTL is ≤ 0)
+//! only if the stored value still equals the expected one. A missing key is a conflict, so a
+//! write never brings back a session that was destroyed or expired meanwhile. No `WATCH`, no
+//! transaction: the script is atomic, and works in Cluster because its keys share a slot.
 //!
 //! Every write changes the value in practice, because the JSON holds the cookie's expiry in
 //! milliseconds. Two writes of identical bytes are the same state, so a compare-and-set that
@@ -65,6 +68,17 @@
 //! The expected value travels with the compare-and-set, so a save sends the session twice. For
 //! sessions of a few kilobytes this does not matter; for very large ones it doubles the bytes
 //! written.
+//!
+//! # Session lock
+//! With [`with_session_lock`](crate::SessionLayerBuilder::with_session_lock), a session's lock is
+//! a key beside it: `{sess:<id>}:lock` for the session key `sess:<id>` (with a prefix that has a
+//! Cluster hash tag, `{tag}:lock:<session key>`). Its value is the holder's random token, its
+//! `PX` TTL the lease, so a crashed holder frees it by itself. It is taken with `SET … NX`
+//! (nothing waits inside Redis: the middleware polls with a growing pause), released by a script
+//! that deletes it only while it still holds the holder's token, and a write under the lock runs
+//! the compare-and-set script with the lock key too, which refuses the write once the key no
+//! longer holds the token (fencing). The braces put the lock key in the session key's Cluster
+//! slot, so the script works in Cluster. connect-redis never reads these keys.
 //!
 //! # Standalone and Cluster
 //! [`RedisStoreBuilder::connect`] uses one multiplexed connection (redis-rs's
@@ -109,7 +123,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Script, ServerErrorKind, Value};
 
-use super::{Error, ErrorKind, Loaded, SessionStore, SetOutcome, Version};
+use super::{Condition, Error, ErrorKind, Lease, Loaded, LockStore, SessionStore, SetOutcome, Version};
 use crate::id::Id;
 use crate::record::Record;
 use crate::time::Timestamp;
@@ -130,21 +144,44 @@ const MAX_TTL_SECS: u64 = 8_640_000_000_000;
 /// Redis is back.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
-/// Compare-and-set. KEYS[1]: the session's key. ARGV[1]: the value the request loaded (its
-/// version); ARGV[2]: the new value; ARGV[3]: its TTL in seconds (≤ 0 deletes the key).
-/// Returns 1 when written (or deleted), 0 on a conflict. A missing key reads as `false`, never
-/// equal to a string, so it is a conflict: a destroyed session is never brought back.
-static COMPARE_AND_SET: LazyLock<Script> = LazyLock::new(|| {
+/// A conditional write. KEYS[1]: the session's key; KEYS[2], with a lease only: the session's
+/// lock key. ARGV[1]: `v` to expect the value ARGV[2] (the version the request loaded), `a` to
+/// expect no key; ARGV[3]: the new value; ARGV[4]: its TTL in seconds (≤ 0 deletes the key);
+/// ARGV[5], with a lease only: the lease's token.
+/// Returns 1 when written (or deleted), 0 on a conflict, 2 when the lease no longer holds the
+/// lock. A missing key reads as `false`, never equal to a string, so for `v` it is a conflict:
+/// a destroyed session is never brought back.
+static CONDITIONAL_SET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+        r"if KEYS[2] and redis.call('GET', KEYS[2]) ~= ARGV[5] then
+  return 2
+end
+local stored = redis.call('GET', KEYS[1])
+if ARGV[1] == 'a' then
+  if stored then
+    return 0
+  end
+elseif stored ~= ARGV[2] then
   return 0
 end
-if tonumber(ARGV[3]) > 0 then
-  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+if tonumber(ARGV[4]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
 else
   redis.call('DEL', KEYS[1])
 end
 return 1",
+    )
+});
+
+/// Releases a session lock. KEYS[1]: the lock key; ARGV[1]: the lease's token. Deletes the key
+/// only if it still holds that token, so a holder whose lease ran out never frees the lock of
+/// the next holder.
+static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0",
     )
 });
 
@@ -168,6 +205,9 @@ pub struct RedisStore {
     prefix: Arc<str>,
     /// The `SCAN MATCH` pattern for `prefix`: the prefix with glob characters escaped, then `*`.
     pattern: Arc<str>,
+    /// How lock keys begin when the prefix has a hash tag (`{tag}:lock:`), to leave them out of
+    /// scans.
+    lock_keys: Option<Arc<[u8]>>,
     ttl_secs: u64,
     scan_count: usize,
     max_record_size: usize,
@@ -368,10 +408,12 @@ impl RedisStoreBuilder {
 
     fn build(self, connection: Connection) -> RedisStore {
         let pattern = format!("{}*", escape_glob(&self.prefix));
+        let lock_keys = hash_tag(&self.prefix).map(|tag| format!("{{{tag}}}:lock:").into_bytes().into());
         RedisStore {
             connection,
             prefix: self.prefix.into(),
             pattern: pattern.into(),
+            lock_keys,
             ttl_secs: self.ttl_secs,
             scan_count: self.scan_count,
             max_record_size: self.max_record_size,
@@ -434,6 +476,13 @@ impl RedisStore {
         key.push_str(&self.prefix);
         key.push_str(id.as_str());
         key
+    }
+
+    /// The key of the session's lock: in the same Redis Cluster hash slot as the session's key
+    /// (so one script can check the lock and write the session), and outside the prefix's
+    /// `SCAN` pattern only when the prefix itself has a hash tag.
+    fn lock_key(&self, id: &Id) -> Result<String, Error> {
+        lock_key_for(&self.key(id))
     }
 
     /// connect-redis's TTL in seconds: until the cookie expires, rounded up, or the default
@@ -563,7 +612,10 @@ impl RedisStore {
                 let Value::BulkString(key) = key else {
                     return Err(unexpected("SCAN"));
                 };
-                keys.insert(key);
+                // With a hash tag in the prefix, lock keys can match the prefix's pattern.
+                if !self.lock_keys.as_deref().is_some_and(|head| key.starts_with(head)) {
+                    keys.insert(key);
+                }
             }
             if next == b"0" {
                 return Ok(());
@@ -642,41 +694,50 @@ impl SessionStore for RedisStore {
         &self,
         id: &Id,
         record: &Record,
-        expected: Option<&Version>,
+        condition: Condition<'_>,
     ) -> Result<SetOutcome, Error> {
         let key = self.key(id);
         let ttl = self.ttl_secs(record, Timestamp::now());
         let value = record.to_json();
         super::check_record_size(value.len(), self.max_record_size)?;
-        match expected {
-            None if ttl > 0 => {
-                self.query(redis::cmd("SET").arg(&key).arg(&value).arg("EX").arg(ttl))
-                    .await?;
-            }
-            // Already expired: delete instead of writing, as connect-redis does.
-            None => {
-                self.query(redis::cmd("DEL").arg(&key)).await?;
-            }
+        let written = SetOutcome::Written(Version::from_bytes(value.as_bytes()));
+        // The common first save of a new session: one plain command, no script.
+        if condition.expected().is_none() && condition.lease().is_none() && ttl > 0 {
+            let mut set = redis::cmd("SET");
+            set.arg(&key).arg(&value).arg("EX").arg(ttl).arg("NX");
+            return match self.query(&set).await? {
+                Value::Okay => Ok(written),
+                Value::Nil => Ok(SetOutcome::Conflict),
+                _ => Err(unexpected("SET")),
+            };
+        }
+        let mut invocation = CONDITIONAL_SET.prepare_invoke();
+        invocation.key(&key);
+        match condition.expected() {
+            None => invocation.arg("a").arg(""),
             Some(expected) => {
                 // Versions this store hands out are always bytes; any other cannot match.
                 let Some(expected) = expected.as_bytes() else {
                     return Ok(SetOutcome::Conflict);
                 };
-                let mut invocation = COMPARE_AND_SET.prepare_invoke();
-                invocation.key(&key).arg(expected).arg(&value).arg(ttl);
-                let mut connection = self.connection.clone();
-                // EVALSHA, and on NOSCRIPT, SCRIPT LOAD then EVALSHA again.
-                match self
-                    .bounded(invocation.invoke_async(&mut connection))
-                    .await?
-                {
-                    Value::Int(1) => {}
-                    Value::Int(0) => return Ok(SetOutcome::Conflict),
-                    _ => return Err(unexpected("EVALSHA")),
-                }
+                invocation.arg("v").arg(expected)
             }
+        };
+        invocation.arg(&value).arg(ttl);
+        if let Some(lease) = condition.lease() {
+            invocation.key(self.lock_key(id)?).arg(lease.token());
         }
-        Ok(SetOutcome::Written(Version::from_bytes(value.into_bytes())))
+        let mut connection = self.connection.clone();
+        // EVALSHA, and on NOSCRIPT, SCRIPT LOAD then EVALSHA again.
+        match self
+            .bounded(invocation.invoke_async(&mut connection))
+            .await?
+        {
+            Value::Int(1) => Ok(written),
+            Value::Int(0) => Ok(SetOutcome::Conflict),
+            Value::Int(2) => Ok(SetOutcome::LeaseLost),
+            _ => Err(unexpected("EVALSHA")),
+        }
     }
 
     async fn destroy(&self, id: &Id) -> Result<(), Error> {
@@ -736,6 +797,33 @@ impl SessionStore for RedisStore {
         for batch in keys.chunks(self.scan_count) {
             self.query(redis::cmd("DEL").arg(batch)).await?;
         }
+        Ok(())
+    }
+}
+
+/// Session locks are keys beside the sessions (see the [module docs](self#session-lock)).
+#[async_trait]
+impl LockStore for RedisStore {
+    async fn try_lock(&self, id: &Id, lease: &Lease) -> Result<bool, Error> {
+        let mut set = redis::cmd("SET");
+        set.arg(self.lock_key(id)?)
+            .arg(lease.token())
+            .arg("PX")
+            .arg(lease.duration_millis())
+            .arg("NX");
+        match self.query(&set).await? {
+            Value::Okay => Ok(true),
+            Value::Nil => Ok(false),
+            _ => Err(unexpected("SET")),
+        }
+    }
+
+    async fn unlock(&self, id: &Id, lease: &Lease) -> Result<(), Error> {
+        let mut invocation = UNLOCK.prepare_invoke();
+        invocation.key(self.lock_key(id)?).arg(lease.token());
+        let mut connection = self.connection.clone();
+        self.bounded(invocation.invoke_async::<Value>(&mut connection))
+            .await?;
         Ok(())
     }
 }
@@ -828,6 +916,44 @@ fn decode(value: &[u8]) -> Result<Record, Error> {
     super::decode_record(json)
 }
 
+/// The lock key for the session key `key`, in the same Redis Cluster hash slot, so one script
+/// can check the lock and write the session: `{key}:lock` when `key` has no braces (Cluster then
+/// hashes exactly `key` for both), `{tag}:lock:key` when `key` has a hash tag (the tag then
+/// decides the slot of both). A key with braces but no usable tag has no lock key in its slot:
+/// an error.
+fn lock_key_for(key: &str) -> Result<String, Error> {
+    if !key.contains(['{', '}']) {
+        return Ok(format!("{{{key}}}:lock"));
+    }
+    match hash_tag(key) {
+        Some(tag) => Ok(format!("{{{tag}}}:lock:{key}")),
+        None => Err(Error::new(ErrorKind::Backend, UnlockableKey)),
+    }
+}
+
+/// Redis Cluster's hash tag of `key`: what is between its first `{` and the next `}`, if that
+/// is not empty.
+fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let rest = &key[open + 1..];
+    let close = rest.find('}')?;
+    (close > 0).then(|| &rest[..close])
+}
+
+/// A session key with braces that do not form a Redis Cluster hash tag.
+#[derive(Debug)]
+struct UnlockableKey;
+
+impl fmt::Display for UnlockableKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "session key has `{` or `}` without a hash tag: no lock key can share its slot",
+        )
+    }
+}
+
+impl StdError for UnlockableKey {}
+
 /// A reply of a shape the command never gives (a misbehaving proxy, or a different server).
 fn unexpected(command: &'static str) -> Error {
     Error::new(ErrorKind::Backend, UnexpectedReply(command))
@@ -896,6 +1022,19 @@ mod tests {
     fn glob_characters_in_the_prefix_match_literally() {
         assert_eq!(escape_glob("sess:"), "sess:");
         assert_eq!(escape_glob(r"a*b?[c]\d"), r"a\*b\?\[c\]\\d");
+    }
+
+    #[test]
+    fn lock_keys_share_the_session_keys_slot() {
+        assert_eq!(lock_key_for("sess:abc").unwrap(), "{sess:abc}:lock");
+        assert_eq!(
+            lock_key_for("{app}sess:abc").unwrap(),
+            "{app}:lock:{app}sess:abc"
+        );
+        assert_eq!(hash_tag("a{b}c{d}"), Some("b"));
+        assert_eq!(hash_tag("a{}b"), None);
+        assert!(lock_key_for("sess:{}abc").is_err());
+        assert!(lock_key_for("sess:}abc").is_err());
     }
 
     #[test]

@@ -114,6 +114,11 @@ pub(crate) fn primary_key_name(table: &str) -> String {
     derived_name("", table, "_pkey")
 }
 
+/// The table of session locks beside the sessions' table (`session_lock` for the default table).
+pub(crate) fn lock_table_name(table: &str) -> String {
+    derived_name("", table, "_lock")
+}
+
 /// `prefix + table + suffix`, with the table part shortened as PostgreSQL shortens the names it
 /// makes, so the whole fits in 63 bytes and never collides with the table's own name.
 fn derived_name(prefix: &str, table: &str, suffix: &str) -> String {

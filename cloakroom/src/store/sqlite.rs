@@ -39,6 +39,25 @@
 //! destroyed or expired session is never brought back. A touch changes `expire` only, so it
 //! never changes the version.
 //!
+//! # Session lock
+//! With [`with_session_lock`](crate::SessionLayerBuilder::with_session_lock), a session's lock is
+//! a row of a second table, created with the first:
+//!
+//! ```sql
+//! CREATE TABLE IF NOT EXISTS "session_lock" (
+//!   "sid" TEXT NOT NULL PRIMARY KEY,
+//!   "token" TEXT NOT NULL,
+//!   "until" INTEGER NOT NULL
+//! );
+//! ```
+//!
+//! `token` is the holder's random token, `until` when its lease runs out (milliseconds since the
+//! epoch). Taking the lock is one upsert that succeeds only where no row is or the row's lease
+//! has run out; releasing it deletes the row only while it holds the holder's token; a write
+//! under the lock adds `AND EXISTS (…the lock row with the holder's token, still running…)` to
+//! its compare-and-set, so a holder whose lease ran out cannot write (fencing). Rows of holders
+//! that never released are replaced when next taken and deleted by the pruning task.
+//!
 //! # Pruning
 //! Expired rows are hidden at once and deleted by a background task every 15 minutes (each
 //! delay randomized to 50–150 %), stopped when the last clone of the store is dropped. A failed
@@ -59,7 +78,7 @@ use sqlx::sqlite::{
 
 pub use super::sql::InvalidName;
 use super::sql::{self, Prune, PruneTask};
-use super::{Error, ErrorKind, Loaded, SessionStore, SetOutcome, Version};
+use super::{Condition, Error, ErrorKind, Lease, Loaded, LockStore, SessionStore, SetOutcome, Version};
 use crate::id::Id;
 use crate::record::Record;
 use crate::time::Timestamp;
@@ -254,7 +273,10 @@ impl SqliteStoreBuilder {
         let inner = Arc::new_cyclic(|weak| Inner {
             pool,
             path: self.path,
-            statements: Statements::new(&table),
+            statements: Statements::new(
+                &table,
+                &sql::quoted(&sql::lock_table_name(&self.table)),
+            ),
             table: self.table,
             default_ttl: self.default_ttl,
             max_record_size: self.max_record_size,
@@ -297,12 +319,17 @@ impl SqliteStoreBuilder {
             .map_err(sqlite_error)?;
         let table = sql::quoted(&self.table);
         let index = sql::quoted(&sql::expire_index_name(&self.table));
+        let locks = sql::quoted(&sql::lock_table_name(&self.table));
         for statement in [
             format!(
                 "CREATE TABLE IF NOT EXISTS {table} (\"sid\" TEXT NOT NULL PRIMARY KEY, \
                  \"sess\" TEXT NOT NULL, \"expire\" INTEGER NOT NULL)"
             ),
             format!("CREATE INDEX IF NOT EXISTS {index} ON {table} (\"expire\")"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {locks} (\"sid\" TEXT NOT NULL PRIMARY KEY, \
+                 \"token\" TEXT NOT NULL, \"until\" INTEGER NOT NULL)"
+            ),
         ] {
             sqlx::query(&statement)
                 .execute(&pool)
@@ -313,41 +340,74 @@ impl SqliteStoreBuilder {
     }
 }
 
-/// The store's SQL, made once with the (validated) table name spliced in.
+/// The store's SQL, made once with the (validated) table names spliced in. Lock times (`until`)
+/// are milliseconds since the epoch by this machine's clock, which every process sharing the
+/// file shares.
 struct Statements {
     get: String,
-    upsert: String,
+    is_live: String,
+    insert: String,
     delete: String,
     replace: String,
+    replace_leased: String,
     delete_if_unchanged: String,
+    delete_if_unchanged_leased: String,
     touch: String,
     all: String,
     len: String,
     clear: String,
     prune: String,
+    lock: String,
+    unlock: String,
+    holds_lock: String,
+    prune_locks: String,
 }
 
 impl Statements {
-    fn new(table: &str) -> Self {
+    fn new(table: &str, locks: &str) -> Self {
+        let leased = |sid: &str, token: &str, now: &str| {
+            format!(
+                " AND EXISTS (SELECT 1 FROM {locks} WHERE sid = {sid} AND token = {token} \
+                 AND until > {now})"
+            )
+        };
+        let replace = format!(
+            "UPDATE {table} SET sess = ?1, expire = ?2 WHERE sid = ?3 AND sess = ?4 AND expire >= ?5"
+        );
+        let delete_if_unchanged =
+            format!("DELETE FROM {table} WHERE sid = ?1 AND sess = ?2 AND expire >= ?3");
         Statements {
             get: format!("SELECT sess, expire FROM {table} WHERE sid = ?1 AND expire >= ?2"),
-            upsert: format!(
+            is_live: format!("SELECT count(*) FROM {table} WHERE sid = ?1 AND expire >= ?2"),
+            // A new session: written only where no live row is (an expired one is replaced).
+            insert: format!(
                 "INSERT INTO {table} (sess, expire, sid) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (sid) DO UPDATE SET sess = excluded.sess, expire = excluded.expire"
+                 ON CONFLICT (sid) DO UPDATE SET sess = excluded.sess, expire = excluded.expire \
+                 WHERE {table}.expire < ?4"
             ),
             delete: format!("DELETE FROM {table} WHERE sid = ?1"),
-            replace: format!(
-                "UPDATE {table} SET sess = ?1, expire = ?2 \
-                 WHERE sid = ?3 AND sess = ?4 AND expire >= ?5"
+            replace_leased: format!("{replace}{}", leased("?3", "?6", "?7")),
+            replace,
+            delete_if_unchanged_leased: format!(
+                "{delete_if_unchanged}{}",
+                leased("?1", "?4", "?5")
             ),
-            delete_if_unchanged: format!(
-                "DELETE FROM {table} WHERE sid = ?1 AND sess = ?2 AND expire >= ?3"
-            ),
+            delete_if_unchanged,
             touch: format!("UPDATE {table} SET expire = ?1 WHERE sid = ?2 AND expire >= ?3"),
             all: format!("SELECT sid, sess FROM {table} WHERE expire >= ?1"),
             len: format!("SELECT count(*) FROM {table} WHERE expire >= ?1"),
             clear: format!("DELETE FROM {table}"),
             prune: format!("DELETE FROM {table} WHERE expire < ?1"),
+            lock: format!(
+                "INSERT INTO {locks} (sid, token, until) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (sid) DO UPDATE SET token = excluded.token, until = excluded.until \
+                 WHERE {locks}.until <= ?4"
+            ),
+            unlock: format!("DELETE FROM {locks} WHERE sid = ?1 AND token = ?2"),
+            holds_lock: format!(
+                "SELECT count(*) FROM {locks} WHERE sid = ?1 AND token = ?2 AND until > ?3"
+            ),
+            prune_locks: format!("DELETE FROM {locks} WHERE until <= ?1"),
         }
     }
 }
@@ -376,13 +436,31 @@ fn database_kind(error: &dyn DatabaseError) -> ErrorKind {
 
 impl Inner {
     async fn prune_expired(&self) -> Result<u64, Error> {
-        let now = sql::now_seconds(Timestamp::now());
+        let now = Timestamp::now();
         let done = sqlx::query(&self.statements.prune)
-            .bind(now)
+            .bind(sql::now_seconds(now))
+            .execute(&self.pool)
+            .await
+            .map_err(sqlite_error)?;
+        // Locks whose holders went away without releasing them.
+        sqlx::query(&self.statements.prune_locks)
+            .bind(now.as_millis())
             .execute(&self.pool)
             .await
             .map_err(sqlite_error)?;
         Ok(done.rows_affected())
+    }
+
+    /// Whether `lease` holds the lock on `id` now.
+    async fn holds_lock(&self, id: &Id, lease: &Lease) -> Result<bool, Error> {
+        let (count,): (i64,) = sqlx::query_as(&self.statements.holds_lock)
+            .bind(id.as_str())
+            .bind(lease.token())
+            .bind(Timestamp::now().as_millis())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(sqlite_error)?;
+        Ok(count > 0)
     }
 }
 
@@ -420,7 +498,7 @@ impl SessionStore for SqliteStore {
         &self,
         id: &Id,
         record: &Record,
-        expected: Option<&Version>,
+        condition: Condition<'_>,
     ) -> Result<SetOutcome, Error> {
         let now = Timestamp::now();
         let now_s = sql::now_seconds(now);
@@ -430,39 +508,64 @@ impl SessionStore for SqliteStore {
         let json = record.to_json();
         super::check_record_size(json.len(), self.inner.max_record_size)?;
         let statements = &self.inner.statements;
-        let query = match expected {
-            None if expired => sqlx::query(&statements.delete).bind(id.as_str()),
-            None => sqlx::query(&statements.upsert)
+        let pool = &self.inner.pool;
+        let written = SetOutcome::Written(Version::from_bytes(json.as_bytes()));
+        let Some(version) = condition.expected() else {
+            if expired {
+                // Nothing to create; but an id that is taken is still taken.
+                let (live,): (i64,) = sqlx::query_as(&statements.is_live)
+                    .bind(id.as_str())
+                    .bind(now_s)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(sqlite_error)?;
+                return Ok(if live > 0 { SetOutcome::Conflict } else { written });
+            }
+            let done = sqlx::query(&statements.insert)
                 .bind(json.as_str())
                 .bind(expire_s)
-                .bind(id.as_str()),
-            Some(version) => {
-                let Some(expected) = sql::expected_sess(version) else {
-                    return Ok(SetOutcome::Conflict);
-                };
-                if expired {
-                    sqlx::query(&statements.delete_if_unchanged)
-                        .bind(id.as_str())
-                        .bind(expected)
-                        .bind(now_s)
-                } else {
-                    sqlx::query(&statements.replace)
-                        .bind(json.as_str())
-                        .bind(expire_s)
-                        .bind(id.as_str())
-                        .bind(expected)
-                        .bind(now_s)
-                }
-            }
+                .bind(id.as_str())
+                .bind(now_s)
+                .execute(pool)
+                .await
+                .map_err(sqlite_error)?;
+            return Ok(if done.rows_affected() == 0 {
+                SetOutcome::Conflict
+            } else {
+                written
+            });
         };
-        let done = query
-            .execute(&self.inner.pool)
-            .await
-            .map_err(sqlite_error)?;
-        if expected.is_some() && done.rows_affected() == 0 {
+        let Some(expected) = sql::expected_sess(version) else {
             return Ok(SetOutcome::Conflict);
+        };
+        let now_ms = now.as_millis();
+        let query = match (expired, condition.lease()) {
+            (false, None) => sqlx::query(&statements.replace),
+            (false, Some(_)) => sqlx::query(&statements.replace_leased),
+            (true, None) => sqlx::query(&statements.delete_if_unchanged),
+            (true, Some(_)) => sqlx::query(&statements.delete_if_unchanged_leased),
+        };
+        let query = match expired {
+            false => query
+                .bind(json.as_str())
+                .bind(expire_s)
+                .bind(id.as_str())
+                .bind(expected)
+                .bind(now_s),
+            true => query.bind(id.as_str()).bind(expected).bind(now_s),
+        };
+        let query = match condition.lease() {
+            Some(lease) => query.bind(lease.token()).bind(now_ms),
+            None => query,
+        };
+        let done = query.execute(pool).await.map_err(sqlite_error)?;
+        if done.rows_affected() > 0 {
+            return Ok(written);
         }
-        Ok(SetOutcome::Written(Version::from_bytes(json.into_bytes())))
+        match condition.lease() {
+            Some(lease) if !self.inner.holds_lock(id, lease).await? => Ok(SetOutcome::LeaseLost),
+            _ => Ok(SetOutcome::Conflict),
+        }
     }
 
     async fn destroy(&self, id: &Id) -> Result<(), Error> {
@@ -516,6 +619,34 @@ impl SessionStore for SqliteStore {
 
     async fn clear(&self) -> Result<(), Error> {
         sqlx::query(&self.inner.statements.clear)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(sqlite_error)?;
+        Ok(())
+    }
+}
+
+/// Session locks are rows of a second table (see the [module docs](self#session-lock)).
+#[async_trait]
+impl LockStore for SqliteStore {
+    async fn try_lock(&self, id: &Id, lease: &Lease) -> Result<bool, Error> {
+        let now = Timestamp::now().as_millis();
+        let until = now.saturating_add(i64::try_from(lease.duration_millis()).unwrap_or(i64::MAX));
+        let done = sqlx::query(&self.inner.statements.lock)
+            .bind(id.as_str())
+            .bind(lease.token())
+            .bind(until)
+            .bind(now)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(sqlite_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn unlock(&self, id: &Id, lease: &Lease) -> Result<(), Error> {
+        sqlx::query(&self.inner.statements.unlock)
+            .bind(id.as_str())
+            .bind(lease.token())
             .execute(&self.inner.pool)
             .await
             .map_err(sqlite_error)?;

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::handler::Handler;
-use cloakroom::store::{self, ErrorKind, Loaded, SessionStore, SetOutcome, Version};
+use cloakroom::store::{self, Condition, ErrorKind, Loaded, SessionStore, SetOutcome, Version};
 use cloakroom::{CookieOptions, Id, MemoryStore, Record, SessionLayer, SessionLayerBuilder};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -133,7 +133,7 @@ impl SessionStore for CountingStore {
         &self,
         id: &Id,
         record: &Record,
-        expected: Option<&Version>,
+        condition: Condition<'_>,
     ) -> Result<SetOutcome, store::Error> {
         self.counts.set.fetch_add(1, Ordering::SeqCst);
         let delay = self.delay.set_ms.load(Ordering::SeqCst);
@@ -141,7 +141,7 @@ impl SessionStore for CountingStore {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         self.failure(&self.fail.set)?;
-        self.inner.set(id, record, expected).await
+        self.inner.set(id, record, condition).await
     }
     async fn destroy(&self, id: &Id) -> Result<(), store::Error> {
         self.counts.destroy.fetch_add(1, Ordering::SeqCst);
@@ -320,7 +320,7 @@ pub fn http_date_millis(text: &str) -> i64 {
 /// express-session's test harness defaults (`createSession` in `test/session.js`): secret
 /// `keyboard cat` and `cookie: { maxAge: 60000 }`, with *our* defaults for everything else
 /// (`resave` and `saveUninitialized` false).
-pub fn harness_builder(store: impl SessionStore) -> SessionLayerBuilder {
+pub fn harness_builder<S: SessionStore>(store: S) -> SessionLayerBuilder<S> {
     SessionLayer::builder(store)
         .with_secret(SECRET)
         .with_cookie(CookieOptions::new().with_max_age(Duration::from_millis(60_000)))
@@ -328,7 +328,7 @@ pub fn harness_builder(store: impl SessionStore) -> SessionLayerBuilder {
 
 /// [`harness_builder`] plus express 1's defaults `resave: true` and `saveUninitialized: true`,
 /// which upstream tests rely on without saying so.
-pub fn upstream_builder(store: impl SessionStore) -> SessionLayerBuilder {
+pub fn upstream_builder<S: SessionStore>(store: S) -> SessionLayerBuilder<S> {
     harness_builder(store)
         .with_resave(true)
         .with_save_uninitialized(true)
@@ -420,14 +420,16 @@ impl SessionStore for RawStore {
         &self,
         id: &Id,
         record: &Record,
-        expected: Option<&Version>,
+        condition: Condition<'_>,
     ) -> Result<SetOutcome, store::Error> {
         let mut entries = self.entries.lock().unwrap();
-        if let Some(expected) = expected {
-            let stored = entries.get(id.as_str()).map(|(_, v)| *v);
-            if stored.is_none() || stored != expected.as_counter() {
-                return Ok(SetOutcome::Conflict);
-            }
+        let stored = entries.get(id.as_str()).map(|(_, v)| *v);
+        let holds = match condition.expected() {
+            None => stored.is_none(),
+            Some(expected) => stored.is_some() && stored == expected.as_counter(),
+        };
+        if !holds {
+            return Ok(SetOutcome::Conflict);
         }
         let version = self.versions.fetch_add(1, Ordering::SeqCst) + 1;
         entries.insert(id.as_str().to_owned(), (record.to_json(), version));

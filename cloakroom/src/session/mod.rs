@@ -22,13 +22,23 @@ use crate::id::Id;
 use crate::middleware::Context;
 use crate::middleware::decide::{Decision, Facts, SessionFacts, decide};
 use crate::record::{Record, SessionCookie};
-use crate::store::{Loaded, SetOutcome, Version};
+use crate::store::{Condition, Loaded, SetOutcome, Version};
 use crate::time::Timestamp;
 
-/// How many times a save that lost a compare-and-set race reloads, merges and tries again.
-/// Within one process writes to a session take turns, so two attempts suffice there; the rest
-/// are for writers in other processes.
-const SAVE_ATTEMPTS: u32 = 12;
+use changes::{ChangeSet, Step};
+pub use lock::SessionLock;
+pub(crate) use lock::Locking;
+
+mod changes;
+mod lock;
+
+/// How many rounds a save that keeps losing compare-and-set races makes. Within one process
+/// writes to a session take turns, and one turn allows a reload and a second attempt, so one
+/// round suffices there; the rest are for writers in other processes, with a growing pause
+/// between rounds (taken without holding the turn).
+const SAVE_ROUNDS: u32 = 16;
+/// Attempts per round: the first, and one after reloading the newer record.
+const ATTEMPTS_PER_ROUND: u32 = 2;
 
 /// The session of the current request: express-session's `req.session`.
 ///
@@ -60,6 +70,31 @@ struct Shared {
     /// taking the lock.
     used: AtomicBool,
     state: Mutex<State>,
+}
+
+impl Drop for Shared {
+    /// A request that ends without its commit (the client went away, or the server dropped
+    /// the response future) still frees the session's lock, from a task of its own; without a
+    /// runtime to run it, the lease runs out by itself.
+    fn drop(&mut self) {
+        let Some(held) = self.state.get_mut().lock.take() else {
+            return;
+        };
+        let (Some(locking), Ok(runtime)) = (
+            self.ctx.locking.clone(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            return;
+        };
+        runtime.spawn(async move {
+            if let Err(error) = locking.release(held).await {
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "failed to release the lock of an abandoned session; its lease will run out"
+                );
+            }
+        });
+    }
 }
 
 /// What the session needs to know about its request.
@@ -96,6 +131,8 @@ struct State {
     replaced: Vec<Id>,
     /// Non-fatal store failures, reported when the response goes out.
     warnings: Vec<Error>,
+    /// The session's lock, while this request holds it (with the session lock on).
+    lock: Option<lock::Held>,
 }
 
 /// What express's `savedHash` records: whether, and as what, the store holds this session.
@@ -123,55 +160,6 @@ struct Current {
     cookie_modified: bool,
     /// … and since the last save.
     cookie_unsaved: bool,
-}
-
-/// The keys this request changed, each with its value before the first change, so a save that
-/// lost a race can re-apply exactly these changes onto the newer record.
-#[derive(Default)]
-struct ChangeSet {
-    originals: Vec<(String, Option<Value>)>,
-}
-
-impl ChangeSet {
-    /// Remembers `key`'s value before this request first changed it.
-    fn note(&mut self, key: &str, before: impl FnOnce() -> Option<Value>) {
-        if !self.originals.iter().any(|(k, _)| k == key) {
-            self.originals.push((key.to_owned(), before()));
-        }
-    }
-
-    /// Inserts into `data`, noting the key's value before this request's first change to it.
-    fn insert(&mut self, data: &mut Map<String, Value>, key: String, value: Value) {
-        if self.originals.iter().any(|(k, _)| *k == key) {
-            data.insert(key, value);
-        } else {
-            let before = data.insert(key.clone(), value);
-            self.originals.push((key, before));
-        }
-    }
-
-    /// Whether any changed key now holds something other than its original value. This compares
-    /// data, so setting a key back to what it was is no modification.
-    fn is_modified(&self, data: &Map<String, Value>) -> bool {
-        self.originals
-            .iter()
-            .any(|(key, original)| data.get(key) != original.as_ref())
-    }
-
-    /// Applies this request's net changes (`data` against the originals) onto `onto`.
-    fn rebase(&self, data: &Map<String, Value>, onto: &mut Map<String, Value>) {
-        for (key, original) in &self.originals {
-            match data.get(key) {
-                now if now == original.as_ref() => {}
-                Some(value) => {
-                    onto.insert(key.clone(), value.clone());
-                }
-                None => {
-                    onto.shift_remove(key);
-                }
-            }
-        }
-    }
 }
 
 impl Current {
@@ -258,12 +246,12 @@ impl Session {
     /// # Errors
     /// [`Error::Load`] when the store fails; [`Error::Deserialize`] when the value is not a `T`.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
-        let state = self.loaded_state().await?;
-        let Some(value) = state
-            .current
-            .as_ref()
-            .and_then(|c| c.record.data().get(key))
-        else {
+        let mut state = self.loaded_state().await?;
+        let Some(current) = state.current.as_mut() else {
+            return Ok(None);
+        };
+        current.changes.note_read(key);
+        let Some(value) = current.record.data().get(key) else {
             return Ok(None);
         };
         T::deserialize(value)
@@ -276,12 +264,12 @@ impl Session {
     /// # Errors
     /// [`Error::Load`] when the store fails.
     pub async fn get_value(&self, key: &str) -> Result<Option<Value>, Error> {
-        let state = self.loaded_state().await?;
-        Ok(state
-            .current
-            .as_ref()
-            .and_then(|c| c.record.data().get(key))
-            .cloned())
+        let mut state = self.loaded_state().await?;
+        let Some(current) = state.current.as_mut() else {
+            return Ok(None);
+        };
+        current.changes.note_read(key);
+        Ok(current.record.data().get(key).cloned())
     }
 
     /// Stores a value under `key`, as JSON. After [`destroy`](Self::destroy) this starts a new
@@ -312,6 +300,104 @@ impl Session {
         Ok(())
     }
 
+    /// Changes the value under `key` with `update`, atomically with respect to every other
+    /// request: the way to do read-modify-write (counters, carts, lists) in a session.
+    ///
+    /// `update` gets the current value (`None` when the key is absent) and returns the new one,
+    /// which this returns too. If another request saves the session first, the save re-applies
+    /// `update` to the value that request stored, so N concurrent updates make exactly N
+    /// applications, across processes too. `update` may therefore run more than once: keep it
+    /// a pure function of its argument. It runs while the session is locked for this request,
+    /// so it must not block.
+    ///
+    /// ```
+    /// # async fn counter(session: cloakroom::Session) -> Result<(), cloakroom::Error> {
+    /// let views = session.update("views", |views: Option<u64>| views.unwrap_or(0) + 1).await?;
+    /// # let _ = views;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Deserialize`] when the stored value is not a `T`; [`Error::Serialize`] when the
+    /// new one cannot be JSON; [`Error::ReservedKey`] for `cookie`; [`Error::Load`] when the
+    /// store fails. At the save, [`Error::Conflict`] if a re-applied `update` meets a value that
+    /// is not a `T`.
+    pub async fn update<T, F>(&self, key: &str, update: F) -> Result<T, Error>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        F: Fn(Option<T>) -> T + Send + Sync + 'static,
+    {
+        let result = self
+            .try_update(key, move |old| {
+                Ok::<T, std::convert::Infallible>(update(old))
+            })
+            .await?;
+        match result {
+            Ok(value) => Ok(value),
+            Err(never) => match never {},
+        }
+    }
+
+    /// Like [`update`](Self::update), with a closure that may refuse: `Ok(Err(e))` when it
+    /// returns `Err(e)`, and the key is left as it was (the rest of the session is not
+    /// affected).
+    ///
+    /// If a concurrent save makes it re-apply the closure and the closure refuses the newer
+    /// value, this request's save fails with [`Error::Conflict`] rather than saving a result the
+    /// closure would not have given.
+    ///
+    /// ```
+    /// # async fn take_ticket(session: cloakroom::Session) -> Result<(), cloakroom::Error> {
+    /// #[derive(Debug)]
+    /// struct SoldOut;
+    /// let left = session
+    ///     .try_update("tickets", |left: Option<u32>| {
+    ///         left.unwrap_or(3).checked_sub(1).ok_or(SoldOut)
+    ///     })
+    ///     .await?;
+    /// match left {
+    ///     Ok(left) => println!("{left} tickets left"),
+    ///     Err(SoldOut) => println!("sold out"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`update`](Self::update).
+    pub async fn try_update<T, E, F>(&self, key: &str, update: F) -> Result<Result<T, E>, Error>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        E: 'static,
+        F: Fn(Option<T>) -> Result<T, E> + Send + Sync + 'static,
+    {
+        if key == "cookie" {
+            return Err(Error::ReservedKey);
+        }
+        let mut state = self.loaded_state().await?;
+        let current = self.live(&mut state);
+        current.changes.note_read(key);
+        let old = match current.record.data().get(key) {
+            Some(value) => Some(T::deserialize(value).map_err(|e| Error::Deserialize(Arc::new(e)))?),
+            None => None,
+        };
+        let new = match update(old) {
+            Ok(new) => new,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let value = serde_json::to_value(&new).map_err(|e| Error::Serialize(Arc::new(e)))?;
+        let step: Step = Arc::new(move |stored: Option<&Value>| {
+            let old = match stored {
+                Some(value) => Some(T::deserialize(value).ok()?),
+                None => None,
+            };
+            serde_json::to_value(update(old).ok()?).ok()
+        });
+        current
+            .changes
+            .update(current.record.data_mut(), key, value, step);
+        Ok(Ok(new))
+    }
+
     /// Removes `key`, returning its value.
     ///
     /// # Errors
@@ -335,8 +421,9 @@ impl Session {
         let Some(current) = state.current.as_mut() else {
             return Ok(None);
         };
+        current.changes.note_read(key);
         let removed = current.record.data_mut().shift_remove(key);
-        current.changes.note(key, || removed.clone());
+        current.changes.note_write(key, || removed.clone());
         Ok(removed)
     }
 
@@ -348,7 +435,7 @@ impl Session {
         let mut state = self.loaded_state().await?;
         if let Some(current) = state.current.as_mut() {
             for (key, value) in current.record.take_data() {
-                current.changes.note(&key, || Some(value));
+                current.changes.note_write(&key, || Some(value));
             }
         }
         Ok(())
@@ -560,13 +647,25 @@ impl Session {
             &ctx.config.secrets,
         );
         if let Some(id) = state.cookie_id.clone() {
+            // With the session lock on, the lock comes first, so what is loaded is what the
+            // previous holder saved.
+            if let Some(locking) = &ctx.locking {
+                match locking.acquire(&id).await {
+                    Ok(held) => state.lock = Some(held),
+                    Err(error) => {
+                        state.failure = Some(error.clone());
+                        return Err(error);
+                    }
+                }
+            }
             match ctx.store.get(&id).await {
                 Ok(Some(loaded)) => {
                     self.adopt(state, id, loaded);
                     return Ok(());
                 }
-                // Unknown or expired: a new session with a new id, never the client's.
-                Ok(None) => {}
+                // Unknown or expired: a new session with a new id, never the client's. Its
+                // id needs no lock: nobody else can know it.
+                Ok(None) => self.release_lock(state).await,
                 Err(e) => {
                     let error = Error::Load(e);
                     state.failure = Some(error.clone());
@@ -634,8 +733,9 @@ impl Session {
             .expect("a live session was just ensured")
     }
 
-    /// Writes the live session: a compare-and-set against the loaded version; on conflict, reload
-    /// the newer record, re-apply this request's changes, and try again.
+    /// Writes the live session: a new one only if its id is free, an existing one as a
+    /// compare-and-set against the version loaded. On a conflict, reload the newer record, carry
+    /// this request's changes over (see [`changes`]), and try again.
     ///
     /// `last` says no decision follows (the end-of-request commit), so nothing needs to remember
     /// what was saved.
@@ -644,60 +744,89 @@ impl Session {
         let Some(current) = state.current.as_ref() else {
             return Ok(());
         };
-        // No other request in this process writes this session until we are done. A session
-        // never stored has an id no other request knows yet, so it needs no turn.
-        let _turn = match current.version {
-            Some(_) => Some(ctx.write_locks.for_id(&current.id).lock().await),
-            None => None,
-        };
-        for attempt in 0..SAVE_ATTEMPTS {
-            if attempt > 1 {
-                // Only a writer in another process can beat us twice: give it room.
-                tokio::time::sleep(backoff(attempt)).await;
+        // A session never stored has an id no other request knows yet: it needs no turn.
+        let takes_turns = current.version.is_some();
+        let id = current.id.clone();
+        for round in 0..SAVE_ROUNDS {
+            if round > 0 {
+                // Only writers in other processes can beat us a whole round: give them room,
+                // without holding up this process's other writers meanwhile.
+                tokio::time::sleep(backoff(round)).await;
             }
-            let current = state
-                .current
-                .as_mut()
-                .expect("checked above; only this loop clears it");
-            match ctx
-                .store
-                .set(&current.id, &current.record, current.version.as_ref())
-                .await
-            {
-                Ok(SetOutcome::Written(version)) => {
-                    current.version = Some(version);
-                    current.stored_expires_at =
-                        self.store_expiry(&current.record, Timestamp::now());
-                    current.cookie_unsaved = false;
-                    if !last {
-                        state.saved = SavedState::Saved(fingerprint(current.record.data()));
+            // No other request in this process writes this session until this round is over.
+            let _turn = match takes_turns {
+                true => Some(ctx.write_locks.for_id(&id).lock().await),
+                false => None,
+            };
+            for _ in 0..ATTEMPTS_PER_ROUND {
+                let current = state
+                    .current
+                    .as_mut()
+                    .expect("checked above; only this loop clears it");
+                let mut condition = match &current.version {
+                    Some(version) => Condition::version(version),
+                    None => Condition::absent(),
+                };
+                if let Some(held) = state.lock.as_ref().filter(|held| held.id == current.id) {
+                    condition = condition.with_lease(&held.lease);
+                }
+                match ctx.store.set(&current.id, &current.record, condition).await {
+                    Ok(SetOutcome::Written(version)) => {
+                        current.version = Some(version);
+                        current.stored_expires_at =
+                            self.store_expiry(&current.record, Timestamp::now());
+                        current.cookie_unsaved = false;
+                        if !last {
+                            current.changes.written(current.record.data());
+                            state.saved = SavedState::Saved(fingerprint(current.record.data()));
+                        }
+                        self.destroy_replaced(state).await;
+                        return Ok(());
                     }
-                    self.destroy_replaced(state).await;
-                    return Ok(());
+                    Ok(SetOutcome::Conflict) if current.version.is_none() => {
+                        return Err(Error::IdInUse);
+                    }
+                    Ok(SetOutcome::Conflict) => {}
+                    Ok(SetOutcome::LeaseLost) => return Err(Error::LeaseLost),
+                    Err(e) => return Err(Error::Save(e)),
                 }
-                Ok(SetOutcome::Conflict) => {}
-                Err(e) => return Err(Error::Save(e)),
-            }
-            match ctx.store.get(&current.id).await {
-                Ok(Some(newer)) => {
-                    let mut merged = newer.record.into_data();
-                    current.changes.rebase(current.record.data(), &mut merged);
-                    current.record.set_data(merged);
-                    current.version = Some(newer.version);
-                    current.stored_expires_at = newer.expires_at;
+                match ctx.store.get(&current.id).await {
+                    Ok(Some(newer)) => {
+                        let mut merged = newer.record.into_data();
+                        current
+                            .changes
+                            .rebase(current.record.data(), &mut merged)
+                            .map_err(|conflict| Error::Conflict { key: conflict.key })?;
+                        current.record.set_data(merged);
+                        current.version = Some(newer.version);
+                        current.stored_expires_at = newer.expires_at;
+                    }
+                    // Destroyed (a logout in another tab) or expired meanwhile: never resurrect it.
+                    Ok(None) => {
+                        tracing::debug!(
+                            "session vanished while saving; dropping this request's changes"
+                        );
+                        state.current = None;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(Error::Load(e)),
                 }
-                // Destroyed (a logout in another tab) or expired meanwhile: never resurrect it.
-                Ok(None) => {
-                    tracing::debug!(
-                        "session vanished while saving; dropping this request's changes"
-                    );
-                    state.current = None;
-                    return Ok(());
-                }
-                Err(e) => return Err(Error::Load(e)),
             }
         }
         Err(Error::Contended)
+    }
+
+    /// Releases the session's lock, if this request holds it. A failure is a warning: the
+    /// lease runs out by itself.
+    async fn release_lock(&self, state: &mut State) {
+        let Some(held) = state.lock.take() else {
+            return;
+        };
+        if let Some(locking) = &self.shared.ctx.locking {
+            if let Err(error) = locking.release(held).await {
+                state.warnings.push(error);
+            }
+        }
     }
 
     /// Destroys the records `regenerate` replaced, now that the new one is saved. A failure is a
@@ -721,6 +850,10 @@ impl Session {
         let Ok(mut state) = self.shared.state.try_lock() else {
             return Err(Deferred::Undecided);
         };
+        // Releasing the session's lock is a store call.
+        if state.lock.is_some() {
+            return Err(Deferred::Undecided);
+        }
         match self.prepare(&mut state) {
             Prepared::Done(outcome) => Ok(outcome),
             Prepared::Plan(plan) if !plan.needs_store() => Ok(self.finish(&state, plan)),
@@ -728,12 +861,22 @@ impl Session {
         }
     }
 
-    /// Finishes a commit that needs the store: destroy, save or touch, then the cookie.
+    /// Finishes a commit that needs the store: destroy, save or touch, then the cookie; then
+    /// releases the session's lock, if held, so the next holder loads what this one saved.
     pub(crate) async fn commit_later(&self, deferred: Deferred) -> Outcome {
         let mut state = self.shared.state.lock().await;
+        let mut outcome = self.commit_with_store(&mut state, deferred).await;
+        if state.lock.is_some() {
+            self.release_lock(&mut state).await;
+            outcome.warnings.append(&mut state.warnings);
+        }
+        outcome
+    }
+
+    async fn commit_with_store(&self, state: &mut State, deferred: Deferred) -> Outcome {
         let mut plan = match deferred {
             Deferred::Decided(plan) => plan,
-            Deferred::Undecided => match self.prepare(&mut state) {
+            Deferred::Undecided => match self.prepare(state) {
                 Prepared::Done(outcome) => return outcome,
                 Prepared::Plan(plan) => plan,
             },
@@ -750,7 +893,7 @@ impl Session {
             }
         }
         if plan.decision.save {
-            if let Err(error) = self.write(&mut state, true).await {
+            if let Err(error) = self.write(state, true).await {
                 return Outcome::failed(error, plan.outcome.warnings);
             }
         } else if plan.touch_due {
@@ -760,7 +903,7 @@ impl Session {
                 }
             }
         }
-        self.finish(&state, plan)
+        self.finish(state, plan)
     }
 
     /// The decisions, without any store call: marks the session finished, refreshes the expiry
