@@ -44,16 +44,20 @@ struct LoggedIn {
     role: String,
 }
 
+/// A counter: `update` is the read-modify-write that no concurrent request can undo (two tabs
+/// reloading at once both count).
 async fn views(session: Session) -> Page {
-    let views: u64 = session.get("views").await?.unwrap_or(0) + 1;
-    session.insert("views", views).await?;
+    let views = session
+        .update("views", |views: Option<u64>| views.unwrap_or(0) + 1)
+        .await?;
     Ok(Html(pages::views(views)).into_response())
 }
 
 async fn set_session(session: Session) -> Page {
     session.insert("username", "john").await?;
-    let visits: u64 = session.get("visits").await?.unwrap_or(0) + 1;
-    session.insert("visits", visits).await?;
+    session
+        .update("visits", |visits: Option<u64>| visits.unwrap_or(0) + 1)
+        .await?;
     Ok(Html(pages::message("Session data set")).into_response())
 }
 

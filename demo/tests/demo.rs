@@ -185,6 +185,33 @@ async fn tour(demo: &Demo) {
     assert_eq!(response.status(), StatusCode::SEE_OTHER, "logged out");
 }
 
+/// 50 requests at once on one session, as a double-click or two tabs would send them: every
+/// one of them counts (the counters use `Session::update`).
+async fn parallel_increments(demo: &Demo) {
+    let client = browser();
+    let at_once = |path: &'static str| {
+        let requests: Vec<_> = (0..50)
+            .map(|_| {
+                let client = client.clone();
+                let url = demo.url(path);
+                tokio::spawn(async move { client.get(url).send().await.unwrap().status() })
+            })
+            .collect();
+        async move {
+            for request in requests {
+                assert_eq!(request.await.unwrap(), StatusCode::OK);
+            }
+        }
+    };
+    text(&client, &demo.url("/set-session")).await;
+    at_once("/set-session").await;
+    let (_, body) = text(&client, &demo.url("/get-session")).await;
+    assert!(body.contains("You've visited 51 times."), "{body}");
+    at_once("/").await;
+    let (_, body) = text(&client, &demo.url("/")).await;
+    assert!(body.contains("Number of views 51"), "{body}");
+}
+
 fn common_args(store: &str) -> Vec<&str> {
     vec!["--store", store, "--secret", SECRET, "--user", "ann:pa55"]
 }
@@ -205,6 +232,7 @@ async fn every_route_on_sqlite() {
     let store = sqlite_url(&dir);
     let demo = Demo::start(&common_args(&store));
     tour(&demo).await;
+    parallel_increments(&demo).await;
     drop(demo);
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -213,6 +241,7 @@ async fn every_route_on_sqlite() {
 async fn every_route_in_memory() {
     let demo = Demo::start(&common_args("memory"));
     tour(&demo).await;
+    parallel_increments(&demo).await;
 }
 
 #[tokio::test]
@@ -223,6 +252,7 @@ async fn every_route_on_redis() {
     );
     let demo = Demo::start(&common_args(&url));
     tour(&demo).await;
+    parallel_increments(&demo).await;
 }
 
 #[tokio::test]
@@ -233,6 +263,7 @@ async fn every_route_on_postgres() {
     );
     let demo = Demo::start(&common_args(&url));
     tour(&demo).await;
+    parallel_increments(&demo).await;
 }
 
 #[tokio::test]
