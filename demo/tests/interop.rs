@@ -20,6 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cloakroom::store::{Condition, SessionStore, SetOutcome};
 use reqwest::cookie::{CookieStore as _, Jar};
 use reqwest::header::{DATE, LOCATION, SET_COOKIE};
 use reqwest::{StatusCode, Url};
@@ -616,6 +617,67 @@ async fn one_counter(store: Store) {
     }
 }
 
+/// The visit count `/get-session` on `server` shows.
+async fn visits(browser: &Browser, server: &Server) -> u64 {
+    let reply = browser.get(server, "/get-session").await;
+    let start = reply
+        .body
+        .find("You've visited ")
+        .unwrap_or_else(|| panic!("{}: no visit count in {}", server.name, reply.body));
+    reply.body[start + "You've visited ".len()..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a count")
+}
+
+/// Express and cloakroom writing one session at the same time. cloakroom's writes are
+/// conditional: a change Express made after cloakroom loaded the session is never overwritten
+/// (cloakroom's compare-and-set fails, and its update is re-applied onto Express's value).
+/// connect-redis and connect-pg-simple write unconditionally, so an Express request that loaded
+/// the session before a cloakroom write overwrites it: while Express writes too, increments can
+/// be lost on Express's side, never on cloakroom's. Every request still succeeds.
+async fn concurrent_writers(store: Store) {
+    let cloakroom = Server::cloakroom(&store, &[SECRET], &[]);
+    let express = Server::express(&store, &[SECRET], None);
+    let browser = Browser::new();
+    browser.get(&express, "/set-session").await;
+    let id = cloakroom::Id::from_string(sid_of(&browser.cookie().expect("a session")));
+    let rust: Box<dyn SessionStore> = match &store {
+        Store::Redis(url) => Box::new(cloakroom::RedisStore::connect(url).await.unwrap()),
+        Store::Postgres(url) => Box::new(cloakroom::PostgresStore::connect(url).await.unwrap()),
+    };
+    let loaded = rust.get(&id).await.unwrap().expect("Express's session");
+    browser.get(&express, "/set-session").await;
+    let outcome = rust
+        .set(&id, &loaded.record, Condition::version(&loaded.version))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        SetOutcome::Conflict,
+        "cloakroom sees the write Express made after it loaded"
+    );
+    browser.get(&cloakroom, "/set-session").await;
+    assert_eq!(visits(&browser, &express).await, 3);
+
+    let requests: Vec<_> = (0..40)
+        .map(|n| {
+            let server_url = if n % 2 == 0 { &cloakroom } else { &express }.url("/set-session");
+            let client = browser.client.clone();
+            tokio::spawn(async move { client.get(server_url).send().await.map(|r| r.status()) })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap().unwrap(), StatusCode::OK);
+    }
+    let after = visits(&browser, &cloakroom).await;
+    assert!(
+        (4..=43).contains(&after),
+        "40 increments at once, Express's unconditional: got {after}"
+    );
+}
+
 /// Both servers write the same Set-Cookie, attribute for attribute, with Expires exactly the
 /// max age after the Date header; and each accepts the other's cookie.
 async fn same_set_cookie(store: Store) {
@@ -967,6 +1029,7 @@ on_every_store!(
     cloakroom_records_load_in_express,
     short_records_expire_on_the_other_server,
     express_touches_are_honoured,
+    concurrent_writers,
 );
 
 #[test]
