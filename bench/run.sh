@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # cloakroom's benchmark, one command: builds the servers, starts Redis and PostgreSQL, runs every
-# target x route as shared/spec/bench-method.md describes, measures memory per live session, and
+# target x route as docs/benchmark-method.md describes, measures memory per live session, and
 # writes bench/results/<date>.json, bench/RESULTS.md and bench/chart.svg.
 #
 # Usage: bench/run.sh [--quick] [--targets a,b] [--routes r,s] [--million] [--no-memory]
+#        bench/run.sh --variants [--stores a,b] [--rounds N] [--duration S]
 #   --quick      3 s runs after a 1 s warm-up, a few targets (development only)
 #   --targets    comma-separated: bare, cloakroom-memory, cloakroom-sqlite, cloakroom-redis,
 #                cloakroom-postgres, tower-sessions-memory, tower-sessions-redis,
@@ -11,6 +12,8 @@
 #   --million    also measure memory at 1,000,000 live sessions (slow)
 #   --no-micro   skip the criterion micro-benchmark (cloakroom/benches/hot_path.rs; skipped
 #                by --quick too)
+#   --variants   instead: what cloakroom's concurrency guarantees cost (/counter with insert,
+#                update and the session lock, in alternating rounds; bench/harness/variants.py)
 # Other options are passed to bench/harness/bench.py run (see its --help).
 #
 # Needs: 2 CPUs, cargo, node and npm, wrk, taskset, python3; Redis and PostgreSQL are installed
@@ -27,6 +30,16 @@ done
 
 echo "[bench] building the servers (release)" >&2
 (cd bench && CARGO_TARGET_DIR="$bench_dir/target" cargo build --release --quiet)
+
+if [ "${1:-}" = "--variants" ]; then
+  shift
+  # shellcheck source=../scripts/services.sh
+  source scripts/services.sh
+  trap stop_services EXIT
+  start_services
+  python3 bench/harness/variants.py "$@"
+  exit
+fi
 
 wants_node=1
 case " $* " in

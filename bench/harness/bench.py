@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """cloakroom's benchmark harness (Python 3, standard library only).
 
-Drives the servers of bench/servers and bench/express as bench-method.md describes: the server
+Drives the servers of bench/servers and bench/express as docs/benchmark-method.md describes: the server
 and its store pinned to CPU 0, wrk pinned to CPU 1, a fresh server per target x route, a short
 warm-up, then the measured run. Measures req/s, p50/p99 (wrk), CPU busy share per core
 (/proc/stat), server CPU time per request (/proc/<pid>/stat), store round trips per request
@@ -301,7 +301,7 @@ def free_port():
 
 
 class Server:
-    def __init__(self, target, stores, tmpdir):
+    def __init__(self, target, stores, tmpdir, extra=()):
         self.target = target
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
@@ -320,6 +320,7 @@ class Server:
                 path = tempfile.mkstemp(suffix=".db", dir=tmpdir)[1]
                 os.unlink(path)
                 cmd += ["--sqlite-path", path]
+            cmd += list(extra)
         self.cmd = ["taskset", "-c", SERVER_CPU] + cmd
         self.proc = None
 
@@ -384,13 +385,14 @@ def idle_check(seconds=0.5):
     return busy_share(a, cpu_times())
 
 
-def run_load(target, route, stores, args, tmpdir):
+def run_load(target, route, stores, args, tmpdir, extra=()):
+    """One measured run of `route` on a fresh server of `target` (with `extra` server flags)."""
     store = store_of(target)
     mode = "bare" if target == "bare" else "session"
     flags = []
     if store in ("redis", "postgres"):
         stores.reset(store)
-    server = Server(target, stores, tmpdir)
+    server = Server(target, stores, tmpdir, extra)
     server.start()
     try:
         if store == "postgres":

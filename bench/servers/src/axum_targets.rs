@@ -8,7 +8,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 
-use crate::{Args, COOKIE_NAME, SIGNING_KEY, Target, announce_ready};
+use crate::{Args, COOKIE_NAME, Counter, SIGNING_KEY, Target, announce_ready};
 
 pub(crate) async fn serve(args: Args) -> anyhow::Result<()> {
     let app = match args.target {
@@ -18,26 +18,28 @@ pub(crate) async fn serve(args: Args) -> anyhow::Result<()> {
             let store = cloakroom::MemoryStore::builder()
                 .with_max_entries(2_000_000)
                 .build();
-            with_cloakroom(store)?
+            with_cloakroom(store, &args)?
         }
         Target::CloakroomSqlite => {
             let path = args
                 .sqlite_path
+                .clone()
                 .context("cloakroom-sqlite needs --sqlite-path")?;
-            with_cloakroom(cloakroom::SqliteStore::open(path).await?)?
+            with_cloakroom(cloakroom::SqliteStore::open(path).await?, &args)?
         }
         Target::CloakroomRedis => {
-            with_cloakroom(cloakroom::RedisStore::connect(&args.redis_url).await?)?
+            with_cloakroom(cloakroom::RedisStore::connect(&args.redis_url).await?, &args)?
         }
         Target::CloakroomPostgres => {
             let url = args
                 .postgres_url
+                .clone()
                 .context("cloakroom-postgres needs --postgres-url")?;
             let store = cloakroom::PostgresStore::builder_from_url(url)
                 .with_create_table_if_missing(true)
                 .build()
                 .await?;
-            with_cloakroom(store)?
+            with_cloakroom(store, &args)?
         }
         Target::TowerSessionsMemory => tower::router(tower_sessions::MemoryStore::default()),
         Target::TowerSessionsRedis => tower::router(tower::redis_store(&args.redis_url).await?),
@@ -69,20 +71,26 @@ fn internal_error<E>(_: E) -> StatusCode {
     StatusCode::INTERNAL_SERVER_ERROR
 }
 
-fn with_cloakroom(store: impl cloakroom::SessionStore) -> anyhow::Result<Router> {
-    let sessions = cloakroom::SessionLayer::builder(store)
+fn with_cloakroom<S: cloakroom::store::LockStore>(store: S, args: &Args) -> anyhow::Result<Router> {
+    let mut sessions = cloakroom::SessionLayer::builder(store)
         .with_secret(SIGNING_KEY)
         .with_name(COOKIE_NAME)
         // Throttled touches, cloakroom's recommended production setting: a read-only request
         // skips the expiry refresh when the store's expiry was refreshed under a minute ago,
         // so it costs one store round trip instead of two.
-        .with_touch_after(Duration::from_secs(60))
-        .build()?;
+        .with_touch_after(Duration::from_secs(60));
+    if args.session_lock {
+        sessions = sessions.with_session_lock(cloakroom::SessionLock::new());
+    }
+    let counter = match args.counter {
+        Counter::Update => get(cloakroom_routes::counter),
+        Counter::Insert => get(cloakroom_routes::counter_insert),
+    };
     Ok(Router::new()
         .route("/login", get(cloakroom_routes::login))
         .route("/read", get(cloakroom_routes::read))
-        .route("/counter", get(cloakroom_routes::counter))
-        .layer(sessions))
+        .route("/counter", counter)
+        .layer(sessions.build()?))
 }
 
 mod bare {
@@ -116,6 +124,13 @@ mod cloakroom_routes {
     }
 
     pub(super) async fn counter(session: Session) -> Result<String, cloakroom::Error> {
+        let views = session
+            .update("views", |views: Option<u64>| views.unwrap_or(0) + 1)
+            .await?;
+        Ok(views.to_string())
+    }
+
+    pub(super) async fn counter_insert(session: Session) -> Result<String, cloakroom::Error> {
         let views = session.get::<u64>("views").await?.unwrap_or(0) + 1;
         session.insert("views", views).await?;
         Ok(views.to_string())

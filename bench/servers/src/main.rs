@@ -1,4 +1,4 @@
-//! The servers under test in cloakroom's benchmark (see `shared/spec/bench-method.md`).
+//! The servers under test in cloakroom's benchmark (see `docs/benchmark-method.md`).
 //!
 //! One binary, one target per run: `bench-servers --target NAME --addr 127.0.0.1:PORT`. Every
 //! target serves the same three routes with the same meaning, so the load harness can drive them
@@ -7,6 +7,9 @@
 //! - `GET /login` starts a session: sets `user` = "bench", answers "ok" with the session cookie.
 //! - `GET /read` reads `user` without changing anything: "user: bench", or "user: none".
 //! - `GET /counter` adds one to `views` (a store write on every request) and answers the new number.
+//!
+//! cloakroom's targets also take `--counter insert` (a plain get then insert instead of
+//! `Session::update`) and `--session-lock`, to measure what each costs.
 //!
 //! The peers are configured alike: cookie `sid`, a fixed signing key, no resave, no saving of
 //! untouched new sessions, no rolling, a browser-session cookie. Every target serves from one
@@ -49,6 +52,19 @@ struct Args {
     /// The database file for `cloakroom-sqlite`.
     #[arg(long)]
     sqlite_path: Option<std::path::PathBuf>,
+    /// How cloakroom's `/counter` adds one: with `Session::update` (the documented way), or
+    /// with a plain `get` then `insert`.
+    #[arg(long, value_enum, default_value = "update")]
+    counter: Counter,
+    /// Turn on cloakroom's exclusive session lock.
+    #[arg(long)]
+    session_lock: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Counter {
+    Update,
+    Insert,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -317,11 +317,16 @@ impl Lease {
     /// # Panics
     /// If the operating system cannot provide randomness.
     pub fn new(duration: Duration) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut bytes = [0u8; 16];
         getrandom::fill(&mut bytes).expect("the OS random number generator must be available");
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let mut token = [0u8; 32];
+        for (pair, byte) in token.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0xf)];
+        }
         Lease {
-            token: token.into(),
+            token: std::str::from_utf8(&token).expect("hex is ASCII").into(),
             duration,
         }
     }
