@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """What cloakroom's concurrency guarantees cost: `/counter` on each cloakroom store, written three
-ways, measured in alternating rounds (insert, update, locked, insert, update, locked, ...):
+ways, measured in alternating rounds (insert, update, locked, then locked, update, insert, ...):
 
 - insert: a plain `get` then `insert` (what express-session apps do; refused with 409 when another
   request changed the key meanwhile);
@@ -8,13 +8,17 @@ ways, measured in alternating rounds (insert, update, locked, insert, update, lo
 - locked: `get` then `insert` under the exclusive session lock (`with_session_lock`).
 
 Each run is the benchmark's usual one (docs/benchmark-method.md): a fresh server on CPU 0 with its
-store, wrk -t1 -c64 on CPU 1, one session per connection, so requests never contend for one
-session: the figures are the cost of each way when nothing conflicts. Prints each round, the
+store, wrk on CPU 1, 64 connections with one session each; but wrk runs one thread per
+connection (-t64), so each connection keeps its own session exactly and no two requests ever
+touch one session at once: the figures are the cost of each way when nothing conflicts. (With
+-t1, wrk's script can only match answers to sessions first in, first out, and now and then
+sends two requests on one session at once.) Prints each round, the
 ratio to `insert` per round, the median and the spread; writes bench/results/variants-<date>.json
 and bench/VARIANTS.md.
 
 Usage (normally through bench/run.sh --variants):
   variants.py [--stores memory,sqlite,redis,postgres] [--rounds 3] [--duration 8] [--warmup 2]
+  variants.py --report bench/results/variants-DATE.json   # rewrite bench/VARIANTS.md
 """
 
 import argparse
@@ -50,6 +54,8 @@ def measure(args):
         sys.exit("CLOAKROOM_REDIS_URL is not set (run through bench/run.sh --variants)")
     if "postgres" in wanted and not stores.postgres_url:
         sys.exit("CLOAKROOM_POSTGRES_URL is not set (run through bench/run.sh --variants)")
+    if "postgres" in wanted:
+        stores.enable_pg_stat_statements()
     stores.pin()
     tmpdir = tempfile.mkdtemp(prefix="cloakroom-variants.")
     runs = []
@@ -57,7 +63,11 @@ def measure(args):
         for store in wanted:
             target = f"cloakroom-{store}"
             for round_no in range(1, args.rounds + 1):
-                for variant, extra in VARIANTS.items():
+                # A B C, then C B A: a variant's place in the round does not favour it.
+                order = list(VARIANTS.items())
+                if round_no % 2 == 0:
+                    order.reverse()
+                for variant, extra in order:
                     bench.log(f"{target} /counter {variant}, round {round_no}")
                     try:
                         row = bench.run_load(target, "counter", stores, args, tmpdir, extra)
@@ -79,8 +89,9 @@ def summary_lines(runs):
     ratio to `insert` of the same round (median and spread of those ratios)."""
     lines = [
         "| store | variant | req/s per round | median | ratio to insert per round | median ratio "
-        "| p50 / p99 ms (median) | store calls per request | errors | flags |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| server CPU µs per request (median) | p50 / p99 ms (median) | store calls per request "
+        "| errors | flags |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for store in STORES:
         of_store = [r for r in runs if r["store"] == store]
@@ -102,6 +113,7 @@ def summary_lines(runs):
                 f"| {statistics.median(rps):,.0f} "
                 f"| {' / '.join(f'{x:.3f}' for x in ratios)} "
                 f"| {statistics.median(ratios):.3f} ({min(ratios):.3f}–{max(ratios):.3f}) "
+                f"| {statistics.median(r['server_cpu_us_per_req'] for r in rows):.1f} "
                 f"| {statistics.median(r['p50_ms'] for r in rows):.2f} / "
                 f"{statistics.median(r['p99_ms'] for r in rows):.2f} "
                 f"| {calls_cell} | {sum(r['errors'] for r in rows)} | {' '.join(flags) or '–'} |")
@@ -114,10 +126,11 @@ def write_report(results, path):
         "# What the concurrency guarantees cost",
         "",
         f"Run {meta['date']} on {meta['host']} ({meta['cpus']} CPUs, {meta['cpu_model']}): "
-        f"`/counter` on each cloakroom store, {meta['rounds']} alternating rounds of "
-        f"insert, update, locked; wrk -t1 -c64 -d{meta['duration']}s after a "
+        f"`/counter` on each cloakroom store, {meta['rounds']} alternating rounds "
+        f"(insert, update, locked, then the reverse order); wrk -t{meta['wrk_threads']} -c64 -d{meta['duration']}s after a "
         f"{meta['warmup']} s warm-up, server and store on CPU 0, wrk on CPU 1, one session per "
-        "connection (no request waits for another). Regenerate with `bench/run.sh --variants`.",
+        "connection and one thread per connection, so no two requests share a session: the "
+        "cost of each way when nothing conflicts. Regenerate with `bench/run.sh --variants`.",
         "",
         "- **insert**: `get` then `insert` (a stale write is refused with 409).",
         "- **update**: `Session::update` (re-applied on a conflict; the documented way).",
@@ -127,7 +140,9 @@ def write_report(results, path):
     ] + summary_lines(results["runs"]) + [
         "",
         "Store calls per request count what the store's server saw (Redis commands, Postgres "
-        "statements); memory and SQLite are in-process and not counted.",
+        "statements); memory and SQLite are in-process and not counted. Where wrk's core is "
+        "saturated (`client-bound`, the memory store), req/s is the client's ceiling: compare "
+        "the server's CPU per request instead.",
         "",
     ]
     with open(path, "w") as f:
@@ -141,8 +156,17 @@ def main():
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     p.add_argument("--duration", type=int, default=8, help="seconds per measured run (default 8)")
     p.add_argument("--warmup", type=int, default=2, help="seconds of warm-up (default 2)")
+    p.add_argument("--wrk-threads", type=int, default=64,
+                   help="wrk threads (default 64: one per connection, so sessions never overlap)")
+    p.add_argument("--report", metavar="RESULTS.json",
+                   help="only rewrite bench/VARIANTS.md from an earlier run's results")
     args = p.parse_args()
-    args.wrk_threads = 1
+    if args.report:
+        with open(args.report) as f:
+            results = json.load(f)
+        write_report(results, os.path.join(bench.BENCH, "VARIANTS.md"))
+        print("\n".join(summary_lines(results["runs"])))
+        return
     if os.cpu_count() < 2:
         sys.exit("needs two CPUs: the server on CPU 0, wrk on CPU 1")
     started = time.monotonic()
@@ -151,6 +175,7 @@ def main():
     results = {
         "meta": {
             "date": now.strftime("%Y-%m-%d %H:%M UTC"), "rounds": args.rounds,
+            "wrk_threads": args.wrk_threads,
             "duration": args.duration, "warmup": args.warmup, "host": socket.gethostname(),
             "cpus": os.cpu_count(), "cpu_model": bench.cpu_model(),
             "elapsed_seconds": round(time.monotonic() - started),

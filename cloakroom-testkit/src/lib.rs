@@ -1,9 +1,10 @@
 //! The conformance suite every cloakroom [`SessionStore`] must pass, public so third-party stores
 //! can prove themselves the same way the built-in ones do.
 //!
-//! Each case in [`cases`] is an async function that takes a fresh, empty store and panics on
-//! the first broken contract. [`conformance_suite!`] expands to one `#[tokio::test]` per case.
-//! Run it against the real server, never a stand-in.
+//! Each case in [`cases`] and [`concurrency`] is an async function that takes a fresh, empty
+//! store (or two handles on one) and panics on the first broken contract.
+//! [`conformance_suite!`], [`concurrency_suite!`] and [`locking_suite!`] expand to one
+//! `#[tokio::test]` per case. Run them against the real server, never a stand-in.
 //!
 //! ```no_run
 //! // tests/my_store.rs. A real store would connect to its server here, with a key prefix,
@@ -19,6 +20,18 @@
 //! }
 //!
 //! cloakroom_testkit::conformance_suite!(fresh, prune = prune);
+//!
+//! // Two handles on one backend, standing for two processes (for a networked store: two
+//! // connections with the same key prefix, table or file).
+//! async fn pair() -> (cloakroom::MemoryStore, cloakroom::MemoryStore) {
+//!     let store = fresh().await;
+//!     (store.clone(), store)
+//! }
+//!
+//! // Concurrent requests on one session through a real session layer: no update is lost.
+//! cloakroom_testkit::concurrency_suite!(pair);
+//! // For a store that implements `LockStore`: leases, fencing, and the locked layer.
+//! cloakroom_testkit::locking_suite!(pair);
 //! # fn main() {}
 //! ```
 //!
@@ -214,24 +227,9 @@ macro_rules! concurrency_suite {
 #[macro_export]
 macro_rules! locking_suite {
     ($pair:path) => {
-        $crate::locking_suite!(@one $pair, locks_are_exclusive_and_leased);
-        $crate::locking_suite!(@one $pair, writes_under_a_lost_lease_are_refused);
-        $crate::locking_suite!(@one $pair, abandoned_locks_are_freed);
-        $crate::locking_suite!(@two $pair, locked_plain_increments_all_count);
-    };
-    (@two $pair:path, $case:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $case() {
-            let (first, second) = $pair().await;
-            $crate::concurrency::$case(::std::sync::Arc::new(first), ::std::sync::Arc::new(second))
-                .await;
-        }
-    };
-    (@one $pair:path, $case:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $case() {
-            let (first, _second) = $pair().await;
-            $crate::concurrency::$case(::std::sync::Arc::new(first)).await;
-        }
+        $crate::concurrency_suite!(@one $pair, locks_are_exclusive_and_leased);
+        $crate::concurrency_suite!(@one $pair, writes_under_a_lost_lease_are_refused);
+        $crate::concurrency_suite!(@one $pair, abandoned_locks_are_freed);
+        $crate::concurrency_suite!(@two $pair, locked_plain_increments_all_count);
     };
 }

@@ -15,7 +15,9 @@
 //!   check, then as `read_no_cookie`.
 //! - `read`: a valid cookie: parsing, HMAC verification, the store load (JSON decode), the
 //!   read, and the decision (nothing to save).
-//! - `counter`: as `read`, plus a write: JSON encode and the store's compare-and-set.
+//! - `counter`: as `read`, plus a write: JSON encode and the store's compare-and-set (a plain
+//!   `get` then `insert`).
+//! - `counter_update`: the same with `Session::update`, the documented read-modify-write.
 //! - `login`: no cookie; a new id from the OS CSPRNG, a write, the save (JSON encode, store
 //!   insert), signing, and the `Set-Cookie` header. The store grows by one entry per
 //!   iteration, bounded by `MemoryStore`'s LRU limit.
@@ -53,12 +55,13 @@ fn layer(c: &mut Criterion) {
     group.bench_function("bare", |b| {
         b.iter(|| rt.block_on(send(&bare, "/untouched", Some(&cookie))))
     });
-    let cases: [(&str, &str, Option<&str>); 6] = [
+    let cases: [(&str, &str, Option<&str>); 7] = [
         ("untouched", "/untouched", Some(&cookie)),
         ("read_no_cookie", "/read", None),
         ("read_bad_signature", "/read", Some(&bad)),
         ("read", "/read", Some(&cookie)),
         ("counter", "/counter", Some(&cookie)),
+        ("counter_update", "/counter_update", Some(&cookie)),
         ("login", "/login", None),
     ];
     for (name, path, cookie) in cases {

@@ -15,8 +15,8 @@
 //! use cloakroom::{CookieOptions, MemoryStore, Session, SessionLayer};
 //!
 //! async fn views(session: Session) -> Result<String, cloakroom::Error> {
-//!     let views: u64 = session.get("views").await?.unwrap_or(0) + 1;
-//!     session.insert("views", views).await?;
+//!     // Read-modify-write in one step: concurrent requests never lose a view.
+//!     let views = session.update("views", |views: Option<u64>| views.unwrap_or(0) + 1).await?;
 //!     Ok(format!("Number of views {views}"))
 //! }
 //!
@@ -43,11 +43,22 @@
 //!    *before* the response leaves, so a redirect never races its own save.
 //!
 //! # Concurrency
-//! Two requests that change different keys of one session at the same time both keep their
-//! change. The session records which keys it changed; saving an existing session is a
-//! compare-and-set against the version it loaded; on conflict it reloads the newer record,
-//! re-applies its own changes and tries again. The same key written by both: the last writer
-//! wins. A session destroyed meanwhile (a logout in another tab) is never brought back.
+//! Requests on one session at the same time (two tabs, a double-click, several processes) never
+//! lose each other's changes silently. Saving an existing session is a compare-and-set against
+//! the version it loaded; a new session is written only if its id is free. When another request
+//! saved first, this one reloads the newer record and carries its own changes over:
+//!
+//! | what the handler did to a key | carried over onto the newer record |
+//! |---|---|
+//! | [`Session::update`] (or [`Session::try_update`]) | the closure runs again on the newer value: N concurrent updates make N |
+//! | `get` then `insert`/`remove` | only if nobody changed the key meanwhile; otherwise the save fails with [`Error::Conflict`] (409) |
+//! | `insert`/`remove` without reading it | yes: this request's value wins, as if it ran second |
+//! | nothing | the newer record's value stays |
+//!
+//! A session destroyed meanwhile (a logout in another tab) is never brought back. For code that
+//! reads and writes the plain way, the opt-in exclusive session lock
+//! ([`SessionLayerBuilder::with_session_lock`]) makes requests on one session take turns, across
+//! processes. The README's "Concurrency" section has the guarantees and costs per store.
 //!
 //! # Failures
 //! A store failure while loading or saving replaces the response with a fixed, opaque one (503

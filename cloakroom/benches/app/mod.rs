@@ -35,6 +35,13 @@ async fn counter(session: Session) -> Result<String, cloakroom::Error> {
     Ok(count.to_string())
 }
 
+async fn counter_update(session: Session) -> Result<String, cloakroom::Error> {
+    let count = session
+        .update("count", |count: Option<u64>| count.unwrap_or(0) + 1)
+        .await?;
+    Ok(count.to_string())
+}
+
 async fn untouched() -> &'static str {
     "user: bench"
 }
@@ -44,6 +51,7 @@ pub fn routes() -> Router {
         .route("/login", get(login))
         .route("/read", get(read))
         .route("/counter", get(counter))
+        .route("/counter_update", get(counter_update))
         .route("/untouched", get(untouched))
 }
 
@@ -139,7 +147,7 @@ impl SessionStore for NullStore {
         &self,
         _id: &Id,
         _record: &Record,
-        _expected: Option<&Version>,
+        _condition: store::Condition<'_>,
     ) -> Result<SetOutcome, store::Error> {
         Ok(SetOutcome::Written(Version::from_counter(1)))
     }

@@ -53,11 +53,36 @@ const ATTEMPTS_PER_ROUND: u32 = 2;
 /// use cloakroom::Session;
 ///
 /// async fn counter(session: Session) -> Result<String, cloakroom::Error> {
-///     let views: u64 = session.get("views").await?.unwrap_or(0) + 1;
-///     session.insert("views", views).await?;
+///     let views = session.update("views", |views: Option<u64>| views.unwrap_or(0) + 1).await?;
 ///     Ok(format!("Number of views {views}"))
 /// }
 /// ```
+///
+/// # Concurrent requests
+/// Requests on one session can run at the same time (two tabs, a double-click, several
+/// processes). None of them loses another's change silently; what happens to a key depends on
+/// how this request changed it:
+///
+/// | the handler | when another request saved the session first |
+/// |---|---|
+/// | [`update`](Self::update)d the key | the closure runs again on the value the other request stored: nothing is lost |
+/// | read it ([`get`](Self::get)), then [`insert`](Self::insert)ed or [`remove`](Self::remove)d it | carried over if the other request left the key alone; otherwise the save fails with [`Error::Conflict`] and the response becomes 409 (nothing of this request is saved) |
+/// | wrote it without reading it | this request's value wins, as if it had run second |
+/// | did not change it | the other request's value stays |
+///
+/// So: use [`update`](Self::update) for read-modify-write (counters, carts, lists), or turn on
+/// the session lock ([`with_session_lock`](crate::SessionLayerBuilder::with_session_lock)) to
+/// make requests on one session take turns, and plain `get` then `insert` safe.
+///
+/// | store | compare-and-set | `update` re-applied | session lock |
+/// |---|---|---|---|
+/// | [`MemoryStore`](crate::MemoryStore) | version counter, in process | yes | in-process lock table with leases |
+/// | `SqliteStore` | `UPDATE … WHERE sess = <loaded>` | yes | a row in `<table>_lock`, leased, checked by every locked write |
+/// | `RedisStore` (and Cluster) | Lua script comparing the loaded value | yes | `SET {key}:lock NX PX`, checked by the write script |
+/// | `PostgresStore` | `UPDATE … WHERE sess::text = <loaded>` | yes | a row in `<table>_lock` by the server's clock, checked by every locked write |
+///
+/// A save that loses a race costs two more store round trips (reload, write) per retry; the
+/// lock costs two per request (take, release) plus the wait.
 #[derive(Clone)]
 pub struct Session {
     shared: Arc<Shared>,
