@@ -234,7 +234,9 @@ pub async fn all_at_once(
         .collect();
     let mut statuses = HashMap::new();
     for task in tasks {
-        *statuses.entry(task.await.expect("a request task")).or_default() += 1;
+        *statuses
+            .entry(task.await.expect("a request task"))
+            .or_default() += 1;
     }
     statuses
 }

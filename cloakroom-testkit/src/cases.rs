@@ -67,7 +67,11 @@ pub async fn create_never_overwrites(store: Store) {
         "a new session must not replace a live one"
     );
     let loaded = store.get(&id).await.unwrap().unwrap();
-    assert_eq!(loaded.record.data()["n"], json!(1), "the first record stays");
+    assert_eq!(
+        loaded.record.data()["n"],
+        json!(1),
+        "the first record stays"
+    );
     assert_eq!(loaded.version, first);
     let second = write(&*store, &id, &record(json!({"m": 2}), hour), Some(&first)).await;
     assert_ne!(first, second, "each write makes a new version");
@@ -78,7 +82,13 @@ pub async fn create_never_overwrites(store: Store) {
     // An expired record does not hold its id.
     let brief = Id::generate();
     let life = Duration::from_millis(200);
-    write(&*store, &brief, &record(json!({"old": true}), Some(life)), None).await;
+    write(
+        &*store,
+        &brief,
+        &record(json!({"old": true}), Some(life)),
+        None,
+    )
+    .await;
     tokio::time::sleep(life + SECOND_ROUNDING).await;
     write(&*store, &brief, &record(json!({"new": true}), hour), None).await;
     let loaded = store.get(&brief).await.unwrap().unwrap();
@@ -228,7 +238,11 @@ pub async fn compare_and_set(store: Store) {
     let first = write(&*store, &id, &record(json!({"n": 1}), hour), None).await;
     let second = write(&*store, &id, &record(json!({"n": 2}), hour), Some(&first)).await;
     let stale = store
-        .set(&id, &record(json!({"n": 99}), hour), Condition::version(&first))
+        .set(
+            &id,
+            &record(json!({"n": 99}), hour),
+            Condition::version(&first),
+        )
         .await
         .unwrap();
     assert_eq!(stale, SetOutcome::Conflict, "a stale version must conflict");
@@ -239,7 +253,11 @@ pub async fn compare_and_set(store: Store) {
 
     store.destroy(&id).await.unwrap();
     let after_destroy = store
-        .set(&id, &record(json!({"n": 3}), hour), Condition::version(&second))
+        .set(
+            &id,
+            &record(json!({"n": 3}), hour),
+            Condition::version(&second),
+        )
         .await
         .unwrap();
     assert_eq!(

@@ -27,7 +27,11 @@ pub async fn concurrent_updates_all_count(first: Store, second: Store) {
     let cookie = apps[0].start().await;
     let statuses = all_at_once(&apps, 200, "/update", &cookie).await;
     assert_eq!(statuses.get(&StatusCode::OK), Some(&200), "{statuses:?}");
-    assert_eq!(apps[1].value(&cookie, "n").await, json!(200), "lost updates");
+    assert_eq!(
+        apps[1].value(&cookie, "n").await,
+        json!(200),
+        "lost updates"
+    );
 }
 
 /// 100 requests at once, each setting its own key, half through each of two store handles:
@@ -83,9 +87,17 @@ pub async fn repeated_ids_never_merge(first: Store) {
     let update = app.get("/update", Some(&cookie)).await;
     assert_eq!(update.status, StatusCode::OK, "{update:?}");
     let second = app.get("/create", None).await;
-    assert_eq!(second.status, StatusCode::INTERNAL_SERVER_ERROR, "{second:?}");
+    assert_eq!(
+        second.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{second:?}"
+    );
     assert_eq!(second.cookie, None);
-    assert_eq!(app.value(&cookie, "n").await, json!(1), "the first session stays");
+    assert_eq!(
+        app.value(&cookie, "n").await,
+        json!(1),
+        "the first session stays"
+    );
 }
 
 /// The store's side of the lock: one holder at a time, released only by its holder, and freed
@@ -94,9 +106,18 @@ pub async fn locks_are_exclusive_and_leased(store: Locks) {
     let id = Id::generate();
     let long = || Lease::new(Duration::from_secs(30));
     let (a, b) = (long(), long());
-    assert!(store.try_lock(&id, &a).await.unwrap(), "a free lock is taken");
-    assert!(!store.try_lock(&id, &b).await.unwrap(), "a held lock is not");
-    assert!(!store.try_lock(&id, &a).await.unwrap(), "not even again by its holder");
+    assert!(
+        store.try_lock(&id, &a).await.unwrap(),
+        "a free lock is taken"
+    );
+    assert!(
+        !store.try_lock(&id, &b).await.unwrap(),
+        "a held lock is not"
+    );
+    assert!(
+        !store.try_lock(&id, &a).await.unwrap(),
+        "not even again by its holder"
+    );
     store.unlock(&id, &b).await.unwrap();
     assert!(
         !store.try_lock(&id, &b).await.unwrap(),
@@ -180,7 +201,11 @@ pub async fn locked_plain_increments_all_count(first: Locks, second: Locks) {
     let cookie = apps[0].start().await;
     let statuses = all_at_once(&apps, 200, "/plain", &cookie).await;
     assert_eq!(statuses.get(&StatusCode::OK), Some(&200), "{statuses:?}");
-    assert_eq!(apps[1].value(&cookie, "n").await, json!(200), "lost updates");
+    assert_eq!(
+        apps[1].value(&cookie, "n").await,
+        json!(200),
+        "lost updates"
+    );
 }
 
 /// With the session lock on: a holder whose request is dropped mid-way frees the session at
@@ -228,9 +253,18 @@ pub async fn abandoned_locks_are_freed(store: Locks) {
         Arc::clone(&store),
         SessionLock::new().with_wait(Duration::from_millis(300)),
     );
-    assert!(store.try_lock(&id, &Lease::new(Duration::from_secs(30))).await.unwrap());
+    assert!(
+        store
+            .try_lock(&id, &Lease::new(Duration::from_secs(30)))
+            .await
+            .unwrap()
+    );
     let refused = impatient.get("/update", Some(&cookie)).await;
-    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{refused:?}");
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{refused:?}"
+    );
 }
 
 /// The session id in a `connect.sid=s%3A<id>.<signature>` cookie.

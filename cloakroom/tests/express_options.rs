@@ -1130,7 +1130,9 @@ async fn secret_should_reject_empty_arrays() {
 }
 
 /// Runs upstream's set-then-get flow against a layer with `secret`-style configuration.
-async fn assert_signs_and_unsigns<S: cloakroom::SessionStore>(builder: cloakroom::SessionLayerBuilder<S>) {
+async fn assert_signs_and_unsigns<S: cloakroom::SessionStore>(
+    builder: cloakroom::SessionLayerBuilder<S>,
+) {
     let app = app_with(builder.build().unwrap(), set_then_get);
     let first = get(&app, "/", None).await;
     assert_eq!((first.status, first.body.as_str()), (StatusCode::OK, "set"));

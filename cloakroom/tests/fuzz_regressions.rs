@@ -81,7 +81,11 @@ async fn cookie_headers_get_their_own_session_or_a_fresh_one() {
     let mut record = Record::default();
     record.data_mut().insert("user".to_owned(), "fuzz".into());
     store
-        .set(&Id::from_string(KNOWN_ID), &record, cloakroom::store::Condition::absent())
+        .set(
+            &Id::from_string(KNOWN_ID),
+            &record,
+            cloakroom::store::Condition::absent(),
+        )
         .await
         .unwrap();
     let app = app(store);

@@ -306,7 +306,11 @@ async fn a_row_that_is_not_a_session_is_a_decode_error_and_is_kept() {
     );
     // It is never overwritten by a new session, but it can be destroyed, and its id reused.
     let fresh = store
-        .set(&id, &record(json!({"fixed": true}), None), Condition::absent())
+        .set(
+            &id,
+            &record(json!({"fixed": true}), None),
+            Condition::absent(),
+        )
         .await
         .unwrap();
     assert_eq!(fresh, cloakroom::store::SetOutcome::Conflict);

@@ -44,7 +44,11 @@ fn setup() -> (Runtime, App) {
     let mut record = Record::default();
     record.data_mut().insert("user".to_owned(), "fuzz".into());
     runtime
-        .block_on(store.set(&Id::from_string(shared::KNOWN_ID), &record, cloakroom::store::Condition::absent()))
+        .block_on(store.set(
+            &Id::from_string(shared::KNOWN_ID),
+            &record,
+            cloakroom::store::Condition::absent(),
+        ))
         .expect("the memory store takes the known session");
     let layer = SessionLayer::builder(store)
         .with_secret(shared::SECRET)

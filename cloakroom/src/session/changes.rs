@@ -302,7 +302,11 @@ mod tests {
         assert!(changes.is_modified(&data), "still modified since load");
         let mut newer = map(json!({"n": 5}));
         changes.rebase(&data, &mut newer).unwrap();
-        assert_eq!(newer["n"], json!(5), "the written update is not applied again");
+        assert_eq!(
+            newer["n"],
+            json!(5),
+            "the written update is not applied again"
+        );
     }
 
     #[test]

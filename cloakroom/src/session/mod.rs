@@ -26,8 +26,8 @@ use crate::store::{Condition, Loaded, SetOutcome, Version};
 use crate::time::Timestamp;
 
 use changes::{ChangeSet, Step};
-pub use lock::SessionLock;
 pub(crate) use lock::Locking;
+pub use lock::SessionLock;
 
 mod changes;
 mod lock;
@@ -402,7 +402,9 @@ impl Session {
         let current = self.live(&mut state);
         current.changes.note_read(key);
         let old = match current.record.data().get(key) {
-            Some(value) => Some(T::deserialize(value).map_err(|e| Error::Deserialize(Arc::new(e)))?),
+            Some(value) => {
+                Some(T::deserialize(value).map_err(|e| Error::Deserialize(Arc::new(e)))?)
+            }
             None => None,
         };
         let new = match update(old) {

@@ -1,8 +1,8 @@
 //! [`MemoryStore`]: sessions in this process's memory, bounded and expiring.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
 use std::time::Duration;

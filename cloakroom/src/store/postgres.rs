@@ -109,7 +109,9 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 
 pub use super::sql::InvalidName;
 use super::sql::{self, Prune, PruneTask};
-use super::{Condition, Error, ErrorKind, Lease, Loaded, LockStore, SessionStore, SetOutcome, Version};
+use super::{
+    Condition, Error, ErrorKind, Lease, Loaded, LockStore, SessionStore, SetOutcome, Version,
+};
 use crate::id::Id;
 use crate::record::Record;
 use crate::time::Timestamp;
@@ -768,7 +770,11 @@ impl SessionStore for PostgresStore {
                     .bind(id.as_str())
                     .bind(seconds(now_s));
                 let (live,): (i64,) = self.inner.bounded(query.fetch_one(pool)).await?;
-                return Ok(if live > 0 { SetOutcome::Conflict } else { written });
+                return Ok(if live > 0 {
+                    SetOutcome::Conflict
+                } else {
+                    written
+                });
             }
             let query = sqlx::query(&statements.insert)
                 .bind(json.as_str())
@@ -798,10 +804,7 @@ impl SessionStore for PostgresStore {
                 .bind(id.as_str())
                 .bind(expected)
                 .bind(seconds(now_s)),
-            true => query
-                .bind(id.as_str())
-                .bind(expected)
-                .bind(seconds(now_s)),
+            true => query.bind(id.as_str()).bind(expected).bind(seconds(now_s)),
         };
         let query = match condition.lease() {
             Some(lease) => query.bind(lease.token()),

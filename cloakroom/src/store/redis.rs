@@ -123,7 +123,9 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Script, ServerErrorKind, Value};
 
-use super::{Condition, Error, ErrorKind, Lease, Loaded, LockStore, SessionStore, SetOutcome, Version};
+use super::{
+    Condition, Error, ErrorKind, Lease, Loaded, LockStore, SessionStore, SetOutcome, Version,
+};
 use crate::id::Id;
 use crate::record::Record;
 use crate::time::Timestamp;
@@ -408,7 +410,8 @@ impl RedisStoreBuilder {
 
     fn build(self, connection: Connection) -> RedisStore {
         let pattern = format!("{}*", escape_glob(&self.prefix));
-        let lock_keys = hash_tag(&self.prefix).map(|tag| format!("{{{tag}}}:lock:").into_bytes().into());
+        let lock_keys =
+            hash_tag(&self.prefix).map(|tag| format!("{{{tag}}}:lock:").into_bytes().into());
         RedisStore {
             connection,
             prefix: self.prefix.into(),
@@ -613,7 +616,11 @@ impl RedisStore {
                     return Err(unexpected("SCAN"));
                 };
                 // With a hash tag in the prefix, lock keys can match the prefix's pattern.
-                if !self.lock_keys.as_deref().is_some_and(|head| key.starts_with(head)) {
+                if !self
+                    .lock_keys
+                    .as_deref()
+                    .is_some_and(|head| key.starts_with(head))
+                {
                     keys.insert(key);
                 }
             }
@@ -946,9 +953,7 @@ struct UnlockableKey;
 
 impl fmt::Display for UnlockableKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "session key has `{` or `}` without a hash tag: no lock key can share its slot",
-        )
+        f.write_str("session key has `{` or `}` without a hash tag: no lock key can share its slot")
     }
 }
 

@@ -78,7 +78,9 @@ use sqlx::sqlite::{
 
 pub use super::sql::InvalidName;
 use super::sql::{self, Prune, PruneTask};
-use super::{Condition, Error, ErrorKind, Lease, Loaded, LockStore, SessionStore, SetOutcome, Version};
+use super::{
+    Condition, Error, ErrorKind, Lease, Loaded, LockStore, SessionStore, SetOutcome, Version,
+};
 use crate::id::Id;
 use crate::record::Record;
 use crate::time::Timestamp;
@@ -273,10 +275,7 @@ impl SqliteStoreBuilder {
         let inner = Arc::new_cyclic(|weak| Inner {
             pool,
             path: self.path,
-            statements: Statements::new(
-                &table,
-                &sql::quoted(&sql::lock_table_name(&self.table)),
-            ),
+            statements: Statements::new(&table, &sql::quoted(&sql::lock_table_name(&self.table))),
             table: self.table,
             default_ttl: self.default_ttl,
             max_record_size: self.max_record_size,
@@ -519,7 +518,11 @@ impl SessionStore for SqliteStore {
                     .fetch_one(pool)
                     .await
                     .map_err(sqlite_error)?;
-                return Ok(if live > 0 { SetOutcome::Conflict } else { written });
+                return Ok(if live > 0 {
+                    SetOutcome::Conflict
+                } else {
+                    written
+                });
             }
             let done = sqlx::query(&statements.insert)
                 .bind(json.as_str())
