@@ -7,7 +7,6 @@ use std::time::{Duration, SystemTime};
 
 use crate::cookie;
 use crate::record::{Priority, SameSite, SessionCookie};
-use crate::signing::Secrets;
 use crate::time::Timestamp;
 
 /// The template for each new session's cookie: express's `cookie` option.
@@ -240,9 +239,9 @@ pub enum ConfigError {
     InvalidPath,
 }
 
-/// The validated options of a layer.
+/// Every option of a layer but its secrets, in one place: the builder sets them, `build`
+/// validates them, and the middleware and the decision rules read them.
 pub(crate) struct Config {
-    pub(crate) secrets: Secrets,
     pub(crate) name: String,
     pub(crate) cookie: CookieOptions,
     pub(crate) genid: Option<Genid>,
@@ -251,23 +250,38 @@ pub(crate) struct Config {
     pub(crate) save_uninitialized: bool,
     pub(crate) rolling: bool,
     pub(crate) unset: Unset,
-    pub(crate) touch_after: std::time::Duration,
+    pub(crate) touch_after: Duration,
+}
+
+impl Default for Config {
+    /// express-session's defaults, except `resave` and `saveUninitialized`, which are false.
+    fn default() -> Self {
+        Config {
+            name: "connect.sid".to_owned(),
+            cookie: CookieOptions::new(),
+            genid: None,
+            proxy: false,
+            resave: false,
+            save_uninitialized: false,
+            rolling: false,
+            unset: Unset::Keep,
+            touch_after: Duration::ZERO,
+        }
+    }
 }
 
 impl Config {
-    pub(crate) fn validated(self) -> Result<Self, ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if !cookie::is_valid_name(&self.name) {
             return Err(ConfigError::InvalidName);
         }
-        self.cookie.validate()?;
-        Ok(self)
+        self.cookie.validate()
     }
 }
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
-            .field("secrets", &self.secrets)
             .field("name", &self.name)
             .field("cookie", &self.cookie)
             .field("genid", &self.genid.as_ref().map(|_| "custom"))

@@ -165,6 +165,14 @@ impl SessionCookie {
             .map(|ms| Duration::from_millis(ms.max(0).unsigned_abs()))
     }
 
+    /// When a store drops a record with this cookie, written or touched at `now`: at the
+    /// cookie's expiry, or `default_ttl` after `now` for a browser-session cookie (the store's
+    /// own default lifetime). For stores.
+    pub fn store_expiry(&self, now: Timestamp, default_ttl: Duration) -> Timestamp {
+        self.expires
+            .unwrap_or_else(|| now.add_millis(crate::time::millis(default_ttl)))
+    }
+
     /// Time left before expiry (express's `cookie.maxAge` getter); zero once expired.
     pub fn max_age(&self) -> Option<Duration> {
         self.max_age_at(Timestamp::now())
@@ -182,7 +190,7 @@ impl SessionCookie {
     }
 
     pub(crate) fn set_max_age_at(&mut self, max_age: Option<Duration>, now: Timestamp) {
-        let ms = max_age.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let ms = max_age.map(crate::time::millis);
         self.original_max_age = ms;
         self.expires = ms.map(|ms| now.add_millis(ms));
     }

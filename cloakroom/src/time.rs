@@ -8,6 +8,12 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// A duration in whole milliseconds, as a signed number to add to a [`Timestamp`] (saturating:
+/// no duration a session can have comes near the limit).
+pub(crate) fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// An instant, in whole milliseconds since the Unix epoch (as a JavaScript `Date`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);

@@ -9,7 +9,7 @@ use http::Response;
 use http::header::SET_COOKIE;
 use pin_project_lite::pin_project;
 
-use crate::session::{Outcome, Session};
+use crate::session::{Commit, Outcome, Session};
 
 type CommitFuture<B> = Pin<Box<dyn Future<Output = Response<B>> + Send>>;
 
@@ -73,11 +73,13 @@ where
                     let Some(session) = session.take().filter(Session::was_used) else {
                         return Poll::Ready(Ok(response));
                     };
-                    match session.commit_now() {
-                        Ok(outcome) => return Poll::Ready(Ok(apply(&session, outcome, response))),
-                        Err(deferred) => {
+                    match session.commit() {
+                        Commit::Ready(outcome) => {
+                            return Poll::Ready(Ok(apply(&session, outcome, response)));
+                        }
+                        Commit::Later(pending) => {
                             let future = Box::pin(async move {
-                                let outcome = session.commit_later(deferred).await;
+                                let outcome = session.commit_later(pending).await;
                                 apply(&session, outcome, response)
                             });
                             this.state.set(State::Commit { future });

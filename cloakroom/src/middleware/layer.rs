@@ -7,11 +7,10 @@ use bytes::Bytes;
 use http::Response;
 use tower_layer::Layer;
 
-use super::decide::Rules;
-use super::{Context, FailureHandler, SessionService, WriteLocks, default_failure_response};
-use crate::config::{Config, ConfigError, CookieOptions, Genid, Unset};
+use super::{SessionService, default_failure_response};
+use crate::config::{Config, ConfigError, CookieOptions, Unset};
 use crate::error::Error;
-use crate::session::{Locking, SessionLock};
+use crate::session::{Context, FailureHandler, Locking, SessionLock, WriteLocks};
 use crate::signing::Secrets;
 use crate::store::{LockStore, SessionStore};
 
@@ -46,17 +45,9 @@ impl SessionLayer {
     pub fn builder<S: SessionStore>(store: S) -> SessionLayerBuilder<S> {
         SessionLayerBuilder {
             store: Arc::new(store),
-            locking: None,
             secrets: Vec::new(),
-            name: "connect.sid".to_owned(),
-            cookie: CookieOptions::new(),
-            genid: None,
-            proxy: false,
-            resave: false,
-            save_uninitialized: false,
-            rolling: false,
-            unset: Unset::Keep,
-            touch_after: Duration::ZERO,
+            config: Config::default(),
+            locking: None,
             on_failure: Arc::new(default_failure_response),
         }
     }
@@ -78,17 +69,10 @@ impl<S> Layer<S> for SessionLayer {
 #[must_use = "call `.build()` to make the layer"]
 pub struct SessionLayerBuilder<S> {
     store: Arc<S>,
-    locking: Option<Arc<Locking>>,
+    /// Checked and turned into signing keys by `build`.
     secrets: Vec<Vec<u8>>,
-    name: String,
-    cookie: CookieOptions,
-    genid: Option<Genid>,
-    proxy: bool,
-    resave: bool,
-    save_uninitialized: bool,
-    rolling: bool,
-    unset: Unset,
-    touch_after: Duration,
+    config: Config,
+    locking: Option<Arc<Locking>>,
     on_failure: FailureHandler,
 }
 
@@ -116,13 +100,13 @@ impl<S: SessionStore> SessionLayerBuilder<S> {
 
     /// express's `name`: the cookie's name (default `connect.sid`).
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
+        self.config.name = name.into();
         self
     }
 
     /// express's `cookie`: the template for each new session's cookie.
     pub fn with_cookie(mut self, cookie: CookieOptions) -> Self {
-        self.cookie = cookie;
+        self.config.cookie = cookie;
         self
     }
 
@@ -141,7 +125,7 @@ impl<S: SessionStore> SessionLayerBuilder<S> {
     where
         F: Fn(&http::Request<()>) -> String + Send + Sync + 'static,
     {
-        self.genid = Some(Arc::new(genid));
+        self.config.genid = Some(Arc::new(genid));
         self
     }
 
@@ -152,35 +136,35 @@ impl<S: SessionStore> SessionLayerBuilder<S> {
     /// # Security
     /// Turn it on only behind a proxy that sets the header itself; otherwise clients choose.
     pub fn with_proxy(mut self, proxy: bool) -> Self {
-        self.proxy = proxy;
+        self.config.proxy = proxy;
         self
     }
 
     /// express's `resave`: save loaded sessions on every request they are used in, even when
     /// unchanged. Default false (express 1 defaults to true, with a deprecation warning).
     pub fn with_resave(mut self, resave: bool) -> Self {
-        self.resave = resave;
+        self.config.resave = resave;
         self
     }
 
     /// express's `saveUninitialized`: save (and send the cookie of) new sessions the handler
     /// did not change. Default false (express 1 defaults to true, with a deprecation warning).
     pub fn with_save_uninitialized(mut self, save_uninitialized: bool) -> Self {
-        self.save_uninitialized = save_uninitialized;
+        self.config.save_uninitialized = save_uninitialized;
         self
     }
 
     /// express's `rolling`: send the cookie, with a renewed expiry, on every response for an
     /// existing session. Default false.
     pub fn with_rolling(mut self, rolling: bool) -> Self {
-        self.rolling = rolling;
+        self.config.rolling = rolling;
         self
     }
 
     /// express's `unset`: what [`Session::unset`](crate::Session::unset) does to the stored
     /// session. Default [`Unset::Keep`].
     pub fn with_unset(mut self, unset: Unset) -> Self {
-        self.unset = unset;
+        self.config.unset = unset;
         self
     }
 
@@ -197,7 +181,7 @@ impl<S: SessionStore> SessionLayerBuilder<S> {
     /// let builder = builder.with_touch_after(std::time::Duration::from_secs(60));
     /// ```
     pub fn with_touch_after(mut self, touch_after: Duration) -> Self {
-        self.touch_after = touch_after;
+        self.config.touch_after = touch_after;
         self
     }
 
@@ -231,28 +215,11 @@ impl<S: SessionStore> SessionLayerBuilder<S> {
             return Err(ConfigError::MissingSecret);
         }
         let secrets = Secrets::new(&self.secrets).ok_or(ConfigError::EmptySecret)?;
-        let config = Config {
-            secrets,
-            name: self.name,
-            cookie: self.cookie,
-            genid: self.genid,
-            proxy: self.proxy,
-            resave: self.resave,
-            save_uninitialized: self.save_uninitialized,
-            rolling: self.rolling,
-            unset: self.unset,
-            touch_after: self.touch_after,
-        }
-        .validated()?;
-        let rules = Rules {
-            save_uninitialized: config.save_uninitialized,
-            rolling: config.rolling,
-            unset: config.unset,
-        };
+        self.config.validate()?;
         Ok(SessionLayer {
             ctx: Arc::new(Context {
-                config,
-                rules,
+                config: self.config,
+                secrets,
                 store: self.store,
                 on_failure: self.on_failure,
                 write_locks: WriteLocks::new(),

@@ -7,8 +7,8 @@ use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use tower_service::Service;
 
-use super::{Context, ResponseFuture};
-use crate::session::{RequestFacts, Session};
+use super::ResponseFuture;
+use crate::session::{Context, RequestFacts, Session};
 
 /// Marks a request as having arrived over TLS. Insert it into the request extensions from
 /// your TLS acceptor; without it (or [`with_proxy`](crate::SessionLayerBuilder::with_proxy)
@@ -44,8 +44,8 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let config = &self.ctx.config;
-        // express's gates (§4.1): an outer session layer already ran, or the path is not under
-        // the cookie's path (a plain prefix test, as express).
+        // express's gates: an outer session layer already ran, or the path is not under the
+        // cookie's path (a plain prefix test, as express).
         if request.extensions().get::<Session>().is_some()
             || !request.uri().path().starts_with(config.cookie.path())
         {
@@ -62,7 +62,7 @@ where
     }
 }
 
-/// express's `issecure` (§4.8): TLS, or with `proxy`, the first `X-Forwarded-Proto` value.
+/// express's `issecure`: TLS, or with `proxy`, the first `X-Forwarded-Proto` value.
 fn is_secure<B>(request: &Request<B>, trust_proxy: bool) -> bool {
     if request.extensions().get::<SecureConnection>().is_some() {
         return true;

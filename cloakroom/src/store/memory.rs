@@ -52,7 +52,7 @@ struct Inner {
     hasher: RandomState,
     max_entries_per_shard: usize,
     max_record_size: usize,
-    default_ttl_ms: i64,
+    default_ttl: Duration,
     sweep_interval: Duration,
     sweeper: Once,
 }
@@ -291,7 +291,7 @@ impl MemoryStoreBuilder {
                 hasher,
                 max_entries_per_shard: self.max_entries.div_ceil(SHARDS),
                 max_record_size: self.max_record_size,
-                default_ttl_ms: i64::try_from(self.default_ttl.as_millis()).unwrap_or(i64::MAX),
+                default_ttl: self.default_ttl,
                 sweep_interval: self.sweep_interval,
                 sweeper: Once::new(),
             }),
@@ -349,10 +349,10 @@ impl MemoryStore {
     }
 
     fn expires_at(&self, record: &Record, now: i64) -> i64 {
-        match record.cookie().expires() {
-            Some(expires) => expires.as_millis(),
-            None => now.saturating_add(self.inner.default_ttl_ms),
-        }
+        record
+            .cookie()
+            .store_expiry(Timestamp::from_millis(now), self.inner.default_ttl)
+            .as_millis()
     }
 
     fn start_sweeper(&self) {
@@ -518,9 +518,7 @@ impl SessionStore for MemoryStore {
     }
 
     fn default_ttl(&self) -> Option<Duration> {
-        Some(Duration::from_millis(
-            self.inner.default_ttl_ms.max(0).unsigned_abs(),
-        ))
+        Some(self.inner.default_ttl)
     }
 
     async fn all(&self) -> Result<Vec<(Id, Record)>, Error> {
@@ -616,7 +614,7 @@ impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStore")
             .field("max_entries", &(self.inner.max_entries_per_shard * SHARDS))
-            .field("default_ttl_ms", &self.inner.default_ttl_ms)
+            .field("default_ttl", &self.inner.default_ttl)
             .finish_non_exhaustive()
     }
 }

@@ -36,13 +36,7 @@ pub(crate) fn now_seconds(now: Timestamp) -> i64 {
 /// connect-pg-simple's `_getExpireTime`: the cookie's expiry rounded up to the second, or, for a
 /// browser-session cookie, `now + ttl` rounded up.
 pub(crate) fn expire_seconds(record: &Record, now: Timestamp, default_ttl: Duration) -> i64 {
-    match record.cookie().expires() {
-        Some(expires) => ceil_seconds(expires.as_millis()),
-        None => {
-            let ttl_ms = i64::try_from(default_ttl.as_millis()).unwrap_or(i64::MAX);
-            ceil_seconds(now.as_millis().saturating_add(ttl_ms))
-        }
-    }
+    ceil_seconds(record.cookie().store_expiry(now, default_ttl).as_millis())
 }
 
 /// A prune interval as the builders store it: `None` disables pruning.

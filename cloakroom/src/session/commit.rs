@@ -1,0 +1,374 @@
+//! The end of a request: decide (see [`decide`](super::decide)), then destroy, save or touch,
+//! then the cookie; and the save itself, with its compare-and-set retries.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+
+use super::Session;
+use super::decide::{Decision, Facts, SessionFacts, decide};
+use super::state::{Current, SavedState, State, fingerprint};
+use crate::cookie;
+use crate::error::Error;
+use crate::id::Id;
+use crate::record::{Record, SessionCookie};
+use crate::store::{Condition, SetOutcome};
+use crate::time::Timestamp;
+
+/// How many rounds a save that keeps losing compare-and-set races makes. Within one process
+/// writes to a session take turns, and one turn allows a reload and a second attempt, so one
+/// round suffices there; the rest are for writers in other processes, with a growing pause
+/// between rounds (taken without holding the turn).
+const SAVE_ROUNDS: u32 = 16;
+/// Attempts per round: the first, and one after reloading the newer record.
+const ATTEMPTS_PER_ROUND: u32 = 2;
+
+/// What the middleware must do to the response.
+#[derive(Default)]
+pub(crate) struct Outcome {
+    /// A `Set-Cookie` value to append.
+    pub(crate) set_cookie: Option<HeaderValue>,
+    /// A fatal store failure: answer with the failure response instead.
+    pub(crate) failure: Option<Error>,
+    /// Non-fatal failures (touch, cleanup after regenerate, unlock): logged and attached.
+    pub(crate) warnings: Vec<Error>,
+}
+
+impl Outcome {
+    fn failed(failure: Error, warnings: Vec<Error>) -> Self {
+        Outcome {
+            set_cookie: None,
+            failure: Some(failure),
+            warnings,
+        }
+    }
+}
+
+/// How a commit goes on, from [`Session::commit`].
+pub(crate) enum Commit {
+    /// Nothing waits for the store: apply this to the response now.
+    Ready(Outcome),
+    /// The store must be called first: finish it with [`Session::commit_later`].
+    Later(Pending),
+}
+
+/// A commit that waits for the store.
+pub(crate) enum Pending {
+    /// The state was busy, or a lock must be released: decide later.
+    Undecided,
+    /// Decided; the store calls remain.
+    Decided(Plan),
+}
+
+/// The end-of-request decisions, before any store call.
+pub(crate) struct Plan {
+    decision: Decision,
+    now: Timestamp,
+    warnings: Vec<Error>,
+}
+
+impl Plan {
+    fn needs_store(&self) -> bool {
+        self.decision.destroy || self.decision.save || self.decision.touch
+    }
+}
+
+/// What [`Session::prepare`] found.
+enum Prepared {
+    /// Nothing to decide (an unused session, or a failure to report).
+    Done(Outcome),
+    Plan(Plan),
+}
+
+impl Session {
+    /// Commits without waiting when the decisions need no store call (the common read-only
+    /// request with a throttled touch); otherwise says what [`commit_later`](Self::commit_later)
+    /// must finish.
+    pub(crate) fn commit(&self) -> Commit {
+        // Busy only if a clone of the handle (in a task the handler spawned) is mid-operation.
+        let Ok(mut state) = self.shared.state.try_lock() else {
+            return Commit::Later(Pending::Undecided);
+        };
+        // Releasing the session's lock is a store call.
+        if state.lock.is_some() {
+            return Commit::Later(Pending::Undecided);
+        }
+        match self.prepare(&mut state) {
+            Prepared::Done(outcome) => Commit::Ready(outcome),
+            Prepared::Plan(plan) if !plan.needs_store() => {
+                Commit::Ready(self.finish(&state, plan))
+            }
+            Prepared::Plan(plan) => Commit::Later(Pending::Decided(plan)),
+        }
+    }
+
+    /// Finishes a commit that needs the store: destroy, save or touch, then the cookie; then
+    /// releases the session's lock, if held, so the next holder loads what this one saved.
+    pub(crate) async fn commit_later(&self, pending: Pending) -> Outcome {
+        let mut state = self.shared.state.lock().await;
+        let mut outcome = self.commit_with_store(&mut state, pending).await;
+        if state.lock.is_some() {
+            self.release_lock(&mut state).await;
+            outcome.warnings.append(&mut state.warnings);
+        }
+        outcome
+    }
+
+    async fn commit_with_store(&self, state: &mut State, pending: Pending) -> Outcome {
+        let mut plan = match pending {
+            Pending::Decided(plan) => plan,
+            Pending::Undecided => match self.prepare(state) {
+                Prepared::Done(outcome) => return outcome,
+                Prepared::Plan(plan) => plan,
+            },
+        };
+        let store = &self.shared.ctx.store;
+        if plan.decision.destroy {
+            let id = state
+                .unset
+                .take()
+                .expect("destroy is decided only after unset");
+            match store.destroy(&id).await {
+                Ok(()) => state.destroyed.push(id),
+                Err(e) => return Outcome::failed(Error::Destroy(e), plan.warnings),
+            }
+        }
+        if plan.decision.save {
+            if let Err(error) = self.write(state, true).await {
+                return Outcome::failed(error, plan.warnings);
+            }
+        } else if plan.decision.touch {
+            if let Some(current) = &state.current {
+                if let Err(e) = store.touch(&current.id, &current.record).await {
+                    plan.warnings.push(Error::Touch(e));
+                }
+            }
+        }
+        self.finish(state, plan)
+    }
+
+    /// The decisions, without any store call: marks the session finished, refreshes the expiry
+    /// once (express's `req.session.touch()` on the way out), and asks [`decide`].
+    fn prepare(&self, state: &mut State) -> Prepared {
+        if state.finished || !state.loaded {
+            state.finished = true;
+            return Prepared::Done(Outcome::default());
+        }
+        state.finished = true;
+        let warnings = std::mem::take(&mut state.warnings);
+        if let Some(failure) = state.failure.take() {
+            return Prepared::Done(Outcome::failed(failure, warnings));
+        }
+        let now = Timestamp::now();
+        if !state.touched {
+            if let Some(current) = state.current.as_mut() {
+                current.record.cookie_mut().touch_at(now);
+            }
+        }
+        let cookie_id = state.cookie_id.as_ref();
+        let facts = Facts {
+            session: state.current.as_ref().map(|current| SessionFacts {
+                is_new: cookie_id != Some(&current.id),
+                is_modified: current.is_modified_since_load(state.original_id.as_ref()),
+                is_saved: self.is_saved(state, current),
+                has_saved_hash: !matches!(state.saved, SavedState::Unsaved),
+                has_expires: current.record.cookie().expires().is_some(),
+                secure_cookie: current.record.cookie().secure() == Some(true),
+                stored_expiry: current.stored_expires_at,
+                touched_expiry: self.store_expiry(&current.record, now),
+            }),
+            unset_called: state.unset.is_some(),
+            cookie_session_unset: cookie_id.is_some() && state.unset.as_ref() == cookie_id,
+            cookie_session_destroyed: cookie_id.is_some_and(|id| state.destroyed.contains(id)),
+            request_secure: self.shared.request.secure,
+        };
+        Prepared::Plan(Plan {
+            decision: decide(&self.shared.ctx.config, &facts),
+            now,
+            warnings,
+        })
+    }
+
+    /// When the store expires `record` if written or touched `now`: at the cookie's expiry, or
+    /// after the store's default lifetime for a browser-session cookie.
+    pub(super) fn store_expiry(&self, record: &Record, now: Timestamp) -> Option<Timestamp> {
+        match record.cookie().expires() {
+            Some(expires) => Some(expires),
+            None => Some(record.cookie().store_expiry(now, self.shared.ctx.store.default_ttl()?)),
+        }
+    }
+
+    /// The cookie half of the commit: the session's cookie, or an expired one.
+    fn finish(&self, state: &State, plan: Plan) -> Outcome {
+        let mut outcome = Outcome {
+            warnings: plan.warnings,
+            ..Outcome::default()
+        };
+        if plan.decision.set_cookie {
+            if let Some(current) = &state.current {
+                outcome.set_cookie = self.cookie_header(&current.id, current.record.cookie(), None);
+            }
+        } else if plan.decision.expire_cookie {
+            if let Some(cookie_id) = &state.cookie_id {
+                let template = self
+                    .shared
+                    .ctx
+                    .config
+                    .cookie
+                    .session_cookie(plan.now, self.shared.request.secure);
+                outcome.set_cookie =
+                    self.cookie_header(cookie_id, &template, Some(Timestamp::EPOCH));
+            }
+        }
+        outcome
+    }
+
+    /// express's `isSaved`: the store holds exactly this data under this id.
+    fn is_saved(&self, state: &State, current: &Current) -> bool {
+        state.original_id.as_ref() == Some(&current.id)
+            && !current.cookie_unsaved
+            && match state.saved {
+                SavedState::Unsaved => false,
+                SavedState::AsLoaded => !current.changes.is_modified(current.record.data()),
+                SavedState::Saved(saved) => fingerprint(current.record.data()) == saved,
+            }
+    }
+
+    fn cookie_header(
+        &self,
+        id: &Id,
+        cookie: &SessionCookie,
+        expires: Option<Timestamp>,
+    ) -> Option<HeaderValue> {
+        let ctx = &self.shared.ctx;
+        let value = match expires {
+            // An expiring cookie needs no valid value.
+            Some(_) => String::new(),
+            None => ctx.secrets.sign(id.as_str()),
+        };
+        cookie::set_cookie(&ctx.config.name, &value, cookie, expires)
+            .inspect_err(|invalid| {
+                tracing::error!(attribute = invalid.0, "failed to write the session cookie");
+            })
+            .ok()
+    }
+
+    /// Writes the live session: a new one only if its id is free, an existing one as a
+    /// compare-and-set against the version loaded. On a conflict, reload the newer record, carry
+    /// this request's changes over (see [`changes`]), and try again.
+    ///
+    /// `last` says no decision follows (the end-of-request commit), so nothing needs to remember
+    /// what was saved.
+    pub(super) async fn write(&self, state: &mut State, last: bool) -> Result<(), Error> {
+        let ctx = Arc::clone(&self.shared.ctx);
+        let Some(current) = state.current.as_ref() else {
+            return Ok(());
+        };
+        // A session never stored has an id no other request knows yet: it needs no turn.
+        let takes_turns = current.version.is_some();
+        let id = current.id.clone();
+        for round in 0..SAVE_ROUNDS {
+            if round > 0 {
+                // Only writers in other processes can beat us a whole round: give them room,
+                // without holding up this process's other writers meanwhile.
+                tokio::time::sleep(backoff(round)).await;
+            }
+            // No other request in this process writes this session until this round is over.
+            let _turn = match takes_turns {
+                true => Some(ctx.write_locks.for_id(&id).lock().await),
+                false => None,
+            };
+            for _ in 0..ATTEMPTS_PER_ROUND {
+                let current = state
+                    .current
+                    .as_mut()
+                    .expect("checked above; only this loop clears it");
+                let mut condition = match &current.version {
+                    Some(version) => Condition::version(version),
+                    None => Condition::absent(),
+                };
+                if let Some(held) = state.lock.as_ref().filter(|held| held.id == current.id) {
+                    condition = condition.with_lease(&held.lease);
+                }
+                match ctx.store.set(&current.id, &current.record, condition).await {
+                    Ok(SetOutcome::Written(version)) => {
+                        current.version = Some(version);
+                        current.stored_expires_at =
+                            self.store_expiry(&current.record, Timestamp::now());
+                        current.cookie_unsaved = false;
+                        if !last {
+                            current.changes.written(current.record.data());
+                            state.saved = SavedState::Saved(fingerprint(current.record.data()));
+                        }
+                        self.destroy_replaced(state).await;
+                        return Ok(());
+                    }
+                    Ok(SetOutcome::Conflict) if current.version.is_none() => {
+                        return Err(Error::IdInUse);
+                    }
+                    Ok(SetOutcome::Conflict) => {}
+                    Ok(SetOutcome::LeaseLost) => return Err(Error::LeaseLost),
+                    Err(e) => return Err(Error::Save(e)),
+                }
+                match ctx.store.get(&current.id).await {
+                    Ok(Some(newer)) => {
+                        let mut merged = newer.record.into_data();
+                        current
+                            .changes
+                            .rebase(current.record.data(), &mut merged)
+                            .map_err(|conflict| Error::Conflict { key: conflict.key })?;
+                        current.record.set_data(merged);
+                        current.version = Some(newer.version);
+                        current.stored_expires_at = newer.expires_at;
+                    }
+                    // Destroyed (a logout in another tab) or expired meanwhile: never resurrect it.
+                    Ok(None) => {
+                        tracing::debug!(
+                            "session vanished while saving; dropping this request's changes"
+                        );
+                        state.current = None;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(Error::Load(e)),
+                }
+            }
+        }
+        Err(Error::Contended)
+    }
+
+    /// Releases the session's lock, if this request holds it. A failure is a warning: the
+    /// lease runs out by itself.
+    pub(super) async fn release_lock(&self, state: &mut State) {
+        let Some(held) = state.lock.take() else {
+            return;
+        };
+        if let Some(locking) = &self.shared.ctx.locking {
+            if let Err(error) = locking.release(held).await {
+                state.warnings.push(error);
+            }
+        }
+    }
+
+    /// Destroys the records `regenerate` replaced, now that the new one is saved. A failure is a
+    /// warning, not fatal: the new session is safely stored, and the old record holds only what
+    /// the session had before it was regenerated.
+    pub(super) async fn destroy_replaced(&self, state: &mut State) {
+        for id in std::mem::take(&mut state.replaced) {
+            match self.shared.ctx.store.destroy(&id).await {
+                Ok(()) => state.destroyed.push(id),
+                Err(e) => state.warnings.push(Error::Destroy(e)),
+            }
+        }
+    }
+}
+
+/// A jittered, growing pause before a retry: up to 0.1 ms × 2^attempt, capped at 50 ms, so
+/// writers in several processes stop colliding.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling_us = (100u64 << attempt.min(9)).min(50_000);
+    let jitter = std::hash::RandomState::new().hash_one(std::time::Instant::now());
+    Duration::from_micros(jitter % ceiling_us + 1)
+}
+
