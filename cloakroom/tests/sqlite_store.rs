@@ -201,6 +201,38 @@ async fn a_locked_file_is_waited_for_then_a_timeout() {
     );
 }
 
+/// Every store call is bounded by the store's timeout, as on the networked stores: a write
+/// stuck behind another process's lock fails as a timeout when the call's time is up, even when
+/// the busy timeout is longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_is_bounded_by_the_store_timeout() {
+    let dir = TempDir::new();
+    let store = SqliteStore::builder(dir.file())
+        .with_busy_timeout(Duration::from_secs(10))
+        .with_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let other = raw(&dir.file()).await;
+    let released = hold_write_lock(&other, Duration::from_millis(1500)).await;
+    let started = Instant::now();
+    let error = store
+        .set(
+            &Id::generate(),
+            &record(json!({"n": 1}), None),
+            Condition::absent(),
+        )
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(error.kind(), ErrorKind::Timeout, "{error:?}");
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(1200),
+        "failed after {waited:?}"
+    );
+    released.await.unwrap();
+}
+
 /// Two stores with their own pools on one file, as two processes would be: concurrent
 /// compare-and-set increments of one counter lose nothing and never fail with "database is
 /// locked".

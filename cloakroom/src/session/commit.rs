@@ -97,9 +97,7 @@ impl Session {
         }
         match self.prepare(&mut state) {
             Prepared::Done(outcome) => Commit::Ready(outcome),
-            Prepared::Plan(plan) if !plan.needs_store() => {
-                Commit::Ready(self.finish(&state, plan))
-            }
+            Prepared::Plan(plan) if !plan.needs_store() => Commit::Ready(self.finish(&state, plan)),
             Prepared::Plan(plan) => Commit::Later(Pending::Decided(plan)),
         }
     }
@@ -196,7 +194,11 @@ impl Session {
     pub(super) fn store_expiry(&self, record: &Record, now: Timestamp) -> Option<Timestamp> {
         match record.cookie().expires() {
             Some(expires) => Some(expires),
-            None => Some(record.cookie().store_expiry(now, self.shared.ctx.store.default_ttl()?)),
+            None => Some(
+                record
+                    .cookie()
+                    .store_expiry(now, self.shared.ctx.store.default_ttl()?),
+            ),
         }
     }
 
@@ -371,4 +373,3 @@ fn backoff(attempt: u32) -> Duration {
     let jitter = std::hash::RandomState::new().hash_one(std::time::Instant::now());
     Duration::from_micros(jitter % ceiling_us + 1)
 }
-

@@ -79,8 +79,7 @@ pub(crate) fn decide(config: &Config, facts: &Facts) -> Decision {
     // express: "not secured": a Secure cookie is never sent over a plain connection (the
     // session is still saved).
     let set_cookie = should_set_cookie && (!session.secure_cookie || facts.request_secure);
-    let should_save = if !config.save_uninitialized && !session.has_saved_hash && session.is_new
-    {
+    let should_save = if !config.save_uninitialized && !session.has_saved_hash && session.is_new {
         session.is_modified
     } else {
         !session.is_saved
@@ -133,7 +132,12 @@ mod tests {
     }
 
     /// A session's facts with no cookie or throttle concerns.
-    fn session(is_new: bool, is_modified: bool, is_saved: bool, has_saved_hash: bool) -> SessionFacts {
+    fn session(
+        is_new: bool,
+        is_modified: bool,
+        is_saved: bool,
+        has_saved_hash: bool,
+    ) -> SessionFacts {
         SessionFacts {
             is_new,
             is_modified,
@@ -158,7 +162,10 @@ mod tests {
 
     /// A first request: a freshly generated session, never saved.
     fn first_request(o: &Options, modified: bool) -> Decision {
-        decide(&config(o), &facts(Some(session(true, modified, false, false))))
+        decide(
+            &config(o),
+            &facts(Some(session(true, modified, false, false))),
+        )
     }
 
     /// A second request on a loaded session. `resave: false` sets `savedHash` at load, so the
@@ -331,7 +338,11 @@ mod tests {
             ..session(true, true, false, false)
         };
         let plain = decide(&config, &facts(Some(secure)));
-        assert_eq!((plain.set_cookie, plain.save), (false, true), "saved, not sent");
+        assert_eq!(
+            (plain.set_cookie, plain.save),
+            (false, true),
+            "saved, not sent"
+        );
         let over_tls = Facts {
             request_secure: true,
             ..facts(Some(secure))
@@ -368,7 +379,10 @@ mod tests {
             stored_expiry: None,
             ..loaded(0)
         };
-        assert!(decide(&config, &facts(Some(unknown))).touch, "unknown expiry: touch");
+        assert!(
+            decide(&config, &facts(Some(unknown))).touch,
+            "unknown expiry: touch"
+        );
         assert!(
             decide(&Config::default(), &facts(Some(loaded(0)))).touch,
             "no throttle by default"

@@ -99,33 +99,22 @@
 //! bounded: no request waits for them, and deleting many rows can take longer.
 
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::error::DatabaseError;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow, Postgres};
+use sqlx::query::{Query, QueryAs};
 
 pub use super::sql::InvalidName;
-use super::sql::{self, Prune, PruneTask};
-use super::{
-    Condition, Error, ErrorKind, Lease, Loaded, LockStore, SessionStore, SetOutcome, Version,
-};
+use super::sql::{self, Arg, Backend, Dialect, PruneTask, Settings, Statements};
+use super::{Condition, Error, ErrorKind, Lease, Loaded, LockStore, SessionStore, SetOutcome};
 use crate::id::Id;
 use crate::record::Record;
-use crate::time::Timestamp;
 
 /// connect-pg-simple's table name.
 const DEFAULT_TABLE: &str = "session";
-
-/// How long a pool made from a URL waits for a connection before the request fails (sqlx's own
-/// default is 30 s, too long to hold a web request while the database is down).
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long one store call may take, the wait for a connection included: as long as a pool made
-/// from a URL waits for a connection, so a request never waits on the database for longer.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serializes table creation between processes (the bytes of `cloakroom`), so two starting
 /// at once do not both create it.
@@ -160,11 +149,9 @@ struct Inner {
     /// Whether the session locks' table is known to exist: it is created on first use of the
     /// session lock.
     locks_ready: tokio::sync::OnceCell<()>,
-    default_ttl: Duration,
+    settings: Settings,
     time_zone: Option<String>,
     prune_interval: Option<Duration>,
-    timeout: Duration,
-    max_record_size: usize,
     /// Dropped with the store, which ends the pruning task.
     _pruner: Option<PruneTask>,
 }
@@ -182,11 +169,9 @@ pub struct PostgresStoreBuilder {
     schema: Option<String>,
     table: String,
     create_table_if_missing: bool,
-    default_ttl: Duration,
+    settings: Settings,
     prune_interval: Option<Duration>,
     time_zone: Option<String>,
-    timeout: Duration,
-    max_record_size: usize,
 }
 
 impl PostgresStore {
@@ -242,7 +227,7 @@ impl PostgresStore {
     /// # Errors
     /// When the database cannot be reached or the delete fails.
     pub async fn prune_expired(&self) -> Result<u64, Error> {
-        self.inner.prune_expired().await
+        sql::ops::prune(&*self.inner).await
     }
 }
 
@@ -253,11 +238,13 @@ impl PostgresStoreBuilder {
             schema: None,
             table: DEFAULT_TABLE.to_owned(),
             create_table_if_missing: false,
-            default_ttl: sql::DEFAULT_TTL,
+            settings: Settings {
+                default_ttl: sql::DEFAULT_TTL,
+                max_record_size: super::DEFAULT_MAX_RECORD_SIZE,
+                timeout: sql::DEFAULT_TIMEOUT,
+            },
             prune_interval: Some(sql::DEFAULT_PRUNE_INTERVAL),
             time_zone: None,
-            timeout: DEFAULT_TIMEOUT,
-            max_record_size: super::DEFAULT_MAX_RECORD_SIZE,
         }
     }
 
@@ -329,7 +316,7 @@ impl PostgresStoreBuilder {
     /// # }
     /// ```
     pub fn with_default_ttl(mut self, ttl: Duration) -> Self {
-        self.default_ttl = ttl;
+        self.settings.default_ttl = ttl;
         self
     }
 
@@ -389,7 +376,7 @@ impl PostgresStoreBuilder {
     /// # }
     /// ```
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.settings.timeout = timeout;
         self
     }
 
@@ -405,7 +392,7 @@ impl PostgresStoreBuilder {
     /// # }
     /// ```
     pub fn with_max_record_size(mut self, bytes: usize) -> Self {
-        self.max_record_size = bytes;
+        self.settings.max_record_size = bytes;
         self
     }
 
@@ -422,7 +409,9 @@ impl PostgresStoreBuilder {
         let pool = match self.source {
             Source::Pool(pool) => pool,
             Source::Url(url) => PgPoolOptions::new()
-                .acquire_timeout(ACQUIRE_TIMEOUT)
+                // sqlx's own default is 30 s: too long to hold a web request while the database
+                // is down.
+                .acquire_timeout(sql::DEFAULT_TIMEOUT)
                 .connect(&url)
                 .await
                 .map_err(pg_error)?,
@@ -442,7 +431,10 @@ impl PostgresStoreBuilder {
         if self.create_table_if_missing {
             create_table(&pool, self.schema.as_deref(), &self.table, &qualified).await?;
         }
-        let statements = Statements::new(&qualified, &locks, self.time_zone.as_deref());
+        let dialect = PostgresDialect {
+            time_zone: self.time_zone.clone(),
+        };
+        let statements = Statements::new(&dialect, &qualified, &locks);
         let table = match &self.schema {
             Some(schema) => format!("{schema}.{}", self.table),
             None => self.table,
@@ -452,11 +444,9 @@ impl PostgresStoreBuilder {
             table,
             statements,
             locks_ready: tokio::sync::OnceCell::new(),
-            default_ttl: self.default_ttl,
+            settings: self.settings,
             time_zone: self.time_zone,
             prune_interval: self.prune_interval,
-            timeout: self.timeout,
-            max_record_size: self.max_record_size,
             _pruner: self
                 .prune_interval
                 .map(|interval| sql::spawn_pruner(weak.clone(), interval)),
@@ -498,7 +488,7 @@ async fn create_table(
         .await
         .map_err(pg_error)?;
     if !exists {
-        let primary_key = sql::quoted(&sql::primary_key_name(table));
+        let primary_key = sql::quoted(&primary_key_name(table));
         let index = sql::quoted(&sql::expire_index_name(table));
         let statements = [
             format!(
@@ -521,121 +511,57 @@ async fn create_table(
     tx.commit().await.map_err(pg_error)
 }
 
-/// The store's SQL, made once: the table names and time zone are spliced in (all validated).
-/// Lock times (`until`) are milliseconds since the epoch by the server's clock, so processes on
-/// machines whose clocks disagree still agree on when a lease runs out.
-struct Statements {
-    get: String,
-    is_live: String,
-    insert: String,
-    delete: String,
-    replace: String,
-    replace_leased: String,
-    delete_if_unchanged: String,
-    delete_if_unchanged_leased: String,
-    touch: String,
-    all: String,
-    len: String,
-    clear: String,
-    prune: String,
-    create_locks: String,
-    lock: String,
-    unlock: String,
-    holds_lock: String,
-    prune_locks: String,
+/// PostgreSQL's spelling of the shared statements: `$n` parameters, `expire` a `timestamp`
+/// written from seconds with `to_timestamp` (in the configured zone, if any), the JSON as
+/// `json`, and lock times by the server's clock.
+struct PostgresDialect {
+    time_zone: Option<String>,
 }
 
-/// Now, by the server's clock, in milliseconds since the epoch.
-const SERVER_NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::int8";
+impl Dialect for PostgresDialect {
+    fn param(&self, n: usize) -> String {
+        format!("${n}")
+    }
 
-impl Statements {
-    fn new(table: &str, locks: &str, time_zone: Option<&str>) -> Self {
-        // `to_timestamp(s)` into a `timestamp` column converts to the connection's zone, as
-        // connect-pg-simple writes it; with a zone, the conversion names it instead.
-        let at = |param: &str| match time_zone {
-            None => format!("to_timestamp({param})"),
-            Some(zone) => format!("(to_timestamp({param}) AT TIME ZONE '{zone}')"),
-        };
-        let expire_ms = match time_zone {
+    // `to_timestamp(s)` into a `timestamp` column converts to the connection's zone, as
+    // connect-pg-simple writes it; with a zone, the conversion names it instead.
+    fn time(&self, param: &str) -> String {
+        match &self.time_zone {
+            None => format!("to_timestamp({param}::int8)"),
+            Some(zone) => format!("(to_timestamp({param}::int8) AT TIME ZONE '{zone}')"),
+        }
+    }
+
+    fn expire_ms(&self) -> String {
+        match &self.time_zone {
             None => "(extract(epoch FROM expire::timestamptz) * 1000)::int8".to_owned(),
             Some(zone) => {
                 format!("(extract(epoch FROM expire AT TIME ZONE '{zone}') * 1000)::int8")
             }
-        };
-        let leased = |sid: &str, token: &str| {
-            format!(
-                " AND EXISTS (SELECT 1 FROM {locks} l WHERE l.sid = {sid} AND l.token = {token} \
-                 AND l.until > {SERVER_NOW_MS})"
-            )
-        };
-        let replace = format!(
-            "UPDATE {table} SET sess = $1::json, expire = {} \
-             WHERE sid = $3 AND sess::text = $4 AND expire >= {}",
-            at("$2"),
-            at("$5")
-        );
-        let delete_if_unchanged = format!(
-            "DELETE FROM {table} WHERE sid = $1 AND sess::text = $2 AND expire >= {}",
-            at("$3")
-        );
-        Statements {
-            get: format!(
-                "SELECT sess::text, {expire_ms} FROM {table} WHERE sid = $1 AND expire >= {}",
-                at("$2")
-            ),
-            is_live: format!(
-                "SELECT count(*) FROM {table} WHERE sid = $1 AND expire >= {}",
-                at("$2")
-            ),
-            // connect-pg-simple's `set`, with `sess` cast from text, for a new session: written
-            // only where no live row is (an expired one is replaced).
-            insert: format!(
-                "INSERT INTO {table} AS s (sess, expire, sid) SELECT $1::json, {expire}, $3 \
-                 ON CONFLICT (sid) DO UPDATE SET sess = $1::json, expire = {expire} \
-                 WHERE s.expire < {now}",
-                expire = at("$2"),
-                now = at("$4"),
-            ),
-            delete: format!("DELETE FROM {table} WHERE sid = $1"),
-            replace_leased: format!("{replace}{}", leased("$3", "$6")),
-            replace,
-            delete_if_unchanged_leased: format!("{delete_if_unchanged}{}", leased("$1", "$4")),
-            delete_if_unchanged,
-            touch: format!(
-                "UPDATE {table} SET expire = {} WHERE sid = $2 AND expire >= {}",
-                at("$1"),
-                at("$3")
-            ),
-            all: format!(
-                "SELECT sid, sess::text FROM {table} WHERE expire >= {}",
-                at("$1")
-            ),
-            len: format!("SELECT count(*) FROM {table} WHERE expire >= {}", at("$1")),
-            clear: format!("DELETE FROM {table}"),
-            prune: format!("DELETE FROM {table} WHERE expire < {}", at("$1")),
-            create_locks: format!(
-                "CREATE TABLE IF NOT EXISTS {locks} (\"sid\" varchar NOT NULL PRIMARY KEY, \
-                 \"token\" varchar NOT NULL, \"until\" bigint NOT NULL)"
-            ),
-            lock: format!(
-                "INSERT INTO {locks} AS l (sid, token, until) \
-                 VALUES ($1, $2, {SERVER_NOW_MS} + $3) \
-                 ON CONFLICT (sid) DO UPDATE SET token = excluded.token, until = excluded.until \
-                 WHERE l.until <= {SERVER_NOW_MS}"
-            ),
-            unlock: format!("DELETE FROM {locks} WHERE sid = $1 AND token = $2"),
-            holds_lock: format!(
-                "SELECT count(*) FROM {locks} WHERE sid = $1 AND token = $2 \
-                 AND until > {SERVER_NOW_MS}"
-            ),
-            prune_locks: format!("DELETE FROM {locks} WHERE until <= {SERVER_NOW_MS}"),
         }
+    }
+
+    fn sess_text(&self) -> &'static str {
+        "sess::text"
+    }
+
+    fn sess_value(&self, param: &str) -> String {
+        format!("{param}::json")
+    }
+
+    fn now_ms(&self) -> &'static str {
+        "(extract(epoch FROM clock_timestamp()) * 1000)::int8"
+    }
+
+    fn lock_columns(&self) -> (&'static str, &'static str) {
+        ("varchar", "bigint")
     }
 }
 
-/// Seconds as `to_timestamp` takes them (exact: every expiry a record can hold is below 2^53).
-fn seconds(seconds: i64) -> f64 {
-    seconds as f64
+/// The primary key constraint of connect-pg-simple's `table.sql` (`session_pkey` for the default
+/// table), named after the table so two tables can share a schema.
+pub(crate) fn primary_key_name(table: &str) -> String {
+    sql::derived_name("", table, "_pkey")
 }
 
 fn pg_error(error: sqlx::Error) -> Error {
@@ -655,34 +581,63 @@ fn database_kind(error: &dyn DatabaseError) -> ErrorKind {
     }
 }
 
-impl Inner {
-    /// Runs one store call, bounded by the store's timeout. When the timeout runs out, the
-    /// call's future is dropped, and with it any connection it holds (see the module docs).
-    async fn bounded<T>(
-        &self,
-        call: impl Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<T, Error> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map_err(pg_error),
-            Err(elapsed) => Err(Error::new(ErrorKind::Timeout, elapsed)),
-        }
+/// Binds the shared operations' parameters to an sqlx Postgres query.
+fn query<'q>(sql: &'q str, args: &'q [Arg<'q>]) -> Query<'q, Postgres, PgArguments> {
+    args.iter().fold(sqlx::query(sql), |query, arg| match *arg {
+        Arg::Text(text) => query.bind(text),
+        Arg::Int(n) => query.bind(n),
+    })
+}
+
+fn query_as<'q, O>(sql: &'q str, args: &'q [Arg<'q>]) -> QueryAs<'q, Postgres, O, PgArguments>
+where
+    O: for<'r> sqlx::FromRow<'r, PgRow>,
+{
+    args.iter()
+        .fold(sqlx::query_as(sql), |query, arg| match *arg {
+            Arg::Text(text) => query.bind(text),
+            Arg::Int(n) => query.bind(n),
+        })
+}
+
+impl Backend for Inner {
+    const STORE: &'static str = "postgres";
+
+    fn statements(&self) -> &Statements {
+        &self.statements
     }
 
-    async fn prune_expired(&self) -> Result<u64, Error> {
-        let now = sql::now_seconds(Timestamp::now());
-        let done = sqlx::query(&self.statements.prune)
-            .bind(seconds(now))
-            .execute(&self.pool)
-            .await
-            .map_err(pg_error)?;
-        // Locks whose holders went away without releasing them, if locks were ever used.
-        if self.locks_ready.initialized() {
-            sqlx::query(&self.statements.prune_locks)
-                .execute(&self.pool)
-                .await
-                .map_err(pg_error)?;
-        }
-        Ok(done.rows_affected())
+    fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn error(error: sqlx::Error) -> Error {
+        pg_error(error)
+    }
+
+    async fn execute(&self, sql: &str, args: &[Arg<'_>]) -> Result<u64, sqlx::Error> {
+        Ok(query(sql, args).execute(&self.pool).await?.rows_affected())
+    }
+
+    async fn count(&self, sql: &str, args: &[Arg<'_>]) -> Result<i64, sqlx::Error> {
+        let (count,): (i64,) = query_as(sql, args).fetch_one(&self.pool).await?;
+        Ok(count)
+    }
+
+    async fn fetch_one_record(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> Result<Option<(String, i64)>, sqlx::Error> {
+        query_as(sql, args).fetch_optional(&self.pool).await
+    }
+
+    async fn fetch_records(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        query_as(sql, args).fetch_all(&self.pool).await
     }
 
     /// Creates the locks' table unless it exists, once per store, holding the same advisory
@@ -706,45 +661,15 @@ impl Inner {
         Ok(())
     }
 
-    /// Whether `lease` holds the lock on `id` now.
-    async fn holds_lock(&self, id: &Id, lease: &Lease) -> Result<bool, Error> {
-        let query = sqlx::query_as(&self.statements.holds_lock)
-            .bind(id.as_str())
-            .bind(lease.token());
-        let (count,): (i64,) = self.bounded(query.fetch_one(&self.pool)).await?;
-        Ok(count > 0)
-    }
-}
-
-impl Prune for Inner {
-    const STORE: &'static str = "postgres";
-
-    fn prune(&self) -> impl Future<Output = Result<u64, Error>> + Send {
-        self.prune_expired()
+    fn has_lock_table(&self) -> bool {
+        self.locks_ready.initialized()
     }
 }
 
 #[async_trait]
 impl SessionStore for PostgresStore {
     async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error> {
-        let now = sql::now_seconds(Timestamp::now());
-        let query = sqlx::query_as(&self.inner.statements.get)
-            .bind(id.as_str())
-            .bind(seconds(now));
-        let row: Option<(String, i64)> = self
-            .inner
-            .bounded(query.fetch_optional(&self.inner.pool))
-            .await?;
-        let Some((sess, expires_ms)) = row else {
-            return Ok(None);
-        };
-        super::check_record_size(sess.len(), self.inner.max_record_size)?;
-        let record = super::decode_record(&sess)?;
-        Ok(Some(Loaded {
-            record,
-            version: Version::from_bytes(sess.into_bytes()),
-            expires_at: Some(Timestamp::from_millis(expires_ms)),
-        }))
+        sql::ops::get(&*self.inner, id).await
     }
 
     async fn set(
@@ -753,121 +678,31 @@ impl SessionStore for PostgresStore {
         record: &Record,
         condition: Condition<'_>,
     ) -> Result<SetOutcome, Error> {
-        let now = Timestamp::now();
-        let now_s = sql::now_seconds(now);
-        let expire_s = sql::expire_seconds(record, now, self.inner.default_ttl);
-        // Already expired: delete instead of writing (the row would be dead on arrival).
-        let expired = expire_s < now_s;
-        let json = record.to_json();
-        super::check_record_size(json.len(), self.inner.max_record_size)?;
-        let statements = &self.inner.statements;
-        let pool = &self.inner.pool;
-        let written = SetOutcome::Written(Version::from_bytes(json.as_bytes()));
-        let Some(version) = condition.expected() else {
-            if expired {
-                // Nothing to create; but an id that is taken is still taken.
-                let query = sqlx::query_as(&statements.is_live)
-                    .bind(id.as_str())
-                    .bind(seconds(now_s));
-                let (live,): (i64,) = self.inner.bounded(query.fetch_one(pool)).await?;
-                return Ok(if live > 0 {
-                    SetOutcome::Conflict
-                } else {
-                    written
-                });
-            }
-            let query = sqlx::query(&statements.insert)
-                .bind(json.as_str())
-                .bind(seconds(expire_s))
-                .bind(id.as_str())
-                .bind(seconds(now_s));
-            let done = self.inner.bounded(query.execute(pool)).await?;
-            return Ok(if done.rows_affected() == 0 {
-                SetOutcome::Conflict
-            } else {
-                written
-            });
-        };
-        let Some(expected) = sql::expected_sess(version) else {
-            return Ok(SetOutcome::Conflict);
-        };
-        let query = match (expired, condition.lease()) {
-            (false, None) => sqlx::query(&statements.replace),
-            (false, Some(_)) => sqlx::query(&statements.replace_leased),
-            (true, None) => sqlx::query(&statements.delete_if_unchanged),
-            (true, Some(_)) => sqlx::query(&statements.delete_if_unchanged_leased),
-        };
-        let query = match expired {
-            false => query
-                .bind(json.as_str())
-                .bind(seconds(expire_s))
-                .bind(id.as_str())
-                .bind(expected)
-                .bind(seconds(now_s)),
-            true => query.bind(id.as_str()).bind(expected).bind(seconds(now_s)),
-        };
-        let query = match condition.lease() {
-            Some(lease) => query.bind(lease.token()),
-            None => query,
-        };
-        let done = self.inner.bounded(query.execute(pool)).await?;
-        if done.rows_affected() > 0 {
-            return Ok(written);
-        }
-        match condition.lease() {
-            Some(lease) if !self.inner.holds_lock(id, lease).await? => Ok(SetOutcome::LeaseLost),
-            _ => Ok(SetOutcome::Conflict),
-        }
+        sql::ops::set(&*self.inner, id, record, condition).await
     }
 
     async fn destroy(&self, id: &Id) -> Result<(), Error> {
-        let query = sqlx::query(&self.inner.statements.delete).bind(id.as_str());
-        self.inner.bounded(query.execute(&self.inner.pool)).await?;
-        Ok(())
+        sql::ops::destroy(&*self.inner, id).await
     }
 
     async fn touch(&self, id: &Id, record: &Record) -> Result<(), Error> {
-        let now = Timestamp::now();
-        let expire_s = sql::expire_seconds(record, now, self.inner.default_ttl);
-        let query = sqlx::query(&self.inner.statements.touch)
-            .bind(seconds(expire_s))
-            .bind(id.as_str())
-            .bind(seconds(sql::now_seconds(now)));
-        self.inner.bounded(query.execute(&self.inner.pool)).await?;
-        Ok(())
+        sql::ops::touch(&*self.inner, id, record).await
     }
 
     fn default_ttl(&self) -> Option<Duration> {
-        Some(self.inner.default_ttl)
+        Some(self.inner.settings.default_ttl)
     }
 
     async fn all(&self) -> Result<Vec<(Id, Record)>, Error> {
-        let now = sql::now_seconds(Timestamp::now());
-        let query = sqlx::query_as(&self.inner.statements.all).bind(seconds(now));
-        let rows: Vec<(String, String)> = self
-            .inner
-            .bounded(query.fetch_all(&self.inner.pool))
-            .await?;
-        rows.into_iter()
-            .map(|(sid, sess)| Ok((Id::from_string(sid), super::decode_record(&sess)?)))
-            .collect()
+        sql::ops::all(&*self.inner).await
     }
 
     async fn len(&self) -> Result<usize, Error> {
-        let now = sql::now_seconds(Timestamp::now());
-        let query = sqlx::query_as(&self.inner.statements.len).bind(seconds(now));
-        let (count,): (i64,) = self
-            .inner
-            .bounded(query.fetch_one(&self.inner.pool))
-            .await?;
-        // `count(*)` is never negative; saturate where usize is narrower.
-        Ok(usize::try_from(count).unwrap_or(usize::MAX))
+        sql::ops::len(&*self.inner).await
     }
 
     async fn clear(&self) -> Result<(), Error> {
-        let query = sqlx::query(&self.inner.statements.clear);
-        self.inner.bounded(query.execute(&self.inner.pool)).await?;
-        Ok(())
+        sql::ops::clear(&*self.inner).await
     }
 }
 
@@ -875,22 +710,11 @@ impl SessionStore for PostgresStore {
 #[async_trait]
 impl LockStore for PostgresStore {
     async fn try_lock(&self, id: &Id, lease: &Lease) -> Result<bool, Error> {
-        self.inner.ensure_lock_table().await?;
-        let query = sqlx::query(&self.inner.statements.lock)
-            .bind(id.as_str())
-            .bind(lease.token())
-            .bind(i64::try_from(lease.duration_millis()).unwrap_or(i64::MAX));
-        let done = self.inner.bounded(query.execute(&self.inner.pool)).await?;
-        Ok(done.rows_affected() > 0)
+        sql::ops::try_lock(&*self.inner, id, lease).await
     }
 
     async fn unlock(&self, id: &Id, lease: &Lease) -> Result<(), Error> {
-        self.inner.ensure_lock_table().await?;
-        let query = sqlx::query(&self.inner.statements.unlock)
-            .bind(id.as_str())
-            .bind(lease.token());
-        self.inner.bounded(query.execute(&self.inner.pool)).await?;
-        Ok(())
+        sql::ops::unlock(&*self.inner, id, lease).await
     }
 }
 
@@ -899,10 +723,10 @@ impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
             .field("table", &self.inner.table)
-            .field("default_ttl", &self.inner.default_ttl)
+            .field("default_ttl", &self.inner.settings.default_ttl)
             .field("prune_interval", &self.inner.prune_interval)
             .field("time_zone", &self.inner.time_zone)
-            .field("timeout", &self.inner.timeout)
+            .field("timeout", &self.inner.settings.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -914,10 +738,10 @@ impl fmt::Debug for PostgresStoreBuilder {
             .field("schema", &self.schema)
             .field("table", &self.table)
             .field("create_table_if_missing", &self.create_table_if_missing)
-            .field("default_ttl", &self.default_ttl)
+            .field("default_ttl", &self.settings.default_ttl)
             .field("prune_interval", &self.prune_interval)
             .field("time_zone", &self.time_zone)
-            .field("timeout", &self.timeout)
+            .field("timeout", &self.settings.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -928,22 +752,27 @@ mod tests {
 
     #[test]
     fn statements_are_connect_pg_simples() {
-        let plain = Statements::new("\"session\"", "\"session_lock\"", None);
+        let plain = PostgresDialect { time_zone: None };
+        let plain = Statements::new(&plain, "\"session\"", "\"session_lock\"");
         assert_eq!(
             plain.insert,
-            "INSERT INTO \"session\" AS s (sess, expire, sid) SELECT $1::json, to_timestamp($2), $3 \
-             ON CONFLICT (sid) DO UPDATE SET sess = $1::json, expire = to_timestamp($2) \
-             WHERE s.expire < to_timestamp($4)"
+            "INSERT INTO \"session\" AS s (sess, expire, sid) \
+             VALUES ($1::json, to_timestamp($2::int8), $3) \
+             ON CONFLICT (sid) DO UPDATE SET sess = excluded.sess, expire = excluded.expire \
+             WHERE s.expire < to_timestamp($4::int8)"
         );
         assert_eq!(
             plain.prune,
-            "DELETE FROM \"session\" WHERE expire < to_timestamp($1)"
+            "DELETE FROM \"session\" WHERE expire < to_timestamp($1::int8)"
         );
-        let zoned = Statements::new("\"s\".\"t\"", "\"s\".\"t_lock\"", Some("Asia/Kolkata"));
+        let zoned = PostgresDialect {
+            time_zone: Some("Asia/Kolkata".to_owned()),
+        };
+        let zoned = Statements::new(&zoned, "\"s\".\"t\"", "\"s\".\"t_lock\"");
         assert_eq!(
             zoned.touch,
-            "UPDATE \"s\".\"t\" SET expire = (to_timestamp($1) AT TIME ZONE 'Asia/Kolkata') \
-             WHERE sid = $2 AND expire >= (to_timestamp($3) AT TIME ZONE 'Asia/Kolkata')"
+            "UPDATE \"s\".\"t\" SET expire = (to_timestamp($1::int8) AT TIME ZONE 'Asia/Kolkata') \
+             WHERE sid = $2 AND expire >= (to_timestamp($3::int8) AT TIME ZONE 'Asia/Kolkata')"
         );
     }
 

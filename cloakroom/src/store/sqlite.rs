@@ -27,7 +27,10 @@
 //! [`with_busy_timeout`](SqliteStoreBuilder::with_busy_timeout)): SQLite lets one connection
 //! write at a time, and a write that finds the file locked by another connection, of this
 //! process or another, waits for it, reporting [`ErrorKind::Timeout`] only if the wait runs
-//! out. Every operation is a single statement, so no transaction ever holds a read snapshot
+//! out. Every call through [`SessionStore`] is also bounded by the store's timeout
+//! ([`with_timeout`](SqliteStoreBuilder::with_timeout), 5 s by default, as the other stores), so
+//! a request never waits longer than that, whatever the busy timeout. Every operation is a
+//! single statement, so no transaction ever holds a read snapshot
 //! while it waits for the write lock (the case where SQLite reports "database is locked" without
 //! waiting). WAL needs shared memory between the processes: they must run on one machine, with
 //! the file on a local file system (not NFS or SMB).
@@ -65,25 +68,23 @@
 //! demand.
 
 use std::fmt;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sqlx::error::DatabaseError;
+use sqlx::query::{Query, QueryAs};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    Sqlite, SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteSynchronous,
 };
 
 pub use super::sql::InvalidName;
-use super::sql::{self, Prune, PruneTask};
-use super::{
-    Condition, Error, ErrorKind, Lease, Loaded, LockStore, SessionStore, SetOutcome, Version,
-};
+use super::sql::{self, Arg, Backend, Dialect, PruneTask, Settings, Statements};
+use super::{Condition, Error, ErrorKind, Lease, Loaded, LockStore, SessionStore, SetOutcome};
 use crate::id::Id;
 use crate::record::Record;
-use crate::time::Timestamp;
 
 /// connect-pg-simple's table name.
 const DEFAULT_TABLE: &str = "session";
@@ -115,8 +116,7 @@ struct Inner {
     path: PathBuf,
     table: String,
     statements: Statements,
-    default_ttl: Duration,
-    max_record_size: usize,
+    settings: Settings,
     prune_interval: Option<Duration>,
     /// Dropped with the store, which ends the pruning task.
     _pruner: Option<PruneTask>,
@@ -128,8 +128,7 @@ struct Inner {
 pub struct SqliteStoreBuilder {
     path: PathBuf,
     table: String,
-    default_ttl: Duration,
-    max_record_size: usize,
+    settings: Settings,
     prune_interval: Option<Duration>,
     busy_timeout: Duration,
 }
@@ -169,8 +168,11 @@ impl SqliteStore {
         SqliteStoreBuilder {
             path: path.as_ref().to_owned(),
             table: DEFAULT_TABLE.to_owned(),
-            default_ttl: sql::DEFAULT_TTL,
-            max_record_size: super::DEFAULT_MAX_RECORD_SIZE,
+            settings: sql::Settings {
+                default_ttl: sql::DEFAULT_TTL,
+                max_record_size: super::DEFAULT_MAX_RECORD_SIZE,
+                timeout: sql::DEFAULT_TIMEOUT,
+            },
             prune_interval: Some(sql::DEFAULT_PRUNE_INTERVAL),
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
         }
@@ -182,7 +184,7 @@ impl SqliteStore {
     /// # Errors
     /// When the file cannot be written.
     pub async fn prune_expired(&self) -> Result<u64, Error> {
-        self.inner.prune_expired().await
+        sql::ops::prune(&*self.inner).await
     }
 }
 
@@ -215,7 +217,7 @@ impl SqliteStoreBuilder {
     ///     .with_default_ttl(Duration::from_secs(8 * 3600));
     /// ```
     pub fn with_default_ttl(mut self, ttl: Duration) -> Self {
-        self.default_ttl = ttl;
+        self.settings.default_ttl = ttl;
         self
     }
 
@@ -256,7 +258,22 @@ impl SqliteStoreBuilder {
     ///     .with_max_record_size(64 * 1024);
     /// ```
     pub fn with_max_record_size(mut self, bytes: usize) -> Self {
-        self.max_record_size = bytes;
+        self.settings.max_record_size = bytes;
+        self
+    }
+
+    /// How long one call through [`SessionStore`] may take, a wait for the file included,
+    /// before it fails with [`ErrorKind::Timeout`] (default 5 s, as the other stores). Keeps
+    /// requests from hanging on a file another process holds or a slow disk: the middleware
+    /// answers 503 within this time. A write that times out may still have been applied.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let builder = cloakroom::store::sqlite::SqliteStore::builder("sessions.db")
+    ///     .with_timeout(Duration::from_millis(500));
+    /// ```
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.timeout = timeout;
         self
     }
 
@@ -270,15 +287,16 @@ impl SqliteStoreBuilder {
     /// # Panics
     /// Outside a tokio runtime.
     pub async fn build(self) -> Result<SqliteStore, Error> {
-        let pool = self.open_until_not_busy().await?;
         let table = sql::quoted(&self.table);
+        let locks = sql::quoted(&sql::lock_table_name(&self.table));
+        let statements = Statements::new(&SqliteDialect, &table, &locks);
+        let pool = self.open_until_not_busy(&statements).await?;
         let inner = Arc::new_cyclic(|weak| Inner {
             pool,
             path: self.path,
-            statements: Statements::new(&table, &sql::quoted(&sql::lock_table_name(&self.table))),
+            statements,
             table: self.table,
-            default_ttl: self.default_ttl,
-            max_record_size: self.max_record_size,
+            settings: self.settings,
             prune_interval: self.prune_interval,
             _pruner: self
                 .prune_interval
@@ -289,14 +307,14 @@ impl SqliteStoreBuilder {
 }
 
 impl SqliteStoreBuilder {
-    /// Opens the pool and creates the table, trying again while the file is busy, up to the
+    /// Opens the pool and creates the tables, trying again while the file is busy, up to the
     /// busy timeout. Connections opening a new file at the same moment race to switch it to WAL,
     /// which takes the file to itself; SQLite turns the losers away at once rather than have
     /// them wait (waiting could deadlock), so the busy timeout alone does not cover it.
-    async fn open_until_not_busy(&self) -> Result<SqlitePool, Error> {
+    async fn open_until_not_busy(&self, statements: &Statements) -> Result<SqlitePool, Error> {
         let deadline = Instant::now() + self.busy_timeout;
         loop {
-            match self.open().await {
+            match self.open(statements).await {
                 Err(error) if error.kind() == ErrorKind::Timeout && Instant::now() < deadline => {
                     tokio::time::sleep(OPEN_RETRY_DELAY).await;
                 }
@@ -305,7 +323,7 @@ impl SqliteStoreBuilder {
         }
     }
 
-    async fn open(&self) -> Result<SqlitePool, Error> {
+    async fn open(&self, statements: &Statements) -> Result<SqlitePool, Error> {
         let options = SqliteConnectOptions::new()
             .filename(&self.path)
             .create_if_missing(true)
@@ -318,17 +336,13 @@ impl SqliteStoreBuilder {
             .map_err(sqlite_error)?;
         let table = sql::quoted(&self.table);
         let index = sql::quoted(&sql::expire_index_name(&self.table));
-        let locks = sql::quoted(&sql::lock_table_name(&self.table));
         for statement in [
             format!(
                 "CREATE TABLE IF NOT EXISTS {table} (\"sid\" TEXT NOT NULL PRIMARY KEY, \
                  \"sess\" TEXT NOT NULL, \"expire\" INTEGER NOT NULL)"
             ),
             format!("CREATE INDEX IF NOT EXISTS {index} ON {table} (\"expire\")"),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {locks} (\"sid\" TEXT NOT NULL PRIMARY KEY, \
-                 \"token\" TEXT NOT NULL, \"until\" INTEGER NOT NULL)"
-            ),
+            statements.create_locks.clone(),
         ] {
             sqlx::query(&statement)
                 .execute(&pool)
@@ -339,75 +353,32 @@ impl SqliteStoreBuilder {
     }
 }
 
-/// The store's SQL, made once with the (validated) table names spliced in. Lock times (`until`)
-/// are milliseconds since the epoch by this machine's clock, which every process sharing the
-/// file shares.
-struct Statements {
-    get: String,
-    is_live: String,
-    insert: String,
-    delete: String,
-    replace: String,
-    replace_leased: String,
-    delete_if_unchanged: String,
-    delete_if_unchanged_leased: String,
-    touch: String,
-    all: String,
-    len: String,
-    clear: String,
-    prune: String,
-    lock: String,
-    unlock: String,
-    holds_lock: String,
-    prune_locks: String,
-}
+/// SQLite's spelling of the shared statements: `?n` parameters, `expire` in whole seconds, the
+/// JSON as plain text, and lock times by this machine's clock (every process sharing the file
+/// shares it).
+struct SqliteDialect;
 
-impl Statements {
-    fn new(table: &str, locks: &str) -> Self {
-        let leased = |sid: &str, token: &str, now: &str| {
-            format!(
-                " AND EXISTS (SELECT 1 FROM {locks} WHERE sid = {sid} AND token = {token} \
-                 AND until > {now})"
-            )
-        };
-        let replace = format!(
-            "UPDATE {table} SET sess = ?1, expire = ?2 WHERE sid = ?3 AND sess = ?4 AND expire >= ?5"
-        );
-        let delete_if_unchanged =
-            format!("DELETE FROM {table} WHERE sid = ?1 AND sess = ?2 AND expire >= ?3");
-        Statements {
-            get: format!("SELECT sess, expire FROM {table} WHERE sid = ?1 AND expire >= ?2"),
-            is_live: format!("SELECT count(*) FROM {table} WHERE sid = ?1 AND expire >= ?2"),
-            // A new session: written only where no live row is (an expired one is replaced).
-            insert: format!(
-                "INSERT INTO {table} (sess, expire, sid) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (sid) DO UPDATE SET sess = excluded.sess, expire = excluded.expire \
-                 WHERE {table}.expire < ?4"
-            ),
-            delete: format!("DELETE FROM {table} WHERE sid = ?1"),
-            replace_leased: format!("{replace}{}", leased("?3", "?6", "?7")),
-            replace,
-            delete_if_unchanged_leased: format!(
-                "{delete_if_unchanged}{}",
-                leased("?1", "?4", "?5")
-            ),
-            delete_if_unchanged,
-            touch: format!("UPDATE {table} SET expire = ?1 WHERE sid = ?2 AND expire >= ?3"),
-            all: format!("SELECT sid, sess FROM {table} WHERE expire >= ?1"),
-            len: format!("SELECT count(*) FROM {table} WHERE expire >= ?1"),
-            clear: format!("DELETE FROM {table}"),
-            prune: format!("DELETE FROM {table} WHERE expire < ?1"),
-            lock: format!(
-                "INSERT INTO {locks} (sid, token, until) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (sid) DO UPDATE SET token = excluded.token, until = excluded.until \
-                 WHERE {locks}.until <= ?4"
-            ),
-            unlock: format!("DELETE FROM {locks} WHERE sid = ?1 AND token = ?2"),
-            holds_lock: format!(
-                "SELECT count(*) FROM {locks} WHERE sid = ?1 AND token = ?2 AND until > ?3"
-            ),
-            prune_locks: format!("DELETE FROM {locks} WHERE until <= ?1"),
-        }
+impl Dialect for SqliteDialect {
+    fn param(&self, n: usize) -> String {
+        format!("?{n}")
+    }
+    fn time(&self, param: &str) -> String {
+        param.to_owned()
+    }
+    fn expire_ms(&self) -> String {
+        "expire * 1000".to_owned()
+    }
+    fn sess_text(&self) -> &'static str {
+        "sess"
+    }
+    fn sess_value(&self, param: &str) -> String {
+        param.to_owned()
+    }
+    fn now_ms(&self) -> &'static str {
+        "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+    }
+    fn lock_columns(&self) -> (&'static str, &'static str) {
+        ("TEXT", "INTEGER")
     }
 }
 
@@ -433,64 +404,70 @@ fn database_kind(error: &dyn DatabaseError) -> ErrorKind {
     }
 }
 
-impl Inner {
-    async fn prune_expired(&self) -> Result<u64, Error> {
-        let now = Timestamp::now();
-        let done = sqlx::query(&self.statements.prune)
-            .bind(sql::now_seconds(now))
-            .execute(&self.pool)
-            .await
-            .map_err(sqlite_error)?;
-        // Locks whose holders went away without releasing them.
-        sqlx::query(&self.statements.prune_locks)
-            .bind(now.as_millis())
-            .execute(&self.pool)
-            .await
-            .map_err(sqlite_error)?;
-        Ok(done.rows_affected())
-    }
-
-    /// Whether `lease` holds the lock on `id` now.
-    async fn holds_lock(&self, id: &Id, lease: &Lease) -> Result<bool, Error> {
-        let (count,): (i64,) = sqlx::query_as(&self.statements.holds_lock)
-            .bind(id.as_str())
-            .bind(lease.token())
-            .bind(Timestamp::now().as_millis())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(sqlite_error)?;
-        Ok(count > 0)
-    }
+/// Binds the shared operations' parameters to an sqlx SQLite query.
+fn query<'q>(sql: &'q str, args: &'q [Arg<'q>]) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+    args.iter().fold(sqlx::query(sql), |query, arg| match *arg {
+        Arg::Text(text) => query.bind(text),
+        Arg::Int(n) => query.bind(n),
+    })
 }
 
-impl Prune for Inner {
+fn query_as<'q, O>(sql: &'q str, args: &'q [Arg<'q>]) -> QueryAs<'q, Sqlite, O, SqliteArguments<'q>>
+where
+    O: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+{
+    args.iter()
+        .fold(sqlx::query_as(sql), |query, arg| match *arg {
+            Arg::Text(text) => query.bind(text),
+            Arg::Int(n) => query.bind(n),
+        })
+}
+
+impl Backend for Inner {
     const STORE: &'static str = "sqlite";
 
-    fn prune(&self) -> impl Future<Output = Result<u64, Error>> + Send {
-        self.prune_expired()
+    fn statements(&self) -> &Statements {
+        &self.statements
+    }
+
+    fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn error(error: sqlx::Error) -> Error {
+        sqlite_error(error)
+    }
+
+    async fn execute(&self, sql: &str, args: &[Arg<'_>]) -> Result<u64, sqlx::Error> {
+        Ok(query(sql, args).execute(&self.pool).await?.rows_affected())
+    }
+
+    async fn count(&self, sql: &str, args: &[Arg<'_>]) -> Result<i64, sqlx::Error> {
+        let (count,): (i64,) = query_as(sql, args).fetch_one(&self.pool).await?;
+        Ok(count)
+    }
+
+    async fn fetch_one_record(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> Result<Option<(String, i64)>, sqlx::Error> {
+        query_as(sql, args).fetch_optional(&self.pool).await
+    }
+
+    async fn fetch_records(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        query_as(sql, args).fetch_all(&self.pool).await
     }
 }
 
 #[async_trait]
 impl SessionStore for SqliteStore {
     async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error> {
-        let now = sql::now_seconds(Timestamp::now());
-        let row: Option<(String, i64)> = sqlx::query_as(&self.inner.statements.get)
-            .bind(id.as_str())
-            .bind(now)
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(sqlite_error)?;
-        let Some((sess, expire)) = row else {
-            return Ok(None);
-        };
-        super::check_record_size(sess.len(), self.inner.max_record_size)?;
-        let record = super::decode_record(&sess)?;
-        Ok(Some(Loaded {
-            record,
-            version: Version::from_bytes(sess.into_bytes()),
-            expires_at: Some(Timestamp::from_millis(expire.saturating_mul(1000))),
-        }))
+        sql::ops::get(&*self.inner, id).await
     }
 
     async fn set(
@@ -499,133 +476,31 @@ impl SessionStore for SqliteStore {
         record: &Record,
         condition: Condition<'_>,
     ) -> Result<SetOutcome, Error> {
-        let now = Timestamp::now();
-        let now_s = sql::now_seconds(now);
-        let expire_s = sql::expire_seconds(record, now, self.inner.default_ttl);
-        // Already expired: delete instead of writing (the row would be dead on arrival).
-        let expired = expire_s < now_s;
-        let json = record.to_json();
-        super::check_record_size(json.len(), self.inner.max_record_size)?;
-        let statements = &self.inner.statements;
-        let pool = &self.inner.pool;
-        let written = SetOutcome::Written(Version::from_bytes(json.as_bytes()));
-        let Some(version) = condition.expected() else {
-            if expired {
-                // Nothing to create; but an id that is taken is still taken.
-                let (live,): (i64,) = sqlx::query_as(&statements.is_live)
-                    .bind(id.as_str())
-                    .bind(now_s)
-                    .fetch_one(pool)
-                    .await
-                    .map_err(sqlite_error)?;
-                return Ok(if live > 0 {
-                    SetOutcome::Conflict
-                } else {
-                    written
-                });
-            }
-            let done = sqlx::query(&statements.insert)
-                .bind(json.as_str())
-                .bind(expire_s)
-                .bind(id.as_str())
-                .bind(now_s)
-                .execute(pool)
-                .await
-                .map_err(sqlite_error)?;
-            return Ok(if done.rows_affected() == 0 {
-                SetOutcome::Conflict
-            } else {
-                written
-            });
-        };
-        let Some(expected) = sql::expected_sess(version) else {
-            return Ok(SetOutcome::Conflict);
-        };
-        let now_ms = now.as_millis();
-        let query = match (expired, condition.lease()) {
-            (false, None) => sqlx::query(&statements.replace),
-            (false, Some(_)) => sqlx::query(&statements.replace_leased),
-            (true, None) => sqlx::query(&statements.delete_if_unchanged),
-            (true, Some(_)) => sqlx::query(&statements.delete_if_unchanged_leased),
-        };
-        let query = match expired {
-            false => query
-                .bind(json.as_str())
-                .bind(expire_s)
-                .bind(id.as_str())
-                .bind(expected)
-                .bind(now_s),
-            true => query.bind(id.as_str()).bind(expected).bind(now_s),
-        };
-        let query = match condition.lease() {
-            Some(lease) => query.bind(lease.token()).bind(now_ms),
-            None => query,
-        };
-        let done = query.execute(pool).await.map_err(sqlite_error)?;
-        if done.rows_affected() > 0 {
-            return Ok(written);
-        }
-        match condition.lease() {
-            Some(lease) if !self.inner.holds_lock(id, lease).await? => Ok(SetOutcome::LeaseLost),
-            _ => Ok(SetOutcome::Conflict),
-        }
+        sql::ops::set(&*self.inner, id, record, condition).await
     }
 
     async fn destroy(&self, id: &Id) -> Result<(), Error> {
-        sqlx::query(&self.inner.statements.delete)
-            .bind(id.as_str())
-            .execute(&self.inner.pool)
-            .await
-            .map_err(sqlite_error)?;
-        Ok(())
+        sql::ops::destroy(&*self.inner, id).await
     }
 
     async fn touch(&self, id: &Id, record: &Record) -> Result<(), Error> {
-        let now = Timestamp::now();
-        let expire_s = sql::expire_seconds(record, now, self.inner.default_ttl);
-        sqlx::query(&self.inner.statements.touch)
-            .bind(expire_s)
-            .bind(id.as_str())
-            .bind(sql::now_seconds(now))
-            .execute(&self.inner.pool)
-            .await
-            .map_err(sqlite_error)?;
-        Ok(())
+        sql::ops::touch(&*self.inner, id, record).await
     }
 
     fn default_ttl(&self) -> Option<Duration> {
-        Some(self.inner.default_ttl)
+        Some(self.inner.settings.default_ttl)
     }
 
     async fn all(&self) -> Result<Vec<(Id, Record)>, Error> {
-        let now = sql::now_seconds(Timestamp::now());
-        let rows: Vec<(String, String)> = sqlx::query_as(&self.inner.statements.all)
-            .bind(now)
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(sqlite_error)?;
-        rows.into_iter()
-            .map(|(sid, sess)| Ok((Id::from_string(sid), super::decode_record(&sess)?)))
-            .collect()
+        sql::ops::all(&*self.inner).await
     }
 
     async fn len(&self) -> Result<usize, Error> {
-        let now = sql::now_seconds(Timestamp::now());
-        let (count,): (i64,) = sqlx::query_as(&self.inner.statements.len)
-            .bind(now)
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(sqlite_error)?;
-        // `count(*)` is never negative; saturate where usize is narrower.
-        Ok(usize::try_from(count).unwrap_or(usize::MAX))
+        sql::ops::len(&*self.inner).await
     }
 
     async fn clear(&self) -> Result<(), Error> {
-        sqlx::query(&self.inner.statements.clear)
-            .execute(&self.inner.pool)
-            .await
-            .map_err(sqlite_error)?;
-        Ok(())
+        sql::ops::clear(&*self.inner).await
     }
 }
 
@@ -633,27 +508,11 @@ impl SessionStore for SqliteStore {
 #[async_trait]
 impl LockStore for SqliteStore {
     async fn try_lock(&self, id: &Id, lease: &Lease) -> Result<bool, Error> {
-        let now = Timestamp::now().as_millis();
-        let until = now.saturating_add(i64::try_from(lease.duration_millis()).unwrap_or(i64::MAX));
-        let done = sqlx::query(&self.inner.statements.lock)
-            .bind(id.as_str())
-            .bind(lease.token())
-            .bind(until)
-            .bind(now)
-            .execute(&self.inner.pool)
-            .await
-            .map_err(sqlite_error)?;
-        Ok(done.rows_affected() > 0)
+        sql::ops::try_lock(&*self.inner, id, lease).await
     }
 
     async fn unlock(&self, id: &Id, lease: &Lease) -> Result<(), Error> {
-        sqlx::query(&self.inner.statements.unlock)
-            .bind(id.as_str())
-            .bind(lease.token())
-            .execute(&self.inner.pool)
-            .await
-            .map_err(sqlite_error)?;
-        Ok(())
+        sql::ops::unlock(&*self.inner, id, lease).await
     }
 }
 
@@ -662,7 +521,8 @@ impl fmt::Debug for SqliteStore {
         f.debug_struct("SqliteStore")
             .field("path", &self.inner.path)
             .field("table", &self.inner.table)
-            .field("default_ttl", &self.inner.default_ttl)
+            .field("default_ttl", &self.inner.settings.default_ttl)
+            .field("timeout", &self.inner.settings.timeout)
             .field("prune_interval", &self.inner.prune_interval)
             .finish_non_exhaustive()
     }

@@ -1,8 +1,9 @@
-//! What the SQL stores share: connect-pg-simple's expiry rule, table names, sqlx error kinds, a
-//! decode error that carries no session data, and the background pruning task.
+//! What the SQL stores share: their statements (written once over a [`Dialect`]), the store
+//! operations on them ([`ops`], over a [`Backend`]), connect-pg-simple's expiry rule, table names,
+//! sqlx error kinds, and the background pruning task. Each store keeps only what differs: its
+//! driver, its dialect, how it opens and creates its tables.
 
 use std::error::Error as StdError;
-use std::future::Future;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -12,6 +13,16 @@ use tokio::sync::oneshot;
 use super::{Error, ErrorKind, Version};
 use crate::record::Record;
 use crate::time::Timestamp;
+
+pub(crate) mod ops;
+mod statements;
+
+pub(crate) use ops::{Arg, Backend, Settings};
+pub(crate) use statements::{Dialect, Statements};
+
+/// How long one store call may take by default, the wait for a connection or a busy file
+/// included.
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a record whose cookie has no expiry lives: connect-pg-simple's `ttl` default (one day).
 pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(86_400);
@@ -102,12 +113,6 @@ pub(crate) fn expire_index_name(table: &str) -> String {
     derived_name("IDX_", table, "_expire")
 }
 
-/// The primary key constraint of connect-pg-simple's `table.sql` (`session_pkey` for the default
-/// table), named after the table so two tables can share a schema.
-pub(crate) fn primary_key_name(table: &str) -> String {
-    derived_name("", table, "_pkey")
-}
-
 /// The table of session locks beside the sessions' table (`session_lock` for the default table).
 pub(crate) fn lock_table_name(table: &str) -> String {
     derived_name("", table, "_lock")
@@ -115,7 +120,7 @@ pub(crate) fn lock_table_name(table: &str) -> String {
 
 /// `prefix + table + suffix`, with the table part shortened as PostgreSQL shortens the names it
 /// makes, so the whole fits in 63 bytes and never collides with the table's own name.
-fn derived_name(prefix: &str, table: &str, suffix: &str) -> String {
+pub(crate) fn derived_name(prefix: &str, table: &str, suffix: &str) -> String {
     let room = MAX_IDENTIFIER_LEN - prefix.len() - suffix.len();
     // Plain identifiers are ASCII, so any byte index is a character boundary.
     let table = table.get(..room).unwrap_or(table);
@@ -150,15 +155,6 @@ pub(crate) fn expected_sess(version: &Version) -> Option<&str> {
         .and_then(|bytes| std::str::from_utf8(bytes).ok())
 }
 
-/// A store the pruning task can run.
-pub(crate) trait Prune: Send + Sync + 'static {
-    /// The store's name in log events.
-    const STORE: &'static str;
-
-    /// Deletes every expired record, returning how many.
-    fn prune(&self) -> impl Future<Output = Result<u64, Error>> + Send;
-}
-
 /// Stops the pruning task when dropped (the task waits on the other end of this channel).
 pub(crate) struct PruneTask {
     _stop: oneshot::Sender<()>,
@@ -171,13 +167,13 @@ pub(crate) struct PruneTask {
 ///
 /// # Panics
 /// Outside a tokio runtime.
-pub(crate) fn spawn_pruner<S: Prune>(store: Weak<S>, interval: Duration) -> PruneTask {
+pub(crate) fn spawn_pruner<S: Backend>(store: Weak<S>, interval: Duration) -> PruneTask {
     let (stop, stopped) = oneshot::channel();
     tokio::spawn(prune_forever(store, interval, stopped));
     PruneTask { _stop: stop }
 }
 
-async fn prune_forever<S: Prune>(
+async fn prune_forever<S: Backend>(
     store: Weak<S>,
     interval: Duration,
     mut stopped: oneshot::Receiver<()>,
@@ -193,7 +189,7 @@ async fn prune_forever<S: Prune>(
         let Some(store) = store.upgrade() else {
             return;
         };
-        if let Err(error) = store.prune().await {
+        if let Err(error) = ops::prune(&*store).await {
             tracing::warn!(
                 store = S::STORE,
                 error = &error as &dyn StdError,
@@ -281,15 +277,10 @@ mod tests {
         }
         assert_eq!(quoted("session"), "\"session\"");
         assert_eq!(expire_index_name("session"), "IDX_session_expire");
-        assert_eq!(primary_key_name("session"), "session_pkey");
         let longest = "t".repeat(63);
         assert_eq!(
             expire_index_name(&longest),
             format!("IDX_{}_expire", &longest[..52])
-        );
-        assert_eq!(
-            primary_key_name(&longest),
-            format!("{}_pkey", &longest[..58])
         );
     }
 

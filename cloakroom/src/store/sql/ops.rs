@@ -1,0 +1,293 @@
+//! The store operations both SQL stores share, written once over a [`Backend`] that runs the
+//! statements on its own driver. Every call is bounded by the store's timeout.
+
+use std::future::Future;
+use std::time::Duration;
+
+use super::statements::Statements;
+use super::{expected_sess, expire_seconds, now_seconds};
+use crate::id::Id;
+use crate::record::Record;
+use crate::store::{
+    Condition, Error, ErrorKind, Lease, Loaded, SetOutcome, Version, check_record_size,
+    decode_record,
+};
+use crate::time::Timestamp;
+
+/// One bind parameter.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Arg<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+/// The options every SQL store has.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    /// How long a record whose cookie has no expiry lives after its last save or touch.
+    pub(crate) default_ttl: Duration,
+    /// The largest record written or read, in bytes of JSON.
+    pub(crate) max_record_size: usize,
+    /// How long one store call may take.
+    pub(crate) timeout: Duration,
+}
+
+/// A database the SQL operations run on: it binds [`Arg`]s to its driver's queries.
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// The store's name in log events.
+    const STORE: &'static str;
+
+    fn statements(&self) -> &Statements;
+
+    fn settings(&self) -> &Settings;
+
+    /// Classifies a driver error (by the database's own codes) as a store error.
+    fn error(error: sqlx::Error) -> Error;
+
+    /// Runs a statement; returns the rows it affected.
+    fn execute(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
+
+    /// Runs a `SELECT count(*)`.
+    fn count(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<i64, sqlx::Error>> + Send;
+
+    /// Runs a query for one row of text and number (`sess`, expiry in milliseconds).
+    fn fetch_one_record(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<Option<(String, i64)>, sqlx::Error>> + Send;
+
+    /// Runs a query for rows of two texts (`sid`, `sess`).
+    fn fetch_records(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<Vec<(String, String)>, sqlx::Error>> + Send;
+
+    /// Makes sure the locks' table exists before its first use.
+    fn ensure_lock_table(&self) -> impl Future<Output = Result<(), Error>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Whether the locks' table exists (so pruning has locks to remove).
+    fn has_lock_table(&self) -> bool {
+        true
+    }
+}
+
+/// Runs `call`, bounded by the store's timeout. When it runs out, the call's future is
+/// dropped, and with it any connection it holds (the driver closes it or checks it before
+/// reuse).
+async fn bounded<B: Backend, T>(
+    backend: &B,
+    call: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(backend.settings().timeout, call).await {
+        Ok(result) => result.map_err(B::error),
+        Err(elapsed) => Err(Error::new(ErrorKind::Timeout, elapsed)),
+    }
+}
+
+pub(crate) async fn get<B: Backend>(backend: &B, id: &Id) -> Result<Option<Loaded>, Error> {
+    let now = now_seconds(Timestamp::now());
+    let args = [Arg::Text(id.as_str()), Arg::Int(now)];
+    let row = bounded(
+        backend,
+        backend.fetch_one_record(&backend.statements().get, &args),
+    )
+    .await?;
+    let Some((sess, expires_ms)) = row else {
+        return Ok(None);
+    };
+    check_record_size(sess.len(), backend.settings().max_record_size)?;
+    let record = decode_record(&sess)?;
+    Ok(Some(Loaded {
+        record,
+        version: Version::from_bytes(sess.into_bytes()),
+        expires_at: Some(Timestamp::from_millis(expires_ms)),
+    }))
+}
+
+/// A conditional write. A new session is an insert that replaces only an expired row; an
+/// existing one an `UPDATE … WHERE sess = <loaded>` (with a lease, `AND EXISTS` the lock row);
+/// a record that has already expired is deleted instead of written, under the same condition.
+pub(crate) async fn set<B: Backend>(
+    backend: &B,
+    id: &Id,
+    record: &Record,
+    condition: Condition<'_>,
+) -> Result<SetOutcome, Error> {
+    let settings = backend.settings();
+    let statements = backend.statements();
+    let now = Timestamp::now();
+    let now_s = now_seconds(now);
+    let expire_s = expire_seconds(record, now, settings.default_ttl);
+    let expired = expire_s < now_s;
+    let json = record.to_json();
+    check_record_size(json.len(), settings.max_record_size)?;
+    let written = SetOutcome::Written(Version::from_bytes(json.as_bytes()));
+    let sid = Arg::Text(id.as_str());
+    let Some(version) = condition.expected() else {
+        if expired {
+            // Nothing to create; but an id that is taken is still taken.
+            let live = bounded(
+                backend,
+                backend.count(&statements.is_live, &[sid, Arg::Int(now_s)]),
+            )
+            .await?;
+            return Ok(if live > 0 {
+                SetOutcome::Conflict
+            } else {
+                written
+            });
+        }
+        let args = [Arg::Text(&json), Arg::Int(expire_s), sid, Arg::Int(now_s)];
+        let inserted = bounded(backend, backend.execute(&statements.insert, &args)).await?;
+        return Ok(if inserted == 0 {
+            SetOutcome::Conflict
+        } else {
+            written
+        });
+    };
+    let Some(expected) = expected_sess(version) else {
+        return Ok(SetOutcome::Conflict);
+    };
+    let mut args = match expired {
+        false => vec![
+            Arg::Text(&json),
+            Arg::Int(expire_s),
+            sid,
+            Arg::Text(expected),
+            Arg::Int(now_s),
+        ],
+        true => vec![sid, Arg::Text(expected), Arg::Int(now_s)],
+    };
+    let sql = match (expired, condition.lease()) {
+        (false, None) => &statements.replace,
+        (false, Some(_)) => &statements.replace_leased,
+        (true, None) => &statements.delete_if_unchanged,
+        (true, Some(_)) => &statements.delete_if_unchanged_leased,
+    };
+    if let Some(lease) = condition.lease() {
+        args.push(Arg::Text(lease.token()));
+    }
+    if bounded(backend, backend.execute(sql, &args)).await? > 0 {
+        return Ok(written);
+    }
+    match condition.lease() {
+        Some(lease) if !holds_lock(backend, id, lease).await? => Ok(SetOutcome::LeaseLost),
+        _ => Ok(SetOutcome::Conflict),
+    }
+}
+
+pub(crate) async fn destroy<B: Backend>(backend: &B, id: &Id) -> Result<(), Error> {
+    let args = [Arg::Text(id.as_str())];
+    bounded(
+        backend,
+        backend.execute(&backend.statements().delete, &args),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Moves `expire` only, and only on a live row: a touch never brings a session back.
+pub(crate) async fn touch<B: Backend>(backend: &B, id: &Id, record: &Record) -> Result<(), Error> {
+    let now = Timestamp::now();
+    let expire_s = expire_seconds(record, now, backend.settings().default_ttl);
+    let args = [
+        Arg::Int(expire_s),
+        Arg::Text(id.as_str()),
+        Arg::Int(now_seconds(now)),
+    ];
+    bounded(backend, backend.execute(&backend.statements().touch, &args)).await?;
+    Ok(())
+}
+
+pub(crate) async fn all<B: Backend>(backend: &B) -> Result<Vec<(Id, Record)>, Error> {
+    let args = [Arg::Int(now_seconds(Timestamp::now()))];
+    let rows = bounded(
+        backend,
+        backend.fetch_records(&backend.statements().all, &args),
+    )
+    .await?;
+    rows.into_iter()
+        .map(|(sid, sess)| Ok((Id::from_string(sid), decode_record(&sess)?)))
+        .collect()
+}
+
+pub(crate) async fn len<B: Backend>(backend: &B) -> Result<usize, Error> {
+    let args = [Arg::Int(now_seconds(Timestamp::now()))];
+    let count = bounded(backend, backend.count(&backend.statements().len, &args)).await?;
+    // `count(*)` is never negative; saturate where usize is narrower.
+    Ok(usize::try_from(count).unwrap_or(usize::MAX))
+}
+
+pub(crate) async fn clear<B: Backend>(backend: &B) -> Result<(), Error> {
+    bounded(backend, backend.execute(&backend.statements().clear, &[])).await?;
+    Ok(())
+}
+
+/// Deletes the expired rows, and the locks whose holders went away without releasing them.
+/// Not bounded by the store's timeout: no request waits for it, and deleting many rows can take
+/// longer.
+pub(crate) async fn prune<B: Backend>(backend: &B) -> Result<u64, Error> {
+    let statements = backend.statements();
+    let args = [Arg::Int(now_seconds(Timestamp::now()))];
+    let pruned = backend
+        .execute(&statements.prune, &args)
+        .await
+        .map_err(B::error)?;
+    if backend.has_lock_table() {
+        backend
+            .execute(&statements.prune_locks, &[])
+            .await
+            .map_err(B::error)?;
+    }
+    Ok(pruned)
+}
+
+pub(crate) async fn try_lock<B: Backend>(
+    backend: &B,
+    id: &Id,
+    lease: &Lease,
+) -> Result<bool, Error> {
+    backend.ensure_lock_table().await?;
+    let millis = i64::try_from(lease.duration_millis()).unwrap_or(i64::MAX);
+    let args = [
+        Arg::Text(id.as_str()),
+        Arg::Text(lease.token()),
+        Arg::Int(millis),
+    ];
+    let taken = bounded(backend, backend.execute(&backend.statements().lock, &args)).await?;
+    Ok(taken > 0)
+}
+
+pub(crate) async fn unlock<B: Backend>(backend: &B, id: &Id, lease: &Lease) -> Result<(), Error> {
+    backend.ensure_lock_table().await?;
+    let args = [Arg::Text(id.as_str()), Arg::Text(lease.token())];
+    bounded(
+        backend,
+        backend.execute(&backend.statements().unlock, &args),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Whether `lease` holds the lock on `id` now.
+async fn holds_lock<B: Backend>(backend: &B, id: &Id, lease: &Lease) -> Result<bool, Error> {
+    let args = [Arg::Text(id.as_str()), Arg::Text(lease.token())];
+    let held = bounded(
+        backend,
+        backend.count(&backend.statements().holds_lock, &args),
+    )
+    .await?;
+    Ok(held > 0)
+}

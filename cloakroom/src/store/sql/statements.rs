@@ -1,0 +1,145 @@
+//! The SQL both SQL stores run, written once: a [`Dialect`] says how each database spells
+//! parameters, times and the JSON column, and [`Statements::new`] splices that and the
+//! (validated, quoted) table names in.
+
+/// How a database spells what the statements need.
+pub(crate) trait Dialect {
+    /// The `n`th bind parameter (1-based).
+    fn param(&self, n: usize) -> String;
+    /// A value for the `expire` column from a parameter of whole seconds since the epoch.
+    fn time(&self, param: &str) -> String;
+    /// The `expire` column as milliseconds since the epoch.
+    fn expire_ms(&self) -> String;
+    /// The `sess` column as text, byte for byte as written.
+    fn sess_text(&self) -> &'static str;
+    /// A value for the `sess` column from a text parameter.
+    fn sess_value(&self, param: &str) -> String;
+    /// Now, in milliseconds since the epoch, by the database's clock (session locks are timed
+    /// by it, so processes whose clocks disagree still agree on when a lease runs out).
+    fn now_ms(&self) -> &'static str;
+    /// The column types of the locks' table: text, then a 64-bit integer.
+    fn lock_columns(&self) -> (&'static str, &'static str);
+}
+
+/// The store's SQL, made once per store.
+pub(crate) struct Statements {
+    pub(crate) get: String,
+    pub(crate) is_live: String,
+    pub(crate) insert: String,
+    pub(crate) delete: String,
+    pub(crate) replace: String,
+    pub(crate) replace_leased: String,
+    pub(crate) delete_if_unchanged: String,
+    pub(crate) delete_if_unchanged_leased: String,
+    pub(crate) touch: String,
+    pub(crate) all: String,
+    pub(crate) len: String,
+    pub(crate) clear: String,
+    pub(crate) prune: String,
+    pub(crate) create_locks: String,
+    pub(crate) lock: String,
+    pub(crate) unlock: String,
+    pub(crate) holds_lock: String,
+    pub(crate) prune_locks: String,
+}
+
+impl Statements {
+    /// `table` and `locks`: the quoted (and, for Postgres, schema-qualified) names of the
+    /// sessions' table and of the locks' table.
+    pub(crate) fn new(dialect: &impl Dialect, table: &str, locks: &str) -> Self {
+        let p = |n| dialect.param(n);
+        let time = |n| dialect.time(&p(n));
+        let sess = dialect.sess_text();
+        let now_ms = dialect.now_ms();
+        // A write under the session lock: only while the lease still holds it (fencing).
+        let leased = |sid: usize, token: usize| {
+            format!(
+                " AND EXISTS (SELECT 1 FROM {locks} l WHERE l.sid = {} AND l.token = {} \
+                 AND l.until > {now_ms})",
+                p(sid),
+                p(token)
+            )
+        };
+        let replace = format!(
+            "UPDATE {table} SET sess = {}, expire = {} \
+             WHERE sid = {} AND {sess} = {} AND expire >= {}",
+            dialect.sess_value(&p(1)),
+            time(2),
+            p(3),
+            p(4),
+            time(5)
+        );
+        let delete_if_unchanged = format!(
+            "DELETE FROM {table} WHERE sid = {} AND {sess} = {} AND expire >= {}",
+            p(1),
+            p(2),
+            time(3)
+        );
+        let (text, integer) = dialect.lock_columns();
+        Statements {
+            get: format!(
+                "SELECT {sess}, {} FROM {table} WHERE sid = {} AND expire >= {}",
+                dialect.expire_ms(),
+                p(1),
+                time(2)
+            ),
+            is_live: format!(
+                "SELECT count(*) FROM {table} WHERE sid = {} AND expire >= {}",
+                p(1),
+                time(2)
+            ),
+            // connect-pg-simple's `set`, for a new session only: it replaces an expired row,
+            // never a live one.
+            insert: format!(
+                "INSERT INTO {table} AS s (sess, expire, sid) VALUES ({}, {}, {}) \
+                 ON CONFLICT (sid) DO UPDATE SET sess = excluded.sess, expire = excluded.expire \
+                 WHERE s.expire < {}",
+                dialect.sess_value(&p(1)),
+                time(2),
+                p(3),
+                time(4)
+            ),
+            delete: format!("DELETE FROM {table} WHERE sid = {}", p(1)),
+            replace_leased: format!("{replace}{}", leased(3, 6)),
+            replace,
+            delete_if_unchanged_leased: format!("{delete_if_unchanged}{}", leased(1, 4)),
+            delete_if_unchanged,
+            touch: format!(
+                "UPDATE {table} SET expire = {} WHERE sid = {} AND expire >= {}",
+                time(1),
+                p(2),
+                time(3)
+            ),
+            all: format!(
+                "SELECT sid, {sess} FROM {table} WHERE expire >= {}",
+                time(1)
+            ),
+            len: format!("SELECT count(*) FROM {table} WHERE expire >= {}", time(1)),
+            clear: format!("DELETE FROM {table}"),
+            prune: format!("DELETE FROM {table} WHERE expire < {}", time(1)),
+            create_locks: format!(
+                "CREATE TABLE IF NOT EXISTS {locks} (\"sid\" {text} NOT NULL PRIMARY KEY, \
+                 \"token\" {text} NOT NULL, \"until\" {integer} NOT NULL)"
+            ),
+            lock: format!(
+                "INSERT INTO {locks} AS l (sid, token, until) VALUES ({}, {}, {now_ms} + {}) \
+                 ON CONFLICT (sid) DO UPDATE SET token = excluded.token, until = excluded.until \
+                 WHERE l.until <= {now_ms}",
+                p(1),
+                p(2),
+                p(3)
+            ),
+            unlock: format!(
+                "DELETE FROM {locks} WHERE sid = {} AND token = {}",
+                p(1),
+                p(2)
+            ),
+            holds_lock: format!(
+                "SELECT count(*) FROM {locks} WHERE sid = {} AND token = {} AND until > {now_ms}",
+                p(1),
+                p(2)
+            ),
+            prune_locks: format!("DELETE FROM {locks} WHERE until <= {now_ms}"),
+        }
+    }
+}
