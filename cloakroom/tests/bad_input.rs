@@ -234,7 +234,7 @@ async fn a_stored_record_over_the_limit_is_the_opaque_error_and_is_left_alone() 
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("sessions.db");
     // One program wrote a big session; another reads the same table with a lower limit.
-    let roomy = SqliteStore::open(&path).await.unwrap();
+    let roomy = SqliteStore::connect(&path).await.unwrap();
     let strict = SqliteStore::builder(&path)
         .with_max_record_size(1024)
         .build()

@@ -405,7 +405,7 @@ const CROWD: usize = 16;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_fail_fast_while_postgres_is_down_or_stalled_and_recover_without_a_restart() {
     let mut server = PostgresServer::start();
-    let store = PostgresStore::builder_from_url(server.url())
+    let store = PostgresStore::builder(server.url())
         .with_create_table_if_missing(true)
         .with_prune_interval(None)
         .with_timeout(TIMEOUT)

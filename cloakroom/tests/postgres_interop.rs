@@ -58,7 +58,7 @@ fn psql(zone: &str, sql: &str) -> String {
 }
 
 async fn store_in(schema: &str) -> PostgresStore {
-    PostgresStore::builder_from_url(postgres_url())
+    PostgresStore::builder(postgres_url())
         .with_schema_name(schema)
         .unwrap()
         .with_create_table_if_missing(true)
@@ -228,7 +228,7 @@ async fn a_table_connect_pg_simple_created_is_used_as_it_is() {
             TABLE_SQL.replace("\"session\"", &format!("\"{schema}\".\"session\""))
         ),
     );
-    let store = PostgresStore::builder_from_url(postgres_url())
+    let store = PostgresStore::builder(postgres_url())
         .with_schema_name(&schema)
         .unwrap()
         .build()
@@ -248,7 +248,7 @@ async fn with_the_servers_time_zone_both_sides_agree_on_expire() {
     const OFFSET_MS: i64 = (5 * 3600 + 1800) * 1000;
     let schema = unique_name("cloakroom_zone_");
     let plain = store_in(&schema).await;
-    let zoned = PostgresStore::builder_from_url(postgres_url())
+    let zoned = PostgresStore::builder(postgres_url())
         .with_schema_name(&schema)
         .unwrap()
         .with_time_zone(ZONE)
@@ -310,7 +310,7 @@ async fn with_the_servers_time_zone_both_sides_agree_on_expire() {
 
 #[tokio::test]
 async fn an_unknown_time_zone_fails_the_build() {
-    let error = PostgresStore::builder_from_url(postgres_url())
+    let error = PostgresStore::builder(postgres_url())
         .with_time_zone("Mars/Olympus_Mons")
         .unwrap()
         .build()

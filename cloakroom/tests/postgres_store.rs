@@ -26,7 +26,7 @@ async fn fresh() -> PostgresStore {
 }
 
 async fn store_in(schema: &str, prune_interval: Option<Duration>) -> PostgresStore {
-    PostgresStore::builder_from_url(postgres_url())
+    PostgresStore::builder(postgres_url())
         .with_schema_name(schema)
         .unwrap()
         .with_create_table_if_missing(true)
@@ -163,7 +163,7 @@ async fn without_a_prune_interval_nothing_is_pruned_in_the_background() {
 
 #[tokio::test]
 async fn names_that_are_not_plain_identifiers_are_refused() {
-    let builder = || PostgresStore::builder_from_url(postgres_url());
+    let builder = || PostgresStore::builder(postgres_url());
     for bad in [
         "",
         "1st",
@@ -202,7 +202,7 @@ async fn names_that_are_not_plain_identifiers_are_refused() {
 #[tokio::test]
 async fn names_are_quoted_so_their_case_is_kept() {
     let schema = unique_name("Cloakroom_");
-    let store = PostgresStore::builder_from_url(postgres_url())
+    let store = PostgresStore::builder(postgres_url())
         .with_schema_name(&schema)
         .unwrap()
         .with_table_name("WebSessions")
@@ -229,7 +229,7 @@ async fn names_are_quoted_so_their_case_is_kept() {
 
 #[tokio::test]
 async fn the_longest_table_name_works() {
-    let store = PostgresStore::builder_from_url(postgres_url())
+    let store = PostgresStore::builder(postgres_url())
         .with_schema_name(unique_name("cloakroom_long_"))
         .unwrap()
         .with_table_name("t".repeat(63))
@@ -246,7 +246,7 @@ async fn the_longest_table_name_works() {
 #[tokio::test]
 async fn a_missing_table_is_not_created_unless_asked() {
     let schema = unique_name("cloakroom_absent_");
-    let store = PostgresStore::builder_from_url(postgres_url())
+    let store = PostgresStore::builder(postgres_url())
         .with_schema_name(&schema)
         .unwrap()
         .build()
@@ -329,7 +329,7 @@ async fn an_unreachable_server_is_a_transient_error() {
         .acquire_timeout(Duration::from_millis(300))
         .connect_lazy("postgres://postgres@127.0.0.1:1/postgres")
         .unwrap();
-    let store = PostgresStore::builder(pool)
+    let store = PostgresStore::builder_with_pool(pool)
         .with_prune_interval(None)
         .build()
         .await

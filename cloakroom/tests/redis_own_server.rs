@@ -293,15 +293,15 @@ async fn prefixes_are_matched_literally_and_kept_apart() {
     // keyspace, too slow on the shared server full of other tests' sessions.
     let server = RedisServer::start();
     // Unescaped, the pattern `a:*?[ab]:*` would also match the neighbour's `a:xyzb:`.
-    let globby = RedisStore::builder()
+    let globby = RedisStore::builder(server.url())
         .with_prefix("a:*?[ab]:")
         .with_scan_count(1)
-        .connect(&server.url())
+        .build()
         .await
         .unwrap();
-    let neighbour = RedisStore::builder()
+    let neighbour = RedisStore::builder(server.url())
         .with_prefix("a:xyzb:")
-        .connect(&server.url())
+        .build()
         .await
         .unwrap();
     let hour = Some(Duration::from_secs(3600));
@@ -363,10 +363,10 @@ async fn until_recovered(app: &Router) -> Reply {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_fail_fast_while_redis_is_down_or_stalled_and_recover_without_a_restart() {
     let mut server = RedisServer::start();
-    let store = RedisStore::builder()
+    let store = RedisStore::builder(server.url())
         .with_response_timeout(Duration::from_millis(500))
         .with_connection_timeout(Duration::from_millis(500))
-        .connect(&server.url())
+        .build()
         .await
         .unwrap();
     let app = app(store, Duration::ZERO);

@@ -29,25 +29,34 @@ fn cluster_urls() -> Vec<String> {
         .collect()
 }
 
-/// A builder with a prefix no other test uses.
+/// A prefix no other test uses.
+fn unique_prefix() -> String {
+    cloakroom_testkit::unique_name("cloakroom-test:") + ":"
+}
+
+/// A standalone builder with a prefix no other test uses.
 fn unique() -> (RedisStoreBuilder, String) {
-    let prefix = cloakroom_testkit::unique_name("cloakroom-test:") + ":";
-    (RedisStore::builder().with_prefix(&prefix), prefix)
+    let prefix = unique_prefix();
+    (
+        RedisStore::builder(standalone_url()).with_prefix(&prefix),
+        prefix,
+    )
 }
 
 async fn standalone_store() -> (RedisStore, String) {
     let (builder, prefix) = unique();
     let store = builder
-        .connect(&standalone_url())
+        .build()
         .await
         .expect("connect to CLOAKROOM_REDIS_URL");
     (store, prefix)
 }
 
 async fn cluster_store() -> (RedisStore, String) {
-    let (builder, prefix) = unique();
-    let store = builder
-        .connect_cluster(cluster_urls())
+    let prefix = unique_prefix();
+    let store = RedisStore::cluster_builder(cluster_urls())
+        .with_prefix(&prefix)
+        .build()
         .await
         .expect("connect to CLOAKROOM_REDIS_CLUSTER_URLS");
     (store, prefix)
@@ -63,9 +72,9 @@ mod standalone {
     /// Two connections with one prefix, as two processes sharing one Redis.
     async fn pair() -> (RedisStore, RedisStore) {
         let (first, prefix) = super::standalone_store().await;
-        let second = RedisStore::builder()
+        let second = RedisStore::builder(super::standalone_url())
             .with_prefix(prefix)
-            .connect(&super::standalone_url())
+            .build()
             .await
             .expect("connect to CLOAKROOM_REDIS_URL");
         (first, second)
@@ -86,9 +95,9 @@ mod cluster {
     /// Two cluster connections with one prefix, as two processes sharing one cluster.
     async fn pair() -> (RedisStore, RedisStore) {
         let (first, prefix) = super::cluster_store().await;
-        let second = RedisStore::builder()
+        let second = RedisStore::cluster_builder(super::cluster_urls())
             .with_prefix(prefix)
-            .connect_cluster(super::cluster_urls())
+            .build()
             .await
             .expect("connect to CLOAKROOM_REDIS_CLUSTER_URLS");
         (first, second)
@@ -199,7 +208,7 @@ async fn a_browser_session_cookie_gets_the_store_ttl() {
             (builder.with_ttl(Duration::from_secs(600)), prefix, 600)
         },
     ] {
-        let store = builder.connect(&url).await.unwrap();
+        let store = builder.build().await.unwrap();
         assert_eq!(store.default_ttl(), Some(Duration::from_secs(want as u64)));
         // No maxAge: a browser-session cookie, stored with `expires: null`.
         let app = counter_app(store, CookieOptions::new());

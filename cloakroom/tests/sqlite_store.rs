@@ -50,7 +50,7 @@ struct Fresh {
 
 async fn fresh() -> Fresh {
     let dir = Arc::new(TempDir::new());
-    let store = SqliteStore::open(dir.file()).await.unwrap();
+    let store = SqliteStore::connect(dir.file()).await.unwrap();
     Fresh { store, dir }
 }
 
@@ -58,7 +58,7 @@ async fn fresh() -> Fresh {
 async fn pair() -> (Fresh, Fresh) {
     let first = fresh().await;
     let second = Fresh {
-        store: SqliteStore::open(first.dir.file()).await.unwrap(),
+        store: SqliteStore::connect(first.dir.file()).await.unwrap(),
         dir: Arc::clone(&first.dir),
     };
     (first, second)
@@ -136,10 +136,10 @@ async fn sessions_survive_a_restart() {
     let id = Id::generate();
     let stored = record(json!({"user": "john"}), Some(Duration::from_secs(600)));
     let version = {
-        let store = SqliteStore::open(dir.file()).await.unwrap();
+        let store = SqliteStore::connect(dir.file()).await.unwrap();
         write(&store, &id, &stored, None).await
     };
-    let reopened = SqliteStore::open(dir.file()).await.unwrap();
+    let reopened = SqliteStore::connect(dir.file()).await.unwrap();
     let loaded = reopened.get(&id).await.unwrap().expect("still there");
     assert_eq!(loaded.record.to_json(), stored.to_json());
     assert_eq!(loaded.version, version, "the version survives too");
@@ -148,7 +148,7 @@ async fn sessions_survive_a_restart() {
 #[tokio::test]
 async fn the_file_uses_write_ahead_logging() {
     let dir = TempDir::new();
-    let _store = SqliteStore::open(dir.file()).await.unwrap();
+    let _store = SqliteStore::connect(dir.file()).await.unwrap();
     let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
         .fetch_one(&raw(&dir.file()).await)
         .await
@@ -242,8 +242,8 @@ async fn two_stores_on_one_file_never_lose_an_increment() {
     const ROUNDS: u64 = 25;
     let dir = TempDir::new();
     let stores = [
-        SqliteStore::open(dir.file()).await.unwrap(),
-        SqliteStore::open(dir.file()).await.unwrap(),
+        SqliteStore::connect(dir.file()).await.unwrap(),
+        SqliteStore::connect(dir.file()).await.unwrap(),
     ];
     let counter = Id::generate();
     let minute = Some(Duration::from_secs(60));
@@ -357,7 +357,7 @@ async fn table_names_that_are_not_plain_identifiers_are_refused() {
 #[tokio::test]
 async fn a_row_that_is_not_a_session_is_a_decode_error_and_is_kept() {
     let dir = TempDir::new();
-    let store = SqliteStore::open(dir.file()).await.unwrap();
+    let store = SqliteStore::connect(dir.file()).await.unwrap();
     let pool = raw(&dir.file()).await;
     sqlx::query(
         "INSERT INTO session (sid, sess, expire) \
@@ -378,7 +378,7 @@ async fn a_row_that_is_not_a_session_is_a_decode_error_and_is_kept() {
 #[tokio::test]
 async fn a_file_that_cannot_be_opened_is_an_error() {
     let dir = TempDir::new();
-    let error = SqliteStore::open(dir.0.join("missing-directory").join("sessions.db"))
+    let error = SqliteStore::connect(dir.0.join("missing-directory").join("sessions.db"))
         .await
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Unavailable, "{error:?}");
@@ -393,7 +393,7 @@ async fn concurrent_opens_of_a_new_file_all_succeed() {
     let opens: Vec<_> = (0..8)
         .map(|_| {
             let file = Arc::clone(&file);
-            tokio::spawn(async move { SqliteStore::open(&*file).await })
+            tokio::spawn(async move { SqliteStore::connect(&*file).await })
         })
         .collect();
     for open in opens {

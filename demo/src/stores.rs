@@ -13,7 +13,7 @@ pub async fn open(url: &StoreUrl) -> anyhow::Result<Arc<dyn SessionStore>> {
     let store: Arc<dyn SessionStore> = match url {
         StoreUrl::Memory => Arc::new(MemoryStore::new()),
         StoreUrl::Sqlite(path) => Arc::new(
-            SqliteStore::open(path)
+            SqliteStore::connect(path)
                 .await
                 .with_context(|| format!("cannot open the SQLite store {}", path.display()))?,
         ),
@@ -24,7 +24,7 @@ pub async fn open(url: &StoreUrl) -> anyhow::Result<Arc<dyn SessionStore>> {
         ),
         // The demo makes connect-pg-simple's table on first run.
         StoreUrl::Postgres(url) => Arc::new(
-            PostgresStore::builder_from_url(url.as_str())
+            PostgresStore::builder(url.as_str())
                 .with_create_table_if_missing(true)
                 .build()
                 .await

@@ -25,7 +25,7 @@ pub(crate) async fn serve(args: Args) -> anyhow::Result<()> {
                 .sqlite_path
                 .clone()
                 .context("cloakroom-sqlite needs --sqlite-path")?;
-            with_cloakroom(cloakroom::SqliteStore::open(path).await?, &args)?
+            with_cloakroom(cloakroom::SqliteStore::connect(path).await?, &args)?
         }
         Target::CloakroomRedis => {
             with_cloakroom(cloakroom::RedisStore::connect(&args.redis_url).await?, &args)?
@@ -35,7 +35,7 @@ pub(crate) async fn serve(args: Args) -> anyhow::Result<()> {
                 .postgres_url
                 .clone()
                 .context("cloakroom-postgres needs --postgres-url")?;
-            let store = cloakroom::PostgresStore::builder_from_url(url)
+            let store = cloakroom::PostgresStore::builder(url)
                 .with_create_table_if_missing(true)
                 .build()
                 .await?;

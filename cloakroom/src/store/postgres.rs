@@ -130,7 +130,7 @@ const CREATE_LOCK_KEY: i64 = 0x636c_6f61_6b72_6f6f;
 /// # async fn run() -> Result<(), cloakroom::store::Error> {
 /// use cloakroom::store::postgres::PostgresStore;
 ///
-/// let store = PostgresStore::builder_from_url("postgres://app@localhost/app")
+/// let store = PostgresStore::builder("postgres://app@localhost/app")
 ///     .with_create_table_if_missing(true)
 ///     .build()
 ///     .await?;
@@ -191,7 +191,7 @@ impl PostgresStore {
     /// # Panics
     /// Outside a tokio runtime.
     pub async fn connect(url: &str) -> Result<Self, Error> {
-        Self::builder_from_url(url).build().await
+        Self::builder(url).build().await
     }
 
     /// Configures a store on an existing pool (its connections may be shared with the rest of
@@ -202,17 +202,18 @@ impl PostgresStore {
     /// use cloakroom::store::postgres::PostgresStore;
     ///
     /// let pool = sqlx::PgPool::connect("postgres://app@localhost/app").await?;
-    /// let store = PostgresStore::builder(pool).build().await?;
+    /// let store = PostgresStore::builder_with_pool(pool).build().await?;
     /// # Ok(()) }
     /// ```
-    pub fn builder(pool: PgPool) -> PostgresStoreBuilder {
+    pub fn builder_with_pool(pool: PgPool) -> PostgresStoreBuilder {
         PostgresStoreBuilder::new(Source::Pool(pool))
     }
 
     /// Configures a store on a new pool for `url`, opened by
     /// [`build`](PostgresStoreBuilder::build) with sqlx's defaults except a 5-second wait for a
-    /// free connection. For other pool settings, make the pool and use [`builder`](Self::builder).
-    pub fn builder_from_url(url: impl Into<String>) -> PostgresStoreBuilder {
+    /// free connection. For other pool settings, make the pool and use
+    /// [`builder_with_pool`](Self::builder_with_pool).
+    pub fn builder(url: impl Into<String>) -> PostgresStoreBuilder {
         PostgresStoreBuilder::new(Source::Url(url.into()))
     }
 
@@ -252,7 +253,7 @@ impl PostgresStoreBuilder {
     ///
     /// ```no_run
     /// # fn run(pool: sqlx::PgPool) -> Result<(), cloakroom::store::postgres::InvalidName> {
-    /// let builder = cloakroom::store::postgres::PostgresStore::builder(pool).with_table_name("web_sessions")?;
+    /// let builder = cloakroom::store::postgres::PostgresStore::builder_with_pool(pool).with_table_name("web_sessions")?;
     /// # Ok(()) }
     /// ```
     ///
@@ -273,7 +274,7 @@ impl PostgresStoreBuilder {
     ///
     /// ```no_run
     /// # fn run(pool: sqlx::PgPool) -> Result<(), cloakroom::store::postgres::InvalidName> {
-    /// let builder = cloakroom::store::postgres::PostgresStore::builder(pool).with_schema_name("auth")?;
+    /// let builder = cloakroom::store::postgres::PostgresStore::builder_with_pool(pool).with_schema_name("auth")?;
     /// # Ok(()) }
     /// ```
     ///
@@ -297,7 +298,7 @@ impl PostgresStoreBuilder {
     ///
     /// ```no_run
     /// # fn run(pool: sqlx::PgPool) {
-    /// let builder = cloakroom::store::postgres::PostgresStore::builder(pool).with_create_table_if_missing(true);
+    /// let builder = cloakroom::store::postgres::PostgresStore::builder_with_pool(pool).with_create_table_if_missing(true);
     /// # }
     /// ```
     pub fn with_create_table_if_missing(mut self, create: bool) -> Self {
@@ -311,7 +312,7 @@ impl PostgresStoreBuilder {
     /// ```no_run
     /// # fn run(pool: sqlx::PgPool) {
     /// use std::time::Duration;
-    /// let builder = cloakroom::store::postgres::PostgresStore::builder(pool)
+    /// let builder = cloakroom::store::postgres::PostgresStore::builder_with_pool(pool)
     ///     .with_default_ttl(Duration::from_secs(8 * 3600));
     /// # }
     /// ```
@@ -328,7 +329,7 @@ impl PostgresStoreBuilder {
     /// ```no_run
     /// # fn run(pool: sqlx::PgPool) {
     /// use std::time::Duration;
-    /// let builder = cloakroom::store::postgres::PostgresStore::builder(pool)
+    /// let builder = cloakroom::store::postgres::PostgresStore::builder_with_pool(pool)
     ///     .with_prune_interval(Some(Duration::from_secs(60)));
     /// # }
     /// ```
@@ -344,7 +345,7 @@ impl PostgresStoreBuilder {
     ///
     /// ```no_run
     /// # fn run(pool: sqlx::PgPool) -> Result<(), cloakroom::store::postgres::InvalidName> {
-    /// let builder = cloakroom::store::postgres::PostgresStore::builder(pool).with_time_zone("Europe/Berlin")?;
+    /// let builder = cloakroom::store::postgres::PostgresStore::builder_with_pool(pool).with_time_zone("Europe/Berlin")?;
     /// # Ok(()) }
     /// ```
     ///
@@ -365,13 +366,13 @@ impl PostgresStoreBuilder {
     /// connection included, before it fails with [`ErrorKind::Timeout`] (default 5 s). Keeps
     /// requests from hanging on a database that is down or stalled: the middleware answers 503
     /// within this time. It also caps the pool's own wait for a connection (sqlx's default is
-    /// 30 s for a pool given to [`PostgresStore::builder`]). A write that times out may still
+    /// 30 s for a pool given to [`PostgresStore::builder_with_pool`]). A write that times out may still
     /// have been applied.
     ///
     /// ```no_run
     /// # fn run(pool: sqlx::PgPool) {
     /// use std::time::Duration;
-    /// let builder = cloakroom::store::postgres::PostgresStore::builder(pool)
+    /// let builder = cloakroom::store::postgres::PostgresStore::builder_with_pool(pool)
     ///     .with_timeout(Duration::from_millis(500));
     /// # }
     /// ```
@@ -387,7 +388,7 @@ impl PostgresStoreBuilder {
     ///
     /// ```no_run
     /// # fn run(pool: sqlx::PgPool) {
-    /// let builder = cloakroom::store::postgres::PostgresStore::builder(pool)
+    /// let builder = cloakroom::store::postgres::PostgresStore::builder_with_pool(pool)
     ///     .with_max_record_size(64 * 1024);
     /// # }
     /// ```
@@ -778,7 +779,7 @@ mod tests {
 
     #[test]
     fn names_are_validated() {
-        let builder = || PostgresStore::builder_from_url("postgres://localhost/db");
+        let builder = || PostgresStore::builder("postgres://localhost/db");
         assert_eq!(
             builder().with_table_name("a\"b").unwrap_err(),
             InvalidName::Table
@@ -801,7 +802,7 @@ mod tests {
 
     #[test]
     fn debug_hides_the_url() {
-        let builder = PostgresStore::builder_from_url("postgres://user:hunter2@localhost/db");
+        let builder = PostgresStore::builder("postgres://user:hunter2@localhost/db");
         assert!(!format!("{builder:?}").contains("hunter2"));
     }
 }

@@ -6,9 +6,9 @@
 //! use cloakroom::store::redis::RedisStore;
 //! use cloakroom::{CookieOptions, SessionLayer};
 //!
-//! let store = RedisStore::builder()
+//! let store = RedisStore::builder("redis://127.0.0.1:6379")
 //!     .with_prefix("sess:") // connect-redis's default: an Express app can share the sessions
-//!     .connect("redis://127.0.0.1:6379")
+//!     .build()
 //!     .await?;
 //! let sessions = SessionLayer::builder(store)
 //!     .with_secret(std::env::var("SESSION_SECRET")?)
@@ -81,9 +81,9 @@
 //! slot, so the script works in Cluster. connect-redis never reads these keys.
 //!
 //! # Standalone and Cluster
-//! [`RedisStoreBuilder::connect`] uses one multiplexed connection (redis-rs's
+//! [`RedisStore::builder`] uses one multiplexed connection (redis-rs's
 //! `ConnectionManager`), shared by every request and every clone of the store: there is no pool
-//! and no checkout. [`RedisStoreBuilder::connect_cluster`] uses redis-rs's `ClusterConnection`,
+//! and no checkout. [`RedisStore::cluster_builder`] uses redis-rs's `ClusterConnection`,
 //! one multiplexed connection per node, with keys routed by slot. In Cluster, `all`, `len` and
 //! `clear` scan every primary. A scan that runs while slots migrate between nodes may miss or
 //! repeat keys (repeats are removed). `SCAN` walks every key of a node, not only the sessions,
@@ -217,19 +217,19 @@ pub struct RedisStore {
     connection_timeout: Duration,
 }
 
-/// Options for a [`RedisStore`], then [`connect`](Self::connect) or
-/// [`connect_cluster`](Self::connect_cluster).
+/// Options for a [`RedisStore`] ([`RedisStore::builder`] or [`RedisStore::cluster_builder`]),
+/// then [`build`](Self::build).
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), cloakroom::store::Error> {
 /// use std::time::Duration;
 /// use cloakroom::store::redis::RedisStore;
 ///
-/// let store = RedisStore::builder()
+/// let store = RedisStore::builder("redis://127.0.0.1:6379")
 ///     .with_prefix("myapp:sess:")
 ///     .with_ttl(Duration::from_secs(3600))
 ///     .with_response_timeout(Duration::from_millis(500))
-///     .connect("redis://127.0.0.1:6379")
+///     .build()
 ///     .await?;
 /// # let _ = store;
 /// # Ok(())
@@ -238,6 +238,7 @@ pub struct RedisStore {
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct RedisStoreBuilder {
+    servers: Servers,
     prefix: String,
     ttl_secs: u64,
     scan_count: usize,
@@ -246,9 +247,27 @@ pub struct RedisStoreBuilder {
     connection_timeout: Duration,
 }
 
-impl Default for RedisStoreBuilder {
-    fn default() -> Self {
+/// Where a builder connects.
+#[derive(Clone)]
+enum Servers {
+    Standalone(String),
+    Cluster(Vec<String>),
+}
+
+impl fmt::Debug for Servers {
+    // The URLs may hold a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Servers::Standalone(_) => "Standalone",
+            Servers::Cluster(_) => "Cluster",
+        })
+    }
+}
+
+impl RedisStoreBuilder {
+    fn new(servers: Servers) -> Self {
         RedisStoreBuilder {
+            servers,
             prefix: DEFAULT_PREFIX.to_owned(),
             ttl_secs: DEFAULT_TTL_SECS,
             scan_count: DEFAULT_SCAN_COUNT,
@@ -264,7 +283,7 @@ impl RedisStoreBuilder {
     /// each application sharing a Redis its own prefix, or the same one to share sessions.
     ///
     /// ```
-    /// let builder = cloakroom::store::redis::RedisStore::builder().with_prefix("myapp:sess:");
+    /// let builder = cloakroom::store::redis::RedisStore::builder("redis://127.0.0.1:6379").with_prefix("myapp:sess:");
     /// # let _ = builder;
     /// ```
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -280,7 +299,7 @@ impl RedisStoreBuilder {
     /// ```
     /// # use std::time::Duration;
     /// let builder =
-    ///     cloakroom::store::redis::RedisStore::builder().with_ttl(Duration::from_secs(3600));
+    ///     cloakroom::store::redis::RedisStore::builder("redis://127.0.0.1:6379").with_ttl(Duration::from_secs(3600));
     /// # let _ = builder;
     /// ```
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
@@ -296,7 +315,7 @@ impl RedisStoreBuilder {
     /// connect-redis), and the number of keys per `MGET` or `DEL` they send. At least one.
     ///
     /// ```
-    /// let builder = cloakroom::store::redis::RedisStore::builder().with_scan_count(1000);
+    /// let builder = cloakroom::store::redis::RedisStore::builder("redis://127.0.0.1:6379").with_scan_count(1000);
     /// # let _ = builder;
     /// ```
     pub fn with_scan_count(mut self, count: usize) -> Self {
@@ -310,7 +329,7 @@ impl RedisStoreBuilder {
     /// program) fails the load the same way, and is left as it is.
     ///
     /// ```
-    /// let builder = cloakroom::store::redis::RedisStore::builder().with_max_record_size(64 * 1024);
+    /// let builder = cloakroom::store::redis::RedisStore::builder("redis://127.0.0.1:6379").with_max_record_size(64 * 1024);
     /// # let _ = builder;
     /// ```
     pub fn with_max_record_size(mut self, bytes: usize) -> Self {
@@ -324,7 +343,7 @@ impl RedisStoreBuilder {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// let builder = cloakroom::store::redis::RedisStore::builder()
+    /// let builder = cloakroom::store::redis::RedisStore::builder("redis://127.0.0.1:6379")
     ///     .with_response_timeout(Duration::from_millis(500));
     /// # let _ = builder;
     /// ```
@@ -337,7 +356,7 @@ impl RedisStoreBuilder {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// let builder = cloakroom::store::redis::RedisStore::builder()
+    /// let builder = cloakroom::store::redis::RedisStore::builder("redis://127.0.0.1:6379")
     ///     .with_connection_timeout(Duration::from_millis(500));
     /// # let _ = builder;
     /// ```
@@ -346,69 +365,39 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Connects to a standalone Redis (or a primary behind a proxy), given a redis-rs URL such
-    /// as `redis://user:password@host:6379/0`.
-    ///
-    /// The store keeps one multiplexed connection and reconnects by itself when it drops.
-    ///
-    /// ```no_run
-    /// # async fn example() -> Result<(), cloakroom::store::Error> {
-    /// let store = cloakroom::store::redis::RedisStore::builder()
-    ///     .connect("redis://127.0.0.1:6379")
-    ///     .await?;
-    /// # let _ = store;
-    /// # Ok(())
-    /// # }
-    /// ```
+    /// Connects: to the standalone Redis (one multiplexed connection, re-opened by itself
+    /// when it drops), or to the cluster (its other nodes are discovered).
     ///
     /// # Errors
-    /// When the URL is not valid ([`ErrorKind::Backend`]), or Redis cannot be reached after a
-    /// few attempts ([`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`]), or refuses the
-    /// connection's setup, such as a wrong password ([`ErrorKind::Backend`]).
-    pub async fn connect(self, url: &str) -> Result<RedisStore, Error> {
-        let client = redis::Client::open(url).map_err(redis_error)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.connection_timeout))
-            .set_response_timeout(Some(self.response_timeout))
-            .set_max_delay(MAX_RECONNECT_DELAY);
-        let manager = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(redis_error)?;
-        Ok(self.build(Connection::Standalone(manager)))
+    /// When a URL is not valid or none is given ([`ErrorKind::Backend`]), or Redis cannot be
+    /// reached after a few attempts ([`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`]), or
+    /// refuses the connection's setup, such as a wrong password ([`ErrorKind::Backend`]).
+    pub async fn build(self) -> Result<RedisStore, Error> {
+        let connection = match &self.servers {
+            Servers::Standalone(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(redis_error)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.connection_timeout))
+                    .set_response_timeout(Some(self.response_timeout))
+                    .set_max_delay(MAX_RECONNECT_DELAY);
+                let manager = ConnectionManager::new_with_config(client, config)
+                    .await
+                    .map_err(redis_error)?;
+                Connection::Standalone(manager)
+            }
+            Servers::Cluster(urls) => {
+                let client = ClusterClient::builder(urls.iter().map(String::as_str))
+                    .connection_timeout(self.connection_timeout)
+                    .response_timeout(self.response_timeout)
+                    .build()
+                    .map_err(redis_error)?;
+                Connection::Cluster(client.get_async_connection().await.map_err(redis_error)?)
+            }
+        };
+        Ok(self.with_connection(connection))
     }
 
-    /// Connects to a Redis Cluster, given the URLs of one or more of its nodes (the others are
-    /// discovered).
-    ///
-    /// ```no_run
-    /// # async fn example() -> Result<(), cloakroom::store::Error> {
-    /// let store = cloakroom::store::redis::RedisStore::builder()
-    ///     .connect_cluster(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"])
-    ///     .await?;
-    /// # let _ = store;
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    /// When no URL is given or one is not valid ([`ErrorKind::Backend`]), or the cluster cannot
-    /// be reached ([`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`]).
-    pub async fn connect_cluster<I>(self, urls: I) -> Result<RedisStore, Error>
-    where
-        I: IntoIterator,
-        I::Item: AsRef<str>,
-    {
-        let urls: Vec<String> = urls.into_iter().map(|u| u.as_ref().to_owned()).collect();
-        let client = ClusterClient::builder(urls.iter().map(String::as_str))
-            .connection_timeout(self.connection_timeout)
-            .response_timeout(self.response_timeout)
-            .build()
-            .map_err(redis_error)?;
-        let connection = client.get_async_connection().await.map_err(redis_error)?;
-        Ok(self.build(Connection::Cluster(connection)))
-    }
-
-    fn build(self, connection: Connection) -> RedisStore {
+    fn with_connection(self, connection: Connection) -> RedisStore {
         let pattern = format!("{}*", escape_glob(&self.prefix));
         let lock_keys =
             hash_tag(&self.prefix).map(|tag| format!("{{{tag}}}:lock:").into_bytes().into());
@@ -427,13 +416,40 @@ impl RedisStoreBuilder {
 }
 
 impl RedisStore {
-    /// Configures a store: prefix, default lifetime, scan batch size and timeouts.
-    pub fn builder() -> RedisStoreBuilder {
-        RedisStoreBuilder::default()
+    /// Configures a store on a standalone Redis (or a primary behind a proxy), given a
+    /// redis-rs URL such as `redis://user:password@host:6379/0`: prefix, default lifetime,
+    /// scan batch size and timeouts, then [`build`](RedisStoreBuilder::build).
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder::new(Servers::Standalone(url.into()))
     }
 
-    /// Connects to a standalone Redis with the default options; see
-    /// [`RedisStoreBuilder::connect`].
+    /// Configures a store on a Redis Cluster, given the URLs of one or more of its nodes.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), cloakroom::store::Error> {
+    /// let store = cloakroom::store::redis::RedisStore::cluster_builder([
+    ///     "redis://10.0.0.1:6379",
+    ///     "redis://10.0.0.2:6379",
+    /// ])
+    /// .build()
+    /// .await?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn cluster_builder<I>(urls: I) -> RedisStoreBuilder
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let urls = urls
+            .into_iter()
+            .map(|url| url.as_ref().to_owned())
+            .collect();
+        RedisStoreBuilder::new(Servers::Cluster(urls))
+    }
+
+    /// Connects to a standalone Redis with the default options (see [`builder`](Self::builder)).
     ///
     /// ```no_run
     /// # async fn example() -> Result<(), cloakroom::store::Error> {
@@ -444,34 +460,22 @@ impl RedisStore {
     /// ```
     ///
     /// # Errors
-    /// As [`RedisStoreBuilder::connect`].
+    /// As [`RedisStoreBuilder::build`].
     pub async fn connect(url: &str) -> Result<RedisStore, Error> {
-        Self::builder().connect(url).await
+        Self::builder(url).build().await
     }
 
-    /// Connects to a Redis Cluster with the default options; see
-    /// [`RedisStoreBuilder::connect_cluster`].
-    ///
-    /// ```no_run
-    /// # async fn example() -> Result<(), cloakroom::store::Error> {
-    /// let store = cloakroom::store::redis::RedisStore::connect_cluster([
-    ///     "redis://10.0.0.1:6379",
-    ///     "redis://10.0.0.2:6379",
-    /// ])
-    /// .await?;
-    /// # let _ = store;
-    /// # Ok(())
-    /// # }
-    /// ```
+    /// Connects to a Redis Cluster with the default options (see
+    /// [`cluster_builder`](Self::cluster_builder)).
     ///
     /// # Errors
-    /// As [`RedisStoreBuilder::connect_cluster`].
+    /// As [`RedisStoreBuilder::build`].
     pub async fn connect_cluster<I>(urls: I) -> Result<RedisStore, Error>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        Self::builder().connect_cluster(urls).await
+        Self::cluster_builder(urls).build().await
     }
 
     fn key(&self, id: &Id) -> String {
@@ -1014,13 +1018,22 @@ mod tests {
 
     #[test]
     fn ttl_is_rounded_up_to_whole_seconds() {
-        assert_eq!(RedisStore::builder().ttl_secs, 86_400);
-        let ttl = |d| RedisStore::builder().with_ttl(d).ttl_secs;
+        assert_eq!(RedisStore::builder("redis://127.0.0.1").ttl_secs, 86_400);
+        let ttl = |d| {
+            RedisStore::builder("redis://127.0.0.1")
+                .with_ttl(d)
+                .ttl_secs
+        };
         assert_eq!(ttl(Duration::from_millis(1500)), 2);
         assert_eq!(ttl(Duration::from_secs(60)), 60);
         assert_eq!(ttl(Duration::ZERO), 1);
         assert_eq!(ttl(Duration::MAX), MAX_TTL_SECS);
-        assert_eq!(RedisStore::builder().with_scan_count(0).scan_count, 1);
+        assert_eq!(
+            RedisStore::builder("redis://127.0.0.1")
+                .with_scan_count(0)
+                .scan_count,
+            1
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! [`SqliteStore`]: sessions in an SQLite file, in the shape of connect-pg-simple's table.
 //!
 //! # Schema
-//! [`SqliteStore::open`] creates the file and the table when missing:
+//! [`SqliteStore::connect`] creates the file and the table when missing:
 //!
 //! ```sql
 //! CREATE TABLE IF NOT EXISTS "session" (
@@ -103,7 +103,7 @@ const OPEN_RETRY_DELAY: Duration = Duration::from_millis(10);
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), cloakroom::store::Error> {
-/// let store = cloakroom::store::sqlite::SqliteStore::open("sessions.db").await?;
+/// let store = cloakroom::store::sqlite::SqliteStore::connect("sessions.db").await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -139,7 +139,7 @@ impl SqliteStore {
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), cloakroom::store::Error> {
-    /// let store = cloakroom::store::sqlite::SqliteStore::open("sessions.db").await?;
+    /// let store = cloakroom::store::sqlite::SqliteStore::connect("sessions.db").await?;
     /// # Ok(()) }
     /// ```
     ///
@@ -149,7 +149,7 @@ impl SqliteStore {
     ///
     /// # Panics
     /// Outside a tokio runtime.
-    pub async fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+    pub async fn connect(path: impl AsRef<Path>) -> Result<Self, Error> {
         Self::builder(path).build().await
     }
 

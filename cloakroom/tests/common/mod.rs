@@ -537,19 +537,19 @@ pub async fn every_store(name: &str) -> Vec<(&'static str, Arc<dyn SessionStore>
     );
     let sqlite_dir = std::env::temp_dir().join(cloakroom_testkit::unique_name(&format!("{name}-")));
     std::fs::create_dir_all(&sqlite_dir).unwrap();
-    let redis = RedisStore::builder()
+    let redis = RedisStore::builder(redis_url)
         .with_prefix(cloakroom_testkit::unique_name(&format!("{name}:")))
-        .connect(&redis_url)
+        .build()
         .await
         .unwrap();
-    let postgres = PostgresStore::builder_from_url(postgres_url)
+    let postgres = PostgresStore::builder(postgres_url)
         .with_table_name(cloakroom_testkit::unique_name(&format!("{name}_")))
         .unwrap()
         .with_create_table_if_missing(true)
         .build()
         .await
         .unwrap();
-    let sqlite = SqliteStore::open(sqlite_dir.join("sessions.db"))
+    let sqlite = SqliteStore::connect(sqlite_dir.join("sessions.db"))
         .await
         .unwrap();
     vec![
