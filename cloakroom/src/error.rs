@@ -64,11 +64,23 @@ pub enum Error {
     #[error("failed to load session: not in the store")]
     NotFound,
     /// A value could not be turned into JSON.
-    #[error("failed to serialize session value")]
-    Serialize(#[source] Arc<serde_json::Error>),
-    /// A stored value could not be read as the type asked for.
-    #[error("failed to deserialize session value")]
-    Deserialize(#[source] Arc<serde_json::Error>),
+    #[error("failed to store session key `{key}`: the value cannot be JSON")]
+    Serialize {
+        /// The session key.
+        key: String,
+        /// serde_json's error.
+        #[source]
+        source: Arc<serde_json::Error>,
+    },
+    /// A stored value is not of the type asked for. The message names the key and the type,
+    /// never the value (it is session data).
+    #[error("failed to read session key `{key}` as {expected}")]
+    Deserialize {
+        /// The session key.
+        key: String,
+        /// The Rust type asked for.
+        expected: &'static str,
+    },
     /// `cookie` is the one top-level key a session cannot hold: express keeps the cookie
     /// settings under it.
     #[error("failed to insert session value: `cookie` is reserved")]
@@ -104,12 +116,91 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The error for a stored value under `key` that is not a `T`.
+    pub(crate) fn deserialize<T>(key: &str) -> Self {
+        Error::Deserialize {
+            key: key.to_owned(),
+            expected: std::any::type_name::<T>(),
+        }
+    }
+
+    /// The error for a value under `key` that cannot be JSON.
+    pub(crate) fn serialize(key: &str, source: serde_json::Error) -> Self {
+        Error::Serialize {
+            key: key.to_owned(),
+            source: Arc::new(source),
+        }
+    }
+}
+
+/// An error a handler returned, as the layer finds it in the response's extensions to log it
+/// (see the [`IntoResponse`](axum_core::response::IntoResponse) impl of [`Error`]).
+#[derive(Clone, Debug)]
+pub(crate) struct FromHandler(pub(crate) Error);
+
 #[cfg(feature = "axum")]
 impl axum_core::response::IntoResponse for Error {
     /// A fixed, opaque response: the status from [`Error::status`] and its reason phrase.
-    /// Nothing of the cause reaches the client.
+    /// Nothing of the cause reaches the client; the session layer logs it (without values or
+    /// ids).
     fn into_response(self) -> axum_core::response::Response {
         let status = self.status();
-        (status, status.canonical_reason().unwrap_or("Error")).into_response()
+        let mut response = (status, status.canonical_reason().unwrap_or("Error")).into_response();
+        response.extensions_mut().insert(FromHandler(self));
+        response
+    }
+}
+
+/// An error and its causes on one line, each cause once: a cause whose text the line already
+/// holds is left out (drivers often repeat their source's message in their own).
+pub(crate) struct Report<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut line = self.0.to_string();
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            let text = error.to_string();
+            if !line.contains(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            cause = error.source();
+        }
+        f.write_str(&line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("connection refused (os error 111)")]
+    struct Io;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("Connection refused (os error 111): connection refused (os error 111)")]
+    struct Driver(#[source] Io);
+
+    #[test]
+    fn a_report_prints_each_cause_once() {
+        let error = Error::Load(store::Error::new(store::ErrorKind::Unavailable, Driver(Io)));
+        assert_eq!(
+            Report(&error).to_string(),
+            "failed to load session: session store unavailable: Connection refused (os error \
+             111): connection refused (os error 111)"
+        );
+    }
+
+    #[test]
+    fn type_errors_name_the_key_and_type_never_the_value() {
+        let error = Error::deserialize::<u64>("views");
+        assert_eq!(
+            error.to_string(),
+            "failed to read session key `views` as u64"
+        );
+        assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

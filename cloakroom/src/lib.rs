@@ -22,6 +22,8 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // cloakroom reports store failures through `tracing` (never with ids or session data).
+//!     tracing_subscriber::fmt::init();
 //!     let sessions = SessionLayer::builder(MemoryStore::new())
 //!         .with_secret(std::env::var("SESSION_SECRET")?)
 //!         .with_cookie(CookieOptions::new().with_max_age(Duration::from_secs(30 * 60)))
@@ -110,6 +112,9 @@ mod signing;
 pub mod store;
 mod time;
 
+/// The attribute that makes `async fn`s in a [`SessionStore`] implementation object-safe, as the
+/// trait needs (`Arc<dyn SessionStore>`): `#[cloakroom::async_trait]` on your `impl` block.
+pub use async_trait::async_trait;
 pub use config::{ConfigError, CookieOptions, Unset};
 pub use error::Error;
 #[cfg(feature = "axum")]

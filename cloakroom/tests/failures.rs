@@ -83,6 +83,13 @@ fn app(store: CountingStore) -> Router {
                 Ok::<_, cloakroom::Error>(note.unwrap_or_default())
             }),
         )
+        .route(
+            "/note-as-number",
+            route_get(|session: Session| async move {
+                let note: Option<u64> = session.get("note").await?;
+                Ok::<_, cloakroom::Error>(note.unwrap_or_default().to_string())
+            }),
+        )
         .layer(layer)
 }
 
@@ -250,4 +257,33 @@ async fn a_handler_that_swallows_a_load_error_still_gets_the_failure_response() 
     assert_eq!(reply.status, 500);
     assert_eq!(reply.body, "Internal Server Error");
     assert_eq!(store.counts.set(), 1, "only the first request saved");
+}
+
+/// A session error the handler answers with (here: a stored value of another type) gives the
+/// opaque 500, and one log line that names the key and the type, never the value or the id.
+#[tokio::test]
+async fn a_handler_error_is_logged_naming_the_key_never_the_value() {
+    let store = CountingStore::new();
+    let app = app(store);
+    let first = get(&app, "/", None).await;
+    let cookie = first.cookie_pair("connect.sid");
+    let mut reply = None;
+    let logs = with_captured_logs(|| async {
+        reply = Some(get(&app, "/note-as-number", Some(&cookie)).await);
+    })
+    .await;
+    let reply = reply.unwrap();
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.body, "Internal Server Error");
+    assert!(matches!(
+        reply.extensions.get::<cloakroom::Error>(),
+        Some(cloakroom::Error::Deserialize { .. })
+    ));
+    let errors: Vec<&str> = logs.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "exactly one error event:\n{logs}");
+    assert!(
+        errors[0].contains("failed to read session key `note` as u64"),
+        "{logs}"
+    );
+    assert_no_secrets(&logs, &first);
 }

@@ -9,6 +9,7 @@ use http::Response;
 use http::header::SET_COOKIE;
 use pin_project_lite::pin_project;
 
+use crate::error::{FromHandler, Report};
 use crate::session::{Commit, Outcome, Session};
 
 type CommitFuture<B> = Pin<Box<dyn Future<Output = Response<B>> + Send>>;
@@ -100,20 +101,23 @@ fn apply<B: From<Bytes>>(
     mut response: Response<B>,
 ) -> Response<B> {
     for warning in &outcome.warnings {
-        tracing::warn!(
-            error = warning as &dyn std::error::Error,
-            "session store call failed"
-        );
+        tracing::warn!(error = %Report(warning), "session store call failed");
     }
     if let Some(failure) = outcome.failure {
         tracing::error!(
-            error = &failure as &dyn std::error::Error,
+            error = %Report(&failure),
             transient = failure.is_transient(),
             "session store failed; answering with the failure response"
         );
         let mut failed = session.failure_response(&failure).map(B::from);
         failed.extensions_mut().insert(failure);
         return failed;
+    }
+    // A session error the handler answered with (a value of the wrong type, say): the client
+    // got the opaque status; the log says which key and why.
+    if let Some(FromHandler(error)) = response.extensions_mut().remove::<FromHandler>() {
+        tracing::error!(error = %Report(&error), "session error in the handler");
+        response.extensions_mut().insert(error);
     }
     if let Some(cookie) = outcome.set_cookie {
         // Appended, so Set-Cookie headers the handler wrote are kept (ours goes last, as express).

@@ -42,6 +42,24 @@ pub struct SessionLayer {
 
 impl SessionLayer {
     /// Starts configuring a layer that keeps its sessions in `store`.
+    ///
+    /// Any store will do, including one chosen at run time as `Arc<dyn SessionStore>` (a shared
+    /// store is a store). Keep a clone of the store to use it beside the layer (to list or
+    /// clear sessions, say): every built-in store is cheap to clone and its clones share one
+    /// backend.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use cloakroom::{MemoryStore, SessionLayer, SessionStore};
+    ///
+    /// # fn main() -> Result<(), cloakroom::ConfigError> {
+    /// let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    /// let layer = SessionLayer::builder(Arc::clone(&store))
+    ///     .with_secret("a test secret, not for production use")
+    ///     .build()?;
+    /// # let _ = layer;
+    /// # Ok(()) }
+    /// ```
     pub fn builder<S: SessionStore>(store: S) -> SessionLayerBuilder<S> {
         SessionLayerBuilder {
             store: Arc::new(store),

@@ -130,6 +130,45 @@ impl Session {
         }
     }
 
+    /// A session that belongs to no request, for unit tests of handlers: new and empty, kept in
+    /// a fresh [`MemoryStore`](crate::MemoryStore), never committed. Call the handler with a
+    /// clone, then read what it left in the session.
+    ///
+    /// ```
+    /// use cloakroom::Session;
+    ///
+    /// async fn count_view(session: Session) -> Result<u64, cloakroom::Error> {
+    ///     session.update("views", |views: Option<u64>| views.unwrap_or(0) + 1).await
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), cloakroom::Error> {
+    /// let session = Session::detached();
+    /// assert_eq!(count_view(session.clone()).await?, 1);
+    /// assert_eq!(count_view(session.clone()).await?, 2);
+    /// assert_eq!(session.get::<u64>("views").await?, Some(2));
+    /// # Ok(()) }
+    /// ```
+    pub fn detached() -> Self {
+        let ctx = Context {
+            config: crate::config::Config::default(),
+            secrets: crate::signing::Secrets::new([crate::id::Id::generate().as_str()])
+                .expect("a generated id is a non-empty secret"),
+            store: Arc::new(crate::MemoryStore::new()),
+            on_failure: Arc::new(crate::middleware::default_failure_response),
+            write_locks: WriteLocks::new(),
+            locking: None,
+        };
+        Session::new(
+            Arc::new(ctx),
+            RequestFacts {
+                cookie_header: None,
+                secure: false,
+                head: None,
+            },
+        )
+    }
+
     /// The response to send when the store failed: the layer's failure handler.
     pub(crate) fn failure_response(&self, error: &Error) -> http::Response<bytes::Bytes> {
         (self.shared.ctx.on_failure)(error)
@@ -155,7 +194,7 @@ impl Session {
         };
         T::deserialize(value)
             .map(Some)
-            .map_err(|e| Error::Deserialize(Arc::new(e)))
+            .map_err(|_| Error::deserialize::<T>(key))
     }
 
     /// A value as JSON, or `None` when the key is absent.
@@ -178,7 +217,8 @@ impl Session {
     /// [`Error::Serialize`] when the value cannot be JSON; [`Error::ReservedKey`] for `cookie`;
     /// [`Error::Load`] when the store fails.
     pub async fn insert(&self, key: impl Into<String>, value: impl Serialize) -> Result<(), Error> {
-        let value = serde_json::to_value(value).map_err(|e| Error::Serialize(Arc::new(e)))?;
+        let key = key.into();
+        let value = serde_json::to_value(value).map_err(|e| Error::serialize(&key, e))?;
         self.insert_value(key, value).await
     }
 
@@ -276,16 +316,14 @@ impl Session {
         let current = self.live(&mut state);
         current.changes.note_read(key);
         let old = match current.record.data().get(key) {
-            Some(value) => {
-                Some(T::deserialize(value).map_err(|e| Error::Deserialize(Arc::new(e)))?)
-            }
+            Some(value) => Some(T::deserialize(value).map_err(|_| Error::deserialize::<T>(key))?),
             None => None,
         };
         let new = match update(old) {
             Ok(new) => new,
             Err(refused) => return Ok(Err(refused)),
         };
-        let value = serde_json::to_value(&new).map_err(|e| Error::Serialize(Arc::new(e)))?;
+        let value = serde_json::to_value(&new).map_err(|e| Error::serialize(key, e))?;
         let step: Step = Arc::new(move |stored: Option<&Value>| {
             let old = match stored {
                 Some(value) => Some(T::deserialize(value).ok()?),
@@ -309,7 +347,7 @@ impl Session {
             None => Ok(None),
             Some(value) => T::deserialize(value)
                 .map(Some)
-                .map_err(|e| Error::Deserialize(Arc::new(e))),
+                .map_err(|_| Error::deserialize::<T>(key)),
         }
     }
 
@@ -343,6 +381,11 @@ impl Session {
     }
 
     /// The session's id (express's `req.sessionID`), or `None` once destroyed or unset.
+    ///
+    /// `async`, like every method, because the id is known only once the session is loaded:
+    /// a request whose cookie is missing, forged or names a session the store no longer holds
+    /// gets a fresh id, and finding that out takes the cookie check and a store read. Later
+    /// calls in the same request cost a lock, nothing more.
     ///
     /// # Errors
     /// [`Error::Load`] when the store fails.

@@ -5,8 +5,9 @@
 //! Stores are object-safe (`Arc<dyn SessionStore>`), so handlers never name the store type.
 //!
 //! # Writing a store
-//! Implement the four required methods with the contracts below, and run the conformance suite
-//! in `cloakroom-testkit` against a real server. Errors carry an [`ErrorKind`]; `Unavailable`
+//! Implement the four required methods with the contracts below (with
+//! [`#[cloakroom::async_trait]`](crate::async_trait) on the `impl` block), and run the
+//! conformance suite in `cloakroom-testkit` against a real server. Errors carry an [`ErrorKind`]; `Unavailable`
 //! and `Timeout` tell the middleware the failure is transient (it answers 503 rather than 500).
 //! An error's message and source must never contain a session id or session data.
 
