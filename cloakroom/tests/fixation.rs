@@ -62,122 +62,120 @@ fn app(store: Arc<dyn SessionStore>, secrets: &[&str], planted: Option<Arc<Atomi
         .layer(layer)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_id_the_store_does_not_hold_is_never_adopted() {
-    for (name, store) in every_store("fixation").await {
-        // Obtain a validly signed cookie for an id of our choosing, then make sure the store
-        // does not hold it (as for an id that expired or was destroyed).
-        let planted = Arc::new(AtomicBool::new(true));
-        let app = app(Arc::clone(&store), &[SECRET], Some(planted));
-        let issued = get(&app, "/visit", None).await;
-        let cookie = issued.session_cookie("connect.sid").unwrap();
-        assert_eq!(cookie.session_id(), "planted-session-id", "{name}");
-        let id = cloakroom::Id::from_string("planted-session-id");
-        store.destroy(&id).await.unwrap();
+async fn an_id_the_store_does_not_hold_is_never_adopted(name: &str, store: Arc<dyn SessionStore>) {
+    // Obtain a validly signed cookie for an id of our choosing, then make sure the store
+    // does not hold it (as for an id that expired or was destroyed).
+    let planted = Arc::new(AtomicBool::new(true));
+    let app = app(Arc::clone(&store), &[SECRET], Some(planted));
+    let issued = get(&app, "/visit", None).await;
+    let cookie = issued.session_cookie("connect.sid").unwrap();
+    assert_eq!(cookie.session_id(), "planted-session-id", "{name}");
+    let id = cloakroom::Id::from_string("planted-session-id");
+    store.destroy(&id).await.unwrap();
 
-        let victim = get(&app, "/visit", Some(&issued.cookie_pair("connect.sid"))).await;
-        let fresh = victim.session_cookie("connect.sid").expect("a new session");
-        assert_ne!(
-            fresh.session_id(),
-            "planted-session-id",
-            "{name}: adopted the planted id"
-        );
-        assert!(
-            store.get(&id).await.unwrap().is_none(),
-            "{name}: the planted id was stored"
-        );
-    }
+    let victim = get(&app, "/visit", Some(&issued.cookie_pair("connect.sid"))).await;
+    let fresh = victim.session_cookie("connect.sid").expect("a new session");
+    assert_ne!(
+        fresh.session_id(),
+        "planted-session-id",
+        "{name}: adopted the planted id"
+    );
+    assert!(
+        store.get(&id).await.unwrap().is_none(),
+        "{name}: the planted id was stored"
+    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_regenerate_the_old_cookie_reaches_nothing() {
-    for (name, store) in every_store("fixation").await {
-        let app = app(Arc::clone(&store), &[SECRET], None);
-        let before = get(&app, "/visit", None).await.cookie_pair("connect.sid");
-        let login = get(&app, "/login", Some(&before)).await;
-        let after = login.cookie_pair("connect.sid");
-        assert_ne!(before, after, "{name}: login changed the id");
-        assert_eq!(
-            get(&app, "/whoami", Some(&after)).await.body,
-            "victim",
-            "{name}"
-        );
-        assert_eq!(
-            get(&app, "/whoami", Some(&before)).await.body,
-            "nobody",
-            "{name}: the pre-login cookie reaches the logged-in session"
-        );
-        let old_id = SetCookie::parse(&format!("{before}; Path=/")).session_id();
-        assert!(
-            store
-                .get(&cloakroom::Id::from_string(old_id))
-                .await
-                .unwrap()
-                .is_none(),
-            "{name}: the old record was not removed"
-        );
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_destroy_the_cookie_is_dead() {
-    for (name, store) in every_store("fixation").await {
-        let app = app(Arc::clone(&store), &[SECRET], None);
-        let cookie = get(&app, "/login", None).await.cookie_pair("connect.sid");
-        assert_eq!(
-            get(&app, "/whoami", Some(&cookie)).await.body,
-            "victim",
-            "{name}"
-        );
-        let bye = get(&app, "/logout", Some(&cookie)).await;
-        let expired = bye
-            .session_cookie("connect.sid")
-            .expect("logout expires the cookie");
-        assert_eq!(
-            expired.expires(),
-            Some("Thu, 01 Jan 1970 00:00:00 GMT"),
-            "{name}"
-        );
-        // A stolen copy of the cookie, replayed after the logout, reaches nothing.
-        assert_eq!(
-            get(&app, "/whoami", Some(&cookie)).await.body,
-            "nobody",
-            "{name}"
-        );
-        let id = SetCookie::parse(&format!("{cookie}; Path=/")).session_id();
-        assert!(
-            store
-                .get(&cloakroom::Id::from_string(id))
-                .await
-                .unwrap()
-                .is_none(),
-            "{name}"
-        );
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cookie_signed_with_a_removed_secret_is_refused() {
-    for (name, store) in every_store("fixation").await {
-        let old_only = app(Arc::clone(&store), &["old secret, obviously fake"], None);
-        let rotating = app(
-            Arc::clone(&store),
-            &["new secret, obviously fake", "old secret, obviously fake"],
-            None,
-        );
-        let new_only = app(Arc::clone(&store), &["new secret, obviously fake"], None);
-        let old_cookie = get(&old_only, "/login", None)
+async fn after_regenerate_the_old_cookie_reaches_nothing(name: &str, store: Arc<dyn SessionStore>) {
+    let app = app(Arc::clone(&store), &[SECRET], None);
+    let before = get(&app, "/visit", None).await.cookie_pair("connect.sid");
+    let login = get(&app, "/login", Some(&before)).await;
+    let after = login.cookie_pair("connect.sid");
+    assert_ne!(before, after, "{name}: login changed the id");
+    assert_eq!(
+        get(&app, "/whoami", Some(&after)).await.body,
+        "victim",
+        "{name}"
+    );
+    assert_eq!(
+        get(&app, "/whoami", Some(&before)).await.body,
+        "nobody",
+        "{name}: the pre-login cookie reaches the logged-in session"
+    );
+    let old_id = SetCookie::parse(&format!("{before}; Path=/")).session_id();
+    assert!(
+        store
+            .get(&cloakroom::Id::from_string(old_id))
             .await
-            .cookie_pair("connect.sid");
-        assert_eq!(
-            get(&rotating, "/whoami", Some(&old_cookie)).await.body,
-            "victim",
-            "{name}: during rotation the old secret still verifies"
-        );
-        assert_eq!(
-            get(&new_only, "/whoami", Some(&old_cookie)).await.body,
-            "nobody",
-            "{name}: once removed, the old secret verifies nothing"
-        );
-    }
+            .unwrap()
+            .is_none(),
+        "{name}: the old record was not removed"
+    );
 }
+
+async fn after_destroy_the_cookie_is_dead(name: &str, store: Arc<dyn SessionStore>) {
+    let app = app(Arc::clone(&store), &[SECRET], None);
+    let cookie = get(&app, "/login", None).await.cookie_pair("connect.sid");
+    assert_eq!(
+        get(&app, "/whoami", Some(&cookie)).await.body,
+        "victim",
+        "{name}"
+    );
+    let bye = get(&app, "/logout", Some(&cookie)).await;
+    let expired = bye
+        .session_cookie("connect.sid")
+        .expect("logout expires the cookie");
+    assert_eq!(
+        expired.expires(),
+        Some("Thu, 01 Jan 1970 00:00:00 GMT"),
+        "{name}"
+    );
+    // A stolen copy of the cookie, replayed after the logout, reaches nothing.
+    assert_eq!(
+        get(&app, "/whoami", Some(&cookie)).await.body,
+        "nobody",
+        "{name}"
+    );
+    let id = SetCookie::parse(&format!("{cookie}; Path=/")).session_id();
+    assert!(
+        store
+            .get(&cloakroom::Id::from_string(id))
+            .await
+            .unwrap()
+            .is_none(),
+        "{name}"
+    );
+}
+
+async fn a_cookie_signed_with_a_removed_secret_is_refused(
+    name: &str,
+    store: Arc<dyn SessionStore>,
+) {
+    let old_only = app(Arc::clone(&store), &["old secret, obviously fake"], None);
+    let rotating = app(
+        Arc::clone(&store),
+        &["new secret, obviously fake", "old secret, obviously fake"],
+        None,
+    );
+    let new_only = app(Arc::clone(&store), &["new secret, obviously fake"], None);
+    let old_cookie = get(&old_only, "/login", None)
+        .await
+        .cookie_pair("connect.sid");
+    assert_eq!(
+        get(&rotating, "/whoami", Some(&old_cookie)).await.body,
+        "victim",
+        "{name}: during rotation the old secret still verifies"
+    );
+    assert_eq!(
+        get(&new_only, "/whoami", Some(&old_cookie)).await.body,
+        "nobody",
+        "{name}: once removed, the old secret verifies nothing"
+    );
+}
+
+on_every_store!(
+    an_id_the_store_does_not_hold_is_never_adopted,
+    after_regenerate_the_old_cookie_reaches_nothing,
+    after_destroy_the_cookie_is_dead,
+    a_cookie_signed_with_a_removed_secret_is_refused,
+);

@@ -15,12 +15,10 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::get as route_get;
 use cloakroom::store::ErrorKind;
 use cloakroom::store::postgres::PostgresStore;
-use cloakroom::{CookieOptions, Session, SessionLayer};
 use cloakroom_testkit::unique_name;
-use common::{Reply, SECRET, assert_failure_response, get};
+use common::{Reply, assert_failure_response, counter_app, get};
 
 const MISSING: &str = "PostgreSQL's server binaries (initdb, postgres, pg_isready) were not found \
                        in /usr/lib/postgresql/*/bin or on PATH: ./scripts/test.sh installs it \
@@ -314,21 +312,7 @@ const HANG: Duration = Duration::from_secs(5);
 
 /// `/` counts views (reads and writes the session).
 fn app(store: PostgresStore) -> Router {
-    let layer = SessionLayer::builder(store)
-        .with_secret(SECRET)
-        .with_cookie(CookieOptions::new().with_max_age(Duration::from_secs(600)))
-        .build()
-        .unwrap();
-    Router::new()
-        .route(
-            "/",
-            route_get(|session: Session| async move {
-                let views: u64 = session.get("views").await?.unwrap_or(0) + 1;
-                session.insert("views", views).await?;
-                Ok::<_, cloakroom::Error>(format!("views {views}"))
-            }),
-        )
-        .layer(layer)
+    counter_app(store, Duration::from_secs(600))
 }
 
 async fn within<T>(limit: Duration, future: impl Future<Output = T>) -> T {

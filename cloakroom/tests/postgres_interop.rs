@@ -8,13 +8,11 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use axum::Router;
-use axum::routing::get as route_get;
 use cloakroom::store::SessionStore;
 use cloakroom::store::postgres::PostgresStore;
-use cloakroom::{CookieOptions, Id, Record, Session, SessionLayer, Timestamp};
+use cloakroom::{Id, Record, Timestamp};
 use cloakroom_testkit::{record, server_url, unique_name, write};
-use common::{SECRET, get};
+use common::{counter_app, get};
 use serde_json::json;
 
 /// connect-pg-simple 10's `table.sql`, verbatim.
@@ -67,24 +65,6 @@ async fn store_in(schema: &str) -> PostgresStore {
         .unwrap()
 }
 
-fn counter_app(store: PostgresStore) -> Router {
-    let layer = SessionLayer::builder(store)
-        .with_secret(SECRET)
-        .with_cookie(CookieOptions::new().with_max_age(Duration::from_secs(60)))
-        .build()
-        .unwrap();
-    Router::new()
-        .route(
-            "/",
-            route_get(|session: Session| async move {
-                let views: u64 = session.get("views").await?.unwrap_or(0) + 1;
-                session.insert("views", views).await?;
-                Ok::<_, cloakroom::Error>(format!("Number of views {views}"))
-            }),
-        )
-        .layer(layer)
-}
-
 /// `2026-11-22 09:36:52`: how psql shows a `timestamp(6)` with no fraction, in UTC.
 fn utc_text(seconds: i64) -> String {
     let iso = Timestamp::from_millis(seconds * 1000).to_iso8601();
@@ -99,9 +79,9 @@ fn ceil_seconds(ms: i64) -> i64 {
 #[tokio::test]
 async fn a_session_saved_through_the_layer_is_the_row_connect_pg_simple_writes() {
     let schema = unique_name("cloakroom_raw_");
-    let app = counter_app(store_in(&schema).await);
+    let app = counter_app(store_in(&schema).await, Duration::from_secs(60));
     let reply = get(&app, "/", None).await;
-    assert_eq!(reply.body, "Number of views 1");
+    assert_eq!(reply.body, "views 1");
     let sid = reply
         .session_cookie("connect.sid")
         .expect("a session cookie")
@@ -157,7 +137,7 @@ async fn a_session_saved_through_the_layer_is_the_row_connect_pg_simple_writes()
 
     // The row keeps counting through the layer.
     let pair = reply.cookie_pair("connect.sid");
-    assert_eq!(get(&app, "/", Some(&pair)).await.body, "Number of views 2");
+    assert_eq!(get(&app, "/", Some(&pair)).await.body, "views 2");
     let sess = psql(
         "UTC",
         &format!("SELECT sess::text FROM \"{schema}\".session WHERE sid = '{sid}'"),

@@ -70,57 +70,59 @@ fn app(store: Arc<dyn SessionStore>, barrier: Arc<Barrier>) -> Router {
         .layer(layer)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_writers_on_one_session_keep_every_key() {
-    for (name, store) in every_store("races").await {
-        let app = app(store, Arc::new(Barrier::new(200)));
-        let cookie = get(&app, "/start", None).await.cookie_pair("connect.sid");
-        let racers: Vec<_> = (0..200)
-            .map(|n| {
-                let app = app.clone();
-                let cookie = cookie.clone();
-                tokio::spawn(async move { get(&app, &format!("/set/k{n}"), Some(&cookie)).await })
+async fn two_hundred_writers_on_one_session_keep_every_key(
+    name: &str,
+    store: Arc<dyn SessionStore>,
+) {
+    let app = app(store, Arc::new(Barrier::new(200)));
+    let cookie = get(&app, "/start", None).await.cookie_pair("connect.sid");
+    let racers: Vec<_> = (0..200)
+        .map(|n| {
+            let app = app.clone();
+            let cookie = cookie.clone();
+            tokio::spawn(async move { get(&app, &format!("/set/k{n}"), Some(&cookie)).await })
+        })
+        .collect();
+    let deadline = Duration::from_secs(60);
+    for racer in racers {
+        let reply = tokio::time::timeout(deadline, racer)
+            .await
+            .unwrap_or_else(|_| panic!("{name}: a racer took over {deadline:?}"))
+            .unwrap();
+        assert_eq!(reply.status, 200, "{name}: {}", reply.body);
+    }
+    assert_eq!(
+        get(&app, "/count", Some(&cookie)).await.body,
+        "200",
+        "{name}: lost keys"
+    );
+}
+
+async fn a_thousand_clients_never_see_each_others_data(name: &str, store: Arc<dyn SessionStore>) {
+    let app = app(store, Arc::new(Barrier::new(1)));
+    let clients: Vec<_> = (0..1000)
+        .map(|n| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let me = format!("client-{n}");
+                let cookie = get(&app, &format!("/me/{me}"), None)
+                    .await
+                    .cookie_pair("connect.sid");
+                let seen = get(&app, "/whoami", Some(&cookie)).await.body;
+                (me, seen)
             })
-            .collect();
-        let deadline = Duration::from_secs(60);
-        for racer in racers {
-            let reply = tokio::time::timeout(deadline, racer)
-                .await
-                .unwrap_or_else(|_| panic!("{name}: a racer took over {deadline:?}"))
-                .unwrap();
-            assert_eq!(reply.status, 200, "{name}: {}", reply.body);
-        }
-        assert_eq!(
-            get(&app, "/count", Some(&cookie)).await.body,
-            "200",
-            "{name}: lost keys"
-        );
+        })
+        .collect();
+    for client in clients {
+        let (me, seen) = tokio::time::timeout(Duration::from_secs(60), client)
+            .await
+            .unwrap_or_else(|_| panic!("{name}: a client took over a minute"))
+            .unwrap();
+        assert_eq!(seen, me, "{name}: a client saw another client's session");
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_clients_never_see_each_others_data() {
-    for (name, store) in every_store("races").await {
-        let app = app(store, Arc::new(Barrier::new(1)));
-        let clients: Vec<_> = (0..1000)
-            .map(|n| {
-                let app = app.clone();
-                tokio::spawn(async move {
-                    let me = format!("client-{n}");
-                    let cookie = get(&app, &format!("/me/{me}"), None)
-                        .await
-                        .cookie_pair("connect.sid");
-                    let seen = get(&app, "/whoami", Some(&cookie)).await.body;
-                    (me, seen)
-                })
-            })
-            .collect();
-        for client in clients {
-            let (me, seen) = tokio::time::timeout(Duration::from_secs(60), client)
-                .await
-                .unwrap_or_else(|_| panic!("{name}: a client took over a minute"))
-                .unwrap();
-            assert_eq!(seen, me, "{name}: a client saw another client's session");
-        }
-    }
-}
+on_every_store!(
+    two_hundred_writers_on_one_session_keep_every_key,
+    a_thousand_clients_never_see_each_others_data,
+);

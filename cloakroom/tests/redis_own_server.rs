@@ -16,11 +16,10 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::get as route_get;
+use cloakroom::Id;
 use cloakroom::store::redis::RedisStore;
 use cloakroom::store::{ErrorKind, SessionStore};
-use cloakroom::{CookieOptions, Id, Session, SessionLayer};
-use common::{Reply, SECRET, assert_failure_response, get};
+use common::{Reply, assert_failure_response, counter_routes, get, layer_on};
 use serde_json::json;
 
 /// A `redis-server` child on a free 127.0.0.1 port, killed when dropped.
@@ -193,30 +192,11 @@ fn relay(client: TcpStream, server: TcpStream, round_trips: Arc<AtomicUsize>) {
 /// `/` counts views (reads and writes the session), `/peek` only reads it, `/untouched` never
 /// uses it.
 fn app(store: RedisStore, touch_after: Duration) -> Router {
-    let layer = SessionLayer::builder(store)
-        .with_secret(SECRET)
-        .with_cookie(CookieOptions::new().with_max_age(Duration::from_secs(60)))
+    let layer = layer_on(store, Duration::from_secs(60))
         .with_touch_after(touch_after)
         .build()
         .unwrap();
-    Router::new()
-        .route(
-            "/",
-            route_get(|session: Session| async move {
-                let views: u64 = session.get("views").await?.unwrap_or(0) + 1;
-                session.insert("views", views).await?;
-                Ok::<_, cloakroom::Error>(format!("views {views}"))
-            }),
-        )
-        .route(
-            "/peek",
-            route_get(|session: Session| async move {
-                let views: Option<u64> = session.get("views").await?;
-                Ok::<_, cloakroom::Error>(format!("views {}", views.unwrap_or(0)))
-            }),
-        )
-        .route("/untouched", route_get(|| async { "no session used" }))
-        .layer(layer)
+    counter_routes().layer(layer)
 }
 
 fn calls(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {

@@ -12,7 +12,7 @@ use axum::routing::get as route_get;
 use cloakroom::store::redis::{RedisStore, RedisStoreBuilder};
 use cloakroom::store::{ErrorKind, SessionStore};
 use cloakroom::{CookieOptions, Id, Session, SessionLayer, Timestamp};
-use common::{SECRET, get};
+use common::{SECRET, counter_routes, get};
 use serde_json::{Value, json};
 
 const HOW: &str = "Run ./scripts/test.sh, or start the servers with \
@@ -137,15 +137,7 @@ fn counter_app(store: RedisStore, cookie: CookieOptions) -> Router {
         .with_cookie(cookie)
         .build()
         .unwrap();
-    Router::new()
-        .route(
-            "/",
-            route_get(|session: Session| async move {
-                let views: u64 = session.get("views").await?.unwrap_or(0) + 1;
-                session.insert("views", views).await?;
-                Ok::<_, cloakroom::Error>(format!("views {views}"))
-            }),
-        )
+    counter_routes()
         .route(
             "/user",
             route_get(|session: Session| async move {

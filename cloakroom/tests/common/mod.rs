@@ -465,6 +465,45 @@ impl SessionStore for RawStore {
     }
 }
 
+/// The counter app of express-session's README, without its layer: `/` adds one to `views` and
+/// answers `views N`; `/peek` answers the count without changing it; `/untouched` never uses
+/// the session. Add routes, then `.layer(…)`.
+pub fn counter_routes() -> Router {
+    Router::new()
+        .route(
+            "/",
+            axum::routing::get(|session: cloakroom::Session| async move {
+                let views = session
+                    .update("views", |views: Option<u64>| views.unwrap_or(0) + 1)
+                    .await?;
+                Ok::<_, cloakroom::Error>(format!("views {views}"))
+            }),
+        )
+        .route(
+            "/peek",
+            axum::routing::get(|session: cloakroom::Session| async move {
+                let views: Option<u64> = session.get("views").await?;
+                Ok::<_, cloakroom::Error>(format!("views {}", views.unwrap_or(0)))
+            }),
+        )
+        .route(
+            "/untouched",
+            axum::routing::get(|| async { "no session used" }),
+        )
+}
+
+/// The tests' layer on `store`: the test secret, and cookies that live `max_age`.
+pub fn layer_on<S: SessionStore>(store: S, max_age: Duration) -> SessionLayerBuilder<S> {
+    SessionLayer::builder(store)
+        .with_secret(SECRET)
+        .with_cookie(CookieOptions::new().with_max_age(max_age))
+}
+
+/// [`counter_routes`] behind [`layer_on`] `store`, with cookies that live `max_age`.
+pub fn counter_app<S: SessionStore>(store: S, max_age: Duration) -> Router {
+    counter_routes().layer(layer_on(store, max_age).build().unwrap())
+}
+
 /// A `Router` that sends every path to `handler`, behind `layer` (express's `createServer`).
 pub fn app_with<H, T>(layer: SessionLayer, handler: H) -> Router
 where
@@ -522,43 +561,71 @@ pub fn assert_expires_matches_record(cookie: &SetCookie, record: &Record) -> clo
     stored
 }
 
-/// A fresh store of every kind, each isolated by `name` (a Redis key prefix, a Postgres table,
-/// an SQLite file), for tests that must hold on every store.
+/// A fresh store of `kind` (`memory`, `sqlite`, `redis` or `postgres`), isolated by `name` (a
+/// Redis key prefix, a Postgres table, an SQLite file), for tests that must hold on every store
+/// ([`on_every_store!`]).
 #[cfg(all(feature = "redis", feature = "postgres", feature = "sqlite"))]
-pub async fn every_store(name: &str) -> Vec<(&'static str, Arc<dyn SessionStore>)> {
+pub async fn store_of_kind(kind: &str, name: &str) -> Arc<dyn SessionStore> {
     use cloakroom::{PostgresStore, RedisStore, SqliteStore};
-    let redis_url = cloakroom_testkit::server_url(
-        "CLOAKROOM_REDIS_URL",
-        "./scripts/test.sh starts Redis and sets it",
-    );
-    let postgres_url = cloakroom_testkit::server_url(
-        "CLOAKROOM_POSTGRES_URL",
-        "./scripts/test.sh starts PostgreSQL and sets it",
-    );
-    let sqlite_dir = std::env::temp_dir().join(cloakroom_testkit::unique_name(&format!("{name}-")));
-    std::fs::create_dir_all(&sqlite_dir).unwrap();
-    let redis = RedisStore::builder(redis_url)
-        .with_prefix(cloakroom_testkit::unique_name(&format!("{name}:")))
-        .build()
-        .await
-        .unwrap();
-    let postgres = PostgresStore::builder(postgres_url)
-        .with_table_name(cloakroom_testkit::unique_name(&format!("{name}_")))
-        .unwrap()
-        .with_create_table_if_missing(true)
-        .build()
-        .await
-        .unwrap();
-    let sqlite = SqliteStore::connect(sqlite_dir.join("sessions.db"))
-        .await
-        .unwrap();
-    vec![
-        (
-            "memory",
-            Arc::new(MemoryStore::new()) as Arc<dyn SessionStore>,
-        ),
-        ("sqlite", Arc::new(sqlite)),
-        ("redis", Arc::new(redis)),
-        ("postgres", Arc::new(postgres)),
-    ]
+    match kind {
+        "memory" => Arc::new(MemoryStore::new()),
+        "sqlite" => {
+            let dir =
+                std::env::temp_dir().join(cloakroom_testkit::unique_name(&format!("{name}-")));
+            std::fs::create_dir_all(&dir).unwrap();
+            Arc::new(SqliteStore::connect(dir.join("sessions.db")).await.unwrap())
+        }
+        "redis" => {
+            let url = cloakroom_testkit::server_url(
+                "CLOAKROOM_REDIS_URL",
+                "./scripts/test.sh starts Redis and sets it",
+            );
+            let store = RedisStore::builder(url)
+                .with_prefix(cloakroom_testkit::unique_name(&format!("{name}:")))
+                .build()
+                .await
+                .unwrap();
+            Arc::new(store)
+        }
+        "postgres" => {
+            let url = cloakroom_testkit::server_url(
+                "CLOAKROOM_POSTGRES_URL",
+                "./scripts/test.sh starts PostgreSQL and sets it",
+            );
+            let store = PostgresStore::builder(url)
+                .with_table_name(cloakroom_testkit::unique_name(&format!("{name}_")))
+                .unwrap()
+                .with_create_table_if_missing(true)
+                .build()
+                .await
+                .unwrap();
+            Arc::new(store)
+        }
+        other => panic!("no store of kind {other}"),
+    }
 }
+
+/// One `#[tokio::test]` per store for each `case`, an `async fn(name: &str, store: Arc<dyn
+/// SessionStore>)`: `case::memory`, `case::sqlite`, `case::redis`, `case::postgres`, so a
+/// failure names its store and the others still run.
+#[allow(unused_macros)] // Each test file that includes this module uses part of it.
+macro_rules! on_every_store {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            $crate::common::on_every_store!(@store $case, memory);
+            $crate::common::on_every_store!(@store $case, sqlite);
+            $crate::common::on_every_store!(@store $case, redis);
+            $crate::common::on_every_store!(@store $case, postgres);
+        }
+    )*};
+    (@store $case:ident, $kind:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $kind() {
+            let kind = stringify!($kind);
+            let store = $crate::common::store_of_kind(kind, stringify!($case)).await;
+            super::$case(kind, store).await;
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_every_store;
