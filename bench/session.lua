@@ -1,4 +1,4 @@
--- wrk script for bench/run.sh: sessions under load (bench-method.md, "Sessions under load").
+-- wrk script for bench/run.sh: sessions under load (docs/benchmark-method.md, "Sessions under load").
 --
 --   wrk -t1 -c64 -d10s --latency -s bench/session.lua http://127.0.0.1:PORT/ROUTE -- COOKIE_MODE
 --

@@ -1,4 +1,4 @@
-// The express-session peers of cloakroom's benchmark (see shared/spec/bench-method.md).
+// The express-session peers of cloakroom's benchmark (see docs/benchmark-method.md).
 //
 //   node --expose-gc server.js --target express-memory|express-redis --port PORT [--redis-url URL]
 //

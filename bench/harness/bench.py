@@ -836,7 +836,7 @@ def write_report(results, md_path, svg_path):
         f"{'QUICK run (development only, not comparable figures)' if meta['quick'] else 'full run'}: "
         f"wrk -t{meta.get('wrk_threads', 1)} -c64 -d{meta['duration']}s after a {meta['warmup']} s warm-up, "
         f"server and store on CPU {SERVER_CPU}, wrk on CPU {CLIENT_CPU}. "
-        "Method: `shared/spec/bench-method.md`; regenerate with `bench/run.sh`.",
+        "Method: `docs/benchmark-method.md`; regenerate with `bench/run.sh`.",
         "",
         "![requests per second](chart.svg)",
         "",

@@ -356,7 +356,7 @@ mod tests {
 
     #[test]
     fn spec_serialization_example() {
-        // §5.3: every attribute, in express's order.
+        // docs/wire-formats.md: every attribute, in express's order.
         let mut cookie = SessionCookie::default();
         cookie.set_domain(Some("example.com".into()));
         cookie.set_http_only(true);

@@ -132,3 +132,22 @@ pub use store::redis::{RedisStore, RedisStoreBuilder};
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::{SqliteStore, SqliteStoreBuilder};
 pub use time::Timestamp;
+
+/// The guides' and the README's Rust examples, compiled as doctests so they cannot rot.
+#[cfg(all(
+    doctest,
+    feature = "axum",
+    feature = "sqlite",
+    feature = "redis",
+    feature = "postgres"
+))]
+mod guides {
+    #[doc = include_str!("../../README.md")]
+    struct Readme;
+    #[doc = include_str!("../../docs/coming-from-express-session.md")]
+    struct ComingFromExpressSession;
+    #[doc = include_str!("../../docs/coming-from-tower-sessions.md")]
+    struct ComingFromTowerSessions;
+    #[doc = include_str!("../../docs/choosing-a-store.md")]
+    struct ChoosingAStore;
+}

@@ -576,7 +576,7 @@ mod tests {
 
     #[test]
     fn default_record_matches_express() {
-        // §5.4: default config, new session.
+        // docs/wire-formats.md: default options, a new session.
         assert_eq!(
             Record::default().to_json(),
             r#"{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"}}"#
@@ -585,7 +585,7 @@ mod tests {
 
     #[test]
     fn full_record_matches_express_byte_for_byte() {
-        // §5.4, verified against express-session 1.19.0.
+        // docs/wire-formats.md, verified against express-session 1.19.0.
         let express = r#"{"cookie":{"originalMaxAge":60000,"partitioned":true,"priority":"high","expires":"2026-11-22T09:36:51.973Z","secure":false,"httpOnly":true,"domain":"example.com","path":"/","sameSite":"lax"},"views":1,"nested":{"a":[1,2],"d":"1970-01-01T00:00:00.000Z"}}"#;
         let record = Record::from_json(express).unwrap();
         assert_eq!(

@@ -103,7 +103,7 @@ mod tests {
 
     #[test]
     fn express_test_vectors() {
-        // §5.3, before URL-encoding.
+        // docs/wire-formats.md, before URL-encoding.
         let secrets = keyboard_cat();
         assert_eq!(
             secrets.sign("apple"),

@@ -263,7 +263,7 @@ mod tests {
 
     #[test]
     fn express_spec_example() {
-        // §5.3 / §5.4 of the spec: the same instant in its two forms.
+        // docs/wire-formats.md: the same instant in its two forms.
         let t = Timestamp::parse_iso8601("2026-11-22T09:36:51.973Z").unwrap();
         assert_eq!(t.to_iso8601(), "2026-11-22T09:36:51.973Z");
         assert_eq!(t.to_http_date(), "Sun, 22 Nov 2026 09:36:51 GMT");

@@ -210,7 +210,7 @@ async fn destroy_of_an_existing_session_expires_the_client_cookie() {
     );
 }
 
-// spec §6 extra: "destroy + `unset:'destroy'` double destroy"
+// express-session behaviour (docs/behaviour.md): "destroy + `unset:'destroy'` double destroy"
 // Ours: express destroys twice (once in `destroy()`, again at the end because `req.session` is
 // gone); we destroy once (decide.rs: a destroyed session has nothing left to decide).
 #[tokio::test]
@@ -280,7 +280,7 @@ async fn regenerate_should_destroy_and_replace_the_previous_session() {
     );
 }
 
-// spec §6 extra: "regenerate double save"
+// express-session behaviour (docs/behaviour.md): "regenerate double save"
 // express: `regenerate()` + `save()` ⇒ destroy, set, set (the regenerated session's save is not
 // wrapped). Ours saves twice as well (the new id differs from the loaded one, so the explicit save
 // does not count as "saved as loaded"), and destroys the old record after the first save instead
@@ -510,7 +510,7 @@ async fn hit_and_save(session: Session) -> Result<&'static str, Error> {
 }
 
 // upstream: req.session > .save() > "should prevent end-of-request save"
-// Also the spec's §6 extra "explicit save + end touch": on an existing session the explicit save
+// Also express-session's behaviour "explicit save + end touch": on an existing session the explicit save
 // is followed by a touch, not a second set.
 #[tokio::test]
 async fn save_should_prevent_end_of_request_save() {

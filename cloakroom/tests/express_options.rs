@@ -336,7 +336,7 @@ async fn cookie_path_mounted_should_not_set_cookie_for_foo_foo_bar_request() {
     );
 }
 
-// spec §6 extra: "path gate is a raw prefix (`/foo` matches `/foobar`)"
+// express-session behaviour (docs/behaviour.md): "path gate is a raw prefix (`/foo` matches `/foobar`)"
 #[tokio::test]
 async fn cookie_path_gate_is_a_raw_prefix() {
     let layer = upstream_builder(CountingStore::new())
@@ -389,7 +389,7 @@ async fn secure_auto_proxy_false_should_not_set_secure_when_x_forwarded_proto_is
     .await;
     let cookie = session_cookie(&reply);
     assert_eq!(cookie.attribute_names(), ["Path", "Expires", "HttpOnly"]);
-    // The resolved value is stored with the session (spec §5.4).
+    // The resolved value is stored with the session (docs/wire-formats.md).
     let record = store.record(&cookie.session_id()).await.unwrap();
     assert!(
         record
@@ -453,7 +453,7 @@ async fn same_site_auto_should_set_none_for_secure_connections() {
     let cookie = session_cookie(&send(&app, secure_request()).await);
     assert_eq!(cookie.attribute_names(), ["Path", "HttpOnly", "SameSite"]);
     assert_eq!(cookie.attribute("SameSite"), Some(Some("None")));
-    // Resolved once and stored (spec §5.4).
+    // Resolved once and stored (docs/wire-formats.md).
     let record = store.record(&cookie.session_id()).await.unwrap();
     assert_eq!(record.cookie().same_site(), Some(SameSite::None));
     assert!(
@@ -582,7 +582,7 @@ async fn same_site_auto_secure_true_should_not_set_cookie_when_insecure() {
     assert_no_cookie(&get(&app, "/", None).await);
 }
 
-// spec §6 extra: "secure-on-HTTP still saves"
+// express-session behaviour (docs/behaviour.md): "secure-on-HTTP still saves"
 #[tokio::test]
 async fn secure_cookie_on_plain_http_is_not_sent_but_the_session_is_saved() {
     let store = CountingStore::new();
@@ -605,7 +605,8 @@ where
         .unwrap())
 }
 
-/// Asserts the whole header: the value from the spec's vectors, then `Path=/; Expires; HttpOnly`.
+/// Asserts the whole header: the value from express's vectors (docs/wire-formats.md), then
+/// `Path=/; Expires; HttpOnly`.
 fn assert_cookie_value(reply: &Reply, value: &str) {
     let cookie = session_cookie(reply);
     assert_eq!(cookie.value, value);
@@ -1187,7 +1188,7 @@ async fn secret_array_should_sign_cookies() {
     );
     let reply = get(&app, "/", None).await;
     assert_eq!(reply.body, "bob");
-    // Signed with the first element: the spec's `keyboard cat` vector.
+    // Signed with the first element: express's `keyboard cat` vector.
     assert_eq!(
         session_cookie(&reply).value,
         "s%3Aapple.D8Y%2BpkTAmeR0PobOhY4G97PRW%2Bj7bUnP%2F5m6%2FOn1MCU"
@@ -1249,7 +1250,7 @@ async fn secret_array_should_read_cookies_using_all_elements() {
     );
 }
 
-// spec §6 extra: "secret rotation keeps old-signed cookie unless a Set-Cookie occurs"
+// express-session behaviour (docs/behaviour.md): "secret rotation keeps old-signed cookie unless a Set-Cookie occurs"
 #[tokio::test]
 async fn secret_rotation_resigns_only_when_a_cookie_is_sent() {
     let store = CountingStore::new();

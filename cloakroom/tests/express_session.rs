@@ -171,7 +171,7 @@ async fn should_load_session_from_cookie_sid() {
         (StatusCode::OK, "session 1")
     );
     assert_eq!(store.counts.get(), 1, "loaded from the store");
-    // Unmodified and not rolling: no Set-Cookie, but `resave: true` saves it again (spec §4.7).
+    // Unmodified and not rolling: no Set-Cookie, but `resave: true` saves it again (docs/behaviour.md).
     assert!(second.set_cookies().is_empty());
     assert_eq!(store.counts.set(), 1);
     assert_eq!(store.len().await, 1);
@@ -714,7 +714,7 @@ async fn when_session_without_cookie_property_in_store_should_pass_error_from_in
     );
 }
 
-// spec §6 extra: "duplicate cookie names (first wins, no fallback)"
+// express-session behaviour (docs/behaviour.md): "duplicate cookie names (first wins, no fallback)"
 #[tokio::test]
 async fn duplicate_cookie_names_first_wins_without_fallback() {
     let store = CountingStore::new();
@@ -749,7 +749,7 @@ async fn duplicate_cookie_names_first_wins_without_fallback() {
     assert_eq!(send(&app, request).await.body, "session created");
 }
 
-// spec §6 extra: "cookie-only change ⇒ touch, no Set-Cookie"
+// express-session behaviour (docs/behaviour.md): "cookie-only change ⇒ touch, no Set-Cookie"
 // Ours: a cookie-only change IS a modification: saved and sent (lib.rs differences table).
 #[tokio::test]
 async fn cookie_only_change_is_a_modification_for_us() {
@@ -788,7 +788,7 @@ async fn cookie_only_change_is_a_modification_for_us() {
     );
 }
 
-// spec §6 extra: "`expires=false` re-sent on modification"
+// express-session behaviour (docs/behaviour.md): "`expires=false` re-sent on modification"
 // express's README makes a browser-session cookie with `cookie.expires = false`; `false != null`,
 // so a modified session re-sends it. We cannot represent `false`: a stored `"expires":false` is
 // read as no expiry (`null`).

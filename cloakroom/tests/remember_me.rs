@@ -1,5 +1,5 @@
 //! A per-session cookie setting ("remember me") is stored with the session and sticks on later
-//! saves, where tower-sessions falls back to the layer's expiry (peers.md §1.4).
+//! saves (tower-sessions 0.15, by contrast, falls back to the layer's expiry on the next save).
 
 mod common;
 

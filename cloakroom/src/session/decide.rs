@@ -178,7 +178,7 @@ mod tests {
         decide(&config(o), &facts(Some(session)))
     }
 
-    /// A cell as the spec writes it: cookie sent, and the store call (`set`, `touch` or none).
+    /// A cell of the matrix: cookie sent, and the store call (`set`, `touch` or none).
     fn cell(decision: Decision) -> (bool, &'static str) {
         let call = match (decision.save, decision.touch) {
             (true, _) => "set",
