@@ -15,6 +15,13 @@ cargo fmt --all --check
 step "clippy (all targets, all features, warnings are errors)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
+step "rustdoc: no warning with each store feature alone, and with all (broken links, private links)"
+for features in "" axum sqlite redis postgres; do
+  RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps -p cloakroom --no-default-features \
+    ${features:+--features "$features"}
+done
+RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps -p cloakroom --all-features
+
 step "browser test tools (Debian chromium, playwright-core from the lockfile)"
 if [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -48,6 +48,12 @@ pub struct App {
     pub gates: Arc<Gates>,
 }
 
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
+}
+
 /// One answer: the status, the cookie value the layer set (if any), and the body.
 #[derive(Debug)]
 pub struct Answer {

@@ -95,6 +95,8 @@
 //! | `redis` | no | `RedisStore`, standalone and Cluster (redis-rs) |
 //! | `postgres` | no | `PostgresStore` (sqlx) |
 #![forbid(unsafe_code)]
+// On docs.rs: a badge on every item that needs a feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
 mod cookie;

@@ -10,7 +10,7 @@ use clap::{Parser, ValueEnum};
 /// with a dashboard, with sessions in an embedded SQLite file that survives restarts.
 #[derive(Debug, Parser)]
 #[command(name = "cloakroom-demo", version)]
-pub struct Options {
+pub(crate) struct Options {
     /// Address to listen on.
     #[arg(long, env = "CLOAKROOM_ADDR", default_value = "127.0.0.1:3000")]
     pub addr: SocketAddr,
@@ -57,7 +57,7 @@ pub struct Options {
 
 /// `--secure`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Secure {
+pub(crate) enum Secure {
     /// Secure on sessions created over HTTPS.
     Auto,
     /// Always Secure (the cookie is then not sent over plain HTTP).
@@ -68,7 +68,7 @@ pub enum Secure {
 
 /// `--store`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreUrl {
+pub(crate) enum StoreUrl {
     /// An SQLite file.
     Sqlite(PathBuf),
     /// This process's memory.
@@ -81,7 +81,7 @@ pub enum StoreUrl {
 
 impl StoreUrl {
     /// What the store is, for logs: never the URL, which may hold a password.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             StoreUrl::Sqlite(path) => format!("SQLite file {}", path.display()),
             StoreUrl::Memory => "memory".to_owned(),
@@ -93,7 +93,7 @@ impl StoreUrl {
 
 /// `--user`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct User {
+pub(crate) struct User {
     pub name: String,
     pub password: String,
 }
@@ -108,7 +108,7 @@ impl std::fmt::Debug for User {
 
 impl User {
     /// Whether these are the built-in credentials, which deserve a warning.
-    pub fn is_default(&self) -> bool {
+    pub(crate) fn is_default(&self) -> bool {
         self.name == "admin" && self.password == "secret"
     }
 }

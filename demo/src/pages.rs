@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 /// `text` with `& < > "` escaped: safe in HTML text and in double-quoted attributes, the only
 /// kind these pages use (so `'` can stay as it is, and "You've" reads as typed).
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -43,17 +43,17 @@ fn page(title: &str, body: &str) -> String {
 }
 
 /// `GET /`.
-pub fn views(views: u64) -> String {
+pub(crate) fn views(views: u64) -> String {
     page("Views", &format!("<h1>Number of views {views}</h1>"))
 }
 
 /// A page with one message.
-pub fn message(text: &str) -> String {
+pub(crate) fn message(text: &str) -> String {
     page(text, &format!("<h1>{}</h1>", escape(text)))
 }
 
 /// The login form, with an error message after a failed attempt.
-pub fn login(error: Option<&str>, username: &str) -> String {
+pub(crate) fn login(error: Option<&str>, username: &str) -> String {
     let error = error
         .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
         .unwrap_or_default();
@@ -72,7 +72,7 @@ pub fn login(error: Option<&str>, username: &str) -> String {
 }
 
 /// The dashboard of a logged-in user.
-pub fn dashboard(username: &str, expires: Option<&str>) -> String {
+pub(crate) fn dashboard(username: &str, expires: Option<&str>) -> String {
     let expiry = match expires {
         Some(when) => format!("<p>Your session expires {}.</p>", escape(when)),
         None => "<p>Your session ends when you close the browser.</p>".to_owned(),

@@ -17,13 +17,13 @@ use crate::pages;
 
 /// What the handlers share.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     /// The one account that can log in.
     pub user: Arc<User>,
 }
 
 /// The app: every route under one session layer.
-pub fn app(state: AppState, sessions: SessionLayer) -> Router {
+pub(crate) fn app(state: AppState, sessions: SessionLayer) -> Router {
     Router::new()
         .route("/", get(views))
         .route("/set-session", get(set_session))

@@ -9,7 +9,7 @@ use crate::options::StoreUrl;
 
 /// The store, connected and answering: a store that cannot be reached stops the start with one
 /// line naming the problem.
-pub async fn open(url: &StoreUrl) -> anyhow::Result<Arc<dyn SessionStore>> {
+pub(crate) async fn open(url: &StoreUrl) -> anyhow::Result<Arc<dyn SessionStore>> {
     let store: Arc<dyn SessionStore> = match url {
         StoreUrl::Memory => Arc::new(MemoryStore::new()),
         StoreUrl::Sqlite(path) => Arc::new(

@@ -1,8 +1,8 @@
 //! The app both benchmarks drive: a tiny axum `Router` with the bench routes, with and without
 //! the session layer, and a store that does no I/O at all.
 
-// Each benchmark uses part of this module.
-#![allow(dead_code)]
+// Each benchmark uses part of this module, and declares it privately.
+#![allow(dead_code, unreachable_pub)]
 
 use std::time::Duration;
 

@@ -94,6 +94,17 @@ pub struct SessionLayerBuilder<S> {
     on_failure: FailureHandler,
 }
 
+impl<S> std::fmt::Debug for SessionLayerBuilder<S> {
+    // The secrets are left out; the store need not be `Debug`-printable here.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionLayerBuilder")
+            .field("config", &self.config)
+            .field("secrets", &self.secrets.len())
+            .field("session_lock", &self.locking.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S: SessionStore> SessionLayerBuilder<S> {
     /// express's `secret`: the key that signs the session cookie. Required.
     ///

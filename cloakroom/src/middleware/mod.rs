@@ -1,6 +1,6 @@
 //! The tower middleware: [`SessionLayer`] makes [`SessionService`], whose future is
 //! [`ResponseFuture`]. It only wires tower to the session: what a request's session does, and
-//! every rule of what happens when the response goes out, live in [`crate::session`].
+//! every rule of what happens when the response goes out, live in the `session` module.
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};

@@ -43,9 +43,9 @@ struct Entry {
     /// The value when the session was loaded or created: express's `isModified` compares with
     /// it.
     loaded: Option<Value>,
-    /// The value the store held when this request last loaded or wrote it, if it differs from
-    /// `loaded` (`None`: the same). A plain write conflicts when the store no longer holds it.
-    synced: Option<Option<Value>>,
+    /// The value the store held when this request last loaded or wrote it. A plain write of a
+    /// key the handler read conflicts when the store no longer holds it.
+    synced: Synced,
     pending: Pending,
 }
 
@@ -59,11 +59,19 @@ enum Pending {
     Updated(Vec<Step>),
 }
 
+/// What the store held of a key at the last load or write.
+enum Synced {
+    /// What was loaded (no copy needed until the first write).
+    AsLoaded,
+    /// This (`None`: the key was absent).
+    Value(Option<Value>),
+}
+
 impl Entry {
     fn synced(&self) -> Option<&Value> {
         match &self.synced {
-            Some(synced) => synced.as_ref(),
-            None => self.loaded.as_ref(),
+            Synced::AsLoaded => self.loaded.as_ref(),
+            Synced::Value(value) => value.as_ref(),
         }
     }
 }
@@ -96,7 +104,7 @@ impl ChangeSet {
                 self.entries.push(Entry {
                     key,
                     loaded: before,
-                    synced: None,
+                    synced: Synced::AsLoaded,
                     pending: Pending::Written,
                 });
             }
@@ -110,7 +118,7 @@ impl ChangeSet {
             None => self.entries.push(Entry {
                 key: key.to_owned(),
                 loaded: before(),
-                synced: None,
+                synced: Synced::AsLoaded,
                 pending: Pending::Written,
             }),
         }
@@ -140,7 +148,7 @@ impl ChangeSet {
                 self.entries.push(Entry {
                     key: key.to_owned(),
                     loaded: before,
-                    synced: None,
+                    synced: Synced::AsLoaded,
                     pending: Pending::Updated(vec![step]),
                 });
             }
@@ -206,7 +214,7 @@ impl ChangeSet {
             stored.push(theirs);
         }
         for (entry, theirs) in self.entries.iter_mut().zip(stored) {
-            entry.synced = Some(theirs);
+            entry.synced = Synced::Value(theirs);
         }
         Ok(())
     }
@@ -214,7 +222,7 @@ impl ChangeSet {
     /// The store now holds `data`: nothing is pending any more.
     pub(crate) fn written(&mut self, data: &Map<String, Value>) {
         for entry in &mut self.entries {
-            entry.synced = Some(data.get(&entry.key).cloned());
+            entry.synced = Synced::Value(data.get(&entry.key).cloned());
             entry.pending = Pending::Clean;
         }
     }

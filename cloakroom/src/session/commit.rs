@@ -170,7 +170,7 @@ impl Session {
             session: state.current.as_ref().map(|current| SessionFacts {
                 is_new: cookie_id != Some(&current.id),
                 is_modified: current.is_modified_since_load(state.original_id.as_ref()),
-                is_saved: self.is_saved(state, current),
+                is_saved: Self::is_saved(state, current),
                 has_saved_hash: !matches!(state.saved, SavedState::Unsaved),
                 has_expires: current.record.cookie().expires().is_some(),
                 secure_cookie: current.record.cookie().secure() == Some(true),
@@ -228,7 +228,7 @@ impl Session {
     }
 
     /// express's `isSaved`: the store holds exactly this data under this id.
-    fn is_saved(&self, state: &State, current: &Current) -> bool {
+    fn is_saved(state: &State, current: &Current) -> bool {
         state.original_id.as_ref() == Some(&current.id)
             && !current.cookie_unsaved
             && match state.saved {
@@ -278,9 +278,10 @@ impl Session {
                 tokio::time::sleep(backoff(round)).await;
             }
             // No other request in this process writes this session until this round is over.
-            let _turn = match takes_turns {
-                true => Some(ctx.write_locks.for_id(&id).lock().await),
-                false => None,
+            let _turn = if takes_turns {
+                Some(ctx.write_locks.for_id(&id).lock().await)
+            } else {
+                None
             };
             for _ in 0..ATTEMPTS_PER_ROUND {
                 let current = state

@@ -258,7 +258,7 @@ impl MemoryStoreBuilder {
     }
 
     /// The largest record kept, in bytes of JSON (default
-    /// [`DEFAULT_MAX_RECORD_SIZE`](super::DEFAULT_MAX_RECORD_SIZE), 1 MiB). A bigger save fails
+    /// [`DEFAULT_MAX_RECORD_SIZE`], 1 MiB). A bigger save fails
     /// with [`ErrorKind::TooLarge`](super::ErrorKind::TooLarge) and the stored session stays as
     /// it was.
     pub fn with_max_record_size(mut self, bytes: usize) -> Self {

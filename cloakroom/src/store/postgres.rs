@@ -29,7 +29,7 @@
 //!
 //! # Compare-and-set
 //! A new session is an insert that replaces only an expired row, so it never overwrites a live
-//! session under the same id. A record's [`Version`] is its stored `sess` text. A compare-and-set is one
+//! session under the same id. A record's [`Version`](super::Version) is its stored `sess` text. A compare-and-set is one
 //! `UPDATE … WHERE sid = $1 AND sess::text = $2 AND expire >= now`: it writes only if the row is
 //! still live and holds exactly what was loaded, so a concurrent write is never overwritten and
 //! a destroyed or expired session is never brought back. A touch changes `expire` only, so it
@@ -382,7 +382,7 @@ impl PostgresStoreBuilder {
     }
 
     /// The largest record written or read, in bytes of JSON (default
-    /// [`DEFAULT_MAX_RECORD_SIZE`](super::DEFAULT_MAX_RECORD_SIZE), 1 MiB). A bigger save fails
+    /// [`DEFAULT_MAX_RECORD_SIZE`](crate::store::DEFAULT_MAX_RECORD_SIZE), 1 MiB). A bigger save fails
     /// with [`ErrorKind::TooLarge`] and writes nothing; a bigger stored row (written by
     /// connect-pg-simple, say) fails the load the same way, and is left as it is.
     ///

@@ -324,7 +324,7 @@ impl RedisStoreBuilder {
     }
 
     /// The largest record written or read, in bytes of JSON (default
-    /// [`DEFAULT_MAX_RECORD_SIZE`](super::DEFAULT_MAX_RECORD_SIZE), 1 MiB). A bigger save fails
+    /// [`DEFAULT_MAX_RECORD_SIZE`](crate::store::DEFAULT_MAX_RECORD_SIZE), 1 MiB). A bigger save fails
     /// with [`ErrorKind::TooLarge`] and writes nothing; a bigger stored value (written by another
     /// program) fails the load the same way, and is left as it is.
     ///

@@ -17,7 +17,7 @@
 //! a browser-session cookie `now + ttl` rounded up
 //! ([`with_default_ttl`](SqliteStoreBuilder::with_default_ttl), one day by default). A row is
 //! live while `expire >= ceil(now)`, so a session lives up to a second past its cookie, exactly
-//! as in [`PostgresStore`](super::postgres::PostgresStore). `datetime(expire, 'unixepoch')`
+//! as in `PostgresStore`. `datetime(expire, 'unixepoch')`
 //! shows it as a date.
 //!
 //! # Several processes, one file
@@ -36,7 +36,7 @@
 //! the file on a local file system (not NFS or SMB).
 //!
 //! # Compare-and-set
-//! A record's [`Version`] is its stored `sess` text. A compare-and-set is one
+//! A record's [`Version`](super::Version) is its stored `sess` text. A compare-and-set is one
 //! `UPDATE … WHERE sid = ?3 AND sess = ?4 AND expire >= ?5`: it writes only if the row is still
 //! live and holds exactly what was loaded, so a concurrent write is never overwritten and a
 //! destroyed or expired session is never brought back. A touch changes `expire` only, so it
@@ -249,7 +249,7 @@ impl SqliteStoreBuilder {
     }
 
     /// The largest record written or read, in bytes of JSON (default
-    /// [`DEFAULT_MAX_RECORD_SIZE`](super::DEFAULT_MAX_RECORD_SIZE), 1 MiB). A bigger save fails
+    /// [`DEFAULT_MAX_RECORD_SIZE`](crate::store::DEFAULT_MAX_RECORD_SIZE), 1 MiB). A bigger save fails
     /// with [`ErrorKind::TooLarge`] and writes nothing; a bigger stored row fails the load the
     /// same way, and is left as it is.
     ///

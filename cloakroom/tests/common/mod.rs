@@ -1,6 +1,6 @@
 //! Shared helpers for the HTTP-level tests: drive an axum `Router` with `oneshot`, parse
 //! `Set-Cookie`, and count what reached the store.
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, unreachable_pub)]
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;

@@ -160,15 +160,16 @@ pub(crate) async fn set<B: Backend>(
     let Some(expected) = expected_sess(version) else {
         return Ok(SetOutcome::Conflict);
     };
-    let mut args = match expired {
-        false => vec![
+    let mut args = if expired {
+        vec![sid, Arg::Text(expected), Arg::Int(now_s)]
+    } else {
+        vec![
             Arg::Text(&json),
             Arg::Int(expire_s),
             sid,
             Arg::Text(expected),
             Arg::Int(now_s),
-        ],
-        true => vec![sid, Arg::Text(expected), Arg::Int(now_s)],
+        ]
     };
     let sql = match (expired, condition.lease()) {
         (false, None) => &statements.replace,
