@@ -8,7 +8,7 @@ use http::HeaderValue;
 
 use crate::id::Id;
 use crate::record::{Priority, SameSite, SessionCookie};
-use crate::signing::Secrets;
+use crate::signing::{MAC_BASE64_LEN, Secrets};
 use crate::time::Timestamp;
 
 /// Whether `encodeURIComponent` leaves the byte as is: letters, digits and `-_.!~*'()`.
@@ -47,7 +47,7 @@ where
 /// The id and the decoded signature of a value as express writes it, `s%3A<id>.<mac>` with no
 /// escape in the id and only `%2B` / `%2F` in the mac; `None` for anything else, which takes
 /// the general path. Decoding such a value changes nothing else, so no copy of it is needed.
-fn express_signed(raw: &[u8]) -> Option<(&str, [u8; SIGNATURE_LEN])> {
+fn express_signed(raw: &[u8]) -> Option<(&str, [u8; MAC_BASE64_LEN])> {
     let signed = raw.strip_prefix(b"s%3A")?;
     let dot = signed.iter().rposition(|&b| b == b'.')?;
     let (id, escaped) = (&signed[..dot], &signed[dot + 1..]);
@@ -58,7 +58,7 @@ fn express_signed(raw: &[u8]) -> Option<(&str, [u8; SIGNATURE_LEN])> {
     if !escaped.contains(&b'%') {
         return Some((id, escaped.try_into().ok()?));
     }
-    let mut mac = [0u8; SIGNATURE_LEN];
+    let mut mac = [0u8; MAC_BASE64_LEN];
     let mut len = 0;
     let mut rest = escaped;
     while let Some((&first, tail)) = rest.split_first() {
@@ -72,11 +72,9 @@ fn express_signed(raw: &[u8]) -> Option<(&str, [u8; SIGNATURE_LEN])> {
         len += 1;
         rest = tail;
     }
-    (len == SIGNATURE_LEN).then_some((id, mac))
+    (len == MAC_BASE64_LEN).then_some((id, mac))
 }
 
-/// Characters in a signature: 32 bytes of HMAC-SHA256 in unpadded base64.
-const SIGNATURE_LEN: usize = 43;
 
 /// The raw value of the first cookie called `name`: trimmed and unquoted, not decoded.
 fn find_raw<'a, I>(headers: I, name: &str) -> Option<&'a [u8]>

@@ -123,7 +123,7 @@ pub use error::Error;
 pub use extract::MissingSessionLayer;
 pub use id::Id;
 pub use middleware::{SecureConnection, SessionLayer, SessionLayerBuilder};
-pub use record::{Priority, Record, SameSite, SessionCookie};
+pub use record::{DecodeError, Priority, Record, SameSite, SessionCookie};
 pub use session::{Session, SessionLock};
 pub use store::SessionStore;
 pub use store::memory::{MemoryStore, MemoryStoreBuilder};

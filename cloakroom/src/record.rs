@@ -84,12 +84,50 @@ impl Record {
     /// Reads a record written by express-session or by [`to_json`](Self::to_json).
     ///
     /// # Errors
-    /// When the text is not a JSON object, lacks an object under `cookie`, or has a
-    /// `cookie.expires` that is not an ISO-8601 date.
-    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(json)
+    /// [`DecodeError`] when the text is not a JSON object, lacks an object under `cookie`, or has
+    /// a `cookie.expires` that is not an ISO-8601 date. The error says what is wrong and where,
+    /// and never quotes the text (it is session data, and errors get logged).
+    pub fn from_json(json: &str) -> Result<Self, DecodeError> {
+        serde_json::from_str(json).map_err(DecodeError::from)
     }
 }
+
+/// Why a text is not an express-session record: what is wrong and where, without quoting any of
+/// it (the parser's own message can quote the text, which is session data).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeError {
+    category: serde_json::error::Category,
+    line: usize,
+    column: usize,
+}
+
+impl From<serde_json::Error> for DecodeError {
+    fn from(error: serde_json::Error) -> Self {
+        DecodeError {
+            category: error.classify(),
+            line: error.line(),
+            column: error.column(),
+        }
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let problem = match self.category {
+            serde_json::error::Category::Io => "an I/O error",
+            serde_json::error::Category::Syntax => "invalid JSON",
+            serde_json::error::Category::Data => "JSON that is not an express-session record",
+            serde_json::error::Category::Eof => "truncated JSON",
+        };
+        write!(
+            f,
+            "stored session is {problem} (line {}, column {})",
+            self.line, self.column
+        )
+    }
+}
+
+impl std::error::Error for DecodeError {}
 
 /// `SameSite` as persisted with a session (`auto` is resolved when the session is created).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-/// Length of an HMAC-SHA256 in base64 without padding.
-const MAC_BASE64_LEN: usize = 43;
+/// Characters in a signature: an HMAC-SHA256 (32 bytes) in base64 without padding.
+pub(crate) const MAC_BASE64_LEN: usize = 43;
 
 /// The signing secrets, newest first. Each holds a keyed HMAC state so signing does not
 /// re-derive the key on every request.

@@ -359,15 +359,13 @@ impl fmt::Debug for Lease {
     }
 }
 
-/// Reads a stored record (express's JSON) for a store. A failure is [`ErrorKind::Decode`] with a
-/// source that says where the JSON went wrong and never quotes it: the parser's own message can
-/// quote the stored text, which is session data, and the middleware logs error sources. Use this
-/// rather than [`Record::from_json`] in a store.
+/// Reads a stored record (express's JSON) for a store: [`Record::from_json`], with its error
+/// as an [`ErrorKind::Decode`] store error (which, like it, never quotes the text).
 ///
 /// # Errors
 /// [`ErrorKind::Decode`] when the text is not an express-session record.
 pub fn decode_record(json: &str) -> Result<Record, Error> {
-    Record::from_json(json).map_err(|error| Error::new(ErrorKind::Decode, DecodeError::from(error)))
+    Record::from_json(json).map_err(|error| Error::new(ErrorKind::Decode, error))
 }
 
 /// The largest record, in bytes of JSON, that the built-in stores write or read unless told
@@ -414,42 +412,6 @@ impl fmt::Display for TooLarge {
 }
 
 impl StdError for TooLarge {}
-
-/// Why a stored `sess` is not an express-session record, without quoting any of it.
-#[derive(Debug)]
-struct DecodeError {
-    category: serde_json::error::Category,
-    line: usize,
-    column: usize,
-}
-
-impl From<serde_json::Error> for DecodeError {
-    fn from(error: serde_json::Error) -> Self {
-        DecodeError {
-            category: error.classify(),
-            line: error.line(),
-            column: error.column(),
-        }
-    }
-}
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let problem = match self.category {
-            serde_json::error::Category::Io => "an I/O error",
-            serde_json::error::Category::Syntax => "invalid JSON",
-            serde_json::error::Category::Data => "JSON that is not an express-session record",
-            serde_json::error::Category::Eof => "truncated JSON",
-        };
-        write!(
-            f,
-            "stored session is {problem} (line {}, column {})",
-            self.line, self.column
-        )
-    }
-}
-
-impl StdError for DecodeError {}
 
 /// What kind of failure a store reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
