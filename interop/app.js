@@ -5,7 +5,8 @@
 //   PORT               port to listen on, 127.0.0.1 only (default 3001)
 //   STORE              redis://… (connect-redis, prefix "sess:") or postgres://… (connect-pg-simple,
 //                      table "session", created if missing)
-//   SECRETS            comma-separated signing secrets: the first signs, all verify
+//   SECRETS            signing secrets, one per line (a secret may hold commas): the first signs,
+//                      all verify
 //   USER               the one account, NAME:PASSWORD (default admin:secret; a value without
 //                      ":", such as the shell's login name, is ignored)
 //   COOKIE_MAX_AGE_MS  session lifetime in ms (default 30 minutes)
@@ -24,8 +25,8 @@ function fail(message) {
 const port = Number(process.env.PORT || 3001);
 if (!Number.isInteger(port) || port < 0 || port > 65535) fail('PORT must be a port number');
 const storeUrl = process.env.STORE || fail('STORE is required: redis://… or postgres://…');
-const secrets = (process.env.SECRETS || '').split(',').filter((s) => s !== '');
-if (secrets.length === 0) fail('SECRETS is required (comma-separated; the first signs)');
+const secrets = (process.env.SECRETS || '').split('\n').filter((s) => s !== '');
+if (secrets.length === 0) fail('SECRETS is required (one per line; the first signs)');
 // USER is also the login name in most shells: only NAME:PASSWORD values count.
 let credentials = process.env.USER || '';
 if (!credentials.includes(':')) {
@@ -111,7 +112,7 @@ async function main() {
   app.get('/get-session', (req, res) => {
     const { username, visits } = req.session;
     const text = username !== undefined && visits !== undefined
-      ? `Welcome back, ${username}! You've visited ${visits} times.`
+      ? `Welcome back, ${username}! You've visited ${visits} ${visits === 1 ? 'time' : 'times'}.`
       : 'No session data found';
     res.send(page(text, `<h1>${escape(text)}</h1>`));
   });

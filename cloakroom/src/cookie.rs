@@ -75,7 +75,6 @@ fn express_signed(raw: &[u8]) -> Option<(&str, [u8; MAC_BASE64_LEN])> {
     (len == MAC_BASE64_LEN).then_some((id, mac))
 }
 
-
 /// The raw value of the first cookie called `name`: trimmed and unquoted, not decoded.
 fn find_raw<'a, I>(headers: I, name: &str) -> Option<&'a [u8]>
 where

@@ -1,6 +1,7 @@
 //! The express-session tutorial apps in Rust: `cargo run --release -p cloakroom-demo`, then
 //! open http://127.0.0.1:3000. `--help` lists the options.
 
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -17,23 +18,14 @@ mod stores;
 use options::{Options, Secure, StoreUrl};
 
 fn main() -> ExitCode {
-    let options = match Options::try_parse() {
-        Ok(options) => options,
-        Err(error) if !error.use_stderr() => error.exit(), // --help, --version
-        Err(error) => {
-            // One line naming the problem (clap adds usage after it).
-            let message = error.to_string();
-            eprintln!(
-                "cloakroom-demo: {}",
-                message.lines().next().unwrap_or("bad options")
-            );
-            return ExitCode::from(2);
-        }
-    };
+    // On a bad option, clap prints the whole message (the value, why, and a hint) and exits 2.
+    let options = Options::parse();
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)
         .with_target(false)
         .with_writer(std::io::stderr)
+        // Colours for a person at a terminal, plain text for a file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -45,20 +37,21 @@ fn main() -> ExitCode {
     match runtime.block_on(serve(options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("cloakroom-demo: {error:#}");
+            eprintln!("cloakroom-demo: {}", one_line(&error));
             ExitCode::FAILURE
         }
     }
 }
 
 async fn serve(options: Options) -> anyhow::Result<()> {
+    // The store first: a secret kept beside an SQLite file needs the file's folder to exist.
+    let store = stores::open(&options.store).await?;
     let secrets = secrets(&options)?;
     if options.user.is_default() {
         tracing::warn!(
             "logging in with the built-in account admin:secret; set --user NAME:PASSWORD"
         );
     }
-    let store = stores::open(&options.store).await?;
     let mut cookie = CookieOptions::new()
         .with_max_age(options.max_age)
         .with_same_site(SameSite::Lax);
@@ -93,6 +86,23 @@ async fn serve(options: Options) -> anyhow::Result<()> {
         .context("server failed")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// An error and its causes on one line, each cause once: drivers often repeat their source's
+/// message in their own.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// The signing secrets: from the options, or else one kept in a file (made on first run), so

@@ -19,15 +19,10 @@ pub(crate) struct Options {
     #[arg(long, env = "CLOAKROOM_STORE", default_value = "sqlite://cloakroom-demo.db", value_parser = parse_store)]
     pub store: StoreUrl,
 
-    /// Cookie signing secret; repeat (or comma-separate in the variable) to rotate: the first
-    /// signs, all verify. Without one, a random secret is generated and kept in a file beside
-    /// the SQLite database (or in ./cloakroom-demo.secret).
-    #[arg(
-        long = "secret",
-        env = "CLOAKROOM_SECRET",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
+    /// Cookie signing secret; repeat the option to rotate: the first signs, all verify. The
+    /// variable holds one secret, whole (commas included). Without one, a random secret is
+    /// generated and kept in a file beside the SQLite database (or in ./cloakroom-demo.secret).
+    #[arg(long = "secret", env = "CLOAKROOM_SECRET", hide_env_values = true)]
     pub secrets: Vec<String>,
 
     /// The session cookie's name.
@@ -80,15 +75,23 @@ pub(crate) enum StoreUrl {
 }
 
 impl StoreUrl {
-    /// What the store is, for logs: never the URL, which may hold a password.
+    /// What the store is, for logs and errors: the server's address, never the credentials the
+    /// URL may hold.
     pub(crate) fn describe(&self) -> String {
         match self {
             StoreUrl::Sqlite(path) => format!("SQLite file {}", path.display()),
             StoreUrl::Memory => "memory".to_owned(),
-            StoreUrl::Redis(_) => "Redis".to_owned(),
-            StoreUrl::Postgres(_) => "PostgreSQL".to_owned(),
+            StoreUrl::Redis(url) => format!("Redis at {}", address(url)),
+            StoreUrl::Postgres(url) => format!("PostgreSQL at {}", address(url)),
         }
     }
+}
+
+/// `host:port/path` of a URL, without its scheme or its `user:password@`.
+fn address(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    host.split(['?', '#']).next().unwrap_or(host)
 }
 
 /// `--user`.
@@ -132,7 +135,8 @@ fn parse_store(text: &str) -> Result<StoreUrl, String> {
     Err("expected sqlite://PATH, memory, redis://… or postgres://…".into())
 }
 
-/// `90s`, `30m`, `12h`, `7d`, `1500ms`; a bare number is seconds.
+/// `90s`, `30m`, `12h`, `7d`, `1500ms`. A bare number is refused: express's `maxAge` is in
+/// milliseconds and plenty of CLIs read seconds, so a number without its unit is a guess.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -143,8 +147,13 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("`{text}` is not a duration like 30m"))?;
     let seconds = match unit {
+        "" => {
+            return Err(format!(
+                "`{text}` has no unit: write {text}ms, {text}s, {text}m, {text}h or {text}d"
+            ));
+        }
         "ms" => return Ok(Duration::from_millis(number)),
-        "" | "s" => 1,
+        "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
@@ -174,7 +183,12 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        let bare = parse_duration("60000").unwrap_err();
+        assert!(
+            bare.contains("60000ms") && bare.contains("60000s"),
+            "{bare}"
+        );
         assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
         assert!(parse_duration("0s").is_err());
@@ -199,6 +213,14 @@ mod tests {
         ));
         assert!(parse_store("mysql://nope").is_err());
         assert!(parse_store("sqlite://").is_err());
+    }
+
+    #[test]
+    fn descriptions_name_the_address_never_the_password() {
+        let redis = parse_store("redis://user:hunter2@cache.internal:6380/2").unwrap();
+        assert_eq!(redis.describe(), "Redis at cache.internal:6380/2");
+        let postgres = parse_store("postgres://app:hunter2@db:5432/app?sslmode=require").unwrap();
+        assert_eq!(postgres.describe(), "PostgreSQL at db:5432/app");
     }
 
     #[test]

@@ -66,7 +66,8 @@ async fn get_session(session: Session) -> Page {
     let visits: Option<u64> = session.get("visits").await?;
     let text = match (username, visits) {
         (Some(name), Some(visits)) => {
-            format!("Welcome back, {name}! You've visited {visits} times.")
+            let times = if visits == 1 { "time" } else { "times" };
+            format!("Welcome back, {name}! You've visited {visits} {times}.")
         }
         _ => "No session data found".to_owned(),
     };

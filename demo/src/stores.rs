@@ -15,20 +15,20 @@ pub(crate) async fn open(url: &StoreUrl) -> anyhow::Result<Arc<dyn SessionStore>
         StoreUrl::Sqlite(path) => Arc::new(
             SqliteStore::connect(path)
                 .await
-                .with_context(|| format!("cannot open the SQLite store {}", path.display()))?,
+                .with_context(|| format!("cannot open the {}", url.describe()))?,
         ),
-        StoreUrl::Redis(url) => Arc::new(
-            RedisStore::connect(url)
+        StoreUrl::Redis(redis) => Arc::new(
+            RedisStore::connect(redis)
                 .await
-                .context("cannot connect to Redis")?,
+                .with_context(|| format!("cannot connect to {}", url.describe()))?,
         ),
         // The demo makes connect-pg-simple's table on first run.
-        StoreUrl::Postgres(url) => Arc::new(
-            PostgresStore::builder(url.as_str())
+        StoreUrl::Postgres(postgres) => Arc::new(
+            PostgresStore::builder(postgres.as_str())
                 .with_create_table_if_missing(true)
                 .build()
                 .await
-                .context("cannot connect to PostgreSQL")?,
+                .with_context(|| format!("cannot connect to {}", url.describe()))?,
         ),
     };
     store

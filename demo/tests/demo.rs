@@ -25,11 +25,18 @@ impl Demo {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(BIN)
-            .args(["--addr", &addr])
+        let mut command = Command::new(BIN);
+        command
+            .args(["--addr", &format!("127.0.0.1:{port}")])
             .args(args)
-            .env_clear()
+            .env_clear();
+        Demo::spawn(command, port)
+    }
+
+    /// Starts `command`, which listens on 127.0.0.1:`port`, and waits until it answers.
+    fn spawn(mut command: Command, port: u16) -> Demo {
+        let addr = format!("127.0.0.1:{port}");
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -128,7 +135,7 @@ async fn tour(demo: &Demo) {
     assert!(body.contains("Session data set"), "{body}");
     let (_, body) = text(&client, &demo.url("/get-session")).await;
     assert!(
-        body.contains("Welcome back, john! You've visited 1 times."),
+        body.contains("Welcome back, john! You've visited 1 time."),
         "{body}"
     );
     text(&client, &demo.url("/set-session")).await;
@@ -284,6 +291,10 @@ async fn a_login_survives_a_restart_and_the_generated_secret_is_kept() {
     );
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(log.contains("no --secret given: generated one"), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "plain text in a pipe, no colour codes: {log:?}"
+    );
     let secret_file = dir.join("sessions.secret");
     let secret =
         std::fs::read_to_string(&secret_file).expect("the secret is kept beside the database");
@@ -315,37 +326,135 @@ fn run(args: &[&str]) -> Output {
 }
 
 #[test]
-fn bad_options_are_one_line_and_a_failure() {
-    for args in [
-        &["--max-age", "ten"][..],
-        &["--store", "mysql://db"],
-        &["--user", "nocolon"],
-        &["--secure", "maybe"],
-        &["--addr", "not-an-address"],
+fn bad_options_fail_with_the_whole_reason() {
+    for (args, names) in [
+        (&["--max-age", "ten"][..], "--max-age"),
+        (&["--store", "mysql://db"], "--store"),
+        (&["--user", "nocolon"], "--user"),
+        (&["--secure", "maybe"], "--secure"),
+        (&["--addr", "not-an-address"], "--addr"),
     ] {
         let output = run(args);
-        assert!(!output.status.success(), "{args:?}");
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
-        assert!(stderr.starts_with("cloakroom-demo: "), "{stderr}");
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+        assert!(stderr.contains(names), "names the option: {stderr}");
+        assert!(stderr.contains("--help"), "says where to look: {stderr}");
+        assert!(
+            !stderr.contains('\x1b'),
+            "no colour codes in a pipe: {stderr:?}"
+        );
+    }
+}
+
+/// A lifetime without a unit is refused, with the units it could mean: `60000` was 60,000
+/// seconds before, where an Express user means milliseconds.
+#[test]
+fn a_lifetime_needs_its_unit() {
+    let output = run(&["--max-age", "60000"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("60000ms") && stderr.contains("60000s"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unreachable_store_is_one_line_naming_it() {
+    for (store, name) in [
+        ("redis://127.0.0.1:1", "Redis at 127.0.0.1:1"),
+        (
+            "postgres://user:hunter2@127.0.0.1:1/app",
+            "PostgreSQL at 127.0.0.1:1/app",
+        ),
+    ] {
+        let output = run(&[
+            "--store",
+            store,
+            "--secret",
+            SECRET,
+            "--addr",
+            "127.0.0.1:0",
+        ]);
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.trim_end().lines().last().unwrap_or_default();
+        assert!(last.starts_with("cloakroom-demo: "), "{stderr}");
+        assert!(last.contains(name), "names the server: {stderr}");
+        assert!(
+            last.to_lowercase().contains("refused"),
+            "says why, not only that it timed out: {stderr}"
+        );
+        assert!(!stderr.contains("hunter2"), "never the password: {stderr}");
     }
 }
 
 #[test]
-fn an_unreachable_store_is_one_line_and_a_failure() {
-    let output = run(&[
-        "--store",
-        "redis://127.0.0.1:1",
-        "--secret",
-        SECRET,
-        "--addr",
-        "127.0.0.1:0",
-    ]);
+fn a_missing_sqlite_folder_is_named() {
+    let dir = temp_dir("demo-missing-");
+    let store = format!("sqlite://{}", dir.join("no/such/folder/s.db").display());
+    let output = run(&["--store", &store, "--addr", "127.0.0.1:0"]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let last = stderr.trim_end().lines().last().unwrap_or_default();
-    assert!(last.starts_with("cloakroom-demo: "), "{stderr}");
-    assert!(last.contains("Redis"), "names the problem: {stderr}");
+    assert!(
+        stderr.contains("does not exist") && stderr.contains("no/such/folder"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("secret"),
+        "not a secret-file error: {stderr}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A secret with a comma is one secret, from the option and from the variable: a cookie the
+/// demo signs with it is refused by a demo given only the part before the comma.
+#[tokio::test]
+async fn a_secret_with_a_comma_is_one_secret() {
+    let dir = temp_dir("demo-comma-");
+    let store = sqlite_url(&dir);
+    let whole = "comma, then more of the same test secret";
+    let start = |secret: &str, by_env: bool| {
+        let mut command = Command::new(BIN);
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        command
+            .env_clear()
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(["--store", &store, "--user", "ann:pa55"]);
+        if by_env {
+            command.env("CLOAKROOM_SECRET", secret);
+        } else {
+            command.args(["--secret", secret]);
+        }
+        Demo::spawn(command, port)
+    };
+    for by_env in [false, true] {
+        let client = browser();
+        let signer = start(whole, by_env);
+        assert_eq!(
+            log_in(&client, &signer, "ann", "pa55").await.status(),
+            StatusCode::SEE_OTHER
+        );
+        let (status, _) = text(&client, &signer.url("/dashboard")).await;
+        assert_eq!(status, StatusCode::OK, "logged in (by_env: {by_env})");
+        drop(signer);
+        let half = start("comma", by_env);
+        let (status, _) = text(&client, &half.url("/dashboard")).await;
+        assert_eq!(
+            status,
+            StatusCode::SEE_OTHER,
+            "a demo with only `comma` must not accept the cookie (by_env: {by_env})"
+        );
+        drop(half);
+        let again = start(whole, by_env);
+        let (status, _) = text(&client, &again.url("/dashboard")).await;
+        assert_eq!(status, StatusCode::OK, "the whole secret verifies it");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

@@ -183,7 +183,7 @@ impl Server {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("PORT", port.to_string())
             .env("STORE", store.url())
-            .env("SECRETS", secrets.join(","))
+            .env("SECRETS", secrets.join("\n"))
             .env("USER", format!("{USER}:{PASSWORD}"))
             .arg(app);
         if let Some(ms) = max_age_ms {

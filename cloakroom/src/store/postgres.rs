@@ -103,8 +103,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::Connection as _;
 use sqlx::error::DatabaseError;
-use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow, Postgres};
+use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgPoolOptions, PgRow, Postgres};
 use sqlx::query::{Query, QueryAs};
 
 pub use super::sql::InvalidName;
@@ -409,13 +410,26 @@ impl PostgresStoreBuilder {
     pub async fn build(self) -> Result<PostgresStore, Error> {
         let pool = match self.source {
             Source::Pool(pool) => pool,
-            Source::Url(url) => PgPoolOptions::new()
-                // sqlx's own default is 30 s: too long to hold a web request while the database
-                // is down.
-                .acquire_timeout(sql::DEFAULT_TIMEOUT)
-                .connect(&url)
-                .await
-                .map_err(pg_error)?,
+            Source::Url(url) => {
+                // A pool retries a refused connection until its acquire timeout and then reports
+                // only the timeout: one plain connection first says why it cannot connect.
+                let probe =
+                    tokio::time::timeout(self.settings.timeout, PgConnection::connect(&url));
+                match probe.await {
+                    Ok(Ok(connection)) => {
+                        let _ = connection.close().await;
+                    }
+                    Ok(Err(error)) => return Err(pg_error(error)),
+                    Err(elapsed) => return Err(Error::new(ErrorKind::Timeout, elapsed)),
+                }
+                PgPoolOptions::new()
+                    // sqlx's own default is 30 s: too long to hold a web request while the
+                    // database is down.
+                    .acquire_timeout(sql::DEFAULT_TIMEOUT)
+                    .connect(&url)
+                    .await
+                    .map_err(pg_error)?
+            }
         };
         let qualify = |table: &str| match &self.schema {
             Some(schema) => format!("{}.{}", sql::quoted(schema), sql::quoted(table)),

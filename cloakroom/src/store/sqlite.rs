@@ -324,6 +324,15 @@ impl SqliteStoreBuilder {
     }
 
     async fn open(&self, statements: &Statements) -> Result<SqlitePool, Error> {
+        // SQLite creates the file, not its folder; its own error would only say "unable to open".
+        if let Some(folder) = self.path.parent().filter(|f| !f.as_os_str().is_empty()) {
+            if !folder.is_dir() {
+                return Err(Error::new(
+                    ErrorKind::Backend,
+                    MissingFolder(folder.to_owned()),
+                ));
+            }
+        }
         let options = SqliteConnectOptions::new()
             .filename(&self.path)
             .create_if_missing(true)
@@ -381,6 +390,22 @@ impl Dialect for SqliteDialect {
         ("TEXT", "INTEGER")
     }
 }
+
+/// The folder an SQLite file should be in does not exist.
+#[derive(Debug)]
+struct MissingFolder(PathBuf);
+
+impl fmt::Display for MissingFolder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the folder {} does not exist (SQLite creates the file, not its folder)",
+            self.0.display()
+        )
+    }
+}
+
+impl std::error::Error for MissingFolder {}
 
 fn sqlite_error(error: sqlx::Error) -> Error {
     sql::store_error(error, database_kind)
