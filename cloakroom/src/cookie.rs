@@ -1,6 +1,11 @@
 //! The `Cookie` request header in, the `Set-Cookie` response header out, both as the `cookie`
 //! npm package (0.7) that express-session uses: the first cookie of a name wins, values are
 //! percent-decoded only when they contain `%`, and attributes are written in express's order.
+//!
+//! Written by hand rather than with the `cookie` crate, which gives other bytes: it writes the
+//! attributes in another order and has no `Priority`, and it decodes the escapes of a value that
+//! express keeps raw because one escape is malformed (test `the_cookie_crate_differs_from_express`).
+//! Reading a session cookie is also on every request's path, and this needs no allocation.
 
 use std::borrow::Cow;
 
@@ -390,6 +395,39 @@ mod tests {
             set_cookie("sid", "v", &cookie, None),
             Err(InvalidAttribute("domain"))
         );
+    }
+
+    /// Why this module does not use the `cookie` crate: for the same cookie it writes other bytes
+    /// than express-session, and it reads a value express keeps raw differently.
+    #[test]
+    fn the_cookie_crate_differs_from_express() {
+        let crate_written = cookie::Cookie::build(("connect.sid", "v"))
+            .domain("example.com")
+            .path("/")
+            .http_only(true)
+            .same_site(cookie::SameSite::Lax)
+            .build()
+            .to_string();
+        assert_eq!(
+            crate_written,
+            "connect.sid=v; HttpOnly; SameSite=Lax; Path=/; Domain=example.com"
+        );
+        let mut ours = SessionCookie::default();
+        ours.set_domain(Some("example.com".into()));
+        ours.set_same_site(Some(SameSite::Lax));
+        assert_eq!(
+            set_cookie("connect.sid", "v", &ours, None).unwrap(),
+            "connect.sid=v; Domain=example.com; Path=/; HttpOnly; SameSite=Lax"
+        );
+
+        // One malformed escape: express keeps the whole value raw; the crate decodes the rest.
+        let header = "sid=a%ZZ%41";
+        let crate_read = cookie::Cookie::split_parse_encoded(header)
+            .flatten()
+            .find(|c| c.name() == "sid")
+            .map(|c| c.value().to_owned());
+        assert_eq!(crate_read.as_deref(), Some("a%ZZA"));
+        assert_eq!(find_in(&[header], "sid").as_deref(), Some("a%ZZ%41"));
     }
 
     #[test]

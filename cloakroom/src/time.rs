@@ -4,6 +4,10 @@
 //!
 //! JavaScript dates are milliseconds since the Unix epoch, so that is the unit here too: the stored
 //! value and the cookie attribute come from the same number, and `originalMaxAge` stays exact.
+//!
+//! Written by hand: express reads and writes any JavaScript date (±275,760 years), and a stored
+//! record must come back byte for byte, while `httpdate` covers 1970 to 9999 only (test
+//! `httpdate_agrees_where_it_reaches`); no crate in the dependency tree writes the ISO form.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -327,6 +331,27 @@ mod tests {
         let far = Timestamp::from_millis(JS_DATE_LIMIT_MS);
         assert_eq!(far.to_iso8601(), "+275760-09-13T00:00:00.000Z");
         assert_eq!(far.to_http_date(), "Sat, 13 Sep 275760 00:00:00 GMT");
+    }
+
+    /// Where `httpdate` reaches (1970 to 9999) it writes what this module writes; express's
+    /// dates go further both ways (`clamps_to_the_javascript_range`), which it cannot.
+    #[test]
+    fn httpdate_agrees_where_it_reaches() {
+        let last = days_from_civil(9999, 12, 31) * MS_PER_DAY;
+        let mut ms = 0;
+        while ms <= last {
+            let t = Timestamp::from_millis(ms);
+            assert_eq!(
+                t.to_http_date(),
+                httpdate::fmt_http_date(t.to_system_time()),
+                "{ms}"
+            );
+            ms += 7_777_777_777; // about every 90 days, every weekday and month
+        }
+        assert_eq!(
+            Timestamp::from_millis(-1000).to_http_date(),
+            "Wed, 31 Dec 1969 23:59:59 GMT"
+        );
     }
 
     #[test]

@@ -84,6 +84,10 @@ impl<S> Layer<S> for SessionLayer {
 ///
 /// `S` is the store's type, so options that need a store capability (such as
 /// [`with_session_lock`](Self::with_session_lock)) exist only for stores that have it.
+///
+/// Give the router the built layer, `.layer(builder.build()?)`: the builder itself is not a
+/// layer, and passing it says "the trait bound `SessionLayerBuilder<…>: Layer<…>` is not
+/// satisfied".
 #[must_use = "call `.build()` to make the layer"]
 pub struct SessionLayerBuilder<S> {
     store: Arc<S>,
