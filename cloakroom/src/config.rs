@@ -191,10 +191,10 @@ impl CookieOptions {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(domain) = &self.domain {
-            if !cookie::is_valid_domain(domain) {
-                return Err(ConfigError::InvalidDomain);
-            }
+        if let Some(domain) = &self.domain
+            && !cookie::is_valid_domain(domain)
+        {
+            return Err(ConfigError::InvalidDomain);
         }
         if !cookie::is_valid_path(&self.path) || self.path.is_empty() {
             return Err(ConfigError::InvalidPath);

@@ -382,6 +382,11 @@ async fn a_file_that_cannot_be_opened_is_an_error() {
         .await
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Unavailable, "{error:?}");
+    let cause = std::error::Error::source(&error).unwrap().to_string();
+    assert!(
+        cause.contains("missing-directory") && cause.contains("does not exist"),
+        "{cause}"
+    );
 }
 
 /// Stores opening one new file at the same moment (processes starting together) all succeed,

@@ -115,14 +115,14 @@ fn secrets(options: &Options) -> anyhow::Result<Vec<String>> {
         StoreUrl::Sqlite(database) => database.with_extension("secret"),
         _ => PathBuf::from("cloakroom-demo.secret"),
     };
-    if let Ok(kept) = std::fs::read_to_string(&path) {
-        if !kept.trim().is_empty() {
-            tracing::warn!(
-                "no --secret given: using the one kept in {}",
-                path.display()
-            );
-            return Ok(vec![kept.trim().to_owned()]);
-        }
+    if let Ok(kept) = std::fs::read_to_string(&path)
+        && !kept.trim().is_empty()
+    {
+        tracing::warn!(
+            "no --secret given: using the one kept in {}",
+            path.display()
+        );
+        return Ok(vec![kept.trim().to_owned()]);
     }
     let secret = random_secret()?;
     write_private(&path, &secret)

@@ -137,12 +137,11 @@ impl Session {
             if let Err(error) = self.write(state, true).await {
                 return Outcome::failed(error, plan.warnings);
             }
-        } else if plan.decision.touch {
-            if let Some(current) = &state.current {
-                if let Err(e) = store.touch(&current.id, &current.record).await {
-                    plan.warnings.push(Error::Touch(e));
-                }
-            }
+        } else if plan.decision.touch
+            && let Some(current) = &state.current
+            && let Err(e) = store.touch(&current.id, &current.record).await
+        {
+            plan.warnings.push(Error::Touch(e));
         }
         self.finish(state, plan)
     }
@@ -160,10 +159,10 @@ impl Session {
             return Prepared::Done(Outcome::failed(failure, warnings));
         }
         let now = Timestamp::now();
-        if !state.touched {
-            if let Some(current) = state.current.as_mut() {
-                current.record.cookie_mut().touch_at(now);
-            }
+        if !state.touched
+            && let Some(current) = state.current.as_mut()
+        {
+            current.record.cookie_mut().touch_at(now);
         }
         let cookie_id = state.cookie_id.as_ref();
         let facts = Facts {
@@ -212,17 +211,16 @@ impl Session {
             if let Some(current) = &state.current {
                 outcome.set_cookie = self.cookie_header(&current.id, current.record.cookie(), None);
             }
-        } else if plan.decision.expire_cookie {
-            if let Some(cookie_id) = &state.cookie_id {
-                let template = self
-                    .shared
-                    .ctx
-                    .config
-                    .cookie
-                    .session_cookie(plan.now, self.shared.request.secure);
-                outcome.set_cookie =
-                    self.cookie_header(cookie_id, &template, Some(Timestamp::EPOCH));
-            }
+        } else if plan.decision.expire_cookie
+            && let Some(cookie_id) = &state.cookie_id
+        {
+            let template = self
+                .shared
+                .ctx
+                .config
+                .cookie
+                .session_cookie(plan.now, self.shared.request.secure);
+            outcome.set_cookie = self.cookie_header(cookie_id, &template, Some(Timestamp::EPOCH));
         }
         outcome
     }
@@ -347,10 +345,10 @@ impl Session {
         let Some(held) = state.lock.take() else {
             return;
         };
-        if let Some(locking) = &self.shared.ctx.locking {
-            if let Err(error) = locking.release(held).await {
-                state.warnings.push(error);
-            }
+        if let Some(locking) = &self.shared.ctx.locking
+            && let Err(error) = locking.release(held).await
+        {
+            state.warnings.push(error);
         }
     }
 

@@ -479,10 +479,10 @@ impl Session {
     pub async fn destroy(&self) -> Result<(), Error> {
         let mut state = self.loaded_state().await?;
         let mut doomed: Vec<Id> = std::mem::take(&mut state.replaced);
-        if let Some(current) = state.current.take() {
-            if current.version.is_some() || state.cookie_id.as_ref() == Some(&current.id) {
-                doomed.push(current.id);
-            }
+        if let Some(current) = state.current.take()
+            && (current.version.is_some() || state.cookie_id.as_ref() == Some(&current.id))
+        {
+            doomed.push(current.id);
         }
         for id in doomed {
             if let Err(e) = self.shared.ctx.store.destroy(&id).await {

@@ -446,10 +446,10 @@ impl SessionStore for MemoryStore {
         check_record_size(stored.json().len(), self.inner.max_record_size)?;
         let place = self.place(id);
         let mut shard = self.lock(place);
-        if let Some(lease) = condition.lease() {
-            if !shard.holds(id.as_str(), lease, now) {
-                return Ok(SetOutcome::LeaseLost);
-            }
+        if let Some(lease) = condition.lease()
+            && !shard.holds(id.as_str(), lease, now)
+        {
+            return Ok(SetOutcome::LeaseLost);
         }
         let version = shard.live(place, id.as_str(), now).map(|e| e.version);
         let holds = match condition.expected() {

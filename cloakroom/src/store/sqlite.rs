@@ -325,13 +325,13 @@ impl SqliteStoreBuilder {
 
     async fn open(&self, statements: &Statements) -> Result<SqlitePool, Error> {
         // SQLite creates the file, not its folder; its own error would only say "unable to open".
-        if let Some(folder) = self.path.parent().filter(|f| !f.as_os_str().is_empty()) {
-            if !folder.is_dir() {
-                return Err(Error::new(
-                    ErrorKind::Backend,
-                    MissingFolder(folder.to_owned()),
-                ));
-            }
+        if let Some(folder) = self.path.parent().filter(|f| !f.as_os_str().is_empty())
+            && !folder.is_dir()
+        {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                MissingFolder(folder.to_owned()),
+            ));
         }
         let options = SqliteConnectOptions::new()
             .filename(&self.path)
