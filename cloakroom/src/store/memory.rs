@@ -573,7 +573,7 @@ impl LockStore for MemoryStore {
     async fn try_lock(&self, id: &Id, lease: &Lease) -> Result<bool, Error> {
         self.start_sweeper();
         let now = Timestamp::now().as_millis();
-        let until = now.saturating_add(i64::try_from(lease.duration_millis()).unwrap_or(i64::MAX));
+        let until = now.saturating_add(lease.duration_millis());
         let mut shard = self.lock(self.place(id));
         match shard.locks.get_mut(id.as_str()) {
             Some(held) if held.until > now => Ok(false),

@@ -343,10 +343,8 @@ impl Lease {
     }
 
     /// [`duration`](Self::duration) in whole milliseconds, at least one.
-    pub fn duration_millis(&self) -> u64 {
-        u64::try_from(self.duration.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1)
+    pub fn duration_millis(&self) -> i64 {
+        crate::time::millis(self.duration).max(1)
     }
 }
 

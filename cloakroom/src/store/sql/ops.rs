@@ -261,11 +261,10 @@ pub(crate) async fn try_lock<B: Backend>(
     lease: &Lease,
 ) -> Result<bool, Error> {
     backend.ensure_lock_table().await?;
-    let millis = i64::try_from(lease.duration_millis()).unwrap_or(i64::MAX);
     let args = [
         Arg::Text(id.as_str()),
         Arg::Text(lease.token()),
-        Arg::Int(millis),
+        Arg::Int(lease.duration_millis()),
     ];
     let taken = bounded(backend, backend.execute(&backend.statements().lock, &args)).await?;
     Ok(taken > 0)
