@@ -172,6 +172,30 @@ impl ChangeSet {
         data: &Map<String, Value>,
         newer: &mut Map<String, Value>,
     ) -> Result<(), Conflict> {
+        let stored = self.merge(data, newer)?;
+        for (entry, theirs) in self.entries.iter_mut().zip(stored) {
+            entry.synced = Synced::Value(theirs);
+        }
+        Ok(())
+    }
+
+    /// [`rebase`](Self::rebase) onto a record that may not be what the store holds (the last
+    /// write of this process, which another process may have overwritten since): only a
+    /// successful write makes it so, and the write then resets the change set anyway.
+    pub(crate) fn merge_onto(
+        &self,
+        data: &Map<String, Value>,
+        newer: &mut Map<String, Value>,
+    ) -> Result<(), Conflict> {
+        self.merge(data, newer).map(drop)
+    }
+
+    /// Merges into `newer`; returns, per entry, the value `newer` had before.
+    fn merge(
+        &self,
+        data: &Map<String, Value>,
+        newer: &mut Map<String, Value>,
+    ) -> Result<Vec<Option<Value>>, Conflict> {
         let mut stored = Vec::with_capacity(self.entries.len());
         for entry in &self.entries {
             let theirs = newer.get(&entry.key).cloned();
@@ -213,10 +237,7 @@ impl ChangeSet {
             }
             stored.push(theirs);
         }
-        for (entry, theirs) in self.entries.iter_mut().zip(stored) {
-            entry.synced = Synced::Value(theirs);
-        }
-        Ok(())
+        Ok(stored)
     }
 
     /// The store now holds `data`: nothing is pending any more.

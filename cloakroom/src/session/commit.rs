@@ -9,12 +9,13 @@ use http::HeaderValue;
 
 use super::Session;
 use super::decide::{Decision, Facts, SessionFacts, decide};
+use super::turns::{self, LastWrite, Verdict, Waiting};
 use super::state::{Current, SavedState, State, fingerprint};
 use crate::cookie;
 use crate::error::Error;
 use crate::id::Id;
 use crate::record::{Record, SessionCookie};
-use crate::store::{Condition, SetOutcome};
+use crate::store::{Condition, SetOutcome, Version};
 use crate::time::Timestamp;
 
 /// How many rounds a save that keeps losing compare-and-set races makes. Within one process
@@ -22,8 +23,9 @@ use crate::time::Timestamp;
 /// round suffices there; the rest are for writers in other processes, with a growing pause
 /// between rounds (taken without holding the turn).
 const SAVE_ROUNDS: u32 = 16;
-/// Attempts per round: the first, and one after reloading the newer record.
-const ATTEMPTS_PER_ROUND: u32 = 2;
+/// Attempts per round: onto the last write of this process (or as loaded), then after reloading
+/// the newer record, once more.
+const ATTEMPTS_PER_ROUND: u32 = 3;
 
 /// What the middleware must do to the response.
 #[derive(Default)]
@@ -74,6 +76,9 @@ impl Plan {
         self.decision.destroy || self.decision.save || self.decision.touch
     }
 }
+
+/// What a write onto the last write replaced: the record, version and expiry to restore.
+type Trial = (Record, Option<Version>, Option<Timestamp>);
 
 /// What [`Session::prepare`] found.
 enum Prepared {
@@ -191,14 +196,7 @@ impl Session {
     /// When the store expires `record` if written or touched `now`: at the cookie's expiry, or
     /// after the store's default lifetime for a browser-session cookie.
     pub(super) fn store_expiry(&self, record: &Record, now: Timestamp) -> Option<Timestamp> {
-        match record.cookie().expires() {
-            Some(expires) => Some(expires),
-            None => Some(
-                record
-                    .cookie()
-                    .store_expiry(now, self.shared.ctx.store.default_ttl()?),
-            ),
-        }
+        turns::store_expiry(&*self.shared.ctx.store, record, now)
     }
 
     /// The cookie half of the commit: the session's cookie, or an expired one.
@@ -262,6 +260,58 @@ impl Session {
     /// `last` says no decision follows (the end-of-request commit), so nothing needs to remember
     /// what was saved.
     pub(super) async fn write(&self, state: &mut State, last: bool) -> Result<(), Error> {
+        // The end-of-request write of a stored, unlocked session goes through its turn's queue.
+        if last
+            && state.lock.is_none()
+            && let Some(written) = self.write_queued(state).await
+        {
+            return written;
+        }
+        self.write_alone(state, last).await
+    }
+
+    /// Leaves this request's changes in the queue of its session's turn, and waits for them to
+    /// be written in a batch (see [`turns`]). `None` when they must be written alone: a new
+    /// session, or changes that did not carry over onto the batch.
+    async fn write_queued(&self, state: &mut State) -> Option<Result<(), Error>> {
+        let ctx = &self.shared.ctx;
+        let current = state.current.as_mut()?;
+        let loaded = current.version.clone()?;
+        let (reply, verdict) = tokio::sync::oneshot::channel();
+        ctx.write_locks.for_id(&current.id).enqueue(Waiting {
+            id: current.id.clone(),
+            changes: std::mem::take(&mut current.changes),
+            record: current.record.clone(),
+            loaded,
+            reply,
+        });
+        tokio::spawn(turns::run_turn(Arc::clone(ctx), current.id.clone()));
+        // Every batch answers each write it takes, and a batch runs in a task of its own.
+        let verdict = verdict.await.unwrap_or(Verdict::Failed(Error::Contended));
+        let current = state.current.as_mut()?;
+        match verdict {
+            Verdict::Written(version, expires_at) => {
+                current.version = Some(version);
+                current.stored_expires_at = expires_at;
+                current.cookie_unsaved = false;
+                self.destroy_replaced(state).await;
+                Some(Ok(()))
+            }
+            // Destroyed (a logout in another tab) or expired meanwhile: never resurrect it.
+            Verdict::Vanished => {
+                state.current = None;
+                Some(Ok(()))
+            }
+            Verdict::Failed(error) => Some(Err(error)),
+            Verdict::Alone(changes) => {
+                current.changes = changes;
+                None
+            }
+        }
+    }
+
+    /// Writes the live session without the queue (see [`write`](Self::write)).
+    async fn write_alone(&self, state: &mut State, last: bool) -> Result<(), Error> {
         let ctx = Arc::clone(&self.shared.ctx);
         let Some(current) = state.current.as_ref() else {
             return Ok(());
@@ -276,11 +326,22 @@ impl Session {
                 tokio::time::sleep(backoff(round)).await;
             }
             // No other request in this process writes this session until this round is over.
-            let _turn = if takes_turns {
-                Some(ctx.write_locks.for_id(&id).lock().await)
+            let mut turn = if takes_turns {
+                Some(ctx.write_locks.for_id(&id).turn.lock().await)
             } else {
                 None
             };
+            let current = state
+                .current
+                .as_mut()
+                .expect("checked above; only this loop clears it");
+            // What this process last wrote, if this request loaded something else: most likely
+            // a write that came in between, so carry the changes onto it and write once.
+            let mut before_trial = turn
+                .as_deref()
+                .and_then(Option::as_ref)
+                .filter(|last| last.id == id && Some(&last.version) != current.version.as_ref())
+                .and_then(|last| Self::onto_last_write(current, last));
             for _ in 0..ATTEMPTS_PER_ROUND {
                 let current = state
                     .current
@@ -295,10 +356,18 @@ impl Session {
                 }
                 match ctx.store.set(&current.id, &current.record, condition).await {
                     Ok(SetOutcome::Written(version)) => {
-                        current.version = Some(version);
+                        current.version = Some(version.clone());
                         current.stored_expires_at =
                             self.store_expiry(&current.record, Timestamp::now());
                         current.cookie_unsaved = false;
+                        if let Some(slot) = turn.as_deref_mut() {
+                            *slot = Some(LastWrite {
+                                id: current.id.clone(),
+                                version,
+                                record: current.record.clone(),
+                                expires_at: current.stored_expires_at,
+                            });
+                        }
                         if !last {
                             current.changes.written(current.record.data());
                             state.saved = SavedState::Saved(fingerprint(current.record.data()));
@@ -312,6 +381,13 @@ impl Session {
                     Ok(SetOutcome::Conflict) => {}
                     Ok(SetOutcome::LeaseLost) => return Err(Error::LeaseLost),
                     Err(e) => return Err(Error::Save(e)),
+                }
+                // The last write was not what the store holds (another process wrote): undo the
+                // trial, so the reload below merges this request's own view.
+                if let Some((record, version, expires_at)) = before_trial.take() {
+                    current.record = record;
+                    current.version = version;
+                    current.stored_expires_at = expires_at;
                 }
                 match ctx.store.get(&current.id).await {
                     Ok(Some(newer)) => {
@@ -337,6 +413,26 @@ impl Session {
             }
         }
         Err(Error::Contended)
+    }
+
+    /// Puts this request's changes onto `last`, the record this process last wrote, to write at
+    /// its version. Returns what to restore if that write finds `last` is not the stored record
+    /// after all; `None`, changing nothing, when the changes do not carry over onto it (the
+    /// reload decides then).
+    fn onto_last_write(current: &mut Current, last: &LastWrite) -> Option<Trial> {
+        let mut merged = last.record.data().clone();
+        current
+            .changes
+            .merge_onto(current.record.data(), &mut merged)
+            .ok()?;
+        let mut record = current.record.clone();
+        record.set_data(merged);
+        let before = (
+            std::mem::replace(&mut current.record, record),
+            current.version.replace(last.version.clone()),
+            std::mem::replace(&mut current.stored_expires_at, last.expires_at),
+        );
+        Some(before)
     }
 
     /// Releases the session's lock, if this request holds it. A failure is a warning: the

@@ -23,7 +23,8 @@ use crate::time::Timestamp;
 
 use changes::Step;
 pub(crate) use commit::{Commit, Outcome};
-pub(crate) use context::{Context, FailureHandler, WriteLocks};
+pub(crate) use context::{Context, FailureHandler};
+pub(crate) use turns::WriteLocks;
 pub(crate) use lock::Locking;
 pub use lock::SessionLock;
 pub(crate) use state::RequestFacts;
@@ -35,6 +36,7 @@ mod context;
 mod decide;
 mod lock;
 mod state;
+mod turns;
 
 /// The session of the current request: express-session's `req.session`.
 ///

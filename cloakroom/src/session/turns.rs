@@ -1,0 +1,245 @@
+//! How the writes of one session within this process take turns, and share them.
+//!
+//! Requests racing on a session save in turn, so each loses at most one compare-and-set to the
+//! others of this process, and the turn remembers the last record written: a request that loaded
+//! an older version carries its changes onto it and writes once. Requests that end while
+//! another holds the turn do not wait for a turn each: they leave their changes in the queue, and
+//! the holder writes them all in one store call (group commit). A session used by many requests
+//! at once then costs about one store write per turn, not one per request in a row, so a queue
+//! of requests never builds up behind one session.
+//!
+//! Striped, so the table stays small: two sessions sharing a stripe merely take turns together.
+
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use foldhash::fast::RandomState;
+use tokio::sync::oneshot;
+
+use super::changes::ChangeSet;
+use super::context::Context;
+use crate::error::Error;
+use crate::id::Id;
+use crate::record::Record;
+use crate::store::{Condition, SessionStore, SetOutcome, Version};
+use crate::time::Timestamp;
+
+/// How many store writes a turn holder makes for one batch before it hands the rest back.
+const BATCH_ATTEMPTS: usize = 3;
+
+/// The turns of every session, by stripe.
+pub(crate) struct WriteLocks {
+    stripes: Box<[Stripe]>,
+    hasher: RandomState,
+}
+
+/// One stripe: the turn (holding the last record written) and the queue of requests waiting to
+/// have their changes written in someone's turn.
+pub(crate) struct Stripe {
+    pub(crate) turn: tokio::sync::Mutex<Option<LastWrite>>,
+    queue: Mutex<Vec<Waiting>>,
+}
+
+/// The last record a request of this process wrote for a session of this stripe.
+pub(crate) struct LastWrite {
+    pub(crate) id: Id,
+    pub(crate) version: Version,
+    pub(crate) record: Record,
+    pub(crate) expires_at: Option<Timestamp>,
+}
+
+/// A request's end-of-request write, left for the turn holder.
+pub(crate) struct Waiting {
+    pub(crate) id: Id,
+    /// What the handler changed since the request loaded.
+    pub(crate) changes: ChangeSet,
+    /// The request's view of the session: its data and its cookie.
+    pub(crate) record: Record,
+    /// The version the request loaded.
+    pub(crate) loaded: Version,
+    pub(crate) reply: oneshot::Sender<Verdict>,
+}
+
+/// What became of a waiting write.
+pub(crate) enum Verdict {
+    /// Written in a batch, at this version; the store expires the record then.
+    Written(Version, Option<Timestamp>),
+    /// The session was destroyed or expired meanwhile: nothing to write.
+    Vanished,
+    /// The store failed.
+    Failed(Error),
+    /// Not written: the changes do not carry over onto what the batch wrote (or the batch
+    /// gave up); the request writes them itself, with a reload.
+    Alone(ChangeSet),
+}
+
+impl WriteLocks {
+    const STRIPES: usize = 1024;
+
+    pub(crate) fn new() -> Self {
+        WriteLocks {
+            stripes: (0..Self::STRIPES)
+                .map(|_| Stripe {
+                    turn: tokio::sync::Mutex::new(None),
+                    queue: Mutex::new(Vec::new()),
+                })
+                .collect(),
+            hasher: RandomState::default(),
+        }
+    }
+
+    pub(crate) fn for_id(&self, id: &Id) -> &Stripe {
+        &self.stripes[self.hasher.hash_one(id.as_str()) as usize % Self::STRIPES]
+    }
+}
+
+impl Stripe {
+    /// Leaves a write in the queue.
+    pub(crate) fn enqueue(&self, waiting: Waiting) {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(waiting);
+    }
+
+    /// Takes the queued writes of `id` out of the queue, oldest first.
+    fn take(&self, id: &Id) -> Vec<Waiting> {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mine, others) = std::mem::take(&mut *queue)
+            .into_iter()
+            .partition(|waiting| waiting.id == *id);
+        *queue = others;
+        mine
+    }
+}
+
+/// Takes the turn of `id`'s stripe and writes every queued write of `id`. A task of its own, so a
+/// request that goes away never leaves the requests of its batch without an answer.
+pub(crate) async fn run_turn(ctx: Arc<Context>, id: Id) {
+    let stripe = ctx.write_locks.for_id(&id);
+    let mut last = stripe.turn.lock().await;
+    write_batch(stripe, &mut last, &id, &*ctx.store).await;
+}
+
+/// Writes every queued write of `id` in the turn `last` belongs to: merged onto the newest record
+/// known, one compare-and-set for all.
+async fn write_batch(
+    stripe: &Stripe,
+    last: &mut Option<LastWrite>,
+    id: &Id,
+    store: &dyn SessionStore,
+) {
+    let mut pending = stripe.take(id);
+    // The newest record known: this process's last write, or else the first request's own view
+    // is written as it is (that is what it would do alone).
+    let mut base = last
+        .as_ref()
+        .filter(|last| last.id == *id)
+        .map(|last| (last.record.clone(), last.version.clone()));
+    let mut attempts = 0;
+    while !pending.is_empty() && attempts < BATCH_ATTEMPTS {
+        attempts += 1;
+        let (record, expected, included) = match &base {
+            None => {
+                let first = pending.remove(0);
+                (first.record.clone(), first.loaded.clone(), vec![first])
+            }
+            Some((record, version)) => {
+                let (record, included, apart) = merge(record, std::mem::take(&mut pending));
+                for waiting in apart {
+                    let _ = waiting.reply.send(Verdict::Alone(waiting.changes));
+                }
+                (record, version.clone(), included)
+            }
+        };
+        match store.set(id, &record, Condition::version(&expected)).await {
+            Ok(SetOutcome::Written(version)) => {
+                let expires_at = store_expiry(store, &record, Timestamp::now());
+                for waiting in included {
+                    let _ = waiting
+                        .reply
+                        .send(Verdict::Written(version.clone(), expires_at));
+                }
+                *last = Some(LastWrite {
+                    id: id.clone(),
+                    version: version.clone(),
+                    record: record.clone(),
+                    expires_at,
+                });
+                base = Some((record, version));
+            }
+            Ok(SetOutcome::Conflict) => {
+                // Another process wrote: start again from what the store holds.
+                pending.extend(included);
+                match store.get(id).await {
+                    Ok(Some(newer)) => base = Some((newer.record, newer.version)),
+                    Ok(None) => {
+                        reply_all(pending, || Verdict::Vanished);
+                        return;
+                    }
+                    Err(error) => {
+                        let error = Error::Load(error);
+                        reply_all(pending, || Verdict::Failed(error.clone()));
+                        return;
+                    }
+                }
+            }
+            // Batches are never leased (locked sessions are written alone).
+            Ok(SetOutcome::LeaseLost) => {
+                reply_all(included, || Verdict::Failed(Error::LeaseLost));
+            }
+            Err(error) => {
+                let error = Error::Save(error);
+                reply_all(included, || Verdict::Failed(error.clone()));
+            }
+        }
+        // Writes that arrived meanwhile join the next attempt.
+        pending.extend(stripe.take(id));
+    }
+    for waiting in pending {
+        let _ = waiting.reply.send(Verdict::Alone(waiting.changes));
+    }
+}
+
+/// Carries each waiting write's changes onto `base`, in order; a write whose changes do not
+/// carry over (a key it read and wrote was changed by another) is set apart.
+fn merge(base: &Record, pending: Vec<Waiting>) -> (Record, Vec<Waiting>, Vec<Waiting>) {
+    let mut record = base.clone();
+    let mut included = Vec::with_capacity(pending.len());
+    let mut apart = Vec::new();
+    for waiting in pending {
+        let mut data = record.data().clone();
+        match waiting
+            .changes
+            .merge_onto(waiting.record.data(), &mut data)
+        {
+            Ok(()) => {
+                record.set_data(data);
+                // The latest request's cookie settings (its refreshed expiry).
+                *record.cookie_mut() = waiting.record.cookie().clone();
+                included.push(waiting);
+            }
+            Err(_) => apart.push(waiting),
+        }
+    }
+    (record, included, apart)
+}
+
+/// When `store` expires `record` if written or touched `now`: at the cookie's expiry, or after
+/// the store's default lifetime for a browser-session cookie.
+pub(crate) fn store_expiry(
+    store: &dyn SessionStore,
+    record: &Record,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    match record.cookie().expires() {
+        Some(expires) => Some(expires),
+        None => Some(record.cookie().store_expiry(now, store.default_ttl()?)),
+    }
+}
+
+fn reply_all(pending: Vec<Waiting>, verdict: impl Fn() -> Verdict) {
+    for waiting in pending {
+        let _ = waiting.reply.send(verdict());
+    }
+}
