@@ -3,7 +3,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::Path;
@@ -90,7 +89,10 @@ async fn fifty_concurrent_requests_setting_their_own_key_keep_all_fifty() {
     // another wrote were written together, in batches, onto the record written before them.
     let (sets, gets) = (store.counts.set(), store.counts.get());
     assert!((1..50).contains(&sets), "{sets} writes for 50 requests");
-    assert_eq!(gets, 51, "one load per request (and the final read), no reload");
+    assert_eq!(
+        gets, 51,
+        "one load per request (and the final read), no reload"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

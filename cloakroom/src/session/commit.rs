@@ -9,8 +9,8 @@ use http::HeaderValue;
 
 use super::Session;
 use super::decide::{Decision, Facts, SessionFacts, decide};
-use super::turns::{self, LastWrite, Verdict, Waiting};
 use super::state::{Current, SavedState, State, fingerprint};
+use super::turns::{self, LastWrite, Verdict, Waiting};
 use crate::cookie;
 use crate::error::Error;
 use crate::id::Id;

@@ -24,11 +24,11 @@ use crate::time::Timestamp;
 use changes::Step;
 pub(crate) use commit::{Commit, Outcome};
 pub(crate) use context::{Context, FailureHandler};
-pub(crate) use turns::WriteLocks;
 pub(crate) use lock::Locking;
 pub use lock::SessionLock;
 pub(crate) use state::RequestFacts;
 use state::State;
+pub(crate) use turns::WriteLocks;
 
 mod changes;
 mod commit;

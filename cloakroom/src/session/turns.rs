@@ -209,10 +209,7 @@ fn merge(base: &Record, pending: Vec<Waiting>) -> (Record, Vec<Waiting>, Vec<Wai
     let mut apart = Vec::new();
     for waiting in pending {
         let mut data = record.data().clone();
-        match waiting
-            .changes
-            .merge_onto(waiting.record.data(), &mut data)
-        {
+        match waiting.changes.merge_onto(waiting.record.data(), &mut data) {
             Ok(()) => {
                 record.set_data(data);
                 // The latest request's cookie settings (its refreshed expiry).
