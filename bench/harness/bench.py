@@ -620,14 +620,81 @@ def fmt_ratio(x):
     return "" if x is None else f"{x:.2f}"
 
 
+DISTURBED = ("busy-before", "new-procs")
+
+
+def median(values):
+    values = sorted(values)
+    n = len(values)
+    return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
+
+
+def summarize(runs):
+    """One row per target x route from its rounds: the medians, each round's figures, and the
+    ratios to bare axum and to the peer measured in the same round (median and range)."""
+    by_round = {(r["target"], r["route"], r.get("round", 1)): r for r in runs}
+    rows = []
+    for key in sorted({(r["target"], r["route"]) for r in runs},
+                      key=lambda k: (ALL_TARGETS.index(k[0]) if k[0] in ALL_TARGETS else 99,
+                                     ROUTES.index(k[1]) if k[1] in ROUTES else 99)):
+        mine = sorted((r for r in runs if (r["target"], r["route"]) == key),
+                      key=lambda r: r.get("round", 1))
+        middle = sorted(mine, key=lambda r: r["rps"])[len(mine) // 2]
+        row = dict(middle)
+        for field in ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_req", "store_cpu_us_per_req"):
+            values = [r[field] for r in mine if r.get(field) is not None]
+            row[field] = round(median(values), 3) if values else None
+        row["errors"] = sum(r["errors"] for r in mine)
+        row["flags"] = sorted({f for r in mine for f in r["flags"]})
+        row["rounds"] = [{"round": r.get("round", 1), "rps": r["rps"], "p50_ms": r["p50_ms"],
+                          "p99_ms": r["p99_ms"],
+                          "disturbed": any(d in f for f in r["flags"] for d in DISTURBED)}
+                         for r in mine]
+        for name, other in (("bare", lambda t: "bare"), ("tower", peer_of)):
+            ratios = []
+            for r in mine:
+                o = by_round.get((other(key[0]), key[1], r.get("round", 1)))
+                if o and o["rps"]:
+                    ratios.append(r["rps"] / o["rps"])
+            row[f"vs_{name}_rounds"] = [round(x, 3) for x in ratios]
+            row[f"vs_{name}"] = round(median(ratios), 3) if ratios else None
+        row["vs_tower_target"] = peer_of(key[0])
+        rows.append(row)
+    return rows
+
+
 def add_ratios(rows):
+    """Ratios for rows of a results file from before alternating rounds (one run each)."""
     by = {(r["target"], r["route"]): r for r in rows}
     for r in rows:
+        if "vs_tower_rounds" in r:
+            continue
         bare = by.get(("bare", r["route"]))
         peer = by.get((peer_of(r["target"]), r["route"]))
         r["vs_bare"] = round(r["rps"] / bare["rps"], 3) if bare and bare["rps"] else None
         r["vs_tower"] = round(r["rps"] / peer["rps"], 3) if peer and peer["rps"] else None
         r["vs_tower_target"] = peer["target"] if peer else None
+
+
+def ratio_cell(r, name):
+    """`median (min–max)` of the per-round ratios, or the one ratio."""
+    rounds = r.get(f"vs_{name}_rounds") or []
+    if len(rounds) > 1:
+        return f"{fmt_ratio(r.get(f'vs_{name}'))} ({min(rounds):.2f}–{max(rounds):.2f})"
+    return fmt_ratio(r.get(f"vs_{name}"))
+
+
+def rps_cell(r):
+    rounds = r.get("rounds") or []
+    if len(rounds) > 1:
+        values = [x["rps"] for x in rounds]
+        return f"{r['rps']:,.0f} ({min(values):,.0f}–{max(values):,.0f})"
+    return f"{r['rps']:,.0f}"
+
+
+def disturbed_cell(r):
+    rounds = [str(x["round"]) for x in r.get("rounds") or [] if x["disturbed"]]
+    return ",".join(rounds)
 
 
 def store_calls_cell(r):
@@ -637,18 +704,17 @@ def store_calls_cell(r):
 
 
 def table_lines(rows, markdown):
-    head = ["target", "route", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "store CPU µs/req",
-            "store calls/req", "vs bare", "vs tower-sessions", "errors", "CPU0/CPU1 %", "flags"]
+    head = ["target", "route", "req/s (range)", "p50 ms", "p99 ms", "CPU µs/req",
+            "store CPU µs/req", "store calls/req", "vs bare", "vs tower-sessions", "errors",
+            "disturbed rounds", "flags"]
     body = []
     for r in rows:
-        busy = r.get("cpu_busy", {})
         body.append([
-            r["target"], "/" + r["route"], f"{r['rps']:,.0f}", f"{r['p50_ms']:.2f}",
+            r["target"], "/" + r["route"], rps_cell(r), f"{r['p50_ms']:.2f}",
             f"{r['p99_ms']:.2f}", f"{r['server_cpu_us_per_req']}",
             "" if r.get("store_cpu_us_per_req") is None else f"{r['store_cpu_us_per_req']}",
-            store_calls_cell(r),
-            fmt_ratio(r.get("vs_bare")), fmt_ratio(r.get("vs_tower")), str(r["errors"]),
-            f"{busy.get('0', 0):.0f}/{busy.get('1', 0):.0f}", " ".join(r["flags"]),
+            store_calls_cell(r), ratio_cell(r, "bare"), ratio_cell(r, "tower"), str(r["errors"]),
+            disturbed_cell(r), " ".join(r["flags"]),
         ])
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -790,16 +856,14 @@ def closing_notes(rows, memory=None, micro=None):
     notes = []
     by = {(r["target"], r["route"]): r for r in rows}
     for target, route, goal in BARE_GOALS:
-        r, bare = by.get((target, route)), by.get(("bare", route))
-        if r and bare and bare["rps"]:
-            notes.append(goal_line(f"{target} /{route} vs bare axum", r["rps"] / bare["rps"],
-                                   goal, ".2f"))
+        r = by.get((target, route))
+        if r and r.get("vs_bare") is not None:
+            notes.append(goal_line(f"{target} /{route} vs bare axum", r["vs_bare"], goal, ".2f"))
     for target, route, goal in PEER_GOALS:
         r = by.get((target, route))
-        peer = r and by.get((f"tower-sessions-{r['store']}", route))
-        if r and peer and peer["rps"]:
-            notes.append(goal_line(f"{target} /{route} vs {peer['target']}",
-                                   r["rps"] / peer["rps"], goal, ".2f"))
+        if r and r.get("vs_tower") is not None:
+            notes.append(goal_line(f"{target} /{route} vs {r['vs_tower_target']}",
+                                   r["vs_tower"], goal, ".2f"))
     for m in memory or []:
         if m["target"] == "cloakroom-memory" and m.get("rss_bytes_per_session"):
             notes.append(goal_line(f"cloakroom-memory RSS per live session at {m['sessions']:,}",
@@ -812,14 +876,14 @@ def closing_notes(rows, memory=None, micro=None):
                                    (m["median_ns"] - bare_ns) / 1000, MICRO_GOAL_US, ".2f",
                                    False))
     for r in rows:
-        if not r["target"].startswith("cloakroom-"):
+        if not r["target"].startswith("cloakroom-") or r.get("vs_tower") is None:
             continue
-        peer = by.get((f"tower-sessions-{r['store']}", r["route"]))
-        if not peer or not peer["rps"]:
+        peer = by.get((r["vs_tower_target"], r["route"]))
+        if not peer:
             continue
-        ratio = r["rps"] / peer["rps"]
         notes.append(f"- {r['target']} /{r['route']} vs {peer['target']}: {r['rps']:,.0f} vs "
-                     f"{peer['rps']:,.0f} req/s ({ratio:.2f}x)")
+                     f"{peer['rps']:,.0f} req/s (median of the rounds), ratio "
+                     f"{ratio_cell(r, 'tower')}; p99 {r['p99_ms']:.1f} vs {peer['p99_ms']:.1f} ms")
     return notes
 
 
@@ -852,8 +916,12 @@ def write_report(results, md_path, svg_path):
         "- *vs bare*: req/s divided by bare axum's on the same route. *vs tower-sessions*: "
         "divided by tower-sessions with the same store (Redis rows against tower-sessions-redis, "
         "the others against tower-sessions-memory).",
-        "- *CPU0/CPU1 %*: busy share of the server core and the client core during the run "
-        "(/proc/stat). `client-bound` flags a run whose client core was at 95% or more: the "
+        "- Each target x route ran in alternating rounds (A B C, then C B A, ...). req/s, p50, "
+        "p99 and CPU are the medians of the rounds, req/s with its range; the ratios are the "
+        "median (and range) of the per-round ratios, each against the peer measured in the same "
+        "round. *disturbed rounds*: rounds during which another process used a core before the "
+        "run (`busy-before`) or started during it (`new-procs`).",
+        "- `client-bound` flags a run whose client core was at 95% or more: the "
         "load generator, not the server, was the limit.",
         "- *errors*: socket errors, timeouts, non-200 answers, wrong bodies, and /login answers "
         "without the `sid` cookie. `out-of-order(n)`: /counter answers whose number did not "
@@ -979,20 +1047,27 @@ def cmd_run(args):
         stores.enable_pg_stat_statements()
     stores.pin()
     tmpdir = tempfile.mkdtemp(prefix="cloakroom-bench.")
-    rows, memory = [], []
+    runs, rows, memory = [], [], []
     started = time.monotonic()
     try:
-        for target in targets:
-            for route in routes:
-                log(f"{target} /{route}")
-                try:
-                    row = run_load(target, route, stores, args, tmpdir)
-                except (RuntimeError, subprocess.SubprocessError, OSError) as e:
-                    log(f"  failed: {e}")
-                    continue
-                rows.append(row)
-                log(f"  {row['rps']:,.0f} req/s p50 {row['p50_ms']} ms p99 {row['p99_ms']} ms "
-                    f"errors {row['errors']} {' '.join(row['flags'])}")
+        runs = []
+        for route in routes:
+            for round_no in range(1, args.rounds + 1):
+                # Alternating rounds (A B C, then C B A, ...): a target's place in a round,
+                # and a slow patch of the machine, do not favour it.
+                order = targets if round_no % 2 else list(reversed(targets))
+                for target in order:
+                    log(f"{target} /{route}, round {round_no}")
+                    try:
+                        row = run_load(target, route, stores, args, tmpdir)
+                    except (RuntimeError, subprocess.SubprocessError, OSError) as e:
+                        log(f"  failed: {e}")
+                        continue
+                    row["round"] = round_no
+                    runs.append(row)
+                    log(f"  {row['rps']:,.0f} req/s p50 {row['p50_ms']} ms p99 "
+                        f"{row['p99_ms']} ms errors {row['errors']} {' '.join(row['flags'])}")
+        rows = summarize(runs)
         if not args.no_memory:
             sizes = [args.sessions] + ([1_000_000] if args.million else [])
             for target in targets:
@@ -1010,18 +1085,19 @@ def cmd_run(args):
                         f"({m['flood_seconds']} s)")
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
-    add_ratios(rows)
     now = datetime.datetime.now(datetime.timezone.utc)
     results = {
         "meta": {
             "date": now.strftime("%Y-%m-%d %H:%M UTC"), "quick": args.quick,
             "duration": args.duration, "warmup": args.warmup, "wrk_threads": args.wrk_threads,
+            "rounds": args.rounds,
             "host": socket.gethostname(),
             "cpus": os.cpu_count(), "cpu_model": cpu_model(),
             "pg_stat_statements": stores.pg_statements,
             "elapsed_seconds": round(time.monotonic() - started),
         },
         "rows": rows,
+        "runs": runs,
         "memory": memory,
         "micro": read_micro(args.micro_dir) if args.micro_dir else {},
     }
@@ -1073,6 +1149,7 @@ def main():
     r.add_argument("--warmup", type=int, help="seconds of warm-up (default 2, quick 1)")
     r.add_argument("--sessions", type=int, default=100_000, help="live sessions for the memory probe")
     r.add_argument("--million", action="store_true", help="also probe memory at 1,000,000 sessions")
+    r.add_argument("--rounds", type=int, help="alternating rounds per route (default 3, quick 1)")
     r.add_argument("--wrk-threads", type=int, default=1,
                    help="wrk threads (the method: 1; 64 gives each connection its own Lua state, "
                         "so answers are matched to sessions exactly, at a higher client cost)")
@@ -1088,6 +1165,7 @@ def main():
     if args.cmd == "run":
         args.duration = args.duration or (3 if args.quick else 10)
         args.warmup = args.warmup or (1 if args.quick else 2)
+        args.rounds = args.rounds or (1 if args.quick else 3)
     args.func(args)
 
 
