@@ -757,6 +757,26 @@ def trips_lines(rows):
     return lines
 
 
+def core_lines(rows):
+    """Where the shared core goes per request, for targets whose store runs beside the server on
+    CPU 0: the server's and the store's CPU time per request, the throughput their sum allows,
+    and the throughput the store alone would allow (a server that cost nothing)."""
+    lines = []
+    for r in rows:
+        server, store = r.get("server_cpu_us_per_req"), r.get("store_cpu_us_per_req")
+        if not server or not store:
+            continue
+        both = server + store
+        busy = r.get("cpu_busy", {}).get("0")
+        lines.append(
+            f"- {r['target']} /{r['route']}: server {server:.1f} + store {store:.1f} = "
+            f"{both:.1f} µs of CPU 0 per request ({100 * store / both:.0f}% the store's); "
+            f"that sum allows {1e6 / both:,.0f} req/s, the store alone {1e6 / store:,.0f}; "
+            f"measured {r['rps']:,.0f} ({100 * r['rps'] * both / 1e6:.0f}% of the sum's bound"
+            + (f", CPU 0 {busy:.0f}% busy" if busy is not None else "") + ")")
+    return lines
+
+
 COLORS = {"bare": "#999999", "cloakroom": "#1f77b4", "tower-sessions": "#ff7f0e",
           "actix-session": "#2ca02c", "express": "#d62728"}
 
@@ -945,6 +965,11 @@ def write_report(results, md_path, svg_path):
         "",
     ]
     lines += trips_lines(rows) or ["(no Redis or Postgres rows in this run)"]
+    lines += ["", "## Where the server's core goes", "",
+              "The server and its store share CPU 0, so their CPU time per request together "
+              "bound the throughput; the store's own share is a floor no server can go under "
+              "(medians of the rounds).", ""]
+    lines += core_lines(rows) or ["(no store measured beside the server in this run)"]
     lines += ["", "## Memory per live session", ""]
     mem = results.get("memory", [])
     if mem:

@@ -27,8 +27,7 @@ impl Id {
     /// # Panics
     /// If the operating system cannot provide randomness, which leaves no safe way to continue.
     pub fn generate() -> Self {
-        let mut bytes = [0u8; RANDOM_BYTES];
-        getrandom::fill(&mut bytes).expect("the OS random number generator must be available");
+        let bytes = random_bytes();
         let mut text = [0u8; RANDOM_BYTES / 3 * 4];
         URL_SAFE_NO_PAD
             .encode_slice(bytes, &mut text)
@@ -45,6 +44,39 @@ impl Id {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Ids' worth of OS randomness fetched per system call: one `getrandom` per 32 ids instead of
+/// one per id (a system call is a visible share of creating a session).
+const BATCH: usize = RANDOM_BYTES * 32;
+
+/// 24 bytes straight from the OS CSPRNG, fetched in batches per thread. Bytes are handed out
+/// once and wiped as they go. The batch is the OS's output, not a seed stretched in user space;
+/// the one caveat of any user-space buffer is `fork` without `exec`, which would copy the
+/// unused rest into the child (an async server does not fork; `Command` execs).
+fn random_bytes() -> [u8; RANDOM_BYTES] {
+    struct Batch {
+        bytes: [u8; BATCH],
+        used: usize,
+    }
+    thread_local! {
+        static RANDOM: std::cell::RefCell<Batch> = const {
+            std::cell::RefCell::new(Batch { bytes: [0; BATCH], used: BATCH })
+        };
+    }
+    RANDOM.with_borrow_mut(|batch| {
+        if batch.used == BATCH {
+            getrandom::fill(&mut batch.bytes)
+                .expect("the OS random number generator must be available");
+            batch.used = 0;
+        }
+        let taken = &mut batch.bytes[batch.used..batch.used + RANDOM_BYTES];
+        let mut bytes = [0u8; RANDOM_BYTES];
+        bytes.copy_from_slice(taken);
+        taken.fill(0);
+        batch.used += RANDOM_BYTES;
+        bytes
+    })
 }
 
 impl fmt::Debug for Id {
@@ -71,6 +103,24 @@ mod tests {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             );
         }
+    }
+
+    #[test]
+    fn threads_draw_from_batches_of_their_own() {
+        let batches: Vec<HashSet<String>> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    (0..100)
+                        .map(|_| Id::generate().as_str().to_owned())
+                        .collect()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|thread| thread.join().unwrap())
+            .collect();
+        let all: HashSet<&String> = batches.iter().flatten().collect();
+        assert_eq!(all.len(), 400);
     }
 
     #[test]
