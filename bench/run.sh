@@ -6,8 +6,8 @@
 # Usage: bench/run.sh [--quick] [--targets a,b] [--routes r,s] [--million] [--no-memory]
 #        bench/run.sh --variants [--stores a,b] [--rounds N] [--duration S]
 #   --quick      3 s runs after a 1 s warm-up, a few targets (development only)
-#   --targets    comma-separated: bare, cloakroom-memory, cloakroom-sqlite, cloakroom-redis,
-#                cloakroom-postgres, tower-sessions-memory, tower-sessions-redis,
+#   --targets    comma-separated: bare, cloakroom-{memory,sqlite,redis,postgres},
+#                tower-sessions-{memory,sqlite,redis,postgres}, axum-session-{sqlite,redis,postgres},
 #                actix-session-redis, express-memory, express-redis
 #   --million    also measure memory at 1,000,000 live sessions (slow)
 #   --no-micro   skip the criterion micro-benchmark (cloakroom/benches/hot_path.rs; skipped

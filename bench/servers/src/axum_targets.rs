@@ -1,4 +1,5 @@
-//! The axum targets: bare axum, cloakroom with each of its stores, and tower-sessions.
+//! The axum targets: bare axum, cloakroom with each of its stores, tower-sessions with each of
+//! its stores, and axum_session (in `axum_session_targets`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -8,7 +9,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 
-use crate::{Args, COOKIE_NAME, Counter, SIGNING_KEY, Target, announce_ready};
+use crate::{Args, COOKIE_NAME, Counter, SIGNING_KEY, Target, announce_ready, axum_session_targets};
 
 pub(crate) async fn serve(args: Args) -> anyhow::Result<()> {
     let app = match args.target {
@@ -43,6 +44,23 @@ pub(crate) async fn serve(args: Args) -> anyhow::Result<()> {
         }
         Target::TowerSessionsMemory => tower::router(tower_sessions::MemoryStore::default()),
         Target::TowerSessionsRedis => tower::router(tower::redis_store(&args.redis_url).await?),
+        Target::TowerSessionsSqlite => {
+            let path = args
+                .sqlite_path
+                .as_deref()
+                .context("tower-sessions-sqlite needs --sqlite-path")?;
+            tower::router(tower::sqlite_store(path).await?)
+        }
+        Target::TowerSessionsPostgres => {
+            let url = args
+                .postgres_url
+                .as_deref()
+                .context("tower-sessions-postgres needs --postgres-url")?;
+            tower::router(tower::postgres_store(url).await?)
+        }
+        Target::AxumSessionSqlite | Target::AxumSessionPostgres | Target::AxumSessionRedis => {
+            axum_session_targets::router(&args).await?
+        }
         Target::ActixSessionRedis => unreachable!("actix-web runs on its own runtime"),
     };
 
@@ -138,10 +156,17 @@ mod cloakroom_routes {
 }
 
 mod tower {
+    use std::path::Path;
+
     use tower_sessions::cookie::Key;
     use tower_sessions::{Expiry, Session, SessionManagerLayer, SessionStore};
     use tower_sessions_redis_store::RedisStore;
     use tower_sessions_redis_store::fred::prelude::{ClientLike as _, Config, Pool};
+    // sqlx 0.8, the one tower-sessions-sqlx-store is built on (the crate's own `sqlx` is 0.9,
+    // for axum_session).
+    use tower_sessions_sqlx_store::sqlx::postgres::PgPool;
+    use tower_sessions_sqlx_store::sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+    use tower_sessions_sqlx_store::{PostgresStore, SqliteStore};
 
     use super::*;
 
@@ -170,6 +195,42 @@ mod tower {
             .await
             .context("failed to connect to redis")?;
         Ok(RedisStore::new(pool))
+    }
+
+    /// tower-sessions-sqlx-store's SQLite store as its README sets it up: a pool with sqlx's
+    /// defaults (up to 10 connections, SQLite's own rollback journal and `synchronous=FULL`,
+    /// where cloakroom's store asks for WAL and `synchronous=NORMAL`), and `migrate()` to create
+    /// its table. The only addition is `create_if_missing`: the harness hands over a path to a
+    /// file that does not exist yet. No expired-session deletion task: nothing expires during a
+    /// run, and its periodic DELETE would only add noise.
+    pub(super) async fn sqlite_store(path: &Path) -> anyhow::Result<SqliteStore> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options)
+            .await
+            .with_context(|| format!("failed to open {}", path.display()))?;
+        let store = SqliteStore::new(pool);
+        store
+            .migrate()
+            .await
+            .context("failed to create tower-sessions' SQLite table")?;
+        Ok(store)
+    }
+
+    /// tower-sessions-sqlx-store's Postgres store as its README sets it up: `PgPool::connect`
+    /// (sqlx's defaults, up to 10 connections, as cloakroom's store uses) and `migrate()`, which
+    /// creates the schema `tower_sessions` and its table `session`.
+    pub(super) async fn postgres_store(url: &str) -> anyhow::Result<PostgresStore> {
+        let pool = PgPool::connect(url)
+            .await
+            .context("failed to connect to postgres")?;
+        let store = PostgresStore::new(pool);
+        store
+            .migrate()
+            .await
+            .context("failed to create tower-sessions' Postgres table")?;
+        Ok(store)
     }
 
     async fn login(session: Session) -> Result<&'static str, StatusCode> {

@@ -11,14 +11,23 @@
 //! cloakroom's targets also take `--counter insert` (a plain get then insert instead of
 //! `Session::update`) and `--session-lock`, to measure what each costs.
 //!
+//! The targets: `bare` (axum without sessions), cloakroom with each of its stores
+//! (`cloakroom-{memory,sqlite,redis,postgres}`), and its peers: tower-sessions
+//! (`tower-sessions-{memory,sqlite,redis,postgres}`), axum_session
+//! (`axum-session-{sqlite,postgres,redis}`), actix-session (`actix-session-redis`). The express-session
+//! peers are Node servers of their own (`bench/express`).
+//!
 //! The peers are configured alike: cookie `sid`, a fixed signing key, no resave, no saving of
-//! untouched new sessions, no rolling, a browser-session cookie. Every target serves from one
+//! untouched new sessions, no rolling, a browser-session cookie. Where a library cannot be set up
+//! so (axum_session re-sends its cookie on every answer and keeps sessions in a process-local
+//! cache in front of its store), its module says how it differs. Every target serves from one
 //! thread: a tokio `current_thread` runtime for axum, `workers(1)` for actix-web.
 //!
 //! The server prints `ready <addr>` on stdout once it listens and exits on SIGTERM. It logs
 //! nothing per request, and never an id, a cookie or session data.
 
 mod actix;
+mod axum_session_targets;
 mod axum_targets;
 
 use std::io::Write as _;
@@ -46,10 +55,10 @@ struct Args {
     /// Redis for the `*-redis` targets.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
-    /// Postgres for `cloakroom-postgres`.
+    /// Postgres for the `*-postgres` targets.
     #[arg(long)]
     postgres_url: Option<String>,
-    /// The database file for `cloakroom-sqlite`.
+    /// The database file for the `*-sqlite` targets (created if missing).
     #[arg(long)]
     sqlite_path: Option<std::path::PathBuf>,
     /// How cloakroom's `/counter` adds one: with `Session::update` (the documented way), or
@@ -76,7 +85,12 @@ enum Target {
     CloakroomRedis,
     CloakroomPostgres,
     TowerSessionsMemory,
+    TowerSessionsSqlite,
     TowerSessionsRedis,
+    TowerSessionsPostgres,
+    AxumSessionSqlite,
+    AxumSessionPostgres,
+    AxumSessionRedis,
     ActixSessionRedis,
 }
 
