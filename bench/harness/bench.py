@@ -435,7 +435,10 @@ def run_load(target, route, stores, args, tmpdir, extra=()):
         store_cpu = sum(st1[p] - st0[p] for p in store_pids
                         if st0[p] is not None and st1[p] is not None)
         new = [p for p in all_pids() - pids_before if p != os.getpid()]
-        new_names = sorted({proc_name(p) for p in new} - {"?", "psql", "redis-cli", "taskset"})
+        # A Postgres backend for a new connection of the server's pool is the store at work,
+        # not another load.
+        own = {"?", "psql", "redis-cli", "taskset"} | ({"postgres"} if store == "postgres" else set())
+        new_names = sorted({proc_name(p) for p in new} - own)
         if new_names:
             flags.append("new-procs(" + ",".join(new_names) + ")")
         trips = None

@@ -50,7 +50,9 @@ use axum::http::HeaderValue;
 use axum::http::header::SET_COOKIE;
 use axum::response::Response;
 use axum::routing::get;
-use axum_session::{DatabasePool, Key, Session, SessionConfig, SessionLayer, SessionMode, SessionStore};
+use axum_session::{
+    DatabasePool, Key, Session, SessionConfig, SessionLayer, SessionMode, SessionStore,
+};
 use axum_session_redispool::SessionRedisPool;
 use axum_session_sqlx::{SessionPgPool, SessionSqlitePool};
 // sqlx 0.9, the one axum_session_sqlx 0.12 is built on (tower-sessions-sqlx-store and cloakroom
@@ -136,7 +138,7 @@ where
 async fn session_cookie_last(mut response: Response) -> Response {
     let headers = response.headers_mut();
     let is_sid = |value: &HeaderValue| value.as_bytes().starts_with(b"sid=");
-    let sid_last = headers.get_all(SET_COOKIE).iter().last().is_none_or(is_sid);
+    let sid_last = headers.get_all(SET_COOKIE).iter().next_back().is_none_or(is_sid);
     if !sid_last {
         let cookies: Vec<HeaderValue> = headers.get_all(SET_COOKIE).iter().cloned().collect();
         headers.remove(SET_COOKIE);

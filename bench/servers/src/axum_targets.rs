@@ -9,7 +9,9 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 
-use crate::{Args, COOKIE_NAME, Counter, SIGNING_KEY, Target, announce_ready, axum_session_targets};
+use crate::{
+    Args, COOKIE_NAME, Counter, SIGNING_KEY, Target, announce_ready, axum_session_targets,
+};
 
 pub(crate) async fn serve(args: Args) -> anyhow::Result<()> {
     let app = match args.target {
@@ -28,9 +30,10 @@ pub(crate) async fn serve(args: Args) -> anyhow::Result<()> {
                 .context("cloakroom-sqlite needs --sqlite-path")?;
             with_cloakroom(cloakroom::SqliteStore::connect(path).await?, &args)?
         }
-        Target::CloakroomRedis => {
-            with_cloakroom(cloakroom::RedisStore::connect(&args.redis_url).await?, &args)?
-        }
+        Target::CloakroomRedis => with_cloakroom(
+            cloakroom::RedisStore::connect(&args.redis_url).await?,
+            &args,
+        )?,
         Target::CloakroomPostgres => {
             let url = args
                 .postgres_url
@@ -42,7 +45,9 @@ pub(crate) async fn serve(args: Args) -> anyhow::Result<()> {
                 .await?;
             with_cloakroom(store, &args)?
         }
-        Target::TowerSessionsMemory => tower::router(tower_sessions::MemoryStore::default()),
+        Target::TowerSessionsMemory => {
+            tower_latest::router(tower_sessions_latest::MemoryStore::default())
+        }
         Target::TowerSessionsRedis => tower::router(tower::redis_store(&args.redis_url).await?),
         Target::TowerSessionsSqlite => {
             let path = args
@@ -155,11 +160,70 @@ mod cloakroom_routes {
     }
 }
 
+/// The router and handlers of a tower-sessions target, for the release `$crate_name` names:
+/// tower-sessions 0.14 (the release its Redis and sqlx stores are built on) and 0.15 (its newest,
+/// for the memory store) have the same API but distinct types.
+macro_rules! tower_routes {
+    ($crate_name:ident) => {
+        use $crate_name::cookie::Key;
+        use $crate_name::{Expiry, Session, SessionManagerLayer, SessionStore};
+
+        /// tower-sessions configured like the others. Its defaults already match express's
+        /// resave/saveUninitialized/rolling = false (it saves only modified sessions and never sends
+        /// the cookie of an empty one); `Secure` is turned off because the benchmark is plain HTTP.
+        pub(super) fn router(store: impl SessionStore + Clone) -> Router {
+            let sessions = SessionManagerLayer::new(store)
+                .with_name(COOKIE_NAME)
+                .with_secure(false)
+                .with_expiry(Expiry::OnSessionEnd)
+                .with_signed(Key::from(SIGNING_KEY));
+            Router::new()
+                .route("/login", get(login))
+                .route("/read", get(read))
+                .route("/counter", get(counter))
+                .layer(sessions)
+        }
+
+        async fn login(session: Session) -> Result<&'static str, StatusCode> {
+            session
+                .insert("user", "bench")
+                .await
+                .map_err(internal_error)?;
+            Ok("ok")
+        }
+
+        async fn read(session: Session) -> Result<String, StatusCode> {
+            let user: Option<String> = session.get("user").await.map_err(internal_error)?;
+            Ok(format!("user: {}", user.as_deref().unwrap_or("none")))
+        }
+
+        async fn counter(session: Session) -> Result<String, StatusCode> {
+            let views = session
+                .get::<u64>("views")
+                .await
+                .map_err(internal_error)?
+                .unwrap_or(0)
+                + 1;
+            session
+                .insert("views", views)
+                .await
+                .map_err(internal_error)?;
+            Ok(views.to_string())
+        }
+    };
+}
+
+/// tower-sessions 0.15 with its memory store.
+mod tower_latest {
+    use super::*;
+
+    tower_routes!(tower_sessions_latest);
+}
+
+/// tower-sessions 0.14 with its Redis, SQLite and Postgres stores.
 mod tower {
     use std::path::Path;
 
-    use tower_sessions::cookie::Key;
-    use tower_sessions::{Expiry, Session, SessionManagerLayer, SessionStore};
     use tower_sessions_redis_store::RedisStore;
     use tower_sessions_redis_store::fred::prelude::{ClientLike as _, Config, Pool};
     // sqlx 0.8, the one tower-sessions-sqlx-store is built on (the crate's own `sqlx` is 0.9,
@@ -170,21 +234,7 @@ mod tower {
 
     use super::*;
 
-    /// tower-sessions configured like the others. Its defaults already match express's
-    /// resave/saveUninitialized/rolling = false (it saves only modified sessions and never sends
-    /// the cookie of an empty one); `Secure` is turned off because the benchmark is plain HTTP.
-    pub(super) fn router(store: impl SessionStore + Clone) -> Router {
-        let sessions = SessionManagerLayer::new(store)
-            .with_name(COOKIE_NAME)
-            .with_secure(false)
-            .with_expiry(Expiry::OnSessionEnd)
-            .with_signed(Key::from(SIGNING_KEY));
-        Router::new()
-            .route("/login", get(login))
-            .route("/read", get(read))
-            .route("/counter", get(counter))
-            .layer(sessions)
-    }
+    tower_routes!(tower_sessions);
 
     /// tower-sessions-redis-store over a single fred connection, like actix-session's store.
     pub(super) async fn redis_store(url: &str) -> anyhow::Result<RedisStore<Pool>> {
@@ -231,32 +281,5 @@ mod tower {
             .await
             .context("failed to create tower-sessions' Postgres table")?;
         Ok(store)
-    }
-
-    async fn login(session: Session) -> Result<&'static str, StatusCode> {
-        session
-            .insert("user", "bench")
-            .await
-            .map_err(internal_error)?;
-        Ok("ok")
-    }
-
-    async fn read(session: Session) -> Result<String, StatusCode> {
-        let user: Option<String> = session.get("user").await.map_err(internal_error)?;
-        Ok(format!("user: {}", user.as_deref().unwrap_or("none")))
-    }
-
-    async fn counter(session: Session) -> Result<String, StatusCode> {
-        let views = session
-            .get::<u64>("views")
-            .await
-            .map_err(internal_error)?
-            .unwrap_or(0)
-            + 1;
-        session
-            .insert("views", views)
-            .await
-            .map_err(internal_error)?;
-        Ok(views.to_string())
     }
 }

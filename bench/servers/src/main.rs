@@ -13,7 +13,8 @@
 //!
 //! The targets: `bare` (axum without sessions), cloakroom with each of its stores
 //! (`cloakroom-{memory,sqlite,redis,postgres}`), and its peers: tower-sessions
-//! (`tower-sessions-{memory,sqlite,redis,postgres}`), axum_session
+//! (`tower-sessions-{memory,sqlite,redis,postgres}`; 0.15 for memory, 0.14 for the stores built
+//! on it), axum_session
 //! (`axum-session-{sqlite,postgres,redis}`), actix-session (`actix-session-redis`). The express-session
 //! peers are Node servers of their own (`bench/express`).
 //!
