@@ -1,7 +1,8 @@
 'use strict';
 // The express-session tutorial apps on Express, with the cloakroom demo's routes, texts and
-// session keys (`views`, `username`, `visits`, `user`), so both can share one store and one
-// login. Configuration (environment):
+// session keys (`views`, `username`, `visits`, `user`, and `csrfToken`: the forms' anti-forgery
+// token, posted back in the field `_csrf`), so both can share one store and one login, and a
+// form one serves can be posted to the other. Configuration (environment):
 //   PORT               port to listen on, 127.0.0.1 only (default 3001)
 //   STORE              redis://… (connect-redis, prefix "sess:") or postgres://… (connect-pg-simple,
 //                      table "session", created if missing)
@@ -12,6 +13,7 @@
 //   COOKIE_MAX_AGE_MS  session lifetime in ms (default 30 minutes)
 // Logs go to stderr and never hold cookies, session ids or session data.
 
+const crypto = require('node:crypto');
 const express = require('express');
 const session = require('express-session');
 
@@ -72,9 +74,43 @@ function page(title, body) {
     `<a href="/dashboard">Dashboard</a></nav></footer></main></body></html>`;
 }
 
-function loginForm(error, username) {
+// The demo's security headers (demo/src/routes.rs), minus the stylesheet: these pages have none.
+const SECURITY_HEADERS = {
+  'Cache-Control': 'no-store',
+  'Content-Security-Policy':
+    "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+  'X-Content-Type-Options': 'nosniff',
+  'Referrer-Policy': 'same-origin',
+};
+
+// The anti-forgery token, as the demo's demo/src/csrf.rs: 32 random bytes, base64url, kept in
+// the session under `csrfToken` (issued on first use, so the session is saved).
+function csrfToken(req) {
+  if (typeof req.session.csrfToken !== 'string' || req.session.csrfToken === '') {
+    req.session.csrfToken = crypto.randomBytes(32).toString('base64url');
+  }
+  return req.session.csrfToken;
+}
+
+// Whether the form's `_csrf` field is the session's token, compared in constant time.
+function validCsrf(req) {
+  const expected = req.session.csrfToken;
+  const given = req.body && req.body._csrf;
+  if (typeof expected !== 'string' || expected === '' || typeof given !== 'string') return false;
+  const [a, b] = [Buffer.from(expected), Buffer.from(given)];
+  return a.length === b.length && crypto.timingSafeEqual(a, b);
+}
+
+function csrfField(token) {
+  return `<input type="hidden" name="_csrf" value="${escape(token)}">`;
+}
+
+const FORGED_FORM = 'This form has expired. Reload the page and try again.';
+
+function loginForm(error, username, token) {
   const alert = error ? `<p class="error" role="alert">${escape(error)}</p>` : '';
   return page('Log in', `<h1>Log in</h1>${alert}<form method="post" action="/login">` +
+    csrfField(token) +
     '<label for="username">Username</label>' +
     `<input id="username" name="username" autocomplete="username" value="${escape(username)}" required>` +
     '<label for="password">Password</label>' +
@@ -86,6 +122,11 @@ async function main() {
   const { store, kind } = await openStore();
   const app = express();
   app.disable('x-powered-by');
+  // First, so error responses get them too.
+  app.use((req, res, next) => {
+    res.set(SECURITY_HEADERS);
+    next();
+  });
   app.use(session({
     store,
     secret: secrets,
@@ -117,17 +158,22 @@ async function main() {
     res.send(page(text, `<h1>${escape(text)}</h1>`));
   });
 
-  app.get('/login', (req, res) => res.send(loginForm(null, '')));
+  app.get('/login', (req, res) => res.send(loginForm(null, '', csrfToken(req))));
 
+  // The token first (403, nothing done), then the credentials. No failed-login limit here:
+  // this is a test fixture (the demo has one).
   app.post('/login', (req, res, next) => {
+    if (!validCsrf(req)) return res.status(403).send(page(FORGED_FORM, `<h1>${escape(FORGED_FORM)}</h1>`));
     const { username = '', password = '' } = req.body || {};
     if (username !== userName || password !== userPassword) {
-      res.status(401).send(loginForm('Invalid username or password.', username));
+      res.status(401).send(loginForm('Invalid username or password.', username, csrfToken(req)));
       return;
     }
     req.session.regenerate((error) => {
       if (error) return next(error);
       req.session.user = { username, role: 'admin' };
+      // A new token for the new session, as the demo does.
+      csrfToken(req);
       req.session.save((saveError) => {
         if (saveError) return next(saveError);
         res.redirect(303, '/dashboard');
@@ -139,10 +185,18 @@ async function main() {
     const user = req.session.user;
     if (!user) return res.redirect(303, '/login');
     res.send(page('Dashboard', `<h1>Welcome ${escape(user.username)}! This is your dashboard.</h1>` +
-      '<p><a href="/logout">Log out</a></p>'));
+      `<form method="post" action="/logout">${csrfField(csrfToken(req))}` +
+      '<button type="submit">Log out</button></form>'));
   });
 
-  app.get('/logout', (req, res, next) => {
+  // GET changes nothing (a link on another site could point here); the dashboard's button posts.
+  app.get('/logout', (req, res) => {
+    const text = 'Log out with the button on your dashboard.';
+    res.status(405).set('Allow', 'POST').send(page(text, `<h1>${escape(text)}</h1>`));
+  });
+
+  app.post('/logout', (req, res, next) => {
+    if (!validCsrf(req)) return res.status(403).send(page(FORGED_FORM, `<h1>${escape(FORGED_FORM)}</h1>`));
     req.session.destroy((error) => {
       if (error) return next(error);
       res.clearCookie('connect.sid', { path: '/' });

@@ -289,6 +289,25 @@ pub async fn large_record(store: Store) {
     assert_eq!(loaded.record.to_json(), big.to_json());
 }
 
+/// A value nested as deep as a session accepts ([`cloakroom::MAX_VALUE_DEPTH`]) is stored and
+/// read back intact: the limit holds on every store, because every store can load what it
+/// lets through.
+pub async fn deepest_value_round_trips(store: Store) {
+    let id = Id::generate();
+    let mut deepest = json!({"leaf": "ü"});
+    for level in 2..cloakroom::MAX_VALUE_DEPTH {
+        deepest = if level % 2 == 0 {
+            json!([deepest])
+        } else {
+            json!({"k": deepest})
+        };
+    }
+    let deep = record(json!({ "tree": deepest }), Some(Duration::from_secs(60)));
+    write(&*store, &id, &deep, None).await;
+    let loaded = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(loaded.record.to_json(), deep.to_json());
+}
+
 /// Ids, keys and values beyond ASCII, and characters JSON must escape, survive a round trip.
 pub async fn unicode_ids_keys_and_values(store: Store) {
     let minute = Some(Duration::from_secs(60));

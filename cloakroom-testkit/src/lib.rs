@@ -174,6 +174,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@case $fresh, touch_never_brings_a_session_back);
         $crate::conformance_suite!(@case $fresh, compare_and_set);
         $crate::conformance_suite!(@case $fresh, large_record);
+        $crate::conformance_suite!(@case $fresh, deepest_value_round_trips);
         $crate::conformance_suite!(@case $fresh, unicode_ids_keys_and_values);
         $crate::conformance_suite!(@case $fresh, ten_thousand_sessions);
         $crate::conformance_suite!(@case $fresh, sixty_four_tasks_at_once);

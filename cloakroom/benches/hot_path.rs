@@ -20,7 +20,7 @@
 //! - `counter_update`: the same with `Session::update`, the documented read-modify-write.
 //! - `login`: no cookie; a new id from the OS CSPRNG, a write, the save (JSON encode, store
 //!   insert), signing, and the `Set-Cookie` header. The store grows by one entry per
-//!   iteration, bounded by `MemoryStore`'s LRU limit.
+//!   iteration, bounded by `MemoryStore`'s entry limit.
 //!
 //! The `no_store/*` figures are the same requests over a store that does nothing at all (every
 //! id holds the same record, every write succeeds without encoding): what is left over

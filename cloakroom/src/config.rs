@@ -190,7 +190,7 @@ impl CookieOptions {
         cookie
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self, name: &str) -> Result<(), ConfigError> {
         if let Some(domain) = &self.domain
             && !cookie::is_valid_domain(domain)
         {
@@ -198,6 +198,41 @@ impl CookieOptions {
         }
         if !cookie::is_valid_path(&self.path) || self.path.is_empty() {
             return Err(ConfigError::InvalidPath);
+        }
+        self.check_browser_rules(name)
+    }
+
+    /// The rules browsers enforce on a cookie's name and attributes: a cookie that breaks one
+    /// is dropped by the browser without a word, so every session would look new. `secure:
+    /// auto` counts as `Secure`: it is set on every secure request, and browsers take no
+    /// `Secure` (or prefixed) cookie from a plain-HTTP page anyway.
+    fn check_browser_rules(&self, name: &str) -> Result<(), ConfigError> {
+        use ConfigError::RejectedByBrowsers;
+        let secure = matches!(self.secure, Some(Resolved::Fixed(true) | Resolved::Auto));
+        // Browsers compare the prefixes case-insensitively.
+        let has_prefix = |prefix: &str| {
+            name.get(..prefix.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+        };
+        if has_prefix("__Host-") && (!secure || self.domain.is_some() || self.path != "/") {
+            return Err(RejectedByBrowsers(
+                "a `__Host-` cookie must be Secure, have no Domain, and have the path `/`",
+            ));
+        }
+        if has_prefix("__Secure-") && !secure {
+            return Err(RejectedByBrowsers("a `__Secure-` cookie must be Secure"));
+        }
+        let may_be_same_site_none = matches!(
+            self.same_site,
+            Some(Resolved::Fixed(SameSite::None) | Resolved::Auto)
+        );
+        if may_be_same_site_none && !secure {
+            return Err(RejectedByBrowsers(
+                "a `SameSite=None` cookie must be Secure",
+            ));
+        }
+        if self.partitioned == Some(true) && !secure {
+            return Err(RejectedByBrowsers("a `Partitioned` cookie must be Secure"));
         }
         Ok(())
     }
@@ -218,6 +253,10 @@ pub enum Unset {
 /// Makes a session id for a new session: express's `genid`.
 pub(crate) type Genid = Arc<dyn Fn(&http::Request<()>) -> String + Send + Sync>;
 
+/// The fewest bytes a secret may have, unless short secrets are allowed: the size of the
+/// HMAC-SHA256 key, so the key, not the secret, bounds what a guess has to cover.
+pub(crate) const MIN_SECRET_LEN: usize = 32;
+
 /// Why a session layer could not be built.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -228,6 +267,12 @@ pub enum ConfigError {
     /// A secret was empty, or the list of secrets was.
     #[error("session secrets must not be empty")]
     EmptySecret,
+    /// A secret was shorter than 32 bytes, and short secrets were not allowed.
+    #[error(
+        "session secrets must be at least 32 bytes (with_short_secrets_allowed(true) accepts \
+         the short secret of an existing Express deployment)"
+    )]
+    ShortSecret,
     /// The cookie name is not a valid token.
     #[error("cookie name is invalid")]
     InvalidName,
@@ -237,6 +282,11 @@ pub enum ConfigError {
     /// The cookie path is empty, or has a `;` or a character outside printable ASCII.
     #[error("cookie path is invalid")]
     InvalidPath,
+    /// The cookie's name and attributes break a rule browsers enforce (a `__Host-` or
+    /// `__Secure-` name, `SameSite=None` or `Partitioned`, each without `Secure`), so browsers
+    /// would drop it. The message says which rule.
+    #[error("browsers would reject this session cookie: {0}")]
+    RejectedByBrowsers(&'static str),
 }
 
 /// Every option of a layer but its secrets, in one place: the builder sets them, `build`
@@ -275,7 +325,7 @@ impl Config {
         if !cookie::is_valid_name(&self.name) {
             return Err(ConfigError::InvalidName);
         }
-        self.cookie.validate()
+        self.cookie.validate(&self.name)
     }
 }
 
@@ -317,6 +367,63 @@ mod tests {
         );
     }
 
+    fn checked(name: &str, cookie: CookieOptions) -> Result<(), ConfigError> {
+        let config = Config {
+            name: name.to_owned(),
+            cookie,
+            ..Config::default()
+        };
+        config.validate()
+    }
+
+    #[test]
+    fn cookies_browsers_would_drop_are_refused() {
+        let secure = || CookieOptions::new().with_secure(true);
+        let refused = [
+            ("__Host-sid", CookieOptions::new()),
+            ("__Host-sid", CookieOptions::new().with_secure(false)),
+            ("__host-sid", CookieOptions::new()),
+            ("__Host-sid", secure().with_domain("example.com")),
+            ("__Host-sid", secure().with_path("/app")),
+            ("__Secure-sid", CookieOptions::new()),
+            ("sid", CookieOptions::new().with_same_site(SameSite::None)),
+            ("sid", CookieOptions::new().with_same_site_auto()),
+            ("sid", CookieOptions::new().with_partitioned(true)),
+        ];
+        for (name, cookie) in refused {
+            let refused = checked(name, cookie.clone());
+            assert!(
+                matches!(refused, Err(ConfigError::RejectedByBrowsers(_))),
+                "{name} {cookie:?}: {refused:?}"
+            );
+        }
+        let accepted = [
+            ("__Host-sid", secure()),
+            ("__Host-sid", CookieOptions::new().with_secure_auto()),
+            (
+                "__Secure-sid",
+                secure().with_domain("example.com").with_path("/app"),
+            ),
+            (
+                "sid",
+                secure()
+                    .with_same_site(SameSite::None)
+                    .with_partitioned(true),
+            ),
+            (
+                "sid",
+                CookieOptions::new()
+                    .with_secure_auto()
+                    .with_same_site_auto(),
+            ),
+            ("sid", CookieOptions::new().with_same_site(SameSite::Lax)),
+            ("sid", CookieOptions::new().with_partitioned(false)),
+        ];
+        for (name, cookie) in accepted {
+            assert_eq!(checked(name, cookie.clone()), Ok(()), "{name} {cookie:?}");
+        }
+    }
+
     #[test]
     fn last_lifetime_wins() {
         let now = Timestamp::now();
@@ -335,17 +442,17 @@ mod tests {
     #[test]
     fn validates_domain_and_path() {
         assert_eq!(
-            CookieOptions::new().with_domain("a b").validate(),
+            CookieOptions::new().with_domain("a b").validate("sid"),
             Err(ConfigError::InvalidDomain)
         );
         assert_eq!(
-            CookieOptions::new().with_path("/a;b").validate(),
+            CookieOptions::new().with_path("/a;b").validate("sid"),
             Err(ConfigError::InvalidPath)
         );
         assert!(
             CookieOptions::new()
                 .with_domain(".example.com")
-                .validate()
+                .validate("sid")
                 .is_ok()
         );
     }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use http::StatusCode;
+use serde_json::Value;
 
+use crate::record::{MAX_VALUE_DEPTH, nests_deeper_than};
 use crate::store;
 
 /// Why a session operation failed.
@@ -81,6 +83,15 @@ pub enum Error {
         /// The Rust type asked for.
         expected: &'static str,
     },
+    /// A value nests deeper than [`MAX_VALUE_DEPTH`](crate::MAX_VALUE_DEPTH) levels; it was not
+    /// stored, and the session is as it was.
+    #[error("failed to store session key `{key}`: the value nests deeper than {limit} levels")]
+    TooDeep {
+        /// The session key.
+        key: String,
+        /// The limit, [`MAX_VALUE_DEPTH`](crate::MAX_VALUE_DEPTH).
+        limit: usize,
+    },
     /// `cookie` is the one top-level key a session cannot hold: express keeps the cookie
     /// settings under it.
     #[error("failed to insert session value: `cookie` is reserved")]
@@ -123,6 +134,17 @@ impl Error {
             key: key.to_owned(),
             expected: std::any::type_name::<T>(),
         }
+    }
+
+    /// `value` for `key` as it may be stored, or [`Error::TooDeep`].
+    pub(crate) fn check_depth(key: &str, value: Value) -> Result<Value, Self> {
+        if nests_deeper_than(&value, MAX_VALUE_DEPTH) {
+            return Err(Error::TooDeep {
+                key: key.to_owned(),
+                limit: MAX_VALUE_DEPTH,
+            });
+        }
+        Ok(value)
     }
 
     /// The error for a value under `key` that cannot be JSON.

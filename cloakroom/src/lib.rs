@@ -74,7 +74,7 @@
 //!
 //! | store | feature | format | for |
 //! |---|---|---|---|
-//! | [`MemoryStore`] | always | express JSON in process memory, bounded (LRU) and expiring | one process, tests, development |
+//! | [`MemoryStore`] | always | express JSON in process memory, bounded (flood-resistant eviction) and expiring | one process, tests, development |
 //! | `SqliteStore` | `sqlite` | the connect-pg-simple table shape in an SQLite file (WAL) | one machine, nothing to install; the demo's default |
 //! | `RedisStore` | `redis` | connect-redis: key `sess:<id>`, value the express JSON, TTL from the cookie | many processes; standalone Redis or Redis Cluster |
 //! | `PostgresStore` | `postgres` | connect-pg-simple: table `session (sid, sess json, expire)` | many processes, a database you already run |
@@ -123,7 +123,7 @@ pub use error::Error;
 pub use extract::MissingSessionLayer;
 pub use id::Id;
 pub use middleware::{SecureConnection, SessionLayer, SessionLayerBuilder};
-pub use record::{DecodeError, Priority, Record, SameSite, SessionCookie};
+pub use record::{DecodeError, MAX_VALUE_DEPTH, Priority, Record, SameSite, SessionCookie};
 pub use session::{Session, SessionLock};
 pub use store::SessionStore;
 pub use store::memory::{MemoryStore, MemoryStoreBuilder};

@@ -17,6 +17,33 @@ use serde_json::{Map, Value};
 
 use crate::time::Timestamp;
 
+/// How deeply a session value may nest, arrays and objects inside one another, counting the
+/// value itself: checked by [`Session::insert`](crate::Session::insert) and its kin, which
+/// refuse a deeper value with [`Error::TooDeep`](crate::Error::TooDeep) and change nothing.
+///
+/// Why a limit: every store reads a record back through a JSON parser that stops at some depth
+/// (serde_json at 128 levels, which counts the record's own object too), so a deeper value would
+/// save and then never load again. 64 leaves room for the record's levels and for the parsers of
+/// other programs sharing the store. The same limit holds on every store.
+pub const MAX_VALUE_DEPTH: usize = 64;
+
+/// Whether `value` nests deeper than `limit` levels (a scalar is one level; `[[1]]` three). Walks
+/// the value without recursion, so no value, however deep, can overflow the stack here.
+pub(crate) fn nests_deeper_than(value: &Value, limit: usize) -> bool {
+    let mut pending = vec![(value, 1)];
+    while let Some((value, depth)) = pending.pop() {
+        if depth > limit {
+            return true;
+        }
+        match value {
+            Value::Array(items) => pending.extend(items.iter().map(|item| (item, depth + 1))),
+            Value::Object(map) => pending.extend(map.values().map(|item| (item, depth + 1))),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// One session as a store keeps it: its cookie settings and its data.
 ///
 /// Cloning is cheap: the data is shared until one of the clones changes it.
@@ -611,6 +638,18 @@ impl<'de> Deserialize<'de> for Record {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn depth_counts_every_array_and_object() {
+        assert!(!nests_deeper_than(&json!(1), 1));
+        assert!(nests_deeper_than(&json!([1]), 1));
+        assert!(!nests_deeper_than(&json!([[1]]), 3));
+        assert!(nests_deeper_than(&json!([[1]]), 2));
+        assert!(!nests_deeper_than(&json!({"a": [], "b": {"c": 1}}), 3));
+        assert!(nests_deeper_than(&json!({"a": [], "b": {"c": [1]}}), 3));
+        // Wide is not deep.
+        assert!(!nests_deeper_than(&json!([[1], [2], [3], {"x": 4}]), 3));
+    }
 
     #[test]
     fn default_record_matches_express() {

@@ -256,3 +256,68 @@ async fn a_stored_record_over_the_limit_is_the_opaque_error_and_is_left_alone() 
     drop(roomy);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A value `depth` levels deep: `[[…[1]…]]`.
+fn nested(depth: usize) -> serde_json::Value {
+    let mut value = serde_json::json!(1);
+    for _ in 1..depth {
+        value = serde_json::json!([value]);
+    }
+    value
+}
+
+#[tokio::test]
+async fn a_value_nested_past_the_limit_is_refused_and_the_session_keeps_what_it_had() {
+    let store = CountingStore::new();
+    let layer = SessionLayer::builder(store.clone())
+        .with_secret(SECRET)
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/",
+            route_get(
+                |session: Session, query: axum::extract::RawQuery| async move {
+                    let depth: usize = query
+                        .0
+                        .and_then(|q| q.strip_prefix("depth=")?.parse().ok())
+                        .unwrap_or(1);
+                    let refused = match session.insert("tree", nested(depth)).await {
+                        Err(cloakroom::Error::TooDeep { key, limit }) => {
+                            format!("refused {key} {limit}")
+                        }
+                        Err(other) => return Err(other),
+                        Ok(()) => "stored".to_owned(),
+                    };
+                    session
+                        .update("visits", |n: Option<u64>| n.unwrap_or(0) + 1)
+                        .await?;
+                    Ok::<_, cloakroom::Error>(refused)
+                },
+            ),
+        )
+        .layer(layer);
+    let limit = cloakroom::MAX_VALUE_DEPTH;
+
+    let first = get(&app, &format!("/?depth={limit}"), None).await;
+    assert_eq!(first.body, "stored");
+    let cookie = first.cookie_pair("connect.sid");
+    let id = first.session_cookie("connect.sid").unwrap().session_id();
+    let before = store.record(&id).await.unwrap();
+    assert_eq!(before.data()["tree"], nested(limit));
+
+    // One level more is refused, naming the key and the limit; the rest of the request goes on.
+    let reply = get(&app, &format!("/?depth={}", limit + 1), Some(&cookie)).await;
+    assert_eq!(reply.body, format!("refused tree {limit}"));
+    let after = store.record(&id).await.unwrap();
+    assert_eq!(
+        after.data()["tree"],
+        nested(limit),
+        "the stored value is kept"
+    );
+    assert_eq!(after.data()["visits"], 2);
+    // Deeper than serde_json reads back (128): refused the same way. (Far deeper values
+    // cannot come from parsed input, and serde_json's own serialize and drop recurse.)
+    let reply = get(&app, "/?depth=300", Some(&cookie)).await;
+    assert_eq!(reply.body, format!("refused tree {limit}"));
+}

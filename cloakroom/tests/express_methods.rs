@@ -1106,7 +1106,9 @@ async fn expires_when_null_should_not_reset_cookie_when_modified() {
 fn partitioned_app(store: CountingStore, partitioned: Option<bool>) -> Router {
     let mut cookie = max_age(60_000);
     if let Some(partitioned) = partitioned {
-        cookie = cookie.with_partitioned(partitioned);
+        // Ours: `build` refuses `Partitioned` without `Secure` (browsers drop such a cookie);
+        // `secure: 'auto'` leaves a plain-HTTP request's cookie as upstream's.
+        cookie = cookie.with_partitioned(partitioned).with_secure_auto();
     }
     app_with(
         upstream_builder(store).with_cookie(cookie).build().unwrap(),

@@ -151,13 +151,24 @@ async fn a_cookie_signed_with_a_removed_secret_is_refused(
     name: &str,
     store: Arc<dyn SessionStore>,
 ) {
-    let old_only = app(Arc::clone(&store), &["old secret, obviously fake"], None);
-    let rotating = app(
+    let old_only = app(
         Arc::clone(&store),
-        &["new secret, obviously fake", "old secret, obviously fake"],
+        &["old secret, obviously fake, 32+ bytes"],
         None,
     );
-    let new_only = app(Arc::clone(&store), &["new secret, obviously fake"], None);
+    let rotating = app(
+        Arc::clone(&store),
+        &[
+            "new secret, obviously fake, 32+ bytes",
+            "old secret, obviously fake, 32+ bytes",
+        ],
+        None,
+    );
+    let new_only = app(
+        Arc::clone(&store),
+        &["new secret, obviously fake, 32+ bytes"],
+        None,
+    );
     let old_cookie = get(&old_only, "/login", None)
         .await
         .cookie_pair("connect.sid");

@@ -1,7 +1,10 @@
 // The demo in a real browser (headless Debian chromium driven by playwright-core): log in
 // through the form, see the dashboard, reload, restart the server, still see the dashboard, log
-// out, land on the login page. Reads the session cookie's attributes from the browser's jar
-// and keeps a screenshot of the dashboard.
+// out with the dashboard's button, land on the login page. Checks along the way that the pages
+// are styled under the Content-Security-Policy (no violation reported), that a form posted from
+// another origin (another port of 127.0.0.1: same site, so the cookie goes along) is refused
+// for its missing token, and that visiting GET /logout logs nobody out. Reads the session
+// cookie's attributes from the browser's jar and keeps a screenshot of the dashboard.
 //
 // Run by demo/tests/browser.rs (which passes DEMO_BIN, the built demo binary) from the
 // project's test command; standalone: DEMO_BIN=target/debug/cloakroom-demo node --test
@@ -9,6 +12,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -51,6 +55,23 @@ async function startDemo(port, database) {
   return child;
 }
 
+// A page on another origin that posts a logout form to the demo as soon as it loads, without
+// the token (it cannot read it): cross-site request forgery.
+function startForger(port, target) {
+  const html = `<!doctype html><title>forger</title><form method="post" action="${target}/logout">` +
+    '<input type="hidden" name="_csrf" value="guessed"></form>' +
+    '<script>document.forms[0].submit()</script>';
+  const server = createHttpServer((req, res) => {
+    res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
+    res.end(html);
+  });
+  return new Promise((done) => server.listen(port, '127.0.0.1', () => done(server)));
+}
+
+// The page's background colour, from /style.css: proof the stylesheet applied.
+const STYLED = 'rgb(246, 244, 239)';
+const background = (page) => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+
 function stopDemo(child) {
   return new Promise((done) => {
     child.on('exit', (code, signal) => done({ code, signal }));
@@ -70,12 +91,19 @@ test('log in, reload, survive a restart, log out', { timeout: 90_000 }, async ()
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
+  const forger = await startForger(await freePort(), base);
   try {
     const context = await browser.newContext();
     const page = await context.newPage();
+    // Chromium reports every CSP violation on the console.
+    const violations = [];
+    page.on('console', (message) => {
+      if (/Content[ -]Security[ -]Policy/i.test(message.text())) violations.push(message.text());
+    });
 
     await page.goto(`${base}/dashboard`);
     assert.equal(new URL(page.url()).pathname, '/login', 'not logged in: sent to the login page');
+    assert.equal(await background(page), STYLED, 'the login page is styled');
 
     await page.fill('#username', 'ann');
     await page.fill('#password', 'wrong');
@@ -85,6 +113,10 @@ test('log in, reload, survive a restart, log out', { timeout: 90_000 }, async ()
     await page.fill('#password', 'pa55');
     await Promise.all([page.waitForURL(`${base}/dashboard`), page.click('button[type=submit]')]);
     assert.match(await page.textContent('h1'), /Welcome ann! This is your dashboard\./);
+    assert.equal(await background(page), STYLED, 'the dashboard is styled');
+    const headers = (await page.goto(`${base}/dashboard`)).headers();
+    assert.match(headers['content-security-policy'], /default-src 'none'/);
+    assert.equal(headers['cache-control'], 'no-store');
 
     const [cookie] = (await context.cookies()).filter((c) => c.name === 'connect.sid');
     assert.ok(cookie, 'the browser holds the session cookie');
@@ -106,13 +138,35 @@ test('log in, reload, survive a restart, log out', { timeout: 90_000 }, async ()
     await page.reload();
     assert.match(await page.textContent('h1'), /Welcome ann!/, 'still logged in after a restart');
 
-    await Promise.all([page.waitForURL(`${base}/login`), page.click('a[href="/logout"]')]);
+    // A forged logout from another origin: refused, still logged in.
+    const forgedResponse = page.waitForResponse((response) => response.url() === `${base}/logout`);
+    await page.goto(`http://127.0.0.1:${forger.address().port}/`);
+    await page.waitForURL(`${base}/logout`);
+    assert.equal((await forgedResponse).status(), 403, 'a form without the session token is refused');
+    assert.match(await page.textContent('h1'), /This form has expired/);
+    await page.goto(`${base}/dashboard`);
+    assert.match(await page.textContent('h1'), /Welcome ann!/, 'still logged in after the forgery');
+
+    // Following a link to /logout changes nothing either.
+    const visit = await page.goto(`${base}/logout`);
+    assert.equal(visit.status(), 405);
+    await page.goto(`${base}/dashboard`);
+    assert.match(await page.textContent('h1'), /Welcome ann!/, 'still logged in after GET /logout');
+
+    const loggedIn = (await context.cookies()).find((c) => c.name === 'connect.sid');
+    await Promise.all([
+      page.waitForURL(`${base}/login`),
+      page.click('form[action="/logout"] button[type=submit]'),
+    ]);
     assert.equal(new URL(page.url()).pathname, '/login', 'logged out: on the login page');
+    // The login page gives the visitor a new session (its form's token is session data).
     const left = (await context.cookies()).filter((c) => c.name === 'connect.sid');
-    assert.equal(left.length, 0, 'logout expired the cookie');
+    assert.ok(left.every((c) => c.value !== loggedIn.value), 'the logged-in cookie is gone');
     await page.goto(`${base}/dashboard`);
     assert.equal(new URL(page.url()).pathname, '/login', 'the dashboard is closed again');
+    assert.deepEqual(violations, [], 'no Content-Security-Policy violation');
   } finally {
+    forger.close();
     await browser.close();
     await stopDemo(demo);
     rmSync(dir, { recursive: true, force: true });

@@ -2,17 +2,21 @@
 //! open http://127.0.0.1:3000. `--help` lists the options.
 
 use std::io::IsTerminal as _;
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use cloakroom::{CookieOptions, SameSite, SessionLayer};
+use cloakroom::{ConfigError, CookieOptions, SameSite, SessionLayer};
 
+mod csrf;
+mod login_limit;
 mod options;
 mod pages;
 mod routes;
+mod secret_file;
 mod stores;
 
 use options::{Options, Secure, StoreUrl};
@@ -60,16 +64,30 @@ async fn serve(options: Options) -> anyhow::Result<()> {
         Secure::True => cookie.with_secure(true),
         Secure::False => cookie.with_secure(false),
     };
+    if options.allow_short_secret {
+        tracing::warn!(
+            "--allow-short-secret: secrets under 32 bytes are accepted; rotate to a long one"
+        );
+    }
     let sessions = SessionLayer::builder(store)
         .with_secrets(&secrets)
+        .with_short_secrets_allowed(options.allow_short_secret)
         .with_name(&options.cookie_name)
         .with_cookie(cookie)
         .with_rolling(options.rolling)
         .with_proxy(options.trust_proxy)
         .build()
-        .context("invalid session options")?;
+        .map_err(|error| match error {
+            ConfigError::ShortSecret => anyhow::anyhow!(
+                "a signing secret is shorter than 32 bytes: use 32 random bytes or more (e.g. \
+                 `openssl rand -base64 48`), or pass --allow-short-secret to share the short \
+                 secret of an existing Express deployment until you rotate it"
+            ),
+            other => anyhow::Error::new(other).context("invalid session options"),
+        })?;
     let state = routes::AppState {
         user: Arc::new(options.user.clone()),
+        login_limiter: Arc::new(login_limit::LoginLimiter::new(login_limit::Policy::DEFAULT)),
     };
     let app = routes::app(state, sessions);
     let listener = tokio::net::TcpListener::bind(options.addr)
@@ -80,10 +98,14 @@ async fn serve(options: Options) -> anyhow::Result<()> {
         listener.local_addr()?,
         options.store.describe()
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?;
+    // With the client's address: the login limit counts failures per address.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("server failed")?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -115,39 +137,7 @@ fn secrets(options: &Options) -> anyhow::Result<Vec<String>> {
         StoreUrl::Sqlite(database) => database.with_extension("secret"),
         _ => PathBuf::from("cloakroom-demo.secret"),
     };
-    if let Ok(kept) = std::fs::read_to_string(&path)
-        && !kept.trim().is_empty()
-    {
-        tracing::warn!(
-            "no --secret given: using the one kept in {}",
-            path.display()
-        );
-        return Ok(vec![kept.trim().to_owned()]);
-    }
-    let secret = random_secret()?;
-    write_private(&path, &secret)
-        .with_context(|| format!("cannot keep the generated secret in {}", path.display()))?;
-    tracing::warn!(
-        "no --secret given: generated one and kept it in {}",
-        path.display()
-    );
-    Ok(vec![secret])
-}
-
-fn random_secret() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a secret: {e}"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Writes a file only its owner can read.
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut open = std::fs::OpenOptions::new();
-    open.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
-    open.open(path)?.write_all(contents.as_bytes())
+    Ok(vec![secret_file::load_or_generate(&path)?])
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -19,11 +19,18 @@ pub(crate) struct Options {
     #[arg(long, env = "CLOAKROOM_STORE", default_value = "sqlite://cloakroom-demo.db", value_parser = parse_store)]
     pub store: StoreUrl,
 
-    /// Cookie signing secret; repeat the option to rotate: the first signs, all verify. The
-    /// variable holds one secret, whole (commas included). Without one, a random secret is
-    /// generated and kept in a file beside the SQLite database (or in ./cloakroom-demo.secret).
+    /// Cookie signing secret, 32 bytes or more; repeat the option to rotate: the first signs,
+    /// all verify. The variable holds one secret, whole (commas included). Without one, a
+    /// random secret is generated and kept in a file beside the SQLite database (or in
+    /// ./cloakroom-demo.secret), readable by its owner only.
     #[arg(long = "secret", env = "CLOAKROOM_SECRET", hide_env_values = true)]
     pub secrets: Vec<String>,
+
+    /// Accept secrets shorter than 32 bytes, which are refused otherwise: only to share the
+    /// short secret of an existing Express deployment, until it is rotated (a long secret
+    /// first, the short one second, then drop it).
+    #[arg(long, env = "CLOAKROOM_ALLOW_SHORT_SECRET")]
+    pub allow_short_secret: bool,
 
     /// The session cookie's name.
     #[arg(long, env = "CLOAKROOM_COOKIE_NAME", default_value = "connect.sid")]

@@ -1,25 +1,16 @@
-//! The HTML pages: small, styled, and working without JavaScript. Everything that comes from a
-//! request or a session is escaped.
+//! The HTML pages, written with maud: small, styled by `/style.css`, working without
+//! JavaScript. maud escapes every value it interpolates (`& < > "`), so nothing from a request
+//! or a session can become markup; the pages hold no inline style or script, so the
+//! Content-Security-Policy can forbid both.
+//!
+//! `interop/app.js` renders the same texts and the same forms: change both together.
 
-use std::fmt::Write as _;
+use maud::{DOCTYPE, Markup, html};
 
-/// `text` with `& < > "` escaped: safe in HTML text and in double-quoted attributes, the only
-/// kind these pages use (so `'` can stay as it is, and "You've" reads as typed).
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use crate::csrf;
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:34rem;margin:4rem auto;\
+/// The stylesheet, served at `/style.css`.
+pub(crate) const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:34rem;margin:4rem auto;\
 padding:0 1rem;color:#1d232a;background:#f6f4ef}main{background:#fff;border-radius:12px;\
 padding:2rem;box-shadow:0 1px 4px #0002}h1{font-size:1.4rem;margin-top:0}label{display:block;\
 margin:.8rem 0 .2rem}input{width:100%;padding:.5rem;border:1px solid #bbb;border-radius:6px;\
@@ -27,63 +18,85 @@ box-sizing:border-box}button{margin-top:1.2rem;padding:.6rem 1.4rem;border:0;bor
 background:#2f5d50;color:#fff;font-size:1rem;cursor:pointer}.error{color:#a4262c}\
 nav a{margin-right:1rem}footer{margin-top:1.5rem;font-size:.85rem;color:#666}";
 
-/// A page around `body` (already HTML), with `title` escaped.
-fn page(title: &str, body: &str) -> String {
-    let mut html = String::with_capacity(STYLE.len() + body.len() + 400);
-    let _ = write!(
-        html,
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>{} · cloakroom</title><style>{STYLE}</style></head><body><main>{body}\
-         <footer><nav><a href=\"/\">Views</a><a href=\"/get-session\">Session data</a>\
-         <a href=\"/dashboard\">Dashboard</a></nav></footer></main></body></html>",
-        escape(title)
-    );
-    html
+/// A page around `body`.
+fn page(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width,initial-scale=1";
+                title { (title) " · cloakroom" }
+                link rel="stylesheet" href="/style.css";
+            }
+            body {
+                main {
+                    (body)
+                    footer {
+                        nav {
+                            a href="/" { "Views" }
+                            a href="/get-session" { "Session data" }
+                            a href="/dashboard" { "Dashboard" }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The hidden field every form carries: the session's anti-forgery token.
+fn csrf_field(token: &str) -> Markup {
+    html! { input type="hidden" name=(csrf::FIELD) value=(token); }
 }
 
 /// `GET /`.
-pub(crate) fn views(views: u64) -> String {
-    page("Views", &format!("<h1>Number of views {views}</h1>"))
+pub(crate) fn views(views: u64) -> Markup {
+    page("Views", html! { h1 { "Number of views " (views) } })
 }
 
 /// A page with one message.
-pub(crate) fn message(text: &str) -> String {
-    page(text, &format!("<h1>{}</h1>", escape(text)))
+pub(crate) fn message(text: &str) -> Markup {
+    page(text, html! { h1 { (text) } })
 }
 
 /// The login form, with an error message after a failed attempt.
-pub(crate) fn login(error: Option<&str>, username: &str) -> String {
-    let error = error
-        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
-        .unwrap_or_default();
+pub(crate) fn login(error: Option<&str>, username: &str, csrf_token: &str) -> Markup {
     page(
         "Log in",
-        &format!(
-            "<h1>Log in</h1>{error}<form method=\"post\" action=\"/login\">\
-             <label for=\"username\">Username</label>\
-             <input id=\"username\" name=\"username\" autocomplete=\"username\" value=\"{}\" required>\
-             <label for=\"password\">Password</label>\
-             <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-             <button type=\"submit\">Log in</button></form>",
-            escape(username)
-        ),
+        html! {
+            h1 { "Log in" }
+            @if let Some(error) = error {
+                p class="error" role="alert" { (error) }
+            }
+            form method="post" action="/login" {
+                (csrf_field(csrf_token))
+                label for="username" { "Username" }
+                input id="username" name="username" autocomplete="username" value=(username) required;
+                label for="password" { "Password" }
+                input id="password" name="password" type="password" autocomplete="current-password" required;
+                button type="submit" { "Log in" }
+            }
+        },
     )
 }
 
-/// The dashboard of a logged-in user.
-pub(crate) fn dashboard(username: &str, expires: Option<&str>) -> String {
-    let expiry = match expires {
-        Some(when) => format!("<p>Your session expires {}.</p>", escape(when)),
-        None => "<p>Your session ends when you close the browser.</p>".to_owned(),
-    };
+/// The dashboard of a logged-in user, with the logout form (a POST: a link could be followed
+/// by another site, or prefetched).
+pub(crate) fn dashboard(username: &str, expires: Option<&str>, csrf_token: &str) -> Markup {
     page(
         "Dashboard",
-        &format!(
-            "<h1>Welcome {}! This is your dashboard.</h1>{expiry}\
-             <p><a href=\"/logout\">Log out</a></p>",
-            escape(username)
-        ),
+        html! {
+            h1 { "Welcome " (username) "! This is your dashboard." }
+            @match expires {
+                Some(when) => p { "Your session expires " (when) "." },
+                None => p { "Your session ends when you close the browser." },
+            }
+            form method="post" action="/logout" {
+                (csrf_field(csrf_token))
+                button type="submit" { "Log out" }
+            }
+        },
     )
 }
 
@@ -93,13 +106,51 @@ mod tests {
 
     #[test]
     fn escapes_markup() {
-        assert_eq!(
-            escape(r#"<script>alert("x" & 'y')</script>"#),
-            "&lt;script&gt;alert(&quot;x&quot; &amp; 'y')&lt;/script&gt;"
-        );
-        let html = dashboard("<b>ann</b>", Some("soon"));
+        let html = dashboard("<b>ann</b>", Some("soon"), "token").into_string();
         assert!(html.contains("Welcome &lt;b&gt;ann&lt;/b&gt;! This is your dashboard."));
         assert!(!html.contains("<b>ann"));
-        assert!(login(Some("<x>"), "\"><img>").contains("value=\"&quot;&gt;&lt;img&gt;\""));
+        let html = login(Some("<x>"), "\"><img>", "t\"k").into_string();
+        assert!(html.contains("value=\"&quot;&gt;&lt;img&gt;\""), "{html}");
+        assert!(html.contains("&lt;x&gt;"), "{html}");
+        assert!(
+            html.contains("<input type=\"hidden\" name=\"_csrf\" value=\"t&quot;k\">"),
+            "{html}"
+        );
+        let html = message("You've & <i>").into_string();
+        assert!(
+            html.contains("<h1>You've &amp; &lt;i&gt;</h1>"),
+            "quotes as typed: {html}"
+        );
+    }
+
+    /// What interop/app.js renders too (demo/tests/interop.rs reads these from both servers).
+    #[test]
+    fn forms_carry_the_token() {
+        let html = login(None, "", "T0KEN").into_string();
+        assert!(html.contains(
+            "<form method=\"post\" action=\"/login\"><input type=\"hidden\" name=\"_csrf\" value=\"T0KEN\">"
+        ));
+        let html = dashboard("ann", None, "T0KEN").into_string();
+        assert!(html.contains(
+            "<form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"_csrf\" value=\"T0KEN\"><button type=\"submit\">Log out</button></form>"
+        ), "{html}");
+        assert!(!html.contains("href=\"/logout\""), "no logout link: {html}");
+    }
+
+    /// The Content-Security-Policy allows no inline style or script.
+    #[test]
+    fn no_inline_style_or_script() {
+        for html in [
+            views(1),
+            message("m"),
+            login(Some("e"), "u", "t"),
+            dashboard("u", Some("soon"), "t"),
+        ] {
+            let html = html.into_string();
+            assert!(html.contains("<link rel=\"stylesheet\" href=\"/style.css\">"));
+            for inline in ["<style", "style=", "<script", "javascript:"] {
+                assert!(!html.contains(inline), "{inline} in {html}");
+            }
+        }
     }
 }

@@ -7,7 +7,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use reqwest::header::{LOCATION, SET_COOKIE};
+use reqwest::header::{
+    ALLOW, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, REFERRER_POLICY,
+    RETRY_AFTER, SET_COOKIE, X_CONTENT_TYPE_OPTIONS,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cloakroom-demo");
 const SECRET: &str = "demo test secret, obviously fake";
@@ -85,9 +88,15 @@ fn terminate(child: &Child) {
 
 /// A browser-like client: keeps cookies, does not follow redirects (so tests see the 303s).
 fn browser() -> reqwest::Client {
+    browser_from(None)
+}
+
+/// A browser whose requests come from `source` (any 127.x.y.z reaches the demo on Linux).
+fn browser_from(source: Option<&str>) -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
+        .local_address(source.map(|s| s.parse().unwrap()))
         .build()
         .unwrap()
 }
@@ -97,19 +106,67 @@ async fn text(client: &reqwest::Client, url: &str) -> (StatusCode, String) {
     (response.status(), response.text().await.unwrap())
 }
 
+/// The anti-forgery token in a page's form.
+fn csrf_token(page: &str) -> String {
+    let field = "<input type=\"hidden\" name=\"_csrf\" value=\"";
+    let start = page
+        .find(field)
+        .unwrap_or_else(|| panic!("no token field in {page}"))
+        + field.len();
+    page[start..].split('"').next().unwrap().to_owned()
+}
+
+/// The token of the form on `path` (which must answer 200).
+async fn form_token(client: &reqwest::Client, demo: &Demo, path: &str) -> String {
+    let (status, body) = text(client, &demo.url(path)).await;
+    assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    csrf_token(&body)
+}
+
+async fn post(
+    client: &reqwest::Client,
+    demo: &Demo,
+    path: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    client.post(demo.url(path)).form(form).send().await.unwrap()
+}
+
+/// Logs in as a browser does: the form (and its token) first, then the POST.
 async fn log_in(
     client: &reqwest::Client,
     demo: &Demo,
     user: &str,
     password: &str,
 ) -> reqwest::Response {
-    client
-        .post(demo.url("/login"))
-        .form(&[("username", user), ("password", password)])
-        .send()
-        .await
-        .unwrap()
+    let token = form_token(client, demo, "/login").await;
+    post(
+        client,
+        demo,
+        "/login",
+        &[
+            ("username", user),
+            ("password", password),
+            ("_csrf", &token),
+        ],
+    )
+    .await
 }
+
+/// Whether the dashboard greets the user (else it must redirect to the login).
+async fn logged_in(client: &reqwest::Client, demo: &Demo) -> bool {
+    let response = client.get(demo.url("/dashboard")).send().await.unwrap();
+    match response.status() {
+        StatusCode::OK => true,
+        StatusCode::SEE_OTHER => {
+            assert_eq!(response.headers()[LOCATION], "/login");
+            false
+        }
+        other => panic!("/dashboard answered {other}"),
+    }
+}
+
+const FORGED_FORM: &str = "This form has expired. Reload the page and try again.";
 
 fn session_cookie(response: &reqwest::Response) -> Option<String> {
     response
@@ -148,6 +205,38 @@ async fn tour(demo: &Demo) {
     let (status, form) = text(&client, &demo.url("/login")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(form.contains("<form method=\"post\" action=\"/login\">"));
+    let login_token = csrf_token(&form);
+    assert_eq!(login_token.len(), 43, "32 bytes, base64url: {login_token}");
+
+    // Without the session's token, even the right password does nothing.
+    for token in [None, Some("forged"), Some("")] {
+        let mut fields = vec![("username", "ann"), ("password", "pa55")];
+        fields.extend(token.map(|token| ("_csrf", token)));
+        let forged = post(&client, demo, "/login", &fields).await;
+        assert_eq!(forged.status(), StatusCode::FORBIDDEN, "token {token:?}");
+        assert!(session_cookie(&forged).is_none(), "no new session");
+        assert!(forged.text().await.unwrap().contains(FORGED_FORM));
+    }
+    let no_form = client.post(demo.url("/login")).send().await.unwrap();
+    assert_eq!(no_form.status(), StatusCode::FORBIDDEN, "no form at all");
+    assert!(!logged_in(&client, demo).await);
+    let stranger = browser();
+    let foreign = post(
+        &stranger,
+        demo,
+        "/login",
+        &[
+            ("username", "ann"),
+            ("password", "pa55"),
+            ("_csrf", &login_token),
+        ],
+    )
+    .await;
+    assert_eq!(
+        foreign.status(),
+        StatusCode::FORBIDDEN,
+        "a token is good only with its own session"
+    );
 
     let wrong = log_in(&client, demo, "<b>ann</b>", "nope").await;
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
@@ -156,6 +245,11 @@ async fn tour(demo: &Demo) {
     assert!(
         body.contains("value=\"&lt;b&gt;ann&lt;/b&gt;\""),
         "escaped: {body}"
+    );
+    assert_eq!(
+        csrf_token(&body),
+        login_token,
+        "the same session, the same token"
     );
 
     let before = client.get(demo.url("/")).send().await.unwrap();
@@ -178,9 +272,33 @@ async fn tour(demo: &Demo) {
         "{body}"
     );
     assert!(body.contains("Your session expires"), "{body}");
-    assert!(body.contains("href=\"/logout\""), "{body}");
+    assert!(
+        body.contains("<form method=\"post\" action=\"/logout\">"),
+        "{body}"
+    );
+    assert!(!body.contains("href=\"/logout\""), "no logout link: {body}");
+    let token = csrf_token(&body);
+    assert_ne!(token, login_token, "login issues a new token");
 
-    let out = client.get(demo.url("/logout")).send().await.unwrap();
+    // GET, a missing, empty or wrong token, the token from before the login: still logged in.
+    let get = client.get(demo.url("/logout")).send().await.unwrap();
+    assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(get.headers()[ALLOW], "POST");
+    assert!(session_cookie(&get).is_none());
+    for fields in [
+        &[][..],
+        &[("_csrf", "")],
+        &[("_csrf", "forged")],
+        &[("_csrf", login_token.as_str())],
+        &[("csrf", token.as_str())],
+    ] {
+        let forged = post(&client, demo, "/logout", fields).await;
+        assert_eq!(forged.status(), StatusCode::FORBIDDEN, "{fields:?}");
+        assert!(session_cookie(&forged).is_none(), "{fields:?}");
+    }
+    assert!(logged_in(&client, demo).await, "still logged in");
+
+    let out = post(&client, demo, "/logout", &[("_csrf", &token)]).await;
     assert_eq!(out.status(), StatusCode::SEE_OTHER);
     assert_eq!(out.headers()[LOCATION], "/login");
     let expired = session_cookie(&out).expect("logout expires the cookie");
@@ -188,8 +306,7 @@ async fn tour(demo: &Demo) {
         expired.contains("Expires=Thu, 01 Jan 1970 00:00:00 GMT"),
         "{expired}"
     );
-    let response = client.get(demo.url("/dashboard")).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::SEE_OTHER, "logged out");
+    assert!(!logged_in(&client, demo).await, "logged out");
 }
 
 /// 50 requests at once on one session, as a double-click or two tabs would send them: every
@@ -414,7 +531,9 @@ fn a_missing_sqlite_folder_is_named() {
 async fn a_secret_with_a_comma_is_one_secret() {
     let dir = temp_dir("demo-comma-");
     let store = sqlite_url(&dir);
-    let whole = "comma, then more of the same test secret";
+    let whole = "first part of a fake test secret, then the rest of it";
+    let half = "first part of a fake test secret";
+    assert_eq!(half.len(), 32, "long enough to be accepted on its own");
     let start = |secret: &str, by_env: bool| {
         let mut command = Command::new(BIN);
         let port = TcpListener::bind("127.0.0.1:0")
@@ -442,14 +561,14 @@ async fn a_secret_with_a_comma_is_one_secret() {
         let (status, _) = text(&client, &signer.url("/dashboard")).await;
         assert_eq!(status, StatusCode::OK, "logged in (by_env: {by_env})");
         drop(signer);
-        let half = start("comma", by_env);
-        let (status, _) = text(&client, &half.url("/dashboard")).await;
+        let halved = start(half, by_env);
+        let (status, _) = text(&client, &halved.url("/dashboard")).await;
         assert_eq!(
             status,
             StatusCode::SEE_OTHER,
-            "a demo with only `comma` must not accept the cookie (by_env: {by_env})"
+            "a demo with only the part before the comma must not accept the cookie (by_env: {by_env})"
         );
-        drop(half);
+        drop(halved);
         let again = start(whole, by_env);
         let (status, _) = text(&client, &again.url("/dashboard")).await;
         assert_eq!(status, StatusCode::OK, "the whole secret verifies it");
@@ -469,6 +588,8 @@ fn help_documents_every_option() {
         "CLOAKROOM_STORE",
         "--secret",
         "CLOAKROOM_SECRET",
+        "--allow-short-secret",
+        "CLOAKROOM_ALLOW_SHORT_SECRET",
         "--cookie-name",
         "--max-age",
         "--rolling",
@@ -477,5 +598,314 @@ fn help_documents_every_option() {
         "--user",
     ] {
         assert!(help.contains(option), "--help lacks {option}:\n{help}");
+    }
+}
+
+/// Runs the demo expecting it to refuse to start; fails the test (instead of hanging) if it is
+/// still running after 20 s.
+fn run_to_refusal(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(["--addr", "127.0.0.1:0"])
+        .args(args)
+        .env_clear()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the demo binary runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            terminate(&child);
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "the demo started instead of refusing: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success(), "{output:?}");
+    output
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A secret under 32 bytes (the express docs' `keyboard cat`) can be found offline from one
+/// cookie: refused, unless `--allow-short-secret` says it is an existing deployment's.
+#[tokio::test]
+async fn a_short_secret_is_refused_unless_allowed() {
+    let short = "keyboard cat";
+    for args in [
+        &["--store", "memory", "--secret", short][..],
+        &["--store", "memory", "--secret", SECRET, "--secret", short],
+    ] {
+        let output = run_to_refusal(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.trim_end().lines().last().unwrap_or_default();
+        assert!(last.starts_with("cloakroom-demo: "), "{stderr}");
+        assert!(
+            last.contains("shorter than 32 bytes") && last.contains("--allow-short-secret"),
+            "says why and what to do: {stderr}"
+        );
+        assert!(!stderr.contains(short), "never the secret: {stderr}");
+    }
+
+    let demo = Demo::start(&[
+        "--store",
+        "memory",
+        "--secret",
+        short,
+        "--allow-short-secret",
+        "--user",
+        "ann:pa55",
+    ]);
+    let client = browser();
+    assert_eq!(
+        log_in(&client, &demo, "ann", "pa55").await.status(),
+        StatusCode::SEE_OTHER
+    );
+    assert!(logged_in(&client, &demo).await);
+    let log = String::from_utf8_lossy(&demo.stop().stderr).into_owned();
+    assert!(log.contains("--allow-short-secret"), "a warning: {log}");
+    assert!(!log.contains(short), "never the secret: {log}");
+}
+
+/// A kept secret file others can read is narrowed to 0600 (with a warning, without the
+/// secret), and still used.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_secret_file_others_can_read_is_narrowed_to_the_owner() {
+    let dir = temp_dir("demo-secret-mode-");
+    let store = sqlite_url(&dir);
+    let secret_file = dir.join("sessions.secret");
+    let secret = "5e".repeat(32);
+    std::fs::write(&secret_file, &secret).unwrap();
+    set_mode(&secret_file, 0o644);
+
+    let demo = Demo::start(&["--store", &store, "--user", "ann:pa55"]);
+    let client = browser();
+    assert_eq!(
+        log_in(&client, &demo, "ann", "pa55").await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let log = String::from_utf8_lossy(&demo.stop().stderr).into_owned();
+    assert!(log.contains("could be read by others (mode 644)"), "{log}");
+    assert!(log.contains("using the one kept in"), "{log}");
+    assert!(!log.contains(&secret), "never the secret: {log}");
+    assert_eq!(mode(&secret_file), 0o600);
+    assert_eq!(
+        std::fs::read_to_string(&secret_file).unwrap(),
+        secret,
+        "kept"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A symbolic link where the secret file goes is refused: the demo neither writes through it
+/// (a dangling link stays dangling) nor reads, nor changes the mode of, what it points to.
+#[cfg(unix)]
+#[test]
+fn a_symbolic_link_at_the_secret_path_is_refused() {
+    let dir = temp_dir("demo-secret-link-");
+    let store = sqlite_url(&dir);
+    let secret_file = dir.join("sessions.secret");
+
+    let nowhere = dir.join("not-yet-there");
+    std::os::unix::fs::symlink(&nowhere, &secret_file).unwrap();
+    let output = run_to_refusal(&["--store", &store]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is a symbolic link"), "{stderr}");
+    assert!(!nowhere.exists(), "nothing written through the link");
+
+    std::fs::remove_file(&secret_file).unwrap();
+    let target = dir.join("someone-elses-file");
+    let contents = "7a".repeat(32);
+    std::fs::write(&target, &contents).unwrap();
+    set_mode(&target, 0o644);
+    std::os::unix::fs::symlink(&target, &secret_file).unwrap();
+    let output = run_to_refusal(&["--store", &store]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is a symbolic link"), "{stderr}");
+    assert!(!stderr.contains(&contents), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), contents);
+    assert_eq!(mode(&target), 0o644, "the target's mode is left alone");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// An empty secret file is refused, not overwritten: the demo never writes over a file.
+#[test]
+fn an_empty_secret_file_is_refused() {
+    let dir = temp_dir("demo-secret-empty-");
+    let store = sqlite_url(&dir);
+    let secret_file = dir.join("sessions.secret");
+    std::fs::write(&secret_file, "\n").unwrap();
+    let output = run_to_refusal(&["--store", &store]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is empty"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&secret_file).unwrap(), "\n");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Every response carries the security headers; every HTML page is `no-store`; the pages take
+/// their style from `/style.css` (the policy forbids inline style).
+#[tokio::test]
+async fn every_response_has_the_security_headers() {
+    let demo = Demo::start(&common_args("memory"));
+    let client = browser();
+    let mut responses = Vec::new();
+    for path in [
+        "/",
+        "/set-session",
+        "/get-session",
+        "/login",
+        "/dashboard",
+        "/logout",
+        "/no-such-page",
+    ] {
+        responses.push((path, client.get(demo.url(path)).send().await.unwrap()));
+    }
+    responses.push(("POST /logout", post(&client, &demo, "/logout", &[]).await));
+    responses.push(("POST /login", post(&client, &demo, "/login", &[]).await));
+    let wrong = log_in(&client, &demo, "ann", "wrong").await;
+    responses.push(("failed login", wrong));
+    let right = log_in(&client, &demo, "ann", "pa55").await;
+    responses.push(("login", right));
+    responses.push((
+        "logged-in dashboard",
+        client.get(demo.url("/dashboard")).send().await.unwrap(),
+    ));
+    for (what, response) in &responses {
+        let headers = response.headers();
+        assert_eq!(
+            headers[CONTENT_SECURITY_POLICY],
+            "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+             base-uri 'none'",
+            "{what}"
+        );
+        assert_eq!(headers[X_CONTENT_TYPE_OPTIONS], "nosniff", "{what}");
+        assert_eq!(headers[REFERRER_POLICY], "same-origin", "{what}");
+        assert_eq!(headers[CACHE_CONTROL], "no-store", "{what}");
+    }
+    for (what, response) in responses {
+        let html = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|t| t.to_str().unwrap().starts_with("text/html"));
+        let body = response.text().await.unwrap();
+        if html {
+            assert!(
+                body.contains("<link rel=\"stylesheet\" href=\"/style.css\">"),
+                "{what}: {body}"
+            );
+            assert!(
+                !body.contains("<style") && !body.contains("style="),
+                "{what}: {body}"
+            );
+        }
+    }
+
+    let css = client.get(demo.url("/style.css")).send().await.unwrap();
+    assert_eq!(css.status(), StatusCode::OK);
+    assert_eq!(css.headers()[CONTENT_TYPE], "text/css; charset=utf-8");
+    assert_eq!(css.headers()[X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert_eq!(
+        css.headers()[CACHE_CONTROL],
+        "public, max-age=3600",
+        "no session data: cacheable"
+    );
+    assert!(css.text().await.unwrap().contains("body{"));
+}
+
+/// Five failed logins for a name, then 429 with Retry-After, before the password is checked
+/// (the right one too), from any address; twenty from an address, then 429 for any name from
+/// it. Addresses: 127.0.0.1 and 127.0.0.2, both loopback.
+#[tokio::test]
+async fn failed_logins_are_limited_per_name_and_per_address() {
+    let demo = Demo::start(&common_args("memory"));
+    let client = browser();
+    for attempt in 1..=5 {
+        let response = log_in(&client, &demo, "ann", "wrong").await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt}"
+        );
+    }
+    let blocked = log_in(&client, &demo, "ann", "pa55").await;
+    assert_eq!(
+        blocked.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the 6th, right password too"
+    );
+    let retry_after: u64 = blocked.headers()[RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("Retry-After in seconds");
+    assert!((1..=15 * 60).contains(&retry_after), "{retry_after}");
+    assert!(session_cookie(&blocked).is_none(), "no login");
+    let body = blocked.text().await.unwrap();
+    assert!(
+        body.contains("Too many failed logins. Try again in 15 minutes."),
+        "{body}"
+    );
+    assert!(!logged_in(&client, &demo).await);
+
+    let elsewhere = browser_from(Some("127.0.0.2"));
+    let other_address = log_in(&elsewhere, &demo, "ann", "pa55").await;
+    assert_eq!(
+        other_address.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the name is blocked from every address"
+    );
+
+    // 5 failures so far from 127.0.0.1 (the 429 is not one): 15 more, under other names.
+    for name in ["bob", "carol", "dave"] {
+        for _ in 0..5 {
+            let response = log_in(&client, &demo, name, "wrong").await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{name}");
+        }
+    }
+    let fresh_name = log_in(&client, &demo, "erin", "wrong").await;
+    assert_eq!(
+        fresh_name.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "20 failures from the address block every name from it"
+    );
+    let other = log_in(&elsewhere, &demo, "erin", "wrong").await;
+    assert_eq!(
+        other.status(),
+        StatusCode::UNAUTHORIZED,
+        "not other addresses"
+    );
+}
+
+/// A successful login resets its name's count: 4 failures, a login, 4 failures, a login.
+#[tokio::test]
+async fn a_successful_login_resets_the_name_count() {
+    let demo = Demo::start(&common_args("memory"));
+    for round in 0..2 {
+        let client = browser();
+        for _ in 0..4 {
+            let response = log_in(&client, &demo, "ann", "wrong").await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "round {round}");
+        }
+        let right = log_in(&client, &demo, "ann", "pa55").await;
+        assert_eq!(right.status(), StatusCode::SEE_OTHER, "round {round}");
     }
 }

@@ -1,6 +1,7 @@
 //! Express interop: the cloakroom demo and a real Express app (express-session 1.19 with
 //! connect-redis, or with connect-pg-simple; `interop/app.js`) share one store, one secret list
-//! and one cookie name, so they share one login. Every scenario runs on Redis and on
+//! and one cookie name, so they share one login, and the forms' anti-forgery token (session key
+//! `csrfToken`, field `_csrf`): a form either serves can be posted to the other. Every scenario runs on Redis and on
 //! PostgreSQL, with both servers started on free ports for that test only.
 //!
 //! Cookies: a [`Browser`] is one reqwest client with its own cookie jar. A jar, like a
@@ -30,7 +31,7 @@ const DEMO_BIN: &str = env!("CARGO_BIN_EXE_cloakroom-demo");
 const SECRET: &str = "interop test secret, obviously fake";
 const NEW_SECRET: &str = "interop new secret, obviously fake";
 const OLD_SECRET: &str = "interop old secret, obviously fake";
-const UNKNOWN_SECRET: &str = "a secret neither server knows";
+const UNKNOWN_SECRET: &str = "a fake secret neither server knows";
 const USER: &str = "ann";
 const PASSWORD: &str = "pa55";
 /// Both servers' session lifetime by default: 30 minutes.
@@ -330,14 +331,54 @@ impl Browser {
         reply(server, path, response).await
     }
 
+    async fn post(&self, server: &Server, path: &str, form: &[(&str, &str)]) -> Reply {
+        let response = self.client.post(server.url(path)).form(form).send().await;
+        reply(server, &format!("POST {path}"), response).await
+    }
+
+    /// The anti-forgery token of the form `path` on `server` shows.
+    async fn form_token(&self, server: &Server, path: &str) -> String {
+        let page = self.get(server, path).await;
+        assert_eq!(
+            page.status,
+            StatusCode::OK,
+            "{} {path}: {}",
+            server.name,
+            page.body
+        );
+        csrf_token(&page.body)
+            .unwrap_or_else(|| panic!("{} {path}: no token field in {}", server.name, page.body))
+    }
+
+    /// Logs in on `server` with the form (and its token) `server` shows.
     async fn log_in(&self, server: &Server, password: &str) -> Reply {
-        let response = self
-            .client
-            .post(server.url("/login"))
-            .form(&[("username", USER), ("password", password)])
-            .send()
-            .await;
-        reply(server, "POST /login", response).await
+        self.log_in_with_form_of(server, server, password).await
+    }
+
+    /// Logs in on `server` with the form `form_server` shows.
+    async fn log_in_with_form_of(
+        &self,
+        form_server: &Server,
+        server: &Server,
+        password: &str,
+    ) -> Reply {
+        let token = self.form_token(form_server, "/login").await;
+        self.post(
+            server,
+            "/login",
+            &[
+                ("username", USER),
+                ("password", password),
+                ("_csrf", &token),
+            ],
+        )
+        .await
+    }
+
+    /// Logs out on `server` with the button of the dashboard `form_server` shows.
+    async fn log_out_with_form_of(&self, form_server: &Server, server: &Server) -> Reply {
+        let token = self.form_token(form_server, "/dashboard").await;
+        self.post(server, "/logout", &[("_csrf", &token)]).await
     }
 
     /// `/` on `server`: the view count it shows.
@@ -416,6 +457,23 @@ async fn reply(server: &Server, what: &str, response: reqwest::Result<reqwest::R
 fn local() -> Url {
     "http://127.0.0.1/".parse().unwrap()
 }
+
+/// The token in a page's hidden `_csrf` field, written alike by both servers.
+fn csrf_token(page: &str) -> Option<String> {
+    let field = "<input type=\"hidden\" name=\"_csrf\" value=\"";
+    let start = page.find(field)? + field.len();
+    let token = page[start..].split('"').next()?;
+    assert!(
+        token.len() == 43
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "32 random bytes in base64url: {token}"
+    );
+    Some(token.to_owned())
+}
+
+const FORGED_FORM: &str = "This form has expired. Reload the page and try again.";
 
 /// The session id inside a `connect.sid` value `s%3A<id>.<signature>`.
 fn sid_of(value: &str) -> String {
@@ -528,7 +586,8 @@ fn imf_fixdate(text: &str) -> Option<i64> {
 // Scenarios, each run on Redis and on PostgreSQL
 
 /// A login on either server is a login on both, and a logout on either ends it on both (the
-/// record is gone: even the old cookie, replayed, is no longer logged in).
+/// record is gone: even the old cookie, replayed, is no longer logged in). Each form is
+/// taken from one server and posted to the other: each accepts the other's token.
 async fn one_login(store: Store) {
     let cloakroom = Server::cloakroom(&store, &[SECRET], &[]);
     let express = Server::express(&store, &[SECRET], None);
@@ -538,7 +597,7 @@ async fn one_login(store: Store) {
         assert!(!browser.logged_in(second).await);
         let wrong = browser.log_in(first, "wrong").await;
         assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{}", first.name);
-        let login = browser.log_in(first, PASSWORD).await;
+        let login = browser.log_in_with_form_of(second, first, PASSWORD).await;
         assert_eq!(login.status, StatusCode::SEE_OTHER, "{}", first.name);
         assert_eq!(login.location.as_deref(), Some("/dashboard"));
         assert!(
@@ -558,7 +617,7 @@ async fn one_login(store: Store) {
         let cookie = browser.cookie().expect("a session cookie");
         let sid = sid_of(&cookie);
         assert!(store.raw(&sid).is_some(), "the login is stored");
-        let out = browser.get(second, "/logout").await;
+        let out = browser.log_out_with_form_of(first, second).await;
         assert_eq!(out.status, StatusCode::SEE_OTHER, "{}", second.name);
         assert_eq!(out.location.as_deref(), Some("/login"));
         let cleared = out.set_cookie.expect("logout clears the cookie");
@@ -579,6 +638,103 @@ async fn one_login(store: Store) {
             !replay.logged_in(first).await,
             "the old cookie, replayed to {}, is not logged in",
             first.name
+        );
+    }
+}
+
+/// On both servers: GET /logout and a POST without the session's token change nothing (still
+/// logged in on both, no cookie sent); a login POST without it logs nobody in; a login issues a
+/// new token (the one from before it is refused after it).
+async fn forged_forms_change_nothing(store: Store) {
+    let cloakroom = Server::cloakroom(&store, &[SECRET], &[]);
+    let express = Server::express(&store, &[SECRET], None);
+
+    for server in [&cloakroom, &express] {
+        let visitor = Browser::new();
+        let before = visitor.form_token(server, "/login").await;
+        for fields in [
+            &[("username", USER), ("password", PASSWORD)][..],
+            &[
+                ("username", USER),
+                ("password", PASSWORD),
+                ("_csrf", "forged"),
+            ],
+            &[("username", USER), ("password", PASSWORD), ("_csrf", "")],
+        ] {
+            let forged = visitor.post(server, "/login", fields).await;
+            assert_eq!(
+                forged.status,
+                StatusCode::FORBIDDEN,
+                "{}: {fields:?}",
+                server.name
+            );
+            assert!(
+                forged.body.contains(FORGED_FORM),
+                "{}: {}",
+                server.name,
+                forged.body
+            );
+            assert!(forged.set_cookie.is_none(), "{}: no login", server.name);
+        }
+        assert!(!visitor.logged_in(&cloakroom).await && !visitor.logged_in(&express).await);
+        assert_eq!(
+            visitor.log_in(server, PASSWORD).await.status,
+            StatusCode::SEE_OTHER
+        );
+        let after = visitor.form_token(server, "/dashboard").await;
+        assert_ne!(before, after, "{}: a login issues a new token", server.name);
+    }
+
+    let browser = Browser::new();
+    assert_eq!(
+        browser.log_in(&express, PASSWORD).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let current = browser.form_token(&express, "/login").await;
+    for server in [&cloakroom, &express] {
+        let get = browser.get(server, "/logout").await;
+        assert_eq!(
+            get.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{}",
+            server.name
+        );
+        assert!(
+            get.body
+                .contains("Log out with the button on your dashboard."),
+            "{}: {}",
+            server.name,
+            get.body
+        );
+        assert!(get.set_cookie.is_none(), "{}", server.name);
+        let other_session = Browser::new().form_token(server, "/login").await;
+        for fields in [
+            &[][..],
+            &[("_csrf", "forged")],
+            &[("_csrf", other_session.as_str())],
+        ] {
+            let forged = browser.post(server, "/logout", fields).await;
+            assert_eq!(
+                forged.status,
+                StatusCode::FORBIDDEN,
+                "{}: {fields:?}",
+                server.name
+            );
+            assert!(
+                forged.body.contains(FORGED_FORM),
+                "{}: {}",
+                server.name,
+                forged.body
+            );
+            assert!(forged.set_cookie.is_none(), "{}", server.name);
+        }
+        assert!(browser.logged_in(&cloakroom).await, "after {}", server.name);
+        assert!(browser.logged_in(&express).await, "after {}", server.name);
+        assert_eq!(
+            browser.form_token(server, "/dashboard").await,
+            current,
+            "{}: one token per session",
+            server.name
         );
     }
 }
@@ -1023,6 +1179,7 @@ macro_rules! on_every_store {
 
 on_every_store!(
     one_login,
+    forged_forms_change_nothing,
     one_counter,
     same_set_cookie,
     secret_rotation,

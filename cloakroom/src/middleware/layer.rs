@@ -8,7 +8,7 @@ use http::Response;
 use tower_layer::Layer;
 
 use super::{SessionService, default_failure_response};
-use crate::config::{Config, ConfigError, CookieOptions, Unset};
+use crate::config::{Config, ConfigError, CookieOptions, MIN_SECRET_LEN, Unset};
 use crate::error::Error;
 use crate::session::{Context, FailureHandler, Locking, SessionLock, WriteLocks};
 use crate::signing::Secrets;
@@ -64,6 +64,7 @@ impl SessionLayer {
         SessionLayerBuilder {
             store: Arc::new(store),
             secrets: Vec::new(),
+            short_secrets_allowed: false,
             config: Config::default(),
             locking: None,
             on_failure: Arc::new(default_failure_response),
@@ -93,6 +94,7 @@ pub struct SessionLayerBuilder<S> {
     store: Arc<S>,
     /// Checked and turned into signing keys by `build`.
     secrets: Vec<Vec<u8>>,
+    short_secrets_allowed: bool,
     config: Config,
     locking: Option<Arc<Locking>>,
     on_failure: FailureHandler,
@@ -131,7 +133,31 @@ impl<S: SessionStore> SessionLayerBuilder<S> {
         self
     }
 
+    /// Accepts secrets shorter than 32 bytes, which [`build`](Self::build) otherwise refuses.
+    /// For one case only: sharing sessions with an existing Express deployment whose secret is
+    /// short, until it can be rotated (put a long secret first with
+    /// [`with_secrets`](Self::with_secrets), keep the short one second while its cookies live,
+    /// then drop it and this option).
+    ///
+    /// # Security
+    /// Anyone who learns or guesses a secret can sign any session id. A short or memorable
+    /// secret ("keyboard cat", the express docs' example) can be found offline from one cookie.
+    /// Use 32 random bytes or more, such as `openssl rand -base64 48`.
+    pub fn with_short_secrets_allowed(mut self, allowed: bool) -> Self {
+        self.short_secrets_allowed = allowed;
+        self
+    }
+
     /// express's `name`: the cookie's name (default `connect.sid`).
+    ///
+    /// For new apps, `__Host-sid` with [`CookieOptions::with_secure`]`(true)` is the safest
+    /// name: browsers take a `__Host-` cookie only from a secure page, for the whole host, never
+    /// from a sibling subdomain. That matters because a request that carries two cookies of the
+    /// session's name is answered with the first (express's rule), and a subdomain can set a
+    /// cookie of the same name for the parent domain with a more specific path, which browsers
+    /// send first ("cookie tossing"): it can pin a victim's browser to a session of the
+    /// attacker's. `build` refuses a `__Host-` name without `Secure`, with a domain, or with a
+    /// path other than `/`.
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.config.name = name.into();
         self
@@ -242,12 +268,23 @@ impl<S: SessionStore> SessionLayerBuilder<S> {
     ///
     /// # Errors
     /// [`ConfigError::MissingSecret`] without a secret, [`ConfigError::EmptySecret`] for an
-    /// empty one; an invalid cookie name, domain or path.
+    /// empty one, [`ConfigError::ShortSecret`] for one under 32 bytes (unless
+    /// [`with_short_secrets_allowed`](Self::with_short_secrets_allowed)); an invalid cookie
+    /// name, domain or path; [`ConfigError::RejectedByBrowsers`] for a cookie browsers would
+    /// drop.
     pub fn build(self) -> Result<SessionLayer, ConfigError> {
         if self.secrets.is_empty() {
             return Err(ConfigError::MissingSecret);
         }
         let secrets = Secrets::new(&self.secrets).ok_or(ConfigError::EmptySecret)?;
+        if !self.short_secrets_allowed
+            && self
+                .secrets
+                .iter()
+                .any(|secret| secret.len() < MIN_SECRET_LEN)
+        {
+            return Err(ConfigError::ShortSecret);
+        }
         self.config.validate()?;
         Ok(SessionLayer {
             ctx: Arc::new(Context {
@@ -299,9 +336,30 @@ mod tests {
     }
 
     #[test]
+    fn a_short_secret_needs_the_opt_in() {
+        let build = |secrets: &[&str], allowed: bool| {
+            SessionLayer::builder(MemoryStore::new())
+                .with_secrets(secrets)
+                .with_short_secrets_allowed(allowed)
+                .build()
+                .map(drop)
+        };
+        let long = "x".repeat(MIN_SECRET_LEN);
+        let short = &long[1..];
+        assert_eq!(build(&[short], false), Err(ConfigError::ShortSecret));
+        assert_eq!(build(&["s"], false), Err(ConfigError::ShortSecret));
+        // An old, short secret still verifies cookies: it is as weak as a signing one.
+        assert_eq!(build(&[&long, short], false), Err(ConfigError::ShortSecret));
+        assert_eq!(build(&[&long], false), Ok(()));
+        assert_eq!(build(&[short], true), Ok(()));
+        assert_eq!(build(&[&long, "keyboard cat"], true), Ok(()));
+        assert_eq!(build(&[""], true), Err(ConfigError::EmptySecret));
+    }
+
+    #[test]
     fn cookie_name_is_validated() {
         let bad = SessionLayer::builder(MemoryStore::new())
-            .with_secret("s")
+            .with_secret("a test secret, at least 32 bytes long")
             .with_name("bad name")
             .build();
         assert_eq!(bad.unwrap_err(), ConfigError::InvalidName);

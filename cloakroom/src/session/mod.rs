@@ -18,7 +18,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::error::Error;
 use crate::id::Id;
-use crate::record::SessionCookie;
+use crate::record::{MAX_VALUE_DEPTH, SessionCookie, nests_deeper_than};
 use crate::time::Timestamp;
 
 use changes::Step;
@@ -216,8 +216,9 @@ impl Session {
     /// session.
     ///
     /// # Errors
-    /// [`Error::Serialize`] when the value cannot be JSON; [`Error::ReservedKey`] for `cookie`;
-    /// [`Error::Load`] when the store fails.
+    /// [`Error::Serialize`] when the value cannot be JSON; [`Error::TooDeep`] when it nests
+    /// deeper than [`MAX_VALUE_DEPTH`](crate::MAX_VALUE_DEPTH); [`Error::ReservedKey`] for
+    /// `cookie`; [`Error::Load`] when the store fails. On an error the session is unchanged.
     pub async fn insert(&self, key: impl Into<String>, value: impl Serialize) -> Result<(), Error> {
         let key = key.into();
         let value = serde_json::to_value(value).map_err(|e| Error::serialize(&key, e))?;
@@ -233,6 +234,7 @@ impl Session {
         if key == "cookie" {
             return Err(Error::ReservedKey);
         }
+        let value = Error::check_depth(&key, value)?;
         let mut state = self.loaded_state().await?;
         let current = self.live(&mut state);
         current
@@ -326,12 +328,14 @@ impl Session {
             Err(refused) => return Ok(Err(refused)),
         };
         let value = serde_json::to_value(&new).map_err(|e| Error::serialize(key, e))?;
+        let value = Error::check_depth(key, value)?;
         let step: Step = Arc::new(move |stored: Option<&Value>| {
             let old = match stored {
                 Some(value) => Some(T::deserialize(value).ok()?),
                 None => None,
             };
-            serde_json::to_value(update(old).ok()?).ok()
+            let new = serde_json::to_value(update(old).ok()?).ok()?;
+            (!nests_deeper_than(&new, MAX_VALUE_DEPTH)).then_some(new)
         });
         current
             .changes

@@ -21,8 +21,12 @@ use http_body_util::BodyExt;
 use http_body_util::Full;
 use tower::ServiceExt;
 
-/// The secret express-session's own tests use.
-pub const SECRET: &str = "keyboard cat";
+/// The tests' secret. express-session's own tests use `keyboard cat`, which cloakroom refuses
+/// (under 32 bytes) unless told otherwise: [`harness_builder`] does, to port them as written.
+pub const SECRET: &str = "a test secret, obviously fake, 32+ bytes";
+
+/// The secret of express-session's test harness.
+const HARNESS_SECRET: &str = "keyboard cat";
 
 /// A real [`MemoryStore`] that counts the calls it receives and can be told to fail, to test the
 /// middleware's store traffic and failure policy.
@@ -318,11 +322,12 @@ pub fn http_date_millis(text: &str) -> i64 {
 }
 
 /// express-session's test harness defaults (`createSession` in `test/session.js`): secret
-/// `keyboard cat` and `cookie: { maxAge: 60000 }`, with *our* defaults for everything else
-/// (`resave` and `saveUninitialized` false).
+/// `keyboard cat` (so short secrets are allowed) and `cookie: { maxAge: 60000 }`, with *our*
+/// defaults for everything else (`resave` and `saveUninitialized` false).
 pub fn harness_builder<S: SessionStore>(store: S) -> SessionLayerBuilder<S> {
     SessionLayer::builder(store)
-        .with_secret(SECRET)
+        .with_secret(HARNESS_SECRET)
+        .with_short_secrets_allowed(true)
         .with_cookie(CookieOptions::new().with_max_age(Duration::from_millis(60_000)))
 }
 

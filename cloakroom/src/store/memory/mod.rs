@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use foldhash::quality::RandomState;
-use hashlink::LinkedHashMap;
-use hashlink::linked_hash_map::RawEntryMut;
 
 use super::{
     Condition, DEFAULT_MAX_RECORD_SIZE, Error, Lease, Loaded, LockStore, SessionStore, SetOutcome,
@@ -19,6 +17,10 @@ use super::{
 use crate::id::Id;
 use crate::record::Record;
 use crate::time::Timestamp;
+
+mod queues;
+
+use queues::{Entry, Queues};
 
 const SHARDS: usize = 16;
 /// Parsed records kept per shard for sessions in use right now (see [`Shard::parsed`]).
@@ -31,8 +33,10 @@ const SCRATCH_KEPT: usize = 64 * 1024;
 /// Unlike express's MemoryStore it does not leak: every record expires (at its cookie's expiry,
 /// or after [`with_default_ttl`](MemoryStoreBuilder::with_default_ttl) for browser-session
 /// cookies), expired records are swept in the background, and the store holds at most
-/// [`with_max_entries`](MemoryStoreBuilder::with_max_entries) sessions, evicting the least
-/// recently used. Records are kept as express's JSON, so they behave exactly as in a shared store.
+/// [`with_max_entries`](MemoryStoreBuilder::with_max_entries) sessions. Past that it evicts
+/// first the sessions that were used only once (S3-FIFO), so a flood of new sessions, such as a
+/// client opening one after another, cannot push out the sessions people keep using. Records
+/// are kept as express's JSON, so they behave exactly as in a shared store.
 ///
 /// Sessions are lost when the process exits and are not shared between processes: use the
 /// SQLite, Redis or Postgres store for that. Compare-and-set is supported (a version counter).
@@ -58,9 +62,9 @@ struct Inner {
 }
 
 struct Shard {
-    /// Least recently used first. The map's hasher is [`Inner::hasher`], so a lookup can reuse
-    /// the hash that picked the shard.
-    entries: LinkedHashMap<Stored, Entry, RandomState>,
+    /// The sessions, in their eviction queues. Their maps' hasher is [`Inner::hasher`], so a
+    /// lookup can reuse the hash that picked the shard.
+    queues: Queues,
     /// Never reused within a shard, so a destroyed-then-recreated record never matches a stale
     /// version.
     last_version: u64,
@@ -177,17 +181,12 @@ impl ParsedTable {
 impl Shard {
     fn new(hasher: RandomState) -> Self {
         Shard {
-            entries: LinkedHashMap::with_hasher(hasher.clone()),
+            queues: Queues::new(&hasher),
             last_version: 0,
             parsed: ParsedTable::new(),
             locks: HashMap::with_hasher(hasher),
         }
     }
-}
-
-struct Entry {
-    expires_at: i64,
-    version: u64,
 }
 
 /// Where an id lives: its hash (for the shard's map), its shard and its parsed slot, the latter
@@ -201,21 +200,13 @@ struct Place {
 
 impl Shard {
     fn live(&self, place: Place, id: &str, now: i64) -> Option<&Entry> {
-        self.entries
-            .raw_entry()
-            .from_key_hashed_nocheck(place.hash, id)
-            .map(|(_, entry)| entry)
+        self.queues
+            .get(place.hash, id)
             .filter(|e| e.expires_at > now)
     }
 
     fn remove(&mut self, place: Place, id: &str) {
-        if let RawEntryMut::Occupied(entry) = self
-            .entries
-            .raw_entry_mut()
-            .from_key_hashed_nocheck(place.hash, id)
-        {
-            entry.remove();
-        }
+        self.queues.remove(place.hash, id);
     }
 
     fn next_version(&mut self) -> u64 {
@@ -224,10 +215,10 @@ impl Shard {
     }
 
     fn sweep(&mut self, now: i64) -> usize {
-        let before = self.entries.len();
-        self.entries.retain(|_, entry| entry.expires_at > now);
+        let before = self.queues.len();
+        self.queues.retain(|entry| entry.expires_at > now);
         self.locks.retain(|_, lock| lock.until > now);
-        before - self.entries.len()
+        before - self.queues.len()
     }
 
     /// Whether `lease` holds the lock on `id` now.
@@ -249,9 +240,10 @@ pub struct MemoryStoreBuilder {
 }
 
 impl MemoryStoreBuilder {
-    /// The most sessions kept (default 100,000); past it the least recently used is evicted.
-    /// Enforced per shard (there are 16), so eviction may start a little before the total is
-    /// reached when ids hash unevenly.
+    /// The most sessions kept (default 100,000). Past it, sessions that were used only once go
+    /// first, then the least used of the others (S3-FIFO: see the store's docs). Enforced per
+    /// shard (there are 16), so eviction may start a little before the total is reached when
+    /// ids hash unevenly.
     pub fn with_max_entries(mut self, max_entries: usize) -> Self {
         self.max_entries = max_entries.max(1);
         self
@@ -400,28 +392,20 @@ impl SessionStore for MemoryStore {
         let now = Timestamp::now().as_millis();
         let place = self.place(id);
         let mut guard = self.lock(place);
-        let Shard {
-            entries, parsed, ..
-        } = &mut *guard;
-        let RawEntryMut::Occupied(mut found) = entries
-            .raw_entry_mut()
-            .from_key_hashed_nocheck(place.hash, id.as_str())
-        else {
+        let Shard { queues, parsed, .. } = &mut *guard;
+        let Some((stored, entry)) = queues.get_mut(place.hash, id.as_str()) else {
             return Ok(None);
         };
-        let Entry {
-            expires_at,
-            version,
-        } = *found.get();
+        let (expires_at, version) = (entry.expires_at, entry.version());
         if expires_at <= now {
-            found.remove();
+            queues.remove(place.hash, id.as_str());
             return Ok(None);
         }
-        found.to_back();
+        entry.note_use();
         let record = match parsed.get(place.slot, version) {
             Some(record) => record,
             None => {
-                let record = decode_record(found.key().json())?;
+                let record = decode_record(stored.json())?;
                 parsed.put(place.slot, version, record.clone());
                 record
             }
@@ -451,7 +435,7 @@ impl SessionStore for MemoryStore {
         {
             return Ok(SetOutcome::LeaseLost);
         }
-        let version = shard.live(place, id.as_str(), now).map(|e| e.version);
+        let version = shard.live(place, id.as_str(), now).map(|e| e.version());
         let holds = match condition.expected() {
             None => version.is_none(),
             Some(expected) => version.is_some() && version == expected.as_counter(),
@@ -465,29 +449,12 @@ impl SessionStore for MemoryStore {
             shard.remove(place, id.as_str());
             return Ok(SetOutcome::Written(Version::from_counter(version)));
         }
-        let entry = Entry {
-            expires_at,
-            version,
-        };
         // The next read of this session (the common case) needs no parse.
         shard.parsed.put(place.slot, version, record.clone());
-        match shard
-            .entries
-            .raw_entry_mut()
-            .from_key_hashed_nocheck(place.hash, id.as_str())
-        {
-            RawEntryMut::Occupied(mut found) => {
-                found.replace_key(stored);
-                found.replace_value(entry);
-                found.to_back();
-            }
-            RawEntryMut::Vacant(vacant) => {
-                vacant.insert_hashed_nocheck(place.hash, stored, entry);
-                while shard.entries.len() > self.inner.max_entries_per_shard {
-                    shard.entries.pop_front();
-                }
-            }
-        }
+        shard
+            .queues
+            .put(place.hash, stored, Entry::new(expires_at, version));
+        shard.queues.evict_over(self.inner.max_entries_per_shard);
         Ok(SetOutcome::Written(Version::from_counter(version)))
     }
 
@@ -502,16 +469,12 @@ impl SessionStore for MemoryStore {
         let expires_at = self.expires_at(record, now);
         let place = self.place(id);
         let mut shard = self.lock(place);
-        if let RawEntryMut::Occupied(mut found) = shard
-            .entries
-            .raw_entry_mut()
-            .from_key_hashed_nocheck(place.hash, id.as_str())
-        {
-            if found.get().expires_at > now && expires_at > now {
-                found.get_mut().expires_at = expires_at;
-                found.to_back();
+        if let Some((_, entry)) = shard.queues.get_mut(place.hash, id.as_str()) {
+            if entry.expires_at > now && expires_at > now {
+                entry.expires_at = expires_at;
+                entry.note_use();
             } else {
-                found.remove();
+                shard.queues.remove(place.hash, id.as_str());
             }
         }
         Ok(())
@@ -528,7 +491,7 @@ impl SessionStore for MemoryStore {
             let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             live.extend(
                 shard
-                    .entries
+                    .queues
                     .iter()
                     .filter(|(_, e)| e.expires_at > now)
                     .map(|(stored, _)| (Id::from_string(stored.id()), stored.json().to_owned())),
@@ -548,9 +511,9 @@ impl SessionStore for MemoryStore {
             .map(|shard| {
                 let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
                 shard
-                    .entries
-                    .values()
-                    .filter(|e| e.expires_at > now)
+                    .queues
+                    .iter()
+                    .filter(|(_, e)| e.expires_at > now)
                     .count()
             })
             .sum())
@@ -561,7 +524,7 @@ impl SessionStore for MemoryStore {
             shard
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .entries
+                .queues
                 .clear();
         }
         Ok(())
@@ -796,7 +759,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn evicts_least_recently_used_beyond_capacity() {
+    async fn never_holds_more_than_its_room() {
         let store = MemoryStore::builder().with_max_entries(SHARDS).build();
         let ids: Vec<Id> = (0..SHARDS * 8).map(|_| Id::generate()).collect();
         for id in &ids {
@@ -805,6 +768,45 @@ mod tests {
         assert!(store.len().await.unwrap() <= SHARDS);
         // The most recent write survives.
         assert!(store.get(ids.last().unwrap()).await.unwrap().is_some());
+    }
+
+    /// The denial of service an LRU list allows: at the cap, a client that opens session after
+    /// session (each used once) pushes out the sessions people keep using. Here the flood is
+    /// ten times the store's room, and the regulars are used only every two rooms' worth of
+    /// the flood, which an LRU list would not survive.
+    #[tokio::test]
+    async fn a_flood_of_one_time_sessions_leaves_the_sessions_in_use_alone() {
+        const ROOM: usize = SHARDS * 100;
+        let store = MemoryStore::builder().with_max_entries(ROOM).build();
+        let regulars: Vec<Id> = (0..ROOM / 10).map(|_| Id::generate()).collect();
+        // Each regular logs in, then comes back once (a read, as any request of theirs does).
+        for id in &regulars {
+            put(&store, id, &record(1, None)).await;
+        }
+        for id in &regulars {
+            assert!(store.get(id).await.unwrap().is_some());
+        }
+        for flooded in 1..=ROOM * 10 {
+            let one_time = Id::generate();
+            written(
+                store
+                    .set(&one_time, &record(1, None), Condition::absent())
+                    .await
+                    .unwrap(),
+            );
+            if flooded % (ROOM * 2) == 0 {
+                for id in &regulars {
+                    assert!(
+                        store.get(id).await.unwrap().is_some(),
+                        "a regular session was evicted after {flooded} one-time sessions"
+                    );
+                }
+            }
+        }
+        for id in &regulars {
+            assert!(store.get(id).await.unwrap().is_some());
+        }
+        assert!(store.len().await.unwrap() <= ROOM);
     }
 
     #[tokio::test]
@@ -819,7 +821,7 @@ mod tests {
                 .inner
                 .shards
                 .iter()
-                .map(|s| s.lock().unwrap().entries.len())
+                .map(|s| s.lock().unwrap().queues.len())
                 .sum::<usize>()
         };
         assert_eq!(shard_len(), 1);
