@@ -19,7 +19,7 @@ seconds="${1:-${FUZZ_SECONDS:-120}}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(cookie_header signature record layer)
+  targets=(cookie_header signature record layer record_shapes many_cookies)
 fi
 jobs="${FUZZ_JOBS:-1}"
 sanitizer="${FUZZ_SANITIZER:-address}"
@@ -49,7 +49,7 @@ for target in "${targets[@]}"; do
 done
 
 step "fuzzing each target for ${seconds}s on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(date -u '+%Y-%m-%d %H:%M UTC')"
-# Every target also reads the other cookie seeds: they are all Cookie-header shaped.
+# Every cookie target also reads the other cookie seeds: they are all Cookie-header shaped.
 cookie_seeds=(corpus/cookie_header corpus/layer corpus/signature)
 failed=()
 printf '%-14s %12s %8s %8s %8s %8s  %s\n' target runs exec/s cov ft corpus result
@@ -59,6 +59,8 @@ for target in "${targets[@]}"; do
   mkdir -p "$scratch" "artifacts/$target"
   case "$target" in
     record) seeds=(corpus/record) ;;
+    # Their inputs are programs for fuzz_targets/builders.rs, not text.
+    record_shapes | many_cookies) seeds=("corpus/$target") ;;
     *) seeds=("${cookie_seeds[@]}") ;;
   esac
   status=0

@@ -405,3 +405,54 @@ async fn concurrent_opens_of_a_new_file_all_succeed() {
         open.await.unwrap().unwrap();
     }
 }
+
+/// The mode bits of the file at `path`, and of its `-wal` and `-shm` files, in octal.
+#[cfg(unix)]
+fn modes(path: &Path) -> [String; 3] {
+    use std::os::unix::fs::PermissionsExt;
+    ["", "-wal", "-shm"].map(|suffix| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let metadata = std::fs::metadata(&name)
+            .unwrap_or_else(|error| panic!("{}: {error}", Path::new(&name).display()));
+        format!("{:o}", metadata.permissions().mode() & 0o777)
+    })
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_file_and_its_write_ahead_log_are_private() {
+    let dir = TempDir::new();
+    let store = SqliteStore::connect(dir.file()).await.unwrap();
+    write(
+        &store,
+        &Id::generate(),
+        &record(json!({"n": 1}), None),
+        None,
+    )
+    .await;
+    assert_eq!(modes(&dir.file()), ["600", "600", "600"], "owner only");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn an_existing_file_keeps_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new();
+    // Made by whoever runs the service, readable by a group that shares the sessions.
+    std::fs::File::create(dir.file()).unwrap();
+    std::fs::set_permissions(dir.file(), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let store = SqliteStore::connect(dir.file()).await.unwrap();
+    write(
+        &store,
+        &Id::generate(),
+        &record(json!({"n": 1}), None),
+        None,
+    )
+    .await;
+    assert_eq!(
+        modes(&dir.file()),
+        ["640", "640", "640"],
+        "SQLite copies the mode"
+    );
+}

@@ -273,6 +273,16 @@ impl PostgresStoreBuilder {
     /// The table's schema (connect-pg-simple's `schemaName`); by default the connection's
     /// search path decides.
     ///
+    /// # Security
+    /// Without a schema the table is named unqualified in every statement, as connect-pg-simple
+    /// does, and PostgreSQL looks it up along the connection's `search_path` (by default
+    /// `"$user", public`). A role that can create a table in a schema earlier on that path (a
+    /// schema named after the application's login role, say) can put its own `session` table
+    /// in front of the real one, and so read the sessions written to it or hand out sessions of
+    /// its choosing. Name the schema whenever other roles can create objects in the database
+    /// (PostgreSQL 15 and later no longer let every role create in `public`, older releases
+    /// do).
+    ///
     /// ```no_run
     /// # fn run(pool: sqlx::PgPool) -> Result<(), cloakroom::store::postgres::InvalidName> {
     /// let builder = cloakroom::store::postgres::PostgresStore::builder_with_pool(pool).with_schema_name("auth")?;
@@ -385,7 +395,8 @@ impl PostgresStoreBuilder {
     /// The largest record written or read, in bytes of JSON (default
     /// [`DEFAULT_MAX_RECORD_SIZE`](crate::store::DEFAULT_MAX_RECORD_SIZE), 1 MiB). A bigger save fails
     /// with [`ErrorKind::TooLarge`] and writes nothing; a bigger stored row (written by
-    /// connect-pg-simple, say) fails the load the same way, and is left as it is.
+    /// connect-pg-simple, say) fails the load the same way, and is left as it is. The server
+    /// compares the size, so such a row is never transferred: the query returns its length only.
     ///
     /// ```no_run
     /// # fn run(pool: sqlx::PgPool) {
@@ -560,6 +571,10 @@ impl Dialect for PostgresDialect {
         "sess::text"
     }
 
+    fn sess_len(&self) -> &'static str {
+        "octet_length(sess::text)::int8"
+    }
+
     fn sess_value(&self, param: &str) -> String {
         format!("{param}::json")
     }
@@ -643,7 +658,7 @@ impl Backend for Inner {
         &self,
         sql: &str,
         args: &[Arg<'_>],
-    ) -> Result<Option<(String, i64)>, sqlx::Error> {
+    ) -> Result<Option<(Option<String>, i64, i64)>, sqlx::Error> {
         query_as(sql, args).fetch_optional(&self.pool).await
     }
 
@@ -651,7 +666,7 @@ impl Backend for Inner {
         &self,
         sql: &str,
         args: &[Arg<'_>],
-    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+    ) -> Result<Vec<(String, Option<String>, i64)>, sqlx::Error> {
         query_as(sql, args).fetch_all(&self.pool).await
     }
 
@@ -779,6 +794,13 @@ mod tests {
         assert_eq!(
             plain.prune,
             "DELETE FROM \"session\" WHERE expire < to_timestamp($1::int8)"
+        );
+        // The server compares the size: a row over the limit comes back as its length only.
+        assert_eq!(
+            plain.get,
+            "SELECT CASE WHEN octet_length(sess::text)::int8 > $3 THEN NULL ELSE sess::text END, \
+             octet_length(sess::text)::int8, (extract(epoch FROM expire::timestamptz) * 1000)::int8 \
+             FROM \"session\" WHERE sid = $1 AND expire >= to_timestamp($2::int8)"
         );
         let zoned = PostgresDialect {
             time_zone: Some("Asia/Kolkata".to_owned()),

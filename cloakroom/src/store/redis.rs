@@ -36,14 +36,15 @@
 //! # Commands and round trips
 //! | Store call | Redis commands | Round trips |
 //! |---|---|---|
-//! | `get` | `GET key` and `PTTL key`, pipelined | 1 |
+//! | `get` | `GETRANGE key 0 <size limit>` and `PTTL key`, pipelined | 1 |
 //! | `set`, new session | `SET key value EX ttl NX` | 1 |
 //! | `set`, compare-and-set (or with a lease) | `EVALSHA` of a short Lua script | 1 |
 //! | `touch` | `EXPIRE key ttl` (never rewrites the value) | 1 |
 //! | `destroy` | `DEL key` | 1 |
 //! | `try_lock` (session lock) | `SET lock token PX lease NX` | 1 |
 //! | `unlock` (session lock) | `EVALSHA` of a compare-and-delete script | 1 |
-//! | `all`, `len`, `clear` | `SCAN MATCH <prefix>* COUNT n`, then `MGET` / `DEL` in batches | many |
+//! | `all` | `SCAN MATCH <prefix>* COUNT n`, then `GETRANGE` of each key, a batch of n at once | many |
+//! | `len`, `clear` | `SCAN MATCH <prefix>* COUNT n`, then `DEL` in batches for `clear` | many |
 //!
 //! So a request that only reads its session costs one round trip, plus the middleware's touch
 //! unless [`with_touch_after`](crate::SessionLayerBuilder::with_touch_after) on the layer skips
@@ -51,6 +52,14 @@
 //! compare-and-set conflict and the middleware retries). The first compare-and-set after Redis
 //! starts (or after `SCRIPT FLUSH`) costs two more: Redis answers `NOSCRIPT` and the store loads
 //! the script with `SCRIPT LOAD`, once per server.
+//!
+//! # Size limit
+//! A read asks for one byte more than the store's [size
+//! limit](RedisStoreBuilder::with_max_record_size) at most (`GETRANGE key 0 <limit>`, which
+//! costs Redis what `GET` does), so a value over the limit, written by another program or before
+//! the limit was lowered, fails the read with [`ErrorKind::TooLarge`] without crossing the
+//! network, and is left as it is. `GETRANGE` answers a missing key with an empty string, so an
+//! empty value reads as no session too (no program writes one: it is not a record).
 //!
 //! # Compare-and-set
 //! A new session is written with `SET … NX`, so it never replaces a record already under its
@@ -114,6 +123,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -326,7 +336,8 @@ impl RedisStoreBuilder {
     /// The largest record written or read, in bytes of JSON (default
     /// [`DEFAULT_MAX_RECORD_SIZE`](crate::store::DEFAULT_MAX_RECORD_SIZE), 1 MiB). A bigger save fails
     /// with [`ErrorKind::TooLarge`] and writes nothing; a bigger stored value (written by another
-    /// program) fails the load the same way, and is left as it is.
+    /// program) fails the load the same way without being transferred (the read stops one byte
+    /// past the limit), and is left as it is.
     ///
     /// ```
     /// let builder = cloakroom::store::redis::RedisStore::builder("redis://127.0.0.1:6379").with_max_record_size(64 * 1024);
@@ -660,6 +671,66 @@ impl RedisStore {
             .map_err(|_| Error::new(ErrorKind::Decode, Undecodable::KeyNotUtf8))?;
         Ok(Id::from_string(id))
     }
+
+    /// `GETRANGE key 0 <limit>`: the stored value, cut one byte past the size limit, so a value
+    /// over it is known to be over without being transferred (see the [module
+    /// docs](self#size-limit)).
+    fn read_value(&self, key: &[u8]) -> Cmd {
+        // The end is inclusive; a limit past what Redis can hold reads every value whole.
+        let end = i64::try_from(self.max_record_size).unwrap_or(i64::MAX);
+        let mut read = redis::cmd("GETRANGE");
+        read.arg(key).arg(0).arg(end);
+        read
+    }
+
+    /// The value in a reply to [`read_value`](Self::read_value): `None` for a missing key (an
+    /// empty string, which an empty value also gives), [`ErrorKind::TooLarge`] for a value that
+    /// reached past the limit.
+    fn read_reply(&self, reply: Value) -> Result<Option<Vec<u8>>, Error> {
+        let value = match reply {
+            Value::BulkString(value) => value,
+            // Never from Redis itself, but harmless from a proxy.
+            Value::Nil => return Ok(None),
+            _ => return Err(unexpected("GETRANGE")),
+        };
+        if value.is_empty() {
+            return Ok(None);
+        }
+        // `check_record_size`'s rule, but only a lower bound of the size is known.
+        if value.len() > self.max_record_size {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                OverLimit {
+                    limit: self.max_record_size,
+                },
+            ));
+        }
+        Ok(Some(value))
+    }
+}
+
+/// Awaits every future at once, and returns their outputs in order. Commands sent by futures
+/// on one multiplexed connection all go out before the first reply is awaited.
+async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (slot, output) in pending.iter_mut().zip(&mut outputs) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => {
+                        *output = Some(value);
+                        *slot = None;
+                    }
+                    Poll::Pending => done = false,
+                }
+            }
+        }
+        if done { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 #[async_trait]
@@ -670,17 +741,15 @@ impl SessionStore for RedisStore {
         // the middleware skip a touch that was due.
         let now = Timestamp::now();
         let mut pipeline = redis::pipe();
-        pipeline.cmd("GET").arg(&key).cmd("PTTL").arg(&key);
+        pipeline
+            .add_command(self.read_value(key.as_bytes()))
+            .cmd("PTTL")
+            .arg(&key);
         let Value::Array(mut replies) = self.query_pipeline(&pipeline).await? else {
-            return Err(unexpected("GET, PTTL"));
+            return Err(unexpected("GETRANGE, PTTL"));
         };
         let (Some(pttl), Some(value), None) = (replies.pop(), replies.pop(), replies.pop()) else {
-            return Err(unexpected("GET, PTTL"));
-        };
-        let value = match value {
-            Value::Nil => return Ok(None),
-            Value::BulkString(value) => value,
-            _ => return Err(unexpected("GET")),
+            return Err(unexpected("GETRANGE, PTTL"));
         };
         // A pipeline is not atomic: another client may write or delete the key between the two
         // commands. A key gone by the PTTL (-2) was destroyed or expired: report it gone. A TTL
@@ -692,7 +761,9 @@ impl SessionStore for RedisStore {
             Value::Int(ms) if ms >= 0 => Some(now.add_millis(ms)),
             _ => return Err(unexpected("PTTL")),
         };
-        super::check_record_size(value.len(), self.max_record_size)?;
+        let Some(value) = self.read_reply(value)? else {
+            return Ok(None);
+        };
         let record = decode(&value)?;
         Ok(Some(Loaded {
             record,
@@ -770,25 +841,23 @@ impl SessionStore for RedisStore {
         Some(Duration::from_secs(self.ttl_secs))
     }
 
-    /// Every live record: `SCAN` (on every primary in Cluster), then `MGET` in batches. Holds
-    /// every key and record in memory.
+    /// Every live record: `SCAN` (on every primary in Cluster), then a `GETRANGE` of each key,
+    /// a batch at a time. Holds every key and record in memory. A record over the size limit
+    /// fails the whole call with [`ErrorKind::TooLarge`], as an undecodable one does with
+    /// [`ErrorKind::Decode`], without being transferred.
     async fn all(&self) -> Result<Vec<(Id, Record)>, Error> {
         let keys: Vec<Vec<u8>> = self.keys().await?.into_iter().collect();
         let mut records = Vec::with_capacity(keys.len());
         for batch in keys.chunks(self.scan_count) {
-            // In Cluster, redis-rs splits the MGET by slot and reassembles the replies in order.
-            let Value::Array(values) = self.query(redis::cmd("MGET").arg(batch)).await? else {
-                return Err(unexpected("MGET"));
-            };
-            if values.len() != batch.len() {
-                return Err(unexpected("MGET"));
-            }
-            for (key, value) in batch.iter().zip(values) {
-                match value {
-                    // Expired or deleted since the scan.
-                    Value::Nil => {}
-                    Value::BulkString(value) => records.push((self.id_of(key)?, decode(&value)?)),
-                    _ => return Err(unexpected("MGET")),
+            // One command a key, all sent before any reply is awaited, so the multiplexed
+            // connection carries them as a pipeline would; a pipeline itself cannot span the
+            // slots of a Cluster, and `MGET` would fetch values whole.
+            let reads: Vec<Cmd> = batch.iter().map(|key| self.read_value(key)).collect();
+            let replies = join_all(reads.iter().map(|read| self.query(read))).await;
+            for (key, reply) in batch.iter().zip(replies) {
+                // None: expired or deleted since the scan.
+                if let Some(value) = self.read_reply(reply?)? {
+                    records.push((self.id_of(key)?, decode(&value)?));
                 }
             }
         }
@@ -999,6 +1068,25 @@ impl fmt::Display for Undecodable {
 }
 
 impl StdError for Undecodable {}
+
+/// A stored value over the store's size limit. Only the limit is known: the read stopped one
+/// byte past it.
+#[derive(Debug)]
+struct OverLimit {
+    limit: usize,
+}
+
+impl fmt::Display for OverLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "session record is over the store's limit of {} bytes",
+            self.limit
+        )
+    }
+}
+
+impl StdError for OverLimit {}
 
 #[derive(Debug)]
 struct UnexpectedReply(&'static str);

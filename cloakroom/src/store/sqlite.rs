@@ -20,6 +20,11 @@
 //! as in `PostgresStore`. `datetime(expire, 'unixepoch')`
 //! shows it as a date.
 //!
+//! # File permissions
+//! On Unix, a new file is created readable and writable by its owner only (mode 0600), and
+//! SQLite gives its `-wal` and `-shm` files the same mode: the file holds every session. An
+//! existing file keeps its mode (see [`SqliteStore::connect`]).
+//!
 //! # Several processes, one file
 //! Connections use write-ahead logging (`journal_mode=WAL`, so readers never wait for the
 //! writer), `synchronous=NORMAL` (a commit survives a crash of the process; the last commits can
@@ -137,6 +142,11 @@ impl SqliteStore {
     /// Opens the store in the file at `path` with the default options, creating the file and
     /// its table when missing.
     ///
+    /// On Unix, a new file is made readable and writable by its owner only (mode 0600), as
+    /// SQLite then makes its `-wal` and `-shm` files. An existing file keeps its mode: whoever
+    /// made it chose who may read it (a group that another program sharing the sessions runs
+    /// as, say), and the store does not take that away; `chmod 600` tightens it.
+    ///
     /// ```no_run
     /// # async fn run() -> Result<(), cloakroom::store::Error> {
     /// let store = cloakroom::store::sqlite::SqliteStore::connect("sessions.db").await?;
@@ -251,7 +261,8 @@ impl SqliteStoreBuilder {
     /// The largest record written or read, in bytes of JSON (default
     /// [`DEFAULT_MAX_RECORD_SIZE`](crate::store::DEFAULT_MAX_RECORD_SIZE), 1 MiB). A bigger save fails
     /// with [`ErrorKind::TooLarge`] and writes nothing; a bigger stored row fails the load the
-    /// same way, and is left as it is.
+    /// same way, and is left as it is. SQLite compares the size, so such a row is never copied
+    /// out of the file: the query returns its length only.
     ///
     /// ```no_run
     /// let builder = cloakroom::store::sqlite::SqliteStore::builder("sessions.db")
@@ -333,6 +344,7 @@ impl SqliteStoreBuilder {
                 MissingFolder(folder.to_owned()),
             ));
         }
+        create_private(&self.path)?;
         let options = SqliteConnectOptions::new()
             .filename(&self.path)
             .create_if_missing(true)
@@ -380,6 +392,11 @@ impl Dialect for SqliteDialect {
     fn sess_text(&self) -> &'static str {
         "sess"
     }
+    // Unlike `length`, which counts characters, `octet_length` counts bytes, and SQLite reads
+    // them from the row's header without loading the text.
+    fn sess_len(&self) -> &'static str {
+        "octet_length(sess)"
+    }
     fn sess_value(&self, param: &str) -> String {
         param.to_owned()
     }
@@ -389,6 +406,36 @@ impl Dialect for SqliteDialect {
     fn lock_columns(&self) -> (&'static str, &'static str) {
         ("TEXT", "INTEGER")
     }
+}
+
+/// Creates the database file, empty, with mode 0600 when it does not exist yet, before SQLite
+/// opens it: SQLite would make it readable by everyone (0644 under the usual umask), and gives
+/// the `-wal` and `-shm` files the main file's mode. An existing file is left as it is (see
+/// [`SqliteStore::connect`]). Names that SQLite does not take as a path (`:memory:`, `file:`
+/// URIs) are left to SQLite, and so is every file on systems other than Unix.
+fn create_private(path: &Path) -> Result<(), Error> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let name = path.as_os_str();
+        if name.is_empty() || name == ":memory:" || name.as_encoded_bytes().starts_with(b"file:") {
+            return Ok(());
+        }
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        // `AlreadyExists`: there before, or just made by another store opening it too.
+        if let Err(error) = created
+            && error.kind() != std::io::ErrorKind::AlreadyExists
+        {
+            return Err(Error::new(ErrorKind::Unavailable, error));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// The folder an SQLite file should be in does not exist.
@@ -476,7 +523,7 @@ impl Backend for Inner {
         &self,
         sql: &str,
         args: &[Arg<'_>],
-    ) -> Result<Option<(String, i64)>, sqlx::Error> {
+    ) -> Result<Option<(Option<String>, i64, i64)>, sqlx::Error> {
         query_as(sql, args).fetch_optional(&self.pool).await
     }
 
@@ -484,7 +531,7 @@ impl Backend for Inner {
         &self,
         sql: &str,
         args: &[Arg<'_>],
-    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+    ) -> Result<Vec<(String, Option<String>, i64)>, sqlx::Error> {
         query_as(sql, args).fetch_all(&self.pool).await
     }
 }

@@ -449,8 +449,13 @@ impl SessionStore for RawStore {
     async fn touch(&self, id: &Id, record: &Record) -> Result<(), store::Error> {
         let mut entries = self.entries.lock().unwrap();
         if let Some((json, _)) = entries.get_mut(id.as_str()) {
-            let mut stored: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(json).unwrap();
+            // A record the library accepts can still be one serde_json's `Value` cannot hold
+            // (an unknown cookie field nested past its 128 levels): leave such a record alone.
+            let Ok(mut stored) =
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json)
+            else {
+                return Ok(());
+            };
             stored.insert(
                 "cookie".to_owned(),
                 serde_json::to_value(record.cookie()).unwrap(),

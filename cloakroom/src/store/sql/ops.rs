@@ -58,19 +58,21 @@ pub(crate) trait Backend: Send + Sync + 'static {
         args: &[Arg<'_>],
     ) -> impl Future<Output = Result<i64, sqlx::Error>> + Send;
 
-    /// Runs a query for one row of text and number (`sess`, expiry in milliseconds).
+    /// Runs a query for one row: `sess` (NULL when over the size limit), its length in bytes,
+    /// and the expiry in milliseconds.
     fn fetch_one_record(
         &self,
         sql: &str,
         args: &[Arg<'_>],
-    ) -> impl Future<Output = Result<Option<(String, i64)>, sqlx::Error>> + Send;
+    ) -> impl Future<Output = Result<Option<(Option<String>, i64, i64)>, sqlx::Error>> + Send;
 
-    /// Runs a query for rows of two texts (`sid`, `sess`).
+    /// Runs a query for rows of `sid`, `sess` (NULL when over the size limit) and its length in
+    /// bytes.
     fn fetch_records(
         &self,
         sql: &str,
         args: &[Arg<'_>],
-    ) -> impl Future<Output = Result<Vec<(String, String)>, sqlx::Error>> + Send;
+    ) -> impl Future<Output = Result<Vec<(String, Option<String>, i64)>, sqlx::Error>> + Send;
 
     /// Makes sure the locks' table exists before its first use.
     fn ensure_lock_table(&self) -> impl Future<Output = Result<(), Error>> + Send {
@@ -96,18 +98,38 @@ async fn bounded<B: Backend, T>(
     }
 }
 
+/// The size limit as the statements' parameter: a limit past `i64::MAX` is no limit there.
+fn max_size_arg<B: Backend>(backend: &B) -> Arg<'static> {
+    Arg::Int(i64::try_from(backend.settings().max_record_size).unwrap_or(i64::MAX))
+}
+
+/// The `sess` a read returned, checked against the size limit. The statements return its length
+/// always and its text only within the limit, so a record over it (written by another program,
+/// or before the limit was lowered) is refused here without ever having been transferred.
+fn within_limit<B: Backend>(backend: &B, sess: Option<String>, len: i64) -> Result<String, Error> {
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    check_record_size(len, backend.settings().max_record_size)?;
+    sess.ok_or_else(|| Error::new(ErrorKind::Backend, MissingText))
+}
+
+/// A read that returned no `sess` text for a record within the size limit: the statements never
+/// do.
+#[derive(Debug, thiserror::Error)]
+#[error("the database returned no session text for a record within the size limit")]
+struct MissingText;
+
 pub(crate) async fn get<B: Backend>(backend: &B, id: &Id) -> Result<Option<Loaded>, Error> {
     let now = now_seconds(Timestamp::now());
-    let args = [Arg::Text(id.as_str()), Arg::Int(now)];
+    let args = [Arg::Text(id.as_str()), Arg::Int(now), max_size_arg(backend)];
     let row = bounded(
         backend,
         backend.fetch_one_record(&backend.statements().get, &args),
     )
     .await?;
-    let Some((sess, expires_ms)) = row else {
+    let Some((sess, sess_len, expires_ms)) = row else {
         return Ok(None);
     };
-    check_record_size(sess.len(), backend.settings().max_record_size)?;
+    let sess = within_limit(backend, sess, sess_len)?;
     let record = decode_record(&sess)?;
     Ok(Some(Loaded {
         record,
@@ -212,15 +234,23 @@ pub(crate) async fn touch<B: Backend>(backend: &B, id: &Id, record: &Record) -> 
     Ok(())
 }
 
+/// Every live record. One over the size limit fails the whole call with
+/// [`ErrorKind::TooLarge`], as an undecodable one does with [`ErrorKind::Decode`].
 pub(crate) async fn all<B: Backend>(backend: &B) -> Result<Vec<(Id, Record)>, Error> {
-    let args = [Arg::Int(now_seconds(Timestamp::now()))];
+    let args = [
+        Arg::Int(now_seconds(Timestamp::now())),
+        max_size_arg(backend),
+    ];
     let rows = bounded(
         backend,
         backend.fetch_records(&backend.statements().all, &args),
     )
     .await?;
     rows.into_iter()
-        .map(|(sid, sess)| Ok((Id::from_string(sid), decode_record(&sess)?)))
+        .map(|(sid, sess, sess_len)| {
+            let sess = within_limit(backend, sess, sess_len)?;
+            Ok((Id::from_string(sid), decode_record(&sess)?))
+        })
         .collect()
 }
 

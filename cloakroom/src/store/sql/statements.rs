@@ -12,6 +12,8 @@ pub(crate) trait Dialect {
     fn expire_ms(&self) -> String;
     /// The `sess` column as text, byte for byte as written.
     fn sess_text(&self) -> &'static str;
+    /// The length of that text in bytes, a 64-bit integer.
+    fn sess_len(&self) -> &'static str;
     /// A value for the `sess` column from a text parameter.
     fn sess_value(&self, param: &str) -> String;
     /// Now, in milliseconds since the epoch, by the database's clock (session locks are timed
@@ -50,6 +52,15 @@ impl Statements {
         let p = |n| dialect.param(n);
         let time = |n| dialect.time(&p(n));
         let sess = dialect.sess_text();
+        let sess_len = dialect.sess_len();
+        // A read returns the length of `sess` always, and the text only within the size limit
+        // (the parameter numbered `limit`): a record over it is never transferred.
+        let sess_within = |limit: usize| {
+            format!(
+                "CASE WHEN {sess_len} > {} THEN NULL ELSE {sess} END",
+                p(limit)
+            )
+        };
         let now_ms = dialect.now_ms();
         // A write under the session lock: only while the lease still holds it (fencing).
         let leased = |sid: usize, token: usize| {
@@ -78,7 +89,8 @@ impl Statements {
         let (text, integer) = dialect.lock_columns();
         Statements {
             get: format!(
-                "SELECT {sess}, {} FROM {table} WHERE sid = {} AND expire >= {}",
+                "SELECT {}, {sess_len}, {} FROM {table} WHERE sid = {} AND expire >= {}",
+                sess_within(3),
                 dialect.expire_ms(),
                 p(1),
                 time(2)
@@ -111,7 +123,8 @@ impl Statements {
                 time(3)
             ),
             all: format!(
-                "SELECT sid, {sess} FROM {table} WHERE expire >= {}",
+                "SELECT sid, {}, {sess_len} FROM {table} WHERE expire >= {}",
+                sess_within(2),
                 time(1)
             ),
             len: format!("SELECT count(*) FROM {table} WHERE expire >= {}", time(1)),
