@@ -8,16 +8,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use axum::Router;
 use axum::body::Body;
-use axum::routing::get as route_get;
 use cloakroom::store::decode_record;
-use cloakroom::{Id, MemoryStore, Record, Session, SessionLayer, SessionStore};
-use common::{RawStore, send};
+use cloakroom::{Id, MemoryStore, Record, SessionStore};
+use common::{RawStore, fuzz_app, send};
 use http::{HeaderValue, Request, StatusCode};
 
-// The same values as `fuzz/fuzz_targets/shared.rs`: the seeds were made with them.
-const SECRET: &str = "fuzzing secret, not a real one";
 const KNOWN_ID: &str = "fuzz-known-session";
 
 /// Every file of `corpus/<target>` and `regressions/<target>` (missing folders are empty), as
@@ -47,29 +43,6 @@ fn inputs(targets: &[&str]) -> Vec<(String, Vec<u8>)> {
     found
 }
 
-/// The `layer` target's app: a read-only handler that says whether the session holds the
-/// stored session's data ("known") or is empty ("new").
-fn app(store: impl SessionStore) -> Router {
-    // The fuzzing secret is short, and the seeds are signed with it.
-    let layer = SessionLayer::builder(store)
-        .with_secret(SECRET)
-        .with_short_secrets_allowed(true)
-        .build()
-        .unwrap();
-    Router::new()
-        .route(
-            "/",
-            route_get(|session: Session| async move {
-                Ok::<_, cloakroom::Error>(match session.get::<String>("user").await? {
-                    Some(user) if user == "fuzz" => "known",
-                    Some(_) => "someone else",
-                    None => "new",
-                })
-            }),
-        )
-        .layer(layer)
-}
-
 fn request(cookie: HeaderValue) -> Request<Body> {
     Request::get("/")
         .header(http::header::COOKIE, cookie)
@@ -90,7 +63,7 @@ async fn cookie_headers_get_their_own_session_or_a_fresh_one() {
         )
         .await
         .unwrap();
-    let app = app(store);
+    let app = fuzz_app(store);
     let inputs = inputs(&["cookie_header", "layer", "signature"]);
     let mut sent = 0;
     for (name, bytes) in &inputs {
@@ -131,7 +104,7 @@ async fn records_decode_and_round_trip_or_are_the_opaque_error() {
         .expect("the known-cookie seed")
         .1;
     let store = RawStore::new();
-    let app = app(store.clone());
+    let app = fuzz_app(store.clone());
     let inputs = inputs(&["record"]);
     assert!(inputs.len() >= 5, "are the seeds in fuzz/corpus/record?");
     for (name, bytes) in &inputs {

@@ -11,16 +11,12 @@ mod builders;
 
 use std::path::Path;
 
-use axum::Router;
 use axum::body::Body;
-use axum::routing::get as route_get;
 use cloakroom::store::{Condition, decode_record};
-use cloakroom::{Id, MAX_VALUE_DEPTH, MemoryStore, Record, Session, SessionLayer, SessionStore};
-use common::send;
+use cloakroom::{Id, MAX_VALUE_DEPTH, MemoryStore, Record, SessionStore};
+use common::{FUZZ_SECRET, fuzz_app, send};
 use http::{HeaderValue, Request, StatusCode};
 
-// The same values as `fuzz/fuzz_targets/shared.rs`: the seeds were made with them.
-const SECRET: &str = "fuzzing secret, not a real one";
 const COOKIE_NAME: &str = "connect.sid";
 const KNOWN_ID: &str = "fuzz-known-session";
 
@@ -52,33 +48,10 @@ fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
 fn signed(id: &str) -> String {
     use base64::Engine as _;
     use hmac::Mac as _;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(FUZZ_SECRET.as_bytes()).unwrap();
     mac.update(id.as_bytes());
     let mac = base64::engine::general_purpose::STANDARD_NO_PAD.encode(mac.finalize().into_bytes());
     format!("s:{id}.{mac}")
-}
-
-/// A read-only app that says whether the session holds the known session's data ("known") or
-/// is empty ("new").
-fn app(store: impl SessionStore) -> Router {
-    // The fuzzing secret is short, and the seeds are signed with it.
-    let layer = SessionLayer::builder(store)
-        .with_secret(SECRET)
-        .with_short_secrets_allowed(true)
-        .build()
-        .unwrap();
-    Router::new()
-        .route(
-            "/",
-            route_get(|session: Session| async move {
-                Ok::<_, cloakroom::Error>(match session.get::<String>("user").await? {
-                    Some(user) if user == "fuzz" => "known",
-                    Some(_) => "someone else",
-                    None => "new",
-                })
-            }),
-        )
-        .layer(layer)
 }
 
 fn request<'a>(headers: impl IntoIterator<Item = &'a [u8]>) -> Request<Body> {
@@ -123,7 +96,7 @@ async fn built_cookie_headers_read_as_their_first_session_cookie() {
         .set(&Id::from_string(KNOWN_ID), &record, Condition::absent())
         .await
         .unwrap();
-    let app = app(store);
+    let app = fuzz_app(store);
     let signed = signed(KNOWN_ID);
     let inputs = inputs("many_cookies");
     assert!(

@@ -285,7 +285,10 @@ impl Session {
             loaded,
             reply,
         });
-        tokio::spawn(turns::run_turn(Arc::clone(ctx), current.id.clone()));
+        let (turn_ctx, id) = (Arc::clone(ctx), current.id.clone());
+        tokio::spawn(async move {
+            turns::run_turn(&turn_ctx.write_locks, &*turn_ctx.store, id).await;
+        });
         // Every batch answers each write it takes, and a batch runs in a task of its own.
         let verdict = verdict.await.unwrap_or(Verdict::Failed(Error::Contended));
         let current = state.current.as_mut()?;

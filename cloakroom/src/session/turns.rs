@@ -11,13 +11,12 @@
 //! Striped, so the table stays small: two sessions sharing a stripe merely take turns together.
 
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use foldhash::fast::RandomState;
 use tokio::sync::oneshot;
 
 use super::changes::ChangeSet;
-use super::context::Context;
 use crate::error::Error;
 use crate::id::Id;
 use crate::record::Record;
@@ -113,12 +112,13 @@ impl Stripe {
     }
 }
 
-/// Takes the turn of `id`'s stripe and writes every queued write of `id`. A task of its own, so a
-/// request that goes away never leaves the requests of its batch without an answer.
-pub(crate) async fn run_turn(ctx: Arc<Context>, id: Id) {
-    let stripe = ctx.write_locks.for_id(&id);
+/// Takes the turn of `id`'s stripe and writes every queued write of `id` to `store`. Run as a
+/// task of its own, so a request that goes away never leaves the requests of its batch without
+/// an answer.
+pub(crate) async fn run_turn(write_locks: &WriteLocks, store: &dyn SessionStore, id: Id) {
+    let stripe = write_locks.for_id(&id);
     let mut last = stripe.turn.lock().await;
-    write_batch(stripe, &mut last, &id, &*ctx.store).await;
+    write_batch(stripe, &mut last, &id, store).await;
 }
 
 /// Writes every queued write of `id` in the turn `last` belongs to: merged onto the newest record

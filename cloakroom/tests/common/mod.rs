@@ -28,6 +28,33 @@ pub const SECRET: &str = "a test secret, obviously fake, 32+ bytes";
 /// The secret of express-session's test harness.
 const HARNESS_SECRET: &str = "keyboard cat";
 
+/// The fuzz targets' secret (`fuzz/fuzz_targets/shared.rs`): their seeds are signed with it.
+pub const FUZZ_SECRET: &str = "fuzzing secret, not a real one";
+
+/// The app of the fuzz targets' `layer`, for replaying their inputs: a read-only handler that
+/// says whether the session holds the known session's data ("known"), someone else's, or
+/// nothing ("new").
+pub fn fuzz_app(store: impl SessionStore) -> Router {
+    // The fuzzing secret is short, and the seeds are signed with it.
+    let layer = SessionLayer::builder(store)
+        .with_secret(FUZZ_SECRET)
+        .with_short_secrets_allowed(true)
+        .build()
+        .unwrap();
+    Router::new()
+        .route(
+            "/",
+            axum::routing::get(|session: cloakroom::Session| async move {
+                Ok::<_, cloakroom::Error>(match session.get::<String>("user").await? {
+                    Some(user) if user == "fuzz" => "known",
+                    Some(_) => "someone else",
+                    None => "new",
+                })
+            }),
+        )
+        .layer(layer)
+}
+
 /// A real [`MemoryStore`] that counts the calls it receives and can be told to fail, to test the
 /// middleware's store traffic and failure policy.
 #[derive(Clone, Debug, Default)]
