@@ -22,6 +22,10 @@ for features in "" axum sqlite redis postgres; do
 done
 RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps -p cloakroom --all-features
 
+step "dependency advisories: the library's tree against the RustSec snapshot in audit/"
+python3 scripts/audit.py --self-check
+python3 scripts/audit.py
+
 step "browser test tools (Debian chromium, playwright-core from the lockfile)"
 if [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" -ne 0 ]; then
