@@ -3,9 +3,7 @@
 use std::sync::Arc;
 
 use http::StatusCode;
-use serde_json::Value;
 
-use crate::record::{MAX_VALUE_DEPTH, nests_deeper_than};
 use crate::store;
 
 /// Why a session operation failed.
@@ -134,17 +132,6 @@ impl Error {
             key: key.to_owned(),
             expected: std::any::type_name::<T>(),
         }
-    }
-
-    /// `value` for `key` as it may be stored, or [`Error::TooDeep`].
-    pub(crate) fn check_depth(key: &str, value: Value) -> Result<Value, Self> {
-        if nests_deeper_than(&value, MAX_VALUE_DEPTH) {
-            return Err(Error::TooDeep {
-                key: key.to_owned(),
-                limit: MAX_VALUE_DEPTH,
-            });
-        }
-        Ok(value)
     }
 
     /// The error for a value under `key` that cannot be JSON.

@@ -234,7 +234,7 @@ impl Session {
         if key == "cookie" {
             return Err(Error::ReservedKey);
         }
-        let value = Error::check_depth(&key, value)?;
+        let value = checked_depth(&key, value)?;
         let mut state = self.loaded_state().await?;
         let current = self.live(&mut state);
         current
@@ -328,7 +328,7 @@ impl Session {
             Err(refused) => return Ok(Err(refused)),
         };
         let value = serde_json::to_value(&new).map_err(|e| Error::serialize(key, e))?;
-        let value = Error::check_depth(key, value)?;
+        let value = checked_depth(key, value)?;
         let step: Step = Arc::new(move |stored: Option<&Value>| {
             let old = match stored {
                 Some(value) => Some(T::deserialize(value).ok()?),
@@ -593,4 +593,15 @@ impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session").finish_non_exhaustive()
     }
+}
+
+/// `value` for `key` as it may be stored, or [`Error::TooDeep`].
+fn checked_depth(key: &str, value: Value) -> Result<Value, Error> {
+    if nests_deeper_than(&value, MAX_VALUE_DEPTH) {
+        return Err(Error::TooDeep {
+            key: key.to_owned(),
+            limit: MAX_VALUE_DEPTH,
+        });
+    }
+    Ok(value)
 }

@@ -21,7 +21,7 @@ use std::hash::BuildHasher;
 
 use foldhash::quality::RandomState;
 use hashlink::LinkedHashMap;
-use hashlink::linked_hash_map::RawEntryMut;
+use hashlink::linked_hash_map::{RawEntryMut, RawOccupiedEntryMut};
 
 use super::Stored;
 
@@ -122,20 +122,24 @@ impl Queues {
     }
 
     /// Stores a session: in place if the shard has it (a use), else as new, in the small queue.
-    pub(super) fn put(&mut self, hash: u64, stored: Stored, mut entry: Entry) {
-        for queue in [&mut self.main, &mut self.small] {
-            if let RawEntryMut::Occupied(mut found) = queue
-                .raw_entry_mut()
-                .from_key_hashed_nocheck(hash, stored.id())
-            {
-                entry.set_uses(found.get().uses());
-                entry.note_use();
-                found.replace_key(stored);
-                found.replace_value(entry);
-                return;
+    pub(super) fn put(&mut self, hash: u64, stored: Stored, entry: Entry) {
+        if let RawEntryMut::Occupied(found) = self
+            .main
+            .raw_entry_mut()
+            .from_key_hashed_nocheck(hash, stored.id())
+        {
+            return rewrite(found, stored, entry);
+        }
+        match self
+            .small
+            .raw_entry_mut()
+            .from_key_hashed_nocheck(hash, stored.id())
+        {
+            RawEntryMut::Occupied(found) => rewrite(found, stored, entry),
+            RawEntryMut::Vacant(vacant) => {
+                vacant.insert_hashed_nocheck(hash, stored, entry);
             }
         }
-        push_back(&mut self.small, hash, stored, entry);
     }
 
     /// Evicts sessions until at most `room` are left.
@@ -187,6 +191,18 @@ impl Queues {
 }
 
 type Queue = LinkedHashMap<Stored, Entry, RandomState>;
+
+/// Replaces a stored session in place (it keeps its place in its queue), counting a use.
+fn rewrite(
+    mut found: RawOccupiedEntryMut<'_, Stored, Entry, RandomState>,
+    stored: Stored,
+    mut entry: Entry,
+) {
+    entry.set_uses(found.get().uses());
+    entry.note_use();
+    found.replace_key(stored);
+    found.replace_value(entry);
+}
 
 fn hash_of(queue: &Queue, stored: &Stored) -> u64 {
     queue.hasher().hash_one(stored.id())
