@@ -449,8 +449,12 @@ impl SessionStore for MemoryStore {
             shard.remove(place, id.as_str());
             return Ok(SetOutcome::Written(Version::from_counter(version)));
         }
-        // The next read of this session (the common case) needs no parse.
-        shard.parsed.put(place.slot, version, record.clone());
+        // The next read of a session being changed (the common case) needs no parse. A new
+        // session is not cached: many are never read again (a login that goes nowhere, a
+        // flood), and the clone would cost every one of them to save one parse on a first read.
+        if condition.expected().is_some() {
+            shard.parsed.put(place.slot, version, record.clone());
+        }
         shard
             .queues
             .put(place.hash, stored, Entry::new(expires_at, version));
