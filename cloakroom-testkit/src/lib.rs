@@ -1,7 +1,7 @@
 //! The conformance suite every cloakroom [`SessionStore`] must pass, public so third-party stores
 //! can prove themselves the same way the built-in ones do.
 //!
-//! Each case in [`cases`] and [`concurrency`] is an async function that takes a fresh, empty
+//! Each case in [`cases`], [`concurrency`] and [`owners`] is an async function that takes a fresh, empty
 //! store (or two handles on one) and panics on the first broken contract.
 //! [`conformance_suite!`], [`concurrency_suite!`] and [`locking_suite!`] expand to one
 //! `#[tokio::test]` per case. Run them against the real server, never a stand-in.
@@ -50,6 +50,7 @@ use serde_json::{Map, Value, json};
 pub mod app;
 pub mod cases;
 pub mod concurrency;
+pub mod owners;
 
 /// A server URL from the environment. A missing variable fails the test, saying how to get the
 /// server: a test never skips quietly.
@@ -232,5 +233,26 @@ macro_rules! locking_suite {
         $crate::concurrency_suite!(@one $pair, writes_under_a_lost_lease_are_refused);
         $crate::concurrency_suite!(@one $pair, abandoned_locks_are_freed);
         $crate::concurrency_suite!(@two $pair, locked_plain_increments_all_count);
+    };
+}
+
+/// Expands to one `#[tokio::test]` per case of [`owners`], for a store that implements
+/// [`OwnerIndex`](cloakroom::store::OwnerIndex) with the default owner path
+/// (`passport.user`). `$pair` is as for [`concurrency_suite!`].
+#[macro_export]
+macro_rules! owner_index_suite {
+    ($pair:path) => {
+        $crate::owner_index_suite!(@one $pair, sessions_are_found_by_owner);
+        $crate::owner_index_suite!(@one $pair, ended_and_reassigned_sessions_leave);
+        $crate::owner_index_suite!(@one $pair, expiry_and_touch_follow_the_session);
+        $crate::owner_index_suite!(@one $pair, many_owners_at_once);
+    };
+    (@one $pair:path, $case:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let (first, second) = $pair().await;
+            $crate::owners::$case(::std::sync::Arc::new(first), ::std::sync::Arc::new(second))
+                .await;
+        }
     };
 }

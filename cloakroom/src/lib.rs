@@ -125,7 +125,7 @@ pub use id::Id;
 pub use middleware::{SecureConnection, SessionLayer, SessionLayerBuilder};
 pub use record::{DecodeError, MAX_VALUE_DEPTH, Priority, Record, SameSite, SessionCookie};
 pub use session::{Session, SessionLock};
-pub use store::SessionStore;
+pub use store::{OwnerIndex, OwnerPath, SessionStore};
 pub use store::memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "postgres")]
 pub use store::postgres::{PostgresStore, PostgresStoreBuilder};

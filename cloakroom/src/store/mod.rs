@@ -23,6 +23,7 @@ use crate::record::Record;
 use crate::time::Timestamp;
 
 pub mod memory;
+mod owner;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
@@ -31,6 +32,8 @@ pub mod redis;
 mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+
+pub use owner::{InvalidOwnerPath, OwnerIndex, OwnerPath};
 
 /// A record as loaded, with the version a later compare-and-set must match.
 #[derive(Clone, Debug)]
