@@ -11,15 +11,17 @@ use async_trait::async_trait;
 use foldhash::quality::RandomState;
 
 use super::{
-    Condition, DEFAULT_MAX_RECORD_SIZE, Error, Lease, Loaded, LockStore, SessionStore, SetOutcome,
-    Version, check_record_size, decode_record,
+    Condition, DEFAULT_MAX_RECORD_SIZE, Error, Lease, Loaded, LockStore, OwnerIndex, OwnerPath,
+    SessionStore, SetOutcome, Version, check_record_size, decode_record,
 };
 use crate::id::Id;
 use crate::record::Record;
 use crate::time::Timestamp;
 
+mod owners;
 mod queues;
 
+use owners::Owners;
 use queues::{Entry, Queues};
 
 const SHARDS: usize = 16;
@@ -59,6 +61,8 @@ struct Inner {
     default_ttl: Duration,
     sweep_interval: Duration,
     sweeper: Once,
+    owner_path: OwnerPath,
+    owners: Owners,
 }
 
 struct Shard {
@@ -199,10 +203,10 @@ struct Place {
 }
 
 impl Shard {
-    fn live(&self, place: Place, id: &str, now: i64) -> Option<&Entry> {
+    fn live(&self, place: Place, id: &str, now: i64) -> Option<(&Stored, &Entry)> {
         self.queues
             .get(place.hash, id)
-            .filter(|e| e.expires_at > now)
+            .filter(|(_, entry)| entry.expires_at > now)
     }
 
     fn remove(&mut self, place: Place, id: &str) {
@@ -237,6 +241,7 @@ pub struct MemoryStoreBuilder {
     max_record_size: usize,
     default_ttl: Duration,
     sweep_interval: Duration,
+    owner_path: OwnerPath,
 }
 
 impl MemoryStoreBuilder {
@@ -272,9 +277,16 @@ impl MemoryStoreBuilder {
         self
     }
 
+    /// Where a session's owner is in its data, for [`OwnerIndex`] (default `passport.user`).
+    pub fn with_owner_path(mut self, path: OwnerPath) -> Self {
+        self.owner_path = path;
+        self
+    }
+
     /// Builds the store.
     pub fn build(self) -> MemoryStore {
         let hasher = RandomState::default();
+        let owners = Owners::new(&hasher);
         MemoryStore {
             inner: Arc::new(Inner {
                 shards: (0..SHARDS)
@@ -286,6 +298,8 @@ impl MemoryStoreBuilder {
                 default_ttl: self.default_ttl,
                 sweep_interval: self.sweep_interval,
                 sweeper: Once::new(),
+                owners,
+                owner_path: self.owner_path,
             }),
         }
     }
@@ -310,6 +324,7 @@ impl MemoryStore {
             max_record_size: DEFAULT_MAX_RECORD_SIZE,
             default_ttl: Duration::from_secs(86_400),
             sweep_interval: Duration::from_secs(60),
+            owner_path: OwnerPath::default(),
         }
     }
 
@@ -320,24 +335,12 @@ impl MemoryStore {
     }
 
     fn place(&self, id: &Id) -> Place {
-        let hash = self.inner.hasher.hash_one(id.as_str());
-        // The map takes bucket bits from the bottom and tag bits from the top; the shard and
-        // slot come from the middle, so ids in one shard still spread over all its buckets.
-        let middle = (hash >> 32) as usize;
-        Place {
-            hash,
-            shard: middle % SHARDS,
-            slot: (middle / SHARDS) % PARSED_SLOTS,
-        }
+        self.inner.place(id.as_str())
     }
 
     /// The shard `place` is in, locked.
     fn lock(&self, place: Place) -> MutexGuard<'_, Shard> {
-        // A panic while holding the lock cannot leave an entry half-written (each change is one
-        // map operation), so a poisoned shard is still consistent.
-        self.inner.shards[place.shard]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.inner.lock(place)
     }
 
     fn expires_at(&self, record: &Record, now: i64) -> i64 {
@@ -345,6 +348,52 @@ impl MemoryStore {
             .cookie()
             .store_expiry(Timestamp::from_millis(now), self.inner.default_ttl)
             .as_millis()
+    }
+
+    /// `set`'s write: the compare-and-set on the record's shard.
+    fn write(
+        &self,
+        id: &Id,
+        record: &Record,
+        stored: Stored,
+        condition: Condition<'_>,
+        now: i64,
+    ) -> Result<SetOutcome, Error> {
+        let expires_at = self.expires_at(record, now);
+        let place = self.place(id);
+        let mut shard = self.lock(place);
+        if let Some(lease) = condition.lease()
+            && !shard.holds(id.as_str(), lease, now)
+        {
+            return Ok(SetOutcome::LeaseLost);
+        }
+        let version = shard
+            .live(place, id.as_str(), now)
+            .map(|(_, entry)| entry.version());
+        let holds = match condition.expected() {
+            None => version.is_none(),
+            Some(expected) => version.is_some() && version == expected.as_counter(),
+        };
+        if !holds {
+            return Ok(SetOutcome::Conflict);
+        }
+        let version = shard.next_version();
+        if expires_at <= now {
+            // Already expired: delete instead of writing, as connect-redis does.
+            shard.remove(place, id.as_str());
+            return Ok(SetOutcome::Written(Version::from_counter(version)));
+        }
+        // The next read of a session being changed (the common case) needs no parse. A new
+        // session is not cached: many are never read again (a login that goes nowhere, a
+        // flood), and the clone would cost every one of them to save one parse on a first read.
+        if condition.expected().is_some() {
+            shard.parsed.put(place.slot, version, record.clone());
+        }
+        shard
+            .queues
+            .put(place.hash, stored, Entry::new(expires_at, version));
+        shard.queues.evict_over(self.inner.max_entries_per_shard);
+        Ok(SetOutcome::Written(Version::from_counter(version)))
     }
 
     fn start_sweeper(&self) {
@@ -360,8 +409,46 @@ impl MemoryStore {
 }
 
 impl Inner {
+    fn place(&self, id: &str) -> Place {
+        let hash = self.hasher.hash_one(id);
+        // The map takes bucket bits from the bottom and tag bits from the top; the shard and
+        // slot come from the middle, so ids in one shard still spread over all its buckets.
+        let middle = (hash >> 32) as usize;
+        Place {
+            hash,
+            shard: middle % SHARDS,
+            slot: (middle / SHARDS) % PARSED_SLOTS,
+        }
+    }
+
+    /// The shard `place` is in, locked.
+    fn lock(&self, place: Place) -> MutexGuard<'_, Shard> {
+        // A panic while holding the lock cannot leave an entry half-written (each change is one
+        // map operation), so a poisoned shard is still consistent.
+        self.shards[place.shard]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The owner of `id`'s live session now, if it has one. Takes its shard's lock: never call
+    /// it holding one.
+    fn owner_now(&self, path: &OwnerPath, id: &str, now: i64) -> Option<String> {
+        let place = self.place(id);
+        let shard = self.lock(place);
+        let (stored, _) = shard.live(place, id, now)?;
+        let record = decode_record(stored.json()).ok()?;
+        path.owner_of(record.data())
+    }
+
+    /// Whether `id` has a live session now. Takes its shard's lock: never call it holding one.
+    fn is_live(&self, id: &str, now: i64) -> bool {
+        let place = self.place(id);
+        self.lock(place).live(place, id, now).is_some()
+    }
+
     fn remove_expired(&self, now: i64) -> usize {
-        self.shards
+        let removed = self
+            .shards
             .iter()
             .map(|shard| {
                 shard
@@ -369,7 +456,9 @@ impl Inner {
                     .unwrap_or_else(PoisonError::into_inner)
                     .sweep(now)
             })
-            .sum()
+            .sum();
+        self.owners.sweep(|id| self.is_live(id, now));
+        removed
     }
 }
 
@@ -425,41 +514,19 @@ impl SessionStore for MemoryStore {
     ) -> Result<SetOutcome, Error> {
         self.start_sweeper();
         let now = Timestamp::now().as_millis();
-        let expires_at = self.expires_at(record, now);
         let stored = Stored::new(id.as_str(), record);
         check_record_size(stored.json().len(), self.inner.max_record_size)?;
-        let place = self.place(id);
-        let mut shard = self.lock(place);
-        if let Some(lease) = condition.lease()
-            && !shard.holds(id.as_str(), lease, now)
-        {
-            return Ok(SetOutcome::LeaseLost);
+        let write = || self.write(id, record, stored, condition, now);
+        match self.inner.owner_path.owner_of(record.data()) {
+            // The owner's hint and the record together (see `owners`).
+            Some(owner) => {
+                let inner = &self.inner;
+                inner
+                    .owners
+                    .add_then(&owner, id.as_str(), |id| inner.is_live(id, now), write)
+            }
+            None => write(),
         }
-        let version = shard.live(place, id.as_str(), now).map(|e| e.version());
-        let holds = match condition.expected() {
-            None => version.is_none(),
-            Some(expected) => version.is_some() && version == expected.as_counter(),
-        };
-        if !holds {
-            return Ok(SetOutcome::Conflict);
-        }
-        let version = shard.next_version();
-        if expires_at <= now {
-            // Already expired: delete instead of writing, as connect-redis does.
-            shard.remove(place, id.as_str());
-            return Ok(SetOutcome::Written(Version::from_counter(version)));
-        }
-        // The next read of a session being changed (the common case) needs no parse. A new
-        // session is not cached: many are never read again (a login that goes nowhere, a
-        // flood), and the clone would cost every one of them to save one parse on a first read.
-        if condition.expected().is_some() {
-            shard.parsed.put(place.slot, version, record.clone());
-        }
-        shard
-            .queues
-            .put(place.hash, stored, Entry::new(expires_at, version));
-        shard.queues.evict_over(self.inner.max_entries_per_shard);
-        Ok(SetOutcome::Written(Version::from_counter(version)))
     }
 
     async fn destroy(&self, id: &Id) -> Result<(), Error> {
@@ -531,7 +598,38 @@ impl SessionStore for MemoryStore {
                 .queues
                 .clear();
         }
+        self.inner.owners.clear();
         Ok(())
+    }
+}
+
+#[async_trait]
+impl OwnerIndex for MemoryStore {
+    fn owner_path(&self) -> &OwnerPath {
+        &self.inner.owner_path
+    }
+
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<(Id, Loaded)>, Error> {
+        let mut found = Vec::new();
+        let mut stale = Vec::new();
+        for hint in self.inner.owners.hints(owner) {
+            let id = Id::from_string(hint.to_string());
+            match self.get(&id).await? {
+                Some(loaded)
+                    if self.inner.owner_path.owner_of(loaded.record.data()).as_deref()
+                        == Some(owner) =>
+                {
+                    found.push((id, loaded));
+                }
+                _ => stale.push(hint),
+            }
+        }
+        let now = Timestamp::now().as_millis();
+        let path = &self.inner.owner_path;
+        self.inner.owners.forget(owner, &stale, |id| {
+            self.inner.owner_now(path, id, now).as_deref() != Some(owner)
+        });
+        Ok(found)
     }
 }
 

@@ -87,14 +87,11 @@ impl Queues {
         }
     }
 
-    pub(super) fn get(&self, hash: u64, id: &str) -> Option<&Entry> {
+    pub(super) fn get(&self, hash: u64, id: &str) -> Option<(&Stored, &Entry)> {
         // Most lookups are of sessions in use, which live in the main queue.
-        [&self.main, &self.small].into_iter().find_map(|queue| {
-            queue
-                .raw_entry()
-                .from_key_hashed_nocheck(hash, id)
-                .map(|(_, entry)| entry)
-        })
+        [&self.main, &self.small]
+            .into_iter()
+            .find_map(|queue| queue.raw_entry().from_key_hashed_nocheck(hash, id))
     }
 
     /// The stored session and its entry, to read or change in place.
