@@ -246,6 +246,9 @@ macro_rules! owner_index_suite {
         $crate::owner_index_suite!(@one $pair, ended_and_reassigned_sessions_leave);
         $crate::owner_index_suite!(@one $pair, expiry_and_touch_follow_the_session);
         $crate::owner_index_suite!(@one $pair, many_owners_at_once);
+        $crate::owner_index_suite!(@one $pair, registry_signs_other_clients_out);
+        $crate::owner_index_suite!(@one $pair, registry_caps_sessions_per_user);
+        $crate::owner_index_suite!(@one $pair, timeouts_end_sessions);
     };
     (@one $pair:path, $case:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

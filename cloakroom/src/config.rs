@@ -301,6 +301,22 @@ pub(crate) struct Config {
     pub(crate) rolling: bool,
     pub(crate) unset: Unset,
     pub(crate) touch_after: Duration,
+    pub(crate) timeouts: Timeouts,
+}
+
+/// The session timeouts a layer enforces on load (see `session::lifetime`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Timeouts {
+    /// Ends a session unseen for this long.
+    pub(crate) idle: Option<Duration>,
+    /// Ends a session this long after it was created, however active.
+    pub(crate) absolute: Option<Duration>,
+}
+
+impl Timeouts {
+    pub(crate) fn any(self) -> bool {
+        self.idle.is_some() || self.absolute.is_some()
+    }
 }
 
 impl Default for Config {
@@ -316,6 +332,7 @@ impl Default for Config {
             rolling: false,
             unset: Unset::Keep,
             touch_after: Duration::ZERO,
+            timeouts: Timeouts::default(),
         }
     }
 }

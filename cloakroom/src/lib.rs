@@ -109,6 +109,7 @@ pub mod fuzzing;
 mod id;
 pub mod middleware;
 mod record;
+mod registry;
 mod session;
 mod signing;
 pub mod store;
@@ -124,8 +125,8 @@ pub use extract::MissingSessionLayer;
 pub use id::Id;
 pub use middleware::{SecureConnection, SessionLayer, SessionLayerBuilder};
 pub use record::{DecodeError, MAX_VALUE_DEPTH, Priority, Record, SameSite, SessionCookie};
+pub use registry::{Admission, AtLimit, SessionInfo, SessionRegistry};
 pub use session::{Session, SessionLock};
-pub use store::{OwnerIndex, OwnerPath, SessionStore};
 pub use store::memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "postgres")]
 pub use store::postgres::{PostgresStore, PostgresStoreBuilder};
@@ -133,6 +134,7 @@ pub use store::postgres::{PostgresStore, PostgresStoreBuilder};
 pub use store::redis::{RedisStore, RedisStoreBuilder};
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::{SqliteStore, SqliteStoreBuilder};
+pub use store::{OwnerIndex, OwnerPath, SessionStore};
 pub use time::Timestamp;
 
 /// The guides' and the README's Rust examples, compiled as doctests so they cannot rot.

@@ -244,6 +244,37 @@ impl<S: SessionStore> SessionLayerBuilder<S> {
         self
     }
 
+    /// Ends a session that has had no request for `timeout` (OWASP suggests 2 to 5 minutes
+    /// for high-value applications, 15 to 30 for others), checked when the session is loaded,
+    /// on every store and across processes.
+    ///
+    /// The time of the last request is kept in the session's data (`cloakroom.seen`, see
+    /// [`Session::set_owner`](crate::Session::set_owner) for the layout), brought up to date
+    /// at most every quarter of `timeout`, so an active session is never taken for idle. An
+    /// ended session is destroyed and the request gets a new, empty one. The store's own
+    /// expiry (the cookie's, or the store's TTL) still applies, and whichever comes first ends
+    /// the session. An Express app sharing the store does not enforce it.
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeouts.idle = Some(timeout);
+        self
+    }
+
+    /// Ends a session `timeout` after it was created, however active it stays (OWASP: both an
+    /// idle and an absolute timeout, the latter 4 to 8 hours for a working day's application).
+    ///
+    /// The deadline is stored with the session when it is first saved
+    /// (`cloakroom.deadline`, milliseconds since the epoch), so it holds across restarts and
+    /// processes, and no later setting moves it. Neither `rolling`, a touch, nor
+    /// [`regenerate`](crate::Session::regenerate) extends it (regenerate keeps the session's
+    /// creation time; [`reset_lifetime`](crate::Session::reset_lifetime) starts it over, as a
+    /// fresh sign-in should). A cookie with an expiry never outlasts it: its `expires` is cut
+    /// to the deadline, so the browser, the store's TTL and an Express app reading the record
+    /// all see the session end then.
+    pub fn with_absolute_timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeouts.absolute = Some(timeout);
+        self
+    }
+
     /// Builds the response sent when the store fails while loading or saving, instead of the
     /// default (503 when transient, else 500, with the reason phrase as the body). The error is
     /// attached to the response extensions either way.

@@ -186,8 +186,12 @@ impl Session {
             cookie_session_destroyed: cookie_id.is_some_and(|id| state.destroyed.contains(id)),
             request_secure: self.shared.request.secure,
         };
+        let mut decision = decide(&self.shared.ctx.config, &facts);
+        if let Some(current) = state.current.as_mut() {
+            self.keep_lifetime(current, &mut decision, now);
+        }
         Prepared::Plan(Plan {
-            decision: decide(&self.shared.ctx.config, &facts),
+            decision,
             now,
             warnings,
         })

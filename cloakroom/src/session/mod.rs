@@ -34,9 +34,13 @@ mod changes;
 mod commit;
 mod context;
 mod decide;
+mod lifetime;
 mod lock;
+mod ownership;
 mod state;
 mod turns;
+
+pub(crate) use lifetime::Meta;
 
 /// The session of the current request: express-session's `req.session`.
 ///
@@ -468,6 +472,13 @@ impl Session {
         if let Some(old) = old {
             if keep_data {
                 fresh.record = old.record;
+            } else if let Some(meta) = old.record.data().get(lifetime::META_KEY) {
+                // The new id is the same session's: its creation time and deadline stay.
+                fresh.changes.insert(
+                    fresh.record.data_mut(),
+                    lifetime::META_KEY.to_owned(),
+                    meta.clone(),
+                );
             }
             if old.version.is_some() || state.cookie_id.as_ref() == Some(&old.id) {
                 state.replaced.push(old.id);

@@ -113,9 +113,16 @@ impl Session {
                 }
             }
             match ctx.store.get(&id).await {
-                Ok(Some(loaded)) => {
+                Ok(Some(loaded)) if !self.has_ended(loaded.record.data(), Timestamp::now()) => {
                     self.adopt(state, id, loaded);
                     return Ok(());
+                }
+                // Past its deadline or idle too long: gone for good, like an expired session.
+                Ok(Some(_)) => {
+                    if let Err(e) = ctx.store.destroy(&id).await {
+                        state.warnings.push(Error::Destroy(e));
+                    }
+                    self.release_lock(state).await;
                 }
                 // Unknown or expired: a new session with a new id, never the client's. Its
                 // id needs no lock: nobody else can know it.

@@ -217,6 +217,13 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
         None
     }
 
+    /// Where a session's owner is in its data: what [`Session::set_owner`](crate::Session::set_owner)
+    /// writes, and, for a store that implements [`OwnerIndex`], what it indexes. The default
+    /// is `passport.user`; a store with an owner index lets its builder choose.
+    fn owner_path(&self) -> &OwnerPath {
+        &owner::DEFAULT_OWNER_PATH
+    }
+
     /// Every live record. Optional: the default reports [`ErrorKind::Unsupported`].
     async fn all(&self) -> Result<Vec<(Id, Record)>, Error> {
         Err(Error::unsupported())
@@ -262,6 +269,9 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     }
     fn default_ttl(&self) -> Option<Duration> {
         (**self).default_ttl()
+    }
+    fn owner_path(&self) -> &OwnerPath {
+        (**self).owner_path()
     }
     async fn all(&self) -> Result<Vec<(Id, Record)>, Error> {
         (**self).all().await

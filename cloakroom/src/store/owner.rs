@@ -101,26 +101,6 @@ impl OwnerPath {
         *slot = Value::String(owner.to_owned());
         top
     }
-
-    /// `current` (what [`key`](Self::key) holds) without the owner: `None` when nothing else is
-    /// left under the key (remove it), else the value with only the innermost field removed.
-    pub(crate) fn without_owner(&self, current: Value) -> Option<Value> {
-        if self.segments.len() == 1 {
-            return None;
-        }
-        let mut top = current;
-        let mut slot = &mut top;
-        for segment in &self.segments[1..self.segments.len() - 1] {
-            match slot.as_object_mut().and_then(|map| map.get_mut(&**segment)) {
-                Some(inner) => slot = inner,
-                None => return Some(top),
-            }
-        }
-        if let Some(map) = slot.as_object_mut() {
-            map.remove(&**self.segments.last().expect("a path has a segment"));
-        }
-        Some(top)
-    }
 }
 
 /// A value's owner text: a non-empty string, or an integer's decimal digits.
@@ -131,6 +111,10 @@ fn owner_text(value: &Value) -> Option<String> {
         _ => None,
     }
 }
+
+/// `passport.user`, for stores without an owner index (see [`SessionStore::owner_path`]).
+pub(crate) static DEFAULT_OWNER_PATH: std::sync::LazyLock<OwnerPath> =
+    std::sync::LazyLock::new(OwnerPath::default);
 
 impl Default for OwnerPath {
     /// `passport.user`.
@@ -165,7 +149,7 @@ impl std::str::FromStr for OwnerPath {
 ///
 /// # Contract
 /// - [`sessions_of`](Self::sessions_of) is exact: every session it returns is live and names
-///   `owner` at [`owner_path`](Self::owner_path) as it returns, with the version and expiry a
+///   `owner` at the store's [`owner_path`](SessionStore::owner_path) as it returns, with the version and expiry a
 ///   [`get`](SessionStore::get) would give.
 /// - A session is findable from the moment the `set` that named its owner returns, and no
 ///   longer once it is destroyed, has expired, or a `set` named another owner or none. A store
@@ -178,19 +162,12 @@ impl std::str::FromStr for OwnerPath {
 /// The conformance suite in `cloakroom-testkit` (`owner_index_suite!`) checks all of it.
 #[async_trait]
 pub trait OwnerIndex: SessionStore {
-    /// Where this store reads a session's owner.
-    fn owner_path(&self) -> &OwnerPath;
-
     /// Every live session `owner` has, as loaded, in no particular order.
     async fn sessions_of(&self, owner: &str) -> Result<Vec<(Id, Loaded)>, Error>;
 }
 
 #[async_trait]
 impl<S: OwnerIndex + ?Sized> OwnerIndex for std::sync::Arc<S> {
-    fn owner_path(&self) -> &OwnerPath {
-        (**self).owner_path()
-    }
-
     async fn sessions_of(&self, owner: &str) -> Result<Vec<(Id, Loaded)>, Error> {
         (**self).sessions_of(owner).await
     }
@@ -209,7 +186,16 @@ mod tests {
     fn paths_are_checked() {
         assert!(OwnerPath::new("passport.user").is_ok());
         assert!(OwnerPath::new("user_id").is_ok());
-        for bad in ["", ".", "a..b", "a.", "a b", "a'b", "a.b.c.d.e.f.g.h.i", "ü"] {
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "a.",
+            "a b",
+            "a'b",
+            "a.b.c.d.e.f.g.h.i",
+            "ü",
+        ] {
             assert!(OwnerPath::new(bad).is_err(), "{bad:?} must be refused");
         }
         assert!(OwnerPath::new(&"x".repeat(65)).is_err());
@@ -236,13 +222,15 @@ mod tests {
         let written = path.with_owner(Some(json!({ "user": "old", "other": 1 })), "bob");
         assert_eq!(written, json!({ "user": "bob", "other": 1 }));
         assert_eq!(path.with_owner(None, "bob"), json!({ "user": "bob" }));
-        assert_eq!(path.with_owner(Some(json!(3)), "bob"), json!({ "user": "bob" }));
+        assert_eq!(
+            path.with_owner(Some(json!(3)), "bob"),
+            json!({ "user": "bob" })
+        );
         let deep = OwnerPath::new("a.b.c").unwrap();
         assert_eq!(deep.with_owner(None, "x"), json!({ "b": { "c": "x" } }));
         assert_eq!(
-            path.without_owner(json!({ "user": "bob", "other": 1 })),
-            Some(json!({ "other": 1 }))
+            OwnerPath::new("owner").unwrap().with_owner(None, "x"),
+            json!("x")
         );
-        assert_eq!(OwnerPath::new("owner").unwrap().without_owner(json!("bob")), None);
     }
 }

@@ -555,6 +555,10 @@ impl SessionStore for MemoryStore {
         Some(self.inner.default_ttl)
     }
 
+    fn owner_path(&self) -> &OwnerPath {
+        &self.inner.owner_path
+    }
+
     async fn all(&self) -> Result<Vec<(Id, Record)>, Error> {
         let now = Timestamp::now().as_millis();
         let mut live = Vec::new();
@@ -605,10 +609,6 @@ impl SessionStore for MemoryStore {
 
 #[async_trait]
 impl OwnerIndex for MemoryStore {
-    fn owner_path(&self) -> &OwnerPath {
-        &self.inner.owner_path
-    }
-
     async fn sessions_of(&self, owner: &str) -> Result<Vec<(Id, Loaded)>, Error> {
         let mut found = Vec::new();
         let mut stale = Vec::new();
@@ -616,7 +616,11 @@ impl OwnerIndex for MemoryStore {
             let id = Id::from_string(hint.to_string());
             match self.get(&id).await? {
                 Some(loaded)
-                    if self.inner.owner_path.owner_of(loaded.record.data()).as_deref()
+                    if self
+                        .inner
+                        .owner_path
+                        .owner_of(loaded.record.data())
+                        .as_deref()
                         == Some(owner) =>
                 {
                     found.push((id, loaded));
