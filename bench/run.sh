@@ -5,6 +5,7 @@
 #
 # Usage: bench/run.sh [--quick] [--targets a,b] [--routes r,s] [--million] [--no-memory]
 #        bench/run.sh --variants [--stores a,b] [--rounds N] [--duration S]
+#        bench/run.sh --owner-index [--stores a,b] [--rounds N] [--duration S]
 #   --quick      3 s runs after a 1 s warm-up, a few targets (development only)
 #   --targets    comma-separated: bare, cloakroom-{memory,sqlite,redis,postgres},
 #                tower-sessions-{memory,sqlite,redis,postgres}, axum-session-{sqlite,redis,postgres},
@@ -14,6 +15,8 @@
 #                by --quick too)
 #   --variants   instead: what cloakroom's concurrency guarantees cost (/counter with insert,
 #                update and the session lock, in alternating rounds; bench/harness/variants.py)
+#   --owner-index  instead: what the owner index costs at login (/login plain and with
+#                Session::set_owner, alternating rounds; writes bench/OWNER-INDEX.md)
 # Other options are passed to bench/harness/bench.py run (see its --help).
 #
 # Needs: 2 CPUs, cargo, node and npm, wrk, taskset, python3; Redis and PostgreSQL are installed
@@ -31,13 +34,15 @@ done
 echo "[bench] building the servers (release)" >&2
 (cd bench && CARGO_TARGET_DIR="$bench_dir/target" cargo build --release --quiet)
 
-if [ "${1:-}" = "--variants" ]; then
+if [ "${1:-}" = "--variants" ] || [ "${1:-}" = "--owner-index" ]; then
+  family=counter
+  [ "$1" = "--owner-index" ] && family=login
   shift
   # shellcheck source=../scripts/services.sh
   source scripts/services.sh
   trap stop_services EXIT
   start_services
-  python3 bench/harness/variants.py "$@"
+  python3 bench/harness/variants.py --family "$family" "$@"
   exit
 fi
 

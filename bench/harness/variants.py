@@ -41,6 +41,18 @@ VARIANTS = {
     "update": ["--counter", "update"],
     "locked": ["--counter", "insert", "--session-lock"],
 }
+# What naming an owner at login costs (the owner index): `/login` plain, then with
+# `Session::set_owner`; ratios to `plain`.
+LOGIN_VARIANTS = {
+    "plain": [],
+    "owned": ["--owned-login"],
+}
+# Per family: the route measured, its variants (the first is the base of the ratios), and the
+# report it writes.
+FAMILIES = {
+    "counter": ("counter", VARIANTS, "VARIANTS.md"),
+    "login": ("login", LOGIN_VARIANTS, "OWNER-INDEX.md"),
+}
 STORES = ["memory", "sqlite", "redis", "postgres"]
 
 
@@ -62,15 +74,16 @@ def measure(args):
     try:
         for store in wanted:
             target = f"cloakroom-{store}"
+            route, variants, _ = FAMILIES[args.family]
             for round_no in range(1, args.rounds + 1):
                 # A B C, then C B A: a variant's place in the round does not favour it.
-                order = list(VARIANTS.items())
+                order = list(variants.items())
                 if round_no % 2 == 0:
                     order.reverse()
                 for variant, extra in order:
-                    bench.log(f"{target} /counter {variant}, round {round_no}")
+                    bench.log(f"{target} /{route} {variant}, round {round_no}")
                     try:
-                        row = bench.run_load(target, "counter", stores, args, tmpdir, extra)
+                        row = bench.run_load(target, route, stores, args, tmpdir, extra)
                     except (RuntimeError, subprocess.SubprocessError, OSError) as e:
                         bench.log(f"  failed: {e}")
                         continue
@@ -84,11 +97,13 @@ def measure(args):
     return runs
 
 
-def summary_lines(runs):
+def summary_lines(runs, family="counter"):
     """A markdown table: per store and variant, req/s per round, the median, the spread, and the
-    ratio to `insert` of the same round (median and spread of those ratios)."""
+    ratio to the family's first variant in the same round (median and spread of those ratios)."""
+    _, variants, _ = FAMILIES[family]
+    base = next(iter(variants))
     lines = [
-        "| store | variant | req/s per round | median | ratio to insert per round | median ratio "
+        f"| store | variant | req/s per round | median | ratio to {base} per round | median ratio "
         "| server CPU µs per request (median) | p50 / p99 ms (median) | store calls per request "
         "| errors | flags |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -97,8 +112,8 @@ def summary_lines(runs):
         of_store = [r for r in runs if r["store"] == store]
         if not of_store:
             continue
-        insert_by_round = {r["round"]: r["rps"] for r in of_store if r["variant"] == "insert"}
-        for variant in VARIANTS:
+        insert_by_round = {r["round"]: r["rps"] for r in of_store if r["variant"] == base}
+        for variant in variants:
             rows = [r for r in of_store if r["variant"] == variant]
             if not rows:
                 continue
@@ -122,6 +137,9 @@ def summary_lines(runs):
 
 def write_report(results, path):
     meta = results["meta"]
+    family = meta.get("family", "counter")
+    if family == "login":
+        return write_login_report(results, path)
     text = [
         "# What the concurrency guarantees cost",
         "",
@@ -149,6 +167,33 @@ def write_report(results, path):
         f.write("\n".join(text))
 
 
+def write_login_report(results, path):
+    meta = results["meta"]
+    text = [
+        "# What the owner index costs at login",
+        "",
+        f"Run {meta['date']} on {meta['host']} ({meta['cpus']} CPUs, {meta['cpu_model']}): "
+        f"`/login` on each cloakroom store, {meta['rounds']} alternating rounds (plain, owned, "
+        f"then the reverse order); wrk -t{meta['wrk_threads']} -c64 -d{meta['duration']}s after "
+        f"a {meta['warmup']} s warm-up, server and store on CPU 0, wrk on CPU 1. Regenerate "
+        "with `bench/run.sh --owner-index`.",
+        "",
+        "- **plain**: a new session with `user` set (the benchmark's usual `/login`).",
+        "- **owned**: the same, plus `Session::set_owner` (one of 1,000 users in turn), so the "
+        "store's owner index is written and the session's metadata (`cloakroom`: created, seen) "
+        "is stored with it.",
+        "",
+    ] + summary_lines(results["runs"], "login") + [
+        "",
+        "The goal (issue 16): owned costs at most 25% more than plain, i.e. a median ratio of "
+        "at least 0.80. Store calls per request count what the store's server saw (Redis "
+        "commands, Postgres statements); memory and SQLite are in-process and not counted.",
+        "",
+    ]
+    with open(path, "w") as f:
+        f.write("\n".join(text))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -158,14 +203,17 @@ def main():
     p.add_argument("--warmup", type=int, default=2, help="seconds of warm-up (default 2)")
     p.add_argument("--wrk-threads", type=int, default=64,
                    help="wrk threads (default 64: one per connection, so sessions never overlap)")
+    p.add_argument("--family", choices=sorted(FAMILIES), default="counter",
+                   help="counter: the concurrency variants; login: plain vs owned login")
     p.add_argument("--report", metavar="RESULTS.json",
                    help="only rewrite bench/VARIANTS.md from an earlier run's results")
     args = p.parse_args()
     if args.report:
         with open(args.report) as f:
             results = json.load(f)
-        write_report(results, os.path.join(bench.BENCH, "VARIANTS.md"))
-        print("\n".join(summary_lines(results["runs"])))
+        family = results["meta"].get("family", "counter")
+        write_report(results, os.path.join(bench.BENCH, FAMILIES[family][2]))
+        print("\n".join(summary_lines(results["runs"], family)))
         return
     if os.cpu_count() < 2:
         sys.exit("needs two CPUs: the server on CPU 0, wrk on CPU 1")
@@ -175,6 +223,7 @@ def main():
     results = {
         "meta": {
             "date": now.strftime("%Y-%m-%d %H:%M UTC"), "rounds": args.rounds,
+            "family": args.family,
             "wrk_threads": args.wrk_threads,
             "duration": args.duration, "warmup": args.warmup, "host": socket.gethostname(),
             "cpus": os.cpu_count(), "cpu_model": bench.cpu_model(),
@@ -183,12 +232,13 @@ def main():
         "runs": runs,
     }
     os.makedirs(os.path.join(bench.BENCH, "results"), exist_ok=True)
-    out = os.path.join(bench.BENCH, "results", "variants-" + now.strftime("%Y-%m-%d") + ".json")
+    prefix = "variants-" if args.family == "counter" else "owner-index-"
+    out = os.path.join(bench.BENCH, "results", prefix + now.strftime("%Y-%m-%d") + ".json")
     with open(out, "w") as f:
         json.dump(results, f, indent=1)
-    report = os.path.join(bench.BENCH, "VARIANTS.md")
+    report = os.path.join(bench.BENCH, FAMILIES[args.family][2])
     write_report(results, report)
-    print("\n".join(summary_lines(runs)))
+    print("\n".join(summary_lines(runs, args.family)))
     print(f"\nresults: {out}; report: {report}")
 
 

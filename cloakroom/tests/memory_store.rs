@@ -54,6 +54,11 @@ async fn the_owner_index_does_not_grow_with_ended_sessions() {
     }
     let live = store.len().await.unwrap();
     let found = store.sessions_of("alice").await.unwrap();
-    assert_eq!(found.len(), live, "every live session is found ({} of {live})", found.len());
+    assert_eq!(
+        found.len(),
+        live,
+        "every live session is found ({} of {live})",
+        found.len()
+    );
     assert!(live <= 64);
 }

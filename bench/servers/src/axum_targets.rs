@@ -109,8 +109,13 @@ fn with_cloakroom<S: cloakroom::store::LockStore>(store: S, args: &Args) -> anyh
         Counter::Update => get(cloakroom_routes::counter),
         Counter::Insert => get(cloakroom_routes::counter_insert),
     };
+    let login = if args.owned_login {
+        get(cloakroom_routes::owned_login)
+    } else {
+        get(cloakroom_routes::login)
+    };
     Ok(Router::new()
-        .route("/login", get(cloakroom_routes::login))
+        .route("/login", login)
         .route("/read", get(cloakroom_routes::read))
         .route("/counter", counter)
         .layer(sessions.build()?))
@@ -138,6 +143,16 @@ mod cloakroom_routes {
 
     pub(super) async fn login(session: Session) -> Result<&'static str, cloakroom::Error> {
         session.insert("user", "bench").await?;
+        Ok("ok")
+    }
+
+    /// As `login`, and the session is one of 1,000 users' (in turn), so the owner index grows
+    /// as a real site's would: many users, a few sessions each.
+    pub(super) async fn owned_login(session: Session) -> Result<&'static str, cloakroom::Error> {
+        static NEXT_USER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let user = NEXT_USER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1000;
+        session.insert("user", "bench").await?;
+        session.set_owner(&format!("user-{user}")).await?;
         Ok("ok")
     }
 

@@ -9,7 +9,8 @@
 //! - `GET /counter` adds one to `views` (a store write on every request) and answers the new number.
 //!
 //! cloakroom's targets also take `--counter insert` (a plain get then insert instead of
-//! `Session::update`) and `--session-lock`, to measure what each costs.
+//! `Session::update`), `--session-lock` and `--owned-login` (`/login` names an owner, so the
+//! owner index is written), to measure what each costs.
 //!
 //! The targets: `bare` (axum without sessions), cloakroom with each of its stores
 //! (`cloakroom-{memory,sqlite,redis,postgres}`), and its peers: tower-sessions
@@ -69,6 +70,10 @@ struct Args {
     /// Turn on cloakroom's exclusive session lock.
     #[arg(long)]
     session_lock: bool,
+    /// cloakroom's `/login` also names the session's owner (`Session::set_owner`, one of 1,000
+    /// users in turn), so the store's owner index is written too.
+    #[arg(long)]
+    owned_login: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -111,7 +111,7 @@ impl Patch {
             _ => Map::new(),
         };
         for (field, value) in &self.fill {
-            if !meta.get(*field).is_some_and(|held| !held.is_null()) {
+            if meta.get(*field).is_none_or(Value::is_null) {
                 meta.insert((*field).to_owned(), value.clone());
             }
         }
