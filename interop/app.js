@@ -172,6 +172,9 @@ async function main() {
     req.session.regenerate((error) => {
       if (error) return next(error);
       req.session.user = { username, role: 'admin' };
+      // Where passport.js keeps the signed-in user: the Rust demo's session list finds the
+      // session by it (its `set_owner` writes the same field).
+      req.session.passport = { user: username };
       // A new token for the new session, as the demo does.
       csrfToken(req);
       req.session.save((saveError) => {

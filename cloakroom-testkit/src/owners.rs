@@ -15,8 +15,8 @@ use cloakroom::{
 };
 use http::{Request, Response, StatusCode, header};
 use serde_json::{Value, json};
-use tower::{Layer as _, ServiceExt as _};
 use tower::util::BoxCloneSyncService;
+use tower::{Layer as _, ServiceExt as _};
 
 use crate::{record, write};
 

@@ -158,10 +158,11 @@ fn describe(schema: &str) -> String {
                FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace \
               WHERE n.nspname = '{schema}' ORDER BY conname;
              SELECT indexname, replace(indexdef, '{schema}.', '') \
-               FROM pg_indexes WHERE schemaname = '{schema}' ORDER BY indexname;
+               FROM pg_indexes WHERE schemaname = '{schema}' \
+                AND indexname <> 'session_owner_idx' ORDER BY indexname;
              SELECT relname, relpersistence, relkind \
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-              WHERE n.nspname = '{schema}' ORDER BY relname;"
+              WHERE n.nspname = '{schema}' AND relname <> 'session_owner_idx' ORDER BY relname;"
         ),
     )
 }
@@ -179,8 +180,20 @@ async fn the_created_table_is_connect_pg_simples_table_sql() {
             TABLE_SQL.replace("\"session\"", &format!("\"{theirs}\".\"session\""))
         ),
     );
+    // connect-pg-simple's table exactly (`describe` leaves out the owner index, an extra
+    // index Express ignores: see the store's docs), and the owner index beside it.
     let described = describe(&ours);
     assert_eq!(described, describe(&theirs));
+    assert_eq!(
+        psql(
+            "UTC",
+            &format!(
+                "SELECT count(*) FROM pg_indexes \
+                  WHERE schemaname = '{ours}' AND indexname = 'session_owner_idx'"
+            )
+        ),
+        "1"
+    );
     assert_eq!(
         described,
         "sid\tcharacter varying\tNO\t\t\n\
@@ -194,8 +207,9 @@ async fn the_created_table_is_connect_pg_simples_table_sql() {
          session_pkey\tp\ti"
     );
     // Building again finds the table and leaves it alone.
+    let before = describe(&ours);
     store_in(&ours).await;
-    assert_eq!(describe(&ours), described);
+    assert_eq!(describe(&ours), before);
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
 //! PostgresStore against a real PostgreSQL: the conformance suite, pruning, name validation,
-//! undecodable rows and error kinds.
+//! undecodable rows, error kinds and the owner index.
 #![cfg(feature = "postgres")]
 
 use std::io::Write;
@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cloakroom::store::postgres::{InvalidName, PostgresStore};
-use cloakroom::store::{Condition, ErrorKind, SessionStore};
+use cloakroom::store::{Condition, ErrorKind, OwnerIndex, SessionStore};
 use cloakroom::{Id, Timestamp};
 use cloakroom_testkit::{record, server_url, unique_name, write};
 use serde_json::json;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 fn postgres_url() -> String {
     server_url(
@@ -51,6 +51,7 @@ async fn pair() -> (PostgresStore, PostgresStore) {
 cloakroom_testkit::conformance_suite!(fresh, prune = prune);
 cloakroom_testkit::concurrency_suite!(pair);
 cloakroom_testkit::locking_suite!(pair);
+cloakroom_testkit::owner_index_suite!(pair);
 
 async fn execute(store: &PostgresStore, sql: &str) {
     sqlx::query(sql).execute(store.pool()).await.unwrap();
@@ -358,4 +359,301 @@ async fn reported_expiry_is_the_expire_column() {
     // connect-pg-simple: Math.ceil(expires / 1000), in seconds.
     let expected = (expires.as_millis() + 999).div_euclid(1000) * 1000;
     assert_eq!(loaded.expires_at, Some(Timestamp::from_millis(expected)));
+}
+
+/// The ids `sessions_of` returns, sorted.
+async fn ids_of(store: &PostgresStore, owner: &str) -> Vec<String> {
+    let mut ids: Vec<String> = store
+        .sessions_of(owner)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id.as_str().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// A row as express-session with passport writes it (through connect-pg-simple), owned by
+/// `user` (JSON text).
+fn express_row(table: &str, sid: &str, user: &str) -> String {
+    format!(
+        "INSERT INTO {table} (sid, sess, expire) VALUES ('{sid}', \
+         '{{\"cookie\":{{\"originalMaxAge\":3600000,\"expires\":\"2999-01-01T00:00:00.000Z\",\
+         \"secure\":false,\"httpOnly\":true,\"path\":\"/\"}},\"passport\":{{\"user\":{user}}}}}', \
+         now() + interval '1 hour')"
+    )
+}
+
+#[tokio::test]
+async fn a_custom_owner_path_is_the_one_indexed_and_read() {
+    let schema = unique_name("cloakroom_path_");
+    let store = PostgresStore::builder(postgres_url())
+        .with_schema_name(&schema)
+        .unwrap()
+        .with_create_table_if_missing(true)
+        .with_owner_path("account.id".parse().unwrap())
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(store.owner_path().to_string(), "account.id");
+    let (by_account, by_passport) = (Id::generate(), Id::generate());
+    let minute = Some(Duration::from_secs(60));
+    write(
+        &store,
+        &by_account,
+        &record(json!({"account": {"id": "x"}}), minute),
+        None,
+    )
+    .await;
+    write(
+        &store,
+        &by_passport,
+        &record(json!({"passport": {"user": "x"}}), minute),
+        None,
+    )
+    .await;
+    assert_eq!(ids_of(&store, "x").await, [by_account.as_str()]);
+    let (index,): (String,) = sqlx::query_as(
+        "SELECT indexdef::text FROM pg_indexes WHERE schemaname = $1 AND indexname = 'session_owner_idx'",
+    )
+    .bind(&schema)
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert!(index.contains("'{account,id}'"), "{index}");
+}
+
+/// Rows connect-pg-simple wrote are indexed too, and read exactly as `get` reads them; the
+/// database's text of a value that owns nothing is not taken for an owner.
+#[tokio::test]
+async fn rows_written_by_express_are_found_as_get_finds_them() {
+    let schema = unique_name("cloakroom_express_");
+    let store = store_in(&schema, None).await;
+    let table = format!("\"{schema}\".session");
+    execute(&store, &express_row(&table, "express-x", "\"x\"")).await;
+    execute(&store, &express_row(&table, "express-42", "42")).await;
+    execute(&store, &express_row(&table, "express-float", "4.5")).await;
+
+    let found = store.sessions_of("x").await.unwrap();
+    assert_eq!(found.len(), 1);
+    let (id, loaded) = &found[0];
+    assert_eq!(id.as_str(), "express-x");
+    let got = store.get(id).await.unwrap().unwrap();
+    assert_eq!(loaded.version, got.version);
+    assert_eq!(loaded.expires_at, got.expires_at);
+    assert_eq!(loaded.record, got.record);
+
+    assert_eq!(ids_of(&store, "42").await, ["express-42"]);
+    assert!(
+        ids_of(&store, "4.5").await.is_empty(),
+        "a float owns nothing"
+    );
+}
+
+/// `#>>` fails on escapes text cannot hold (`\u0000`, a lone surrogate), which `json` accepts:
+/// sessions holding them are still written, by this store or by Express, and still indexed.
+#[tokio::test]
+async fn escapes_the_database_cannot_read_as_text_fail_no_write() {
+    let schema = unique_name("cloakroom_escapes_");
+    let store = store_in(&schema, None).await;
+    let table = format!("\"{schema}\".session");
+    let hour = Some(Duration::from_secs(3600));
+
+    let with_nul = Id::generate();
+    let data = json!({"note": "a\u{0}b", "passport": {"user": "x"}, "after": "\u{0}"});
+    write(&store, &with_nul, &record(data, hour), None).await;
+    // Text that reads `\u0000` is no escape: such a session takes the quick path.
+    let with_text = Id::generate();
+    let data = json!({"note": "\\u0000 \\\\", "passport": {"user": "x"}});
+    write(&store, &with_text, &record(data, hour), None).await;
+    let mut expected = vec![with_nul.as_str(), with_text.as_str()];
+    expected.sort_unstable();
+    assert_eq!(ids_of(&store, "x").await, expected);
+
+    // JavaScript's JSON.stringify writes a lone surrogate as an escape: Express's write goes
+    // through; this store cannot decode the session, for `sessions_of` as for `get`.
+    let lone = format!(
+        "INSERT INTO {table} (sid, sess, expire) VALUES ('lone', \
+         '{{\"cookie\":{{}},\"note\":\"\\ud800\\u0000\",\"passport\":{{\"user\":\"y\"}}}}', \
+         now() + interval '1 hour')"
+    );
+    execute(&store, &lone).await;
+    let error = store.sessions_of("y").await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Decode);
+    assert_eq!(
+        store
+            .get(&Id::from_string("lone"))
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Decode
+    );
+}
+
+/// A table made before the owner index (by connect-pg-simple, or an older version of this
+/// store) gets it from the next store that is allowed to create tables.
+#[tokio::test]
+async fn an_existing_table_gets_the_owner_index() {
+    let schema = unique_name("cloakroom_upgrade_");
+    let first = store_in(&schema, None).await;
+    execute(
+        &first,
+        &format!("DROP INDEX \"{schema}\".session_owner_idx"),
+    )
+    .await;
+    let owned = Id::generate();
+    let minute = Some(Duration::from_secs(60));
+    write(
+        &first,
+        &owned,
+        &record(json!({"passport": {"user": "x"}}), minute),
+        None,
+    )
+    .await;
+    assert_eq!(
+        ids_of(&first, "x").await,
+        [owned.as_str()],
+        "found without the index too"
+    );
+    let second = store_in(&schema, None).await;
+    let (indexes,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND indexname = 'session_owner_idx'",
+    )
+    .bind(&schema)
+    .fetch_one(second.pool())
+    .await
+    .unwrap();
+    assert_eq!(indexes, 1);
+    assert_eq!(ids_of(&second, "x").await, [owned.as_str()]);
+}
+
+/// The store's own owner query, as its connection prepared it, is planned on the owner index,
+/// with the parameters' values (a custom plan) and without (a generic plan, which PostgreSQL
+/// may switch to after a few runs).
+#[tokio::test]
+async fn the_owner_query_uses_the_owner_index() {
+    let schema = unique_name("cloakroom_explain_");
+    // One connection: what the store prepared, the test sees.
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&postgres_url())
+        .await
+        .unwrap();
+    let store = PostgresStore::builder_with_pool(pool)
+        .with_schema_name(&schema)
+        .unwrap()
+        .with_create_table_if_missing(true)
+        .with_prune_interval(None)
+        .build()
+        .await
+        .unwrap();
+    let table = format!("\"{schema}\".session");
+    let cookie = r#"{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"}"#;
+    execute(
+        &store,
+        &format!(
+            "INSERT INTO {table} (sid, sess, expire) \
+             SELECT 'owned-' || n, ('{{\"cookie\":{cookie},\"passport\":{{\"user\":\"user-' \
+             || n % 1000 || '\"}}}}')::json, now() + interval '1 hour' \
+             FROM generate_series(1, 3000) n"
+        ),
+    )
+    .await;
+    execute(
+        &store,
+        &format!(
+            "INSERT INTO {table} (sid, sess, expire) \
+             SELECT 'anonymous-' || n, '{{\"cookie\":{cookie}}}', now() + interval '1 hour' \
+             FROM generate_series(1, 3000) n"
+        ),
+    )
+    .await;
+    execute(&store, &format!("ANALYZE {table}")).await;
+    assert_eq!(
+        ids_of(&store, "user-7").await,
+        ["owned-1007", "owned-2007", "owned-7"]
+    );
+
+    let (name,): (String,) = sqlx::query_as(
+        "SELECT name FROM pg_prepared_statements \
+         WHERE statement LIKE 'SELECT sid,%' AND statement LIKE '%#>>%'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    let now = Timestamp::now().as_millis() / 1000;
+    for mode in ["force_custom_plan", "force_generic_plan"] {
+        execute(&store, &format!("SET plan_cache_mode = {mode}")).await;
+        let plan: Vec<(String,)> =
+            sqlx::query_as(&format!("EXPLAIN EXECUTE {name}('user-7', {now}, 1048576)"))
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        let plan: Vec<String> = plan.into_iter().map(|(line,)| line).collect();
+        assert!(
+            plan.iter().any(|line| line.contains("session_owner_idx")),
+            "{mode}: {plan:#?}"
+        );
+    }
+    execute(&store, "RESET plan_cache_mode").await;
+}
+
+/// A role that does not own an existing table cannot add the owner index to it: the store
+/// still builds (logging a warning), and finds sessions by owner without the index.
+#[tokio::test]
+async fn a_role_that_cannot_create_the_owner_index_still_gets_a_store() {
+    let schema = unique_name("cloakroom_notowner_");
+    let owner = store_in(&schema, None).await;
+    execute(
+        &owner,
+        &format!("DROP INDEX \"{schema}\".session_owner_idx"),
+    )
+    .await;
+    let role = unique_name("cloakroom_app_");
+    let password = unique_name("pw_");
+    for statement in [
+        format!("CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'"),
+        format!("GRANT USAGE ON SCHEMA \"{schema}\" TO \"{role}\""),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON \"{schema}\".session TO \"{role}\""),
+    ] {
+        execute(&owner, &statement).await;
+    }
+    let as_role: PgConnectOptions = postgres_url().parse().unwrap();
+    let as_role = as_role.username(&role).password(&password);
+    let pool = PgPoolOptions::new().connect_with(as_role).await.unwrap();
+    let app = PostgresStore::builder_with_pool(pool)
+        .with_schema_name(&schema)
+        .unwrap()
+        .with_create_table_if_missing(true)
+        .with_prune_interval(None)
+        .build()
+        .await
+        .expect("builds without the index");
+    let (indexes,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND indexname = 'session_owner_idx'",
+    )
+    .bind(&schema)
+    .fetch_one(owner.pool())
+    .await
+    .unwrap();
+    assert_eq!(indexes, 0, "the role could not create it");
+    let id = Id::generate();
+    let hour = Some(Duration::from_secs(3600));
+    write(
+        &app,
+        &id,
+        &record(json!({"passport": {"user": "x"}}), hour),
+        None,
+    )
+    .await;
+    assert_eq!(ids_of(&app, "x").await, [id.as_str()]);
+    app.pool().close().await;
+    drop(app);
+    for statement in [
+        format!("DROP OWNED BY \"{role}\""),
+        format!("DROP ROLE \"{role}\""),
+    ] {
+        execute(&owner, &statement).await;
+    }
 }

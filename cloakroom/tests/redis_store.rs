@@ -1,16 +1,19 @@
 //! RedisStore against real servers (`./scripts/test.sh` starts them): the conformance suite on a
-//! standalone Redis and on a Redis Cluster, and connect-redis's format as `redis-cli` sees it.
+//! standalone Redis and on a Redis Cluster, connect-redis's format as `redis-cli` sees it, and
+//! the owner index's keys and commands.
 #![cfg(feature = "redis")]
 
 mod common;
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get as route_get;
 use cloakroom::store::redis::{RedisStore, RedisStoreBuilder};
-use cloakroom::store::{ErrorKind, SessionStore};
+use cloakroom::store::{ErrorKind, OwnerIndex, OwnerPath, SessionStore};
 use cloakroom::{CookieOptions, Id, Session, SessionLayer, Timestamp};
 use common::{SECRET, counter_routes, get};
 use serde_json::{Value, json};
@@ -83,6 +86,7 @@ mod standalone {
     cloakroom_testkit::conformance_suite!(fresh);
     cloakroom_testkit::concurrency_suite!(pair);
     cloakroom_testkit::locking_suite!(pair);
+    cloakroom_testkit::owner_index_suite!(pair);
 }
 
 mod cluster {
@@ -106,6 +110,7 @@ mod cluster {
     cloakroom_testkit::conformance_suite!(fresh);
     cloakroom_testkit::concurrency_suite!(pair);
     cloakroom_testkit::locking_suite!(pair);
+    cloakroom_testkit::owner_index_suite!(pair);
 }
 
 /// Runs `redis-cli -u <url> <args>` and returns its output, trimmed of the final newline.
@@ -407,4 +412,399 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     chain
+}
+
+// The owner index.
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// A record that `passport.user` says `owner` owns, living `max_age`.
+fn owned_by(owner: &str, max_age: Duration) -> cloakroom::Record {
+    cloakroom_testkit::record(
+        json!({ "passport": { "user": owner }, "views": 1 }),
+        Some(max_age),
+    )
+}
+
+/// The documented index key of `owner`: `<prefix>owner:{<UTF-8 bytes in lowercase hex>}`.
+fn index_key(prefix: &str, owner: &str) -> String {
+    let hex: String = owner.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}owner:{{{hex}}}")
+}
+
+/// `redis-cli` on the server a store uses: `-c` follows Cluster redirections.
+struct Cli {
+    url: String,
+    cluster: bool,
+}
+
+impl Cli {
+    fn standalone() -> Self {
+        Cli {
+            url: standalone_url(),
+            cluster: false,
+        }
+    }
+
+    fn cluster() -> Self {
+        Cli {
+            url: cluster_urls().remove(0),
+            cluster: true,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        if !self.cluster {
+            return redis_cli(&self.url, args);
+        }
+        let mut with_redirects = vec!["-c"];
+        with_redirects.extend_from_slice(args);
+        redis_cli(&self.url, &with_redirects)
+    }
+}
+
+/// The ids `owner` has, as the store finds them.
+async fn ids_of(store: &RedisStore, owner: &str) -> Vec<String> {
+    let mut ids: Vec<String> = store
+        .sessions_of(owner)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id.as_str().to_owned())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+fn sorted(ids: &[&Id]) -> Vec<String> {
+    let mut ids: Vec<String> = ids.iter().map(|id| id.as_str().to_owned()).collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// `redis-cli MONITOR` on the standalone server, started by this test and killed when dropped.
+struct Monitor {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Monitor {
+    fn start(url: &str) -> Self {
+        let mut child = Command::new("redis-cli")
+            .arg("-u")
+            .arg(url)
+            .arg("MONITOR")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("redis-cli must be installed (./scripts/test.sh installs it)");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let monitor = Monitor { child, lines };
+        assert_eq!(monitor.next_line(), "OK", "MONITOR did not start");
+        monitor
+    }
+
+    fn next_line(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("MONITOR printed nothing for 10 s")
+    }
+
+    /// The commands naming `marker`, as `name` (from a client) or `lua name` (from inside a
+    /// script), up to the first line that names `sentinel`.
+    fn commands_until(&self, marker: &str, sentinel: &str) -> Vec<String> {
+        let mut commands = Vec::new();
+        loop {
+            let line = self.next_line();
+            if line.contains(sentinel) {
+                return commands;
+            }
+            if !line.contains(marker) {
+                continue;
+            }
+            // `<time> [<db> <client or lua>] "NAME" "arg" ...`
+            let (origin, command) = line
+                .split_once("] ")
+                .unwrap_or_else(|| panic!("not a MONITOR line: {line}"));
+            let name = command.split('"').nth(1).unwrap_or_default().to_uppercase();
+            if origin.ends_with(" lua") {
+                commands.push(format!("lua {name}"));
+            } else {
+                commands.push(name);
+            }
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_without_an_owner_cost_the_commands_they_always_did() {
+    let url = standalone_url();
+    let (store, prefix) = standalone_store().await;
+    let owner = cloakroom_testkit::unique_name("alice-");
+    // Every script loaded once, so no NOSCRIPT retry shows below.
+    let warm = Id::generate();
+    let version = cloakroom_testkit::write(&store, &warm, &owned_by(&owner, HOUR), None).await;
+    let unowned = cloakroom_testkit::record(json!({ "views": 1 }), Some(HOUR));
+    cloakroom_testkit::write(&store, &warm, &unowned, Some(&version)).await;
+    store.touch(&warm, &owned_by(&owner, HOUR)).await.unwrap();
+    store.destroy(&warm).await.unwrap();
+
+    let monitor = Monitor::start(&url);
+    let id = Id::generate();
+    let version = cloakroom_testkit::write(&store, &id, &unowned, None).await;
+    let mut changed = unowned.clone();
+    changed.data_mut().insert("views".into(), json!(2));
+    cloakroom_testkit::write(&store, &id, &changed, Some(&version)).await;
+    store.touch(&id, &changed).await.unwrap();
+    store.destroy(&id).await.unwrap();
+    let sentinel = format!("{prefix}sentinel-1");
+    redis_cli(&url, &["EXISTS", &sentinel]);
+    assert_eq!(
+        monitor.commands_until(&prefix, &sentinel),
+        ["SET", "EVALSHA", "lua GET", "lua SET", "EXPIRE", "DEL"],
+        "a session without an owner: SET NX, the compare-and-set script, EXPIRE, DEL, and \
+         nothing about an index"
+    );
+
+    // An owned one: still one command from the client for each write and touch.
+    let id = Id::generate();
+    let version = cloakroom_testkit::write(&store, &id, &owned_by(&owner, HOUR), None).await;
+    cloakroom_testkit::write(&store, &id, &owned_by(&owner, HOUR), Some(&version)).await;
+    store.touch(&id, &owned_by(&owner, 2 * HOUR)).await.unwrap();
+    let sentinel = format!("{prefix}sentinel-2");
+    redis_cli(&url, &["EXISTS", &sentinel]);
+    let from_client: Vec<String> = monitor
+        .commands_until(&prefix, &sentinel)
+        .into_iter()
+        .filter(|name| !name.starts_with("lua "))
+        .collect();
+    assert_eq!(from_client, ["EVALSHA", "EVALSHA", "EVALSHA"]);
+    drop(monitor);
+
+    let pattern = format!("{prefix}owner:*");
+    let indexes = redis_cli(&url, &["--scan", "--pattern", &pattern]);
+    assert_eq!(
+        indexes,
+        index_key(&prefix, &owner),
+        "only the owner has an index"
+    );
+}
+
+/// The index key's TTL outlasts its latest member, and members past their expiry leave on the
+/// owner's next write; a destroyed session leaves on reading (standalone) or is filtered out.
+async fn the_index_expires_and_prunes_itself(store: RedisStore, prefix: String, cli: Cli) {
+    let owner = cloakroom_testkit::unique_name("alice-");
+    let key = index_key(&prefix, &owner);
+    let long = Id::generate();
+    cloakroom_testkit::write(&store, &long, &owned_by(&owner, 2 * HOUR), None).await;
+    let pttl = |cli: &Cli| -> i64 { cli.run(&["PTTL", &key]).parse().unwrap() };
+    let two_hours_and_slack = 2 * 3_600_000 + 30_000;
+    assert!(
+        (two_hours_and_slack - 5_000..=two_hours_and_slack).contains(&pttl(&cli)),
+        "the index lives as long as its latest member, and the slack: {}",
+        pttl(&cli)
+    );
+    // A shorter session does not shorten it.
+    let short = Id::generate();
+    cloakroom_testkit::write(&store, &short, &owned_by(&owner, HOUR / 6), None).await;
+    assert!(pttl(&cli) > two_hours_and_slack - 5_000);
+
+    // Members long expired (as an owner whose sessions all ended leaves them), and one that
+    // expired within the slack.
+    let now = Timestamp::now().as_millis();
+    let (old, recent) = (now - 3_600_000, now - 1_000);
+    cli.run(&["ZADD", &key, &old.to_string(), "expired-long-ago"]);
+    cli.run(&["ZADD", &key, &recent.to_string(), "expired-just-now"]);
+    assert_eq!(cli.run(&["ZCARD", &key]), "4");
+    let third = Id::generate();
+    cloakroom_testkit::write(&store, &third, &owned_by(&owner, HOUR), None).await;
+    assert_eq!(cli.run(&["ZSCORE", &key, "expired-long-ago"]), "");
+    assert_eq!(
+        cli.run(&["ZSCORE", &key, "expired-just-now"]),
+        recent.to_string()
+    );
+    assert_eq!(cli.run(&["ZCARD", &key]), "4");
+    assert_eq!(
+        ids_of(&store, &owner).await,
+        sorted(&[&long, &short, &third])
+    );
+
+    // A destroyed session is not found. Standalone, reading removes its member; in Cluster
+    // the member stays until its score passes (it could be a write in flight).
+    store.destroy(&short).await.unwrap();
+    assert_eq!(ids_of(&store, &owner).await, sorted(&[&long, &third]));
+    let member = cli.run(&["ZSCORE", &key, short.as_str()]);
+    if cli.cluster {
+        assert_ne!(member, "");
+    } else {
+        assert_eq!(member, "");
+        // As is the member that expired just now, whose key is gone too.
+        assert_eq!(cli.run(&["ZSCORE", &key, "expired-just-now"]), "");
+    }
+
+    // `clear` removes the indexes with the sessions.
+    store.clear().await.unwrap();
+    assert_eq!(cli.run(&["EXISTS", &key]), "0");
+}
+
+#[tokio::test]
+async fn standalone_index_expires_and_prunes_itself() {
+    let (store, prefix) = standalone_store().await;
+    the_index_expires_and_prunes_itself(store, prefix, Cli::standalone()).await;
+}
+
+#[tokio::test]
+async fn cluster_index_expires_and_prunes_itself() {
+    let (store, prefix) = cluster_store().await;
+    the_index_expires_and_prunes_itself(store, prefix, Cli::cluster()).await;
+}
+
+/// An owner text with braces, spaces and non-ASCII makes a well-formed key, whose hash tag is
+/// the whole encoded owner: in Cluster, the owner's index has one slot whatever it holds.
+async fn any_owner_text_works(store: RedisStore, prefix: String, cli: Cli) {
+    let unique = cloakroom_testkit::unique_name("");
+    let awkward = format!("{{ü}} }}{{ a b {unique} Ω{{");
+    let plain = format!("{{ü}}{unique}");
+    let (first, second, other) = (Id::generate(), Id::generate(), Id::generate());
+    cloakroom_testkit::write(&store, &first, &owned_by(&awkward, HOUR), None).await;
+    cloakroom_testkit::write(&store, &second, &owned_by(&awkward, HOUR), None).await;
+    cloakroom_testkit::write(&store, &other, &owned_by(&plain, HOUR), None).await;
+    assert_eq!(ids_of(&store, &awkward).await, sorted(&[&first, &second]));
+    assert_eq!(ids_of(&store, &plain).await, sorted(&[&other]));
+
+    let key = index_key(&prefix, &awkward);
+    assert_eq!(cli.run(&["ZCARD", &key]), "2");
+    if cli.cluster {
+        let hex = key
+            .strip_prefix(&format!("{prefix}owner:{{"))
+            .and_then(|rest| rest.strip_suffix('}'))
+            .unwrap();
+        assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(
+            cli.run(&["CLUSTER", "KEYSLOT", &key]),
+            cli.run(&["CLUSTER", "KEYSLOT", hex]),
+            "the encoded owner is the key's hash tag"
+        );
+    }
+}
+
+#[tokio::test]
+async fn standalone_any_owner_text_works() {
+    let (store, prefix) = standalone_store().await;
+    any_owner_text_works(store, prefix, Cli::standalone()).await;
+}
+
+#[tokio::test]
+async fn cluster_any_owner_text_works() {
+    let (store, prefix) = cluster_store().await;
+    any_owner_text_works(store, prefix, Cli::cluster()).await;
+}
+
+/// A session an Express app signed in through connect-redis (which knows nothing of the
+/// index) is found after `reindex`, not before; one that cloakroom touches is indexed by the
+/// touch.
+async fn express_sessions_are_indexed_by_reindex_or_touch(
+    store: RedisStore,
+    prefix: String,
+    cli: Cli,
+) {
+    let owner = cloakroom_testkit::unique_name("alice-");
+    let expires = Timestamp::now().add_millis(3_600_000).to_iso8601();
+    let from_node = format!(
+        r#"{{"cookie":{{"originalMaxAge":3600000,"expires":"{expires}","httpOnly":true,"path":"/"}},"passport":{{"user":"{owner}"}}}}"#
+    );
+    let (reindexed, touched) = (Id::generate(), Id::generate());
+    for id in [&reindexed, &touched] {
+        let key = format!("{prefix}{}", id.as_str());
+        cli.run(&["SET", &key, &from_node, "EX", "3600"]);
+    }
+    // And one without an owner, which reindex leaves alone.
+    let anonymous = format!("{prefix}{}", Id::generate().as_str());
+    cli.run(&[
+        "SET",
+        &anonymous,
+        r#"{"cookie":{"path":"/"}}"#,
+        "EX",
+        "3600",
+    ]);
+    assert!(ids_of(&store, &owner).await.is_empty());
+
+    let loaded = store.get(&touched).await.unwrap().unwrap();
+    store.touch(&touched, &loaded.record).await.unwrap();
+    assert_eq!(ids_of(&store, &owner).await, sorted(&[&touched]));
+
+    assert_eq!(store.reindex().await.unwrap(), 2);
+    let found = store.sessions_of(&owner).await.unwrap();
+    assert_eq!(found.len(), 2);
+    for (id, loaded) in found {
+        let stored = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(loaded.version, stored.version);
+        assert_eq!(loaded.record, stored.record);
+    }
+    // Running it again changes nothing.
+    assert_eq!(store.reindex().await.unwrap(), 2);
+    assert_eq!(
+        ids_of(&store, &owner).await,
+        sorted(&[&reindexed, &touched])
+    );
+}
+
+#[tokio::test]
+async fn standalone_express_sessions_are_indexed_by_reindex_or_touch() {
+    let (store, prefix) = standalone_store().await;
+    express_sessions_are_indexed_by_reindex_or_touch(store, prefix, Cli::standalone()).await;
+}
+
+#[tokio::test]
+async fn cluster_express_sessions_are_indexed_by_reindex_or_touch() {
+    let (store, prefix) = cluster_store().await;
+    express_sessions_are_indexed_by_reindex_or_touch(store, prefix, Cli::cluster()).await;
+}
+
+#[tokio::test]
+async fn a_custom_owner_path_decides_the_owner() {
+    let url = standalone_url();
+    let (builder, prefix) = unique();
+    let store = builder
+        .with_owner_path(OwnerPath::new("account.id").unwrap())
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(store.owner_path().to_string(), "account.id");
+    let number = Id::generate();
+    let record = cloakroom_testkit::record(
+        json!({ "account": { "id": 42 }, "passport": { "user": "alice" } }),
+        Some(HOUR),
+    );
+    cloakroom_testkit::write(&store, &number, &record, None).await;
+    assert_eq!(ids_of(&store, "42").await, sorted(&[&number]));
+    assert!(ids_of(&store, "alice").await.is_empty());
+    assert_eq!(
+        redis_cli(&url, &["EXISTS", &index_key(&prefix, "alice")]),
+        "0"
+    );
+    assert_eq!(redis_cli(&url, &["EXISTS", &index_key(&prefix, "42")]), "1");
+
+    // Another handle with the default path reads the owner elsewhere.
+    let default = RedisStore::builder(url)
+        .with_prefix(&prefix)
+        .build()
+        .await
+        .unwrap();
+    assert!(ids_of(&default, "42").await.is_empty());
 }

@@ -1,5 +1,5 @@
 //! SqliteStore on real files: the conformance suite, restarts, several stores (as several
-//! processes) sharing one file, pruning, name validation and undecodable rows.
+//! processes) sharing one file, pruning, name validation, undecodable rows and the owner index.
 #![cfg(feature = "sqlite")]
 
 use std::path::{Path, PathBuf};
@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use cloakroom::store::sqlite::{InvalidName, SqliteStore};
 use cloakroom::store::{
-    self, Condition, ErrorKind, Lease, Loaded, LockStore, SessionStore, SetOutcome,
+    self, Condition, ErrorKind, Lease, Loaded, LockStore, OwnerIndex, OwnerPath, SessionStore,
+    SetOutcome,
 };
 use cloakroom::{Id, Record};
 use cloakroom_testkit::{record, unique_name, write};
@@ -90,6 +91,9 @@ impl SessionStore for Fresh {
     fn default_ttl(&self) -> Option<Duration> {
         self.store.default_ttl()
     }
+    fn owner_path(&self) -> &OwnerPath {
+        self.store.owner_path()
+    }
     async fn all(&self) -> Result<Vec<(Id, Record)>, store::Error> {
         self.store.all().await
     }
@@ -111,9 +115,17 @@ impl LockStore for Fresh {
     }
 }
 
+#[async_trait]
+impl OwnerIndex for Fresh {
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<(Id, Loaded)>, store::Error> {
+        self.store.sessions_of(owner).await
+    }
+}
+
 cloakroom_testkit::conformance_suite!(fresh, prune = prune);
 cloakroom_testkit::concurrency_suite!(pair);
 cloakroom_testkit::locking_suite!(pair);
+cloakroom_testkit::owner_index_suite!(pair);
 
 /// A connection pool of the test's own on the store's file, as another process would have.
 async fn raw(file: &Path) -> SqlitePool {
@@ -454,5 +466,161 @@ async fn an_existing_file_keeps_its_mode() {
         modes(&dir.file()),
         ["640", "640", "640"],
         "SQLite copies the mode"
+    );
+}
+
+/// The ids `sessions_of` returns, sorted.
+async fn ids_of(store: &impl OwnerIndex, owner: &str) -> Vec<String> {
+    let mut ids: Vec<String> = store
+        .sessions_of(owner)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id.as_str().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// A session as express-session and passport write it, owned by `user` (JSON text).
+fn express_row(sid: &str, user: &str) -> String {
+    format!(
+        "INSERT INTO session (sid, sess, expire) VALUES ('{sid}', \
+         '{{\"cookie\":{{\"originalMaxAge\":3600000,\"expires\":\"2999-01-01T00:00:00.000Z\",\
+         \"secure\":false,\"httpOnly\":true,\"path\":\"/\"}},\"passport\":{{\"user\":{user}}}}}', \
+         unixepoch() + 3600)"
+    )
+}
+
+#[tokio::test]
+async fn a_custom_owner_path_is_the_one_indexed_and_read() {
+    let dir = TempDir::new();
+    let store = SqliteStore::builder(dir.file())
+        .with_owner_path("account.id".parse().unwrap())
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(store.owner_path().to_string(), "account.id");
+    let by_account = Id::generate();
+    let by_passport = Id::generate();
+    let minute = Some(Duration::from_secs(60));
+    write(
+        &store,
+        &by_account,
+        &record(json!({"account": {"id": "x"}}), minute),
+        None,
+    )
+    .await;
+    write(
+        &store,
+        &by_passport,
+        &record(json!({"passport": {"user": "x"}}), minute),
+        None,
+    )
+    .await;
+    assert_eq!(ids_of(&store, "x").await, [by_account.as_str()]);
+
+    let (index,): (String,) =
+        sqlx::query_as("SELECT sql FROM sqlite_master WHERE name = 'session_owner_idx'")
+            .fetch_one(&raw(&dir.file()).await)
+            .await
+            .unwrap();
+    assert!(index.contains(r#"'$."account"."id"'"#), "{index}");
+}
+
+/// Rows another program wrote (as express-session with passport would) are indexed too, and
+/// read exactly as `get` reads them; the database's text of a value that owns nothing is not
+/// taken for an owner.
+#[tokio::test]
+async fn rows_written_by_hand_are_found_as_get_finds_them() {
+    let dir = TempDir::new();
+    let store = SqliteStore::connect(dir.file()).await.unwrap();
+    let pool = raw(&dir.file()).await;
+    for row in [
+        express_row("express-x", "\"x\""),
+        express_row("express-42", "42"),
+        express_row("express-float", "4.5"),
+    ] {
+        sqlx::query(&row).execute(&pool).await.unwrap();
+    }
+
+    let found = store.sessions_of("x").await.unwrap();
+    assert_eq!(found.len(), 1);
+    let (id, loaded) = &found[0];
+    assert_eq!(id.as_str(), "express-x");
+    let got = store.get(id).await.unwrap().unwrap();
+    assert_eq!(loaded.version, got.version);
+    assert_eq!(loaded.expires_at, got.expires_at);
+    assert_eq!(loaded.record, got.record);
+
+    assert_eq!(ids_of(&store, "42").await, ["express-42"]);
+    assert!(
+        ids_of(&store, "4.5").await.is_empty(),
+        "a float owns nothing"
+    );
+}
+
+/// A row whose `sess` is not JSON names no owner: it fails neither the writes that put it there
+/// nor anyone's `sessions_of`, and the store's own writes go on.
+#[tokio::test]
+async fn rows_that_are_not_json_break_nothing() {
+    let dir = TempDir::new();
+    let store = SqliteStore::connect(dir.file()).await.unwrap();
+    let pool = raw(&dir.file()).await;
+    for row in [
+        "INSERT INTO session VALUES ('cut-short', '{\"passport\":{\"user\":\"x\"}', unixepoch() + 3600)",
+        "INSERT INTO session VALUES ('not-json', 'passport.user = x', unixepoch() + 3600)",
+        "INSERT INTO session VALUES ('bytes', x'00ff7b', unixepoch() + 3600)",
+        "UPDATE session SET sess = '{\"passport\":' WHERE sid = 'not-json'",
+    ] {
+        sqlx::query(row).execute(&pool).await.unwrap();
+    }
+    let id = Id::generate();
+    let mine = record(
+        json!({"passport": {"user": "x"}}),
+        Some(Duration::from_secs(60)),
+    );
+    let version = write(&store, &id, &mine, None).await;
+    assert_eq!(ids_of(&store, "x").await, [id.as_str()]);
+    let other = record(
+        json!({"passport": {"user": "y"}}),
+        Some(Duration::from_secs(60)),
+    );
+    write(&store, &id, &other, Some(&version)).await;
+    assert!(ids_of(&store, "x").await.is_empty());
+    assert_eq!(ids_of(&store, "y").await, [id.as_str()]);
+    store.destroy(&Id::from_string("cut-short")).await.unwrap();
+    assert_eq!(rows(&pool).await, 3);
+}
+
+/// The owner query reads the index: SQLite's plan for an equality on the index's own
+/// expression (the store's query spells it the same, checked in the unit tests).
+#[tokio::test]
+async fn the_owner_query_uses_the_owner_index() {
+    let dir = TempDir::new();
+    let _store = SqliteStore::connect(dir.file()).await.unwrap();
+    let pool = raw(&dir.file()).await;
+    let (index,): (String,) =
+        sqlx::query_as("SELECT sql FROM sqlite_master WHERE name = 'session_owner_idx'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let owner = index
+        .split_once(" ((")
+        .and_then(|(_, rest)| rest.split_once(")) WHERE "))
+        .map(|(owner, _)| owner)
+        .unwrap_or_else(|| panic!("{index}"));
+    let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!(
+        "EXPLAIN QUERY PLAN SELECT sid FROM session WHERE ({owner}) = ?1 AND expire >= ?2"
+    ))
+    .bind("x")
+    .bind(0_i64)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let plan: Vec<&str> = plan.iter().map(|(.., detail)| detail.as_str()).collect();
+    assert_eq!(
+        plan,
+        ["SEARCH session USING INDEX session_owner_idx (<expr>=?)"]
     );
 }

@@ -1,6 +1,8 @@
 // The demo in a real browser (headless Debian chromium driven by playwright-core): log in
-// through the form, see the dashboard, reload, restart the server, still see the dashboard, log
-// out with the dashboard's button, land on the login page. Checks along the way that the pages
+// through the form, see the dashboard, reload, see this session on "Your sessions", log in from
+// a second browser context and sign it out from the first ("Sign out all other sessions"),
+// restart the server, still see the dashboard, log out with the dashboard's button, land on the
+// login page. Checks along the way that the pages
 // are styled under the Content-Security-Policy (no violation reported), that a form posted from
 // another origin (another port of 127.0.0.1: same site, so the cookie goes along) is refused
 // for its missing token, and that visiting GET /logout logs nobody out. Reads the session
@@ -79,7 +81,17 @@ function stopDemo(child) {
   });
 }
 
-test('log in, reload, survive a restart, log out', { timeout: 90_000 }, async () => {
+// The rows of the "Your sessions" table, as text.
+const sessionRows = (page) => page.locator('tbody tr').allTextContents();
+
+async function logIn(page, base) {
+  await page.goto(`${base}/login`);
+  await page.fill('#username', 'ann');
+  await page.fill('#password', 'pa55');
+  await Promise.all([page.waitForURL(`${base}/dashboard`), page.click('button[type=submit]')]);
+}
+
+test('log in, reload, sign out another session, survive a restart, log out', { timeout: 90_000 }, async () => {
   assert.ok(BIN, 'DEMO_BIN must name the demo binary (demo/tests/browser.rs sets it)');
   const dir = mkdtempSync(join(tmpdir(), 'cloakroom-browser-'));
   const database = join(dir, 'sessions.db');
@@ -131,6 +143,40 @@ test('log in, reload, survive a restart, log out', { timeout: 90_000 }, async ()
 
     await page.reload();
     assert.match(await page.textContent('h1'), /Welcome ann!/, 'still logged in after a reload');
+
+    // "Your sessions", from the dashboard's link: this one, marked.
+    await Promise.all([page.waitForURL(`${base}/sessions`), page.click('a[href="/sessions"]')]);
+    assert.match(await page.textContent('h1'), /Your sessions/);
+    assert.equal(await background(page), STYLED, 'the session list is styled');
+    let rows = await sessionRows(page);
+    assert.equal(rows.length, 1, `one session: ${rows}`);
+    assert.match(rows[0], /This session/);
+    assert.match(rows[0], /Chrome on Linux/, 'the device, from the User-Agent');
+
+    // A second browser (its own cookie jar) logs in too; the first signs it out.
+    const elsewhere = await browser.newContext();
+    const otherPage = await elsewhere.newPage();
+    await logIn(otherPage, base);
+    assert.match(await otherPage.textContent('h1'), /Welcome ann!/, 'logged in elsewhere');
+    await page.reload();
+    rows = await sessionRows(page);
+    assert.equal(rows.length, 2, `two sessions: ${rows}`);
+    assert.equal(rows.filter((row) => /This session/.test(row)).length, 1, 'one marked');
+    const sessionId = decodeURIComponent(cookie.value).slice('s:'.length).split('.')[0];
+    assert.ok(!(await page.content()).includes(sessionId),
+      'the page shows no session id');
+    await Promise.all([
+      page.waitForURL(`${base}/sessions`),
+      page.click('form[action="/sessions/revoke-others"] button[type=submit]'),
+    ]);
+    rows = await sessionRows(page);
+    assert.equal(rows.length, 1, `only this session left: ${rows}`);
+    assert.match(rows[0], /This session/);
+    await otherPage.goto(`${base}/dashboard`);
+    assert.equal(new URL(otherPage.url()).pathname, '/login', 'the other browser is signed out');
+    await elsewhere.close();
+    await page.goto(`${base}/dashboard`);
+    assert.match(await page.textContent('h1'), /Welcome ann!/, 'this browser is not');
 
     const stopped = await stopDemo(demo);
     assert.equal(stopped.code, 0, 'SIGTERM shuts the demo down cleanly');

@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use cloakroom::{ConfigError, CookieOptions, SameSite, SessionLayer};
+use cloakroom::{ConfigError, CookieOptions, SameSite, SessionLayer, SessionRegistry};
 
 mod csrf;
+mod device;
 mod login_limit;
 mod options;
 mod pages;
@@ -69,6 +70,9 @@ async fn serve(options: Options) -> anyhow::Result<()> {
             "--allow-short-secret: secrets under 32 bytes are accepted; rotate to a long one"
         );
     }
+    // The layer and the registry share one store: a session revoked from the list is gone
+    // for the layer at its next request.
+    let registry = SessionRegistry::new(store.clone());
     let sessions = SessionLayer::builder(store)
         .with_secrets(&secrets)
         .with_short_secrets_allowed(options.allow_short_secret)
@@ -88,6 +92,7 @@ async fn serve(options: Options) -> anyhow::Result<()> {
     let state = routes::AppState {
         user: Arc::new(options.user.clone()),
         login_limiter: Arc::new(login_limit::LoginLimiter::new(login_limit::Policy::DEFAULT)),
+        registry,
     };
     let app = routes::app(state, sessions);
     let listener = tokio::net::TcpListener::bind(options.addr)

@@ -5,9 +5,10 @@
 //!
 //! `interop/app.js` renders the same texts and the same forms: change both together.
 
+use cloakroom::{SessionInfo, Timestamp};
 use maud::{DOCTYPE, Markup, html};
 
-use crate::csrf;
+use crate::{csrf, device};
 
 /// The stylesheet, served at `/style.css`.
 pub(crate) const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:34rem;margin:4rem auto;\
@@ -16,7 +17,9 @@ padding:2rem;box-shadow:0 1px 4px #0002}h1{font-size:1.4rem;margin-top:0}label{d
 margin:.8rem 0 .2rem}input{width:100%;padding:.5rem;border:1px solid #bbb;border-radius:6px;\
 box-sizing:border-box}button{margin-top:1.2rem;padding:.6rem 1.4rem;border:0;border-radius:6px;\
 background:#2f5d50;color:#fff;font-size:1rem;cursor:pointer}.error{color:#a4262c}\
-nav a{margin-right:1rem}footer{margin-top:1.5rem;font-size:.85rem;color:#666}";
+nav a{margin-right:1rem}footer{margin-top:1.5rem;font-size:.85rem;color:#666}\
+table{width:100%;border-collapse:collapse;font-size:.9rem}th,td{text-align:left;padding:.4rem .3rem;\
+border-bottom:1px solid #ddd;vertical-align:top}td button{margin:0;padding:.3rem .7rem;font-size:.85rem}";
 
 /// A page around `body`.
 fn page(title: &str, body: Markup) -> Markup {
@@ -92,6 +95,7 @@ pub(crate) fn dashboard(username: &str, expires: Option<&str>, csrf_token: &str)
                 Some(when) => p { "Your session expires " (when) "." },
                 None => p { "Your session ends when you close the browser." },
             }
+            p { a href="/sessions" { "Your sessions" } ": where you are signed in." }
             form method="post" action="/logout" {
                 (csrf_field(csrf_token))
                 button type="submit" { "Log out" }
@@ -100,9 +104,115 @@ pub(crate) fn dashboard(username: &str, expires: Option<&str>, csrf_token: &str)
     )
 }
 
+/// A time in a session list (UTC), or a dash when the store does not know it.
+fn when(time: Option<Timestamp>) -> String {
+    time.map_or_else(|| "—".to_owned(), Timestamp::to_http_date)
+}
+
+/// `GET /sessions`: the user's sessions, this one first and marked, each other one with its
+/// own "Sign out" form (by handle: the page never shows a session id).
+pub(crate) fn sessions(list: &[SessionInfo], csrf_token: &str) -> Markup {
+    let others = list.iter().filter(|info| !info.current).count();
+    page(
+        "Your sessions",
+        html! {
+            h1 { "Your sessions" }
+            table {
+                thead {
+                    tr { th { "Device" } th { "Signed in" } th { "Last seen" } th { "Expires" } th {} }
+                }
+                tbody {
+                    @for info in list {
+                        tr {
+                            td {
+                                (info.info.get("device").and_then(|device| device.as_str()).unwrap_or(device::UNKNOWN))
+                            }
+                            td { (when(info.created)) }
+                            td { (when(info.last_seen)) }
+                            td { (when(info.expires)) }
+                            td {
+                                @if info.current {
+                                    strong { "This session" }
+                                } @else {
+                                    form method="post" action="/sessions/revoke" {
+                                        (csrf_field(csrf_token))
+                                        input type="hidden" name="handle" value=(info.handle);
+                                        button type="submit" { "Sign out" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if others > 0 {
+                form method="post" action="/sessions/revoke-others" {
+                    (csrf_field(csrf_token))
+                    button type="submit" { "Sign out all other sessions" }
+                }
+            } @else {
+                p { "You are signed in nowhere else." }
+            }
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn listed(handle: &str, current: bool, device: Option<&str>) -> SessionInfo {
+        let mut info = serde_json::Map::new();
+        if let Some(device) = device {
+            info.insert("device".to_owned(), device.into());
+        }
+        SessionInfo {
+            handle: handle.to_owned(),
+            current,
+            created: Some(Timestamp::from_millis(0)),
+            last_seen: None,
+            expires: None,
+            info,
+        }
+    }
+
+    #[test]
+    fn the_session_list_marks_this_session_and_escapes() {
+        let list = [
+            listed("h1", true, Some("Firefox on Linux")),
+            listed("h\"2", false, Some("<b>x</b>")),
+            listed("h3", false, None),
+        ];
+        let html = sessions(&list, "T0KEN").into_string();
+        assert_eq!(
+            html.matches("<tr>").count(),
+            4,
+            "a header and 3 rows: {html}"
+        );
+        assert_eq!(html.matches("This session").count(), 1, "{html}");
+        assert!(html.contains("<td>Firefox on Linux</td>"), "{html}");
+        assert!(
+            html.contains("&lt;b&gt;x&lt;/b&gt;") && !html.contains("<b>x"),
+            "{html}"
+        );
+        assert!(html.contains("<td>Unknown device</td>"), "{html}");
+        assert!(html.contains("Thu, 01 Jan 1970 00:00:00 GMT"), "{html}");
+        assert!(html.contains(
+            "<form method=\"post\" action=\"/sessions/revoke\"><input type=\"hidden\" name=\"_csrf\" value=\"T0KEN\"><input type=\"hidden\" name=\"handle\" value=\"h&quot;2\">"
+        ), "{html}");
+        assert!(
+            !html.contains("value=\"h1\""),
+            "no button for this session: {html}"
+        );
+        assert!(html.contains(
+            "<form method=\"post\" action=\"/sessions/revoke-others\"><input type=\"hidden\" name=\"_csrf\" value=\"T0KEN\">"
+        ), "{html}");
+        let alone = sessions(&list[..1], "T0KEN").into_string();
+        assert!(
+            !alone.contains("/sessions/revoke"),
+            "nothing to sign out: {alone}"
+        );
+    }
 
     #[test]
     fn escapes_markup() {
@@ -145,6 +255,7 @@ mod tests {
             message("m"),
             login(Some("e"), "u", "t"),
             dashboard("u", Some("soon"), "t"),
+            sessions(&[listed("h", true, None), listed("i", false, None)], "t"),
         ] {
             let html = html.into_string();
             assert!(html.contains("<link rel=\"stylesheet\" href=\"/style.css\">"));

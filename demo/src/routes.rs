@@ -6,19 +6,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Router;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, Form, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
-use cloakroom::{Session, SessionLayer};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cloakroom::{OwnerIndex, Session, SessionLayer, SessionRegistry};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::login_limit::LoginLimiter;
 use crate::options::User;
-use crate::{csrf, pages};
+use crate::{csrf, device, pages};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -27,6 +27,8 @@ pub(crate) struct AppState {
     pub user: Arc<User>,
     /// Failed logins per client address and per user name.
     pub login_limiter: Arc<LoginLimiter>,
+    /// Every session of a user, on the layer's store: the "Your sessions" page.
+    pub registry: SessionRegistry<Arc<dyn OwnerIndex>>,
 }
 
 /// The app: every route under one session layer, and every response with the security headers.
@@ -40,6 +42,10 @@ pub(crate) fn app(state: AppState, sessions: SessionLayer) -> Router {
         .route("/login", get(login_form).post(login))
         .route("/dashboard", get(dashboard))
         .route("/logout", get(logout_needs_post).post(logout))
+        .route("/sessions", get(sessions_page))
+        .route("/sessions/revoke", post(revoke_session))
+        .route("/sessions/revoke-others", post(revoke_other_sessions))
+        .route("/api/sessions", get(sessions_api))
         .route("/style.css", get(style))
         .with_state(state)
         .layer(sessions)
@@ -153,6 +159,7 @@ struct LoginForm {
 async fn login(
     State(state): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     session: Session,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Page {
@@ -192,6 +199,9 @@ async fn login(
     // A new id at login: whoever planted or saw the old one gets nothing. The new session gets
     // a new token too: one seen before the login is worth nothing after it.
     session.regenerate().await?;
+    // The session is the user's now: listed on their "Your sessions" page, revocable from it.
+    session.set_owner(&form.username).await?;
+    session.set_session_info(session_info(&headers)).await?;
     let logged_in = LoggedIn {
         username: form.username,
         role: "admin".to_owned(),
@@ -242,4 +252,113 @@ async fn logout_needs_post() -> Response {
         pages::message("Log out with the button on your dashboard."),
     )
         .into_response()
+}
+
+/// What the session list shows about a session: the device, in a few fixed words (never the
+/// header's own text, which the client chose).
+fn session_info(headers: &HeaderMap) -> serde_json::Map<String, serde_json::Value> {
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|value| value.to_str().ok());
+    let mut info = serde_json::Map::new();
+    info.insert("device".to_owned(), device::describe(agent).into());
+    info
+}
+
+/// The name of the user the session is logged in as, for the session list. A session logged in
+/// without an owner (before the demo recorded one, or by the Express app sharing the store)
+/// gets it recorded here, so it shows in its own list and "sign out the others" spares it.
+async fn signed_in(session: &Session) -> Result<Option<String>, cloakroom::Error> {
+    let Some(user) = session.get::<LoggedIn>("user").await? else {
+        return Ok(None);
+    };
+    if session.owner().await?.as_deref() != Some(user.username.as_str()) {
+        session.set_owner(&user.username).await?;
+    }
+    Ok(Some(user.username))
+}
+
+/// `GET /sessions`: where the user is signed in, with a button to sign each other session out.
+async fn sessions_page(State(state): State<AppState>, session: Session) -> Page {
+    let Some(owner) = signed_in(&session).await? else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    let list = state.registry.list(&owner, &session).await?;
+    let token = csrf::token(&session).await?;
+    Ok(pages::sessions(&list, &token).into_response())
+}
+
+/// `GET /api/sessions`: the same list as JSON. Handles, never session ids: a handle revokes a
+/// session of its owner only, an id would be the session itself.
+async fn sessions_api(State(state): State<AppState>, session: Session) -> Page {
+    let Some(owner) = signed_in(&session).await? else {
+        let body = serde_json::json!({ "error": "not logged in" });
+        return Ok((StatusCode::UNAUTHORIZED, Json(body)).into_response());
+    };
+    let list = state.registry.list(&owner, &session).await?;
+    Ok(Json(list).into_response())
+}
+
+/// The revoke form's fields (missing, or a body that is not a form: empty, so a 403).
+#[derive(Default, Deserialize)]
+struct RevokeForm {
+    #[serde(default)]
+    handle: String,
+    #[serde(default, rename = "_csrf")]
+    csrf_token: String,
+}
+
+/// `POST /sessions/revoke`: signs one of the user's sessions out. A handle that names none of
+/// them (another user's, forged, or ended) is a 404, and nothing is done. The current session's
+/// own handle logs it out, as the logout button does.
+async fn revoke_session(
+    State(state): State<AppState>,
+    session: Session,
+    form: Result<Form<RevokeForm>, FormRejection>,
+) -> Page {
+    let form = form.map(|Form(form)| form).unwrap_or_default();
+    if !csrf::verify(&session, &form.csrf_token).await? {
+        return Ok(forged_form());
+    }
+    let Some(owner) = signed_in(&session).await? else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    let list = state.registry.list(&owner, &session).await?;
+    let Some(target) = list.iter().find(|info| info.handle == form.handle) else {
+        return Ok(no_such_session());
+    };
+    if target.current {
+        session.destroy().await?;
+        return Ok(Redirect::to("/login").into_response());
+    }
+    // It may have ended since the list was read: then it is not found either.
+    if !state.registry.revoke(&owner, &form.handle).await? {
+        return Ok(no_such_session());
+    }
+    Ok(Redirect::to("/sessions").into_response())
+}
+
+fn no_such_session() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        pages::message("No such session: it may have ended already."),
+    )
+        .into_response()
+}
+
+/// `POST /sessions/revoke-others`: "sign out everywhere else".
+async fn revoke_other_sessions(
+    State(state): State<AppState>,
+    session: Session,
+    form: Result<Form<TokenForm>, FormRejection>,
+) -> Page {
+    let form = form.map(|Form(form)| form).unwrap_or_default();
+    if !csrf::verify(&session, &form.csrf_token).await? {
+        return Ok(forged_form());
+    }
+    let Some(owner) = signed_in(&session).await? else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    state.registry.revoke_others(&owner, &session).await?;
+    Ok(Redirect::to("/sessions").into_response())
 }

@@ -1,16 +1,20 @@
-//! Opening the store `--store` names, and checking that it answers.
+//! Opening the store `--store` names, and checking that it answers. Every store the demo
+//! offers can list a user's sessions ([`OwnerIndex`]), for the "Your sessions" page.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use cloakroom::{Id, MemoryStore, PostgresStore, RedisStore, SessionStore, SqliteStore};
+use cloakroom::{
+    Id, MemoryStore, OwnerIndex, PostgresStore, RedisStore, SessionStore as _, SqliteStore,
+};
 
 use crate::options::StoreUrl;
 
 /// The store, connected and answering: a store that cannot be reached stops the start with one
-/// line naming the problem.
-pub(crate) async fn open(url: &StoreUrl) -> anyhow::Result<Arc<dyn SessionStore>> {
-    let store: Arc<dyn SessionStore> = match url {
+/// line naming the problem. The same `Arc` serves the session layer and the
+/// [`SessionRegistry`](cloakroom::SessionRegistry).
+pub(crate) async fn open(url: &StoreUrl) -> anyhow::Result<Arc<dyn OwnerIndex>> {
+    let store: Arc<dyn OwnerIndex> = match url {
         StoreUrl::Memory => Arc::new(MemoryStore::new()),
         StoreUrl::Sqlite(path) => Arc::new(
             SqliteStore::connect(path)

@@ -775,6 +775,8 @@ async fn every_response_has_the_security_headers() {
         "/login",
         "/dashboard",
         "/logout",
+        "/sessions",
+        "/api/sessions",
         "/no-such-page",
     ] {
         responses.push((path, client.get(demo.url(path)).send().await.unwrap()));
@@ -785,9 +787,12 @@ async fn every_response_has_the_security_headers() {
     responses.push(("failed login", wrong));
     let right = log_in(&client, &demo, "ann", "pa55").await;
     responses.push(("login", right));
+    for path in ["/dashboard", "/sessions", "/api/sessions"] {
+        responses.push((path, client.get(demo.url(path)).send().await.unwrap()));
+    }
     responses.push((
-        "logged-in dashboard",
-        client.get(demo.url("/dashboard")).send().await.unwrap(),
+        "POST /sessions/revoke-others",
+        post(&client, &demo, "/sessions/revoke-others", &[]).await,
     ));
     for (what, response) in &responses {
         let headers = response.headers();
@@ -908,4 +913,234 @@ async fn a_successful_login_resets_the_name_count() {
         let right = log_in(&client, &demo, "ann", "pa55").await;
         assert_eq!(right.status(), StatusCode::SEE_OTHER, "round {round}");
     }
+}
+
+/// The session id a login's `Set-Cookie` carries (`connect.sid=s%3A<id>.<signature>`).
+fn session_id(response: &reqwest::Response) -> String {
+    let cookie = session_cookie(response).expect("a session cookie");
+    let value = cookie["connect.sid=".len()..].split(';').next().unwrap();
+    let signed = value
+        .strip_prefix("s%3A")
+        .or_else(|| value.strip_prefix("s:"))
+        .unwrap_or_else(|| panic!("a signed cookie: {cookie}"));
+    signed.split('.').next().unwrap().to_owned()
+}
+
+/// `GET /api/sessions`: the status and the body, as JSON.
+async fn session_list(client: &reqwest::Client, demo: &Demo) -> (StatusCode, serde_json::Value) {
+    let response = client.get(demo.url("/api/sessions")).send().await.unwrap();
+    let status = response.status();
+    assert_eq!(response.headers()[CACHE_CONTROL], "no-store");
+    assert!(
+        response.headers()[CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"),
+        "{:?}",
+        response.headers()
+    );
+    let body = response.text().await.unwrap();
+    (status, serde_json::from_str(&body).unwrap())
+}
+
+/// One user, three clients: the list shows three sessions (this one marked, no session id in
+/// it), "sign out all other sessions" logs the other two out, one session signs out by its
+/// handle, and a handle of another user's session (a second demo, another `--user`, the same
+/// store) revokes nothing. Every POST needs the form's token. The names are unique: Redis and
+/// PostgreSQL are shared with other tests.
+async fn sessions_of_one_user(store: &str) {
+    let ann = cloakroom_testkit::unique_name("ann-");
+    let bob = cloakroom_testkit::unique_name("bob-");
+    let ann_user = format!("{ann}:pa55");
+    let bob_user = format!("{bob}:pa55");
+    let demo = Demo::start(&["--store", store, "--secret", SECRET, "--user", &ann_user]);
+    let other = Demo::start(&["--store", store, "--secret", SECRET, "--user", &bob_user]);
+
+    let (first, second) = (browser(), browser());
+    let firefox = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0")
+        .build()
+        .unwrap();
+    let not_logged_in = session_list(&first, &demo).await;
+    assert_eq!(not_logged_in.0, StatusCode::UNAUTHORIZED);
+    assert!(not_logged_in.1["error"].is_string(), "{}", not_logged_in.1);
+    let page = first.get(demo.url("/sessions")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::SEE_OTHER);
+    assert_eq!(page.headers()[LOCATION], "/login");
+
+    let mut ids = Vec::new();
+    for client in [&first, &second, &firefox] {
+        let response = log_in(client, &demo, &ann, "pa55").await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        ids.push(session_id(&response));
+    }
+    let response = first.get(demo.url("/api/sessions")).send().await.unwrap();
+    let body = response.text().await.unwrap();
+    for id in &ids {
+        assert!(
+            !body.contains(id.as_str()),
+            "no session id in the list: {body}"
+        );
+    }
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(list.len(), 3, "{body}");
+    assert_eq!(
+        list.iter().filter(|s| s["current"] == true).count(),
+        1,
+        "{body}"
+    );
+    assert_eq!(list[0]["current"], true, "this session first: {body}");
+    for session in &list {
+        for key in ["handle", "created", "last_seen", "expires"] {
+            assert!(session[key].is_string(), "{key}: {body}");
+        }
+    }
+    let devices: Vec<&str> = list
+        .iter()
+        .map(|s| s["info"]["device"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        devices.iter().filter(|d| **d == "Firefox on Linux").count(),
+        1,
+        "{body}"
+    );
+    assert_eq!(
+        devices.iter().filter(|d| **d == "Unknown device").count(),
+        2,
+        "no User-Agent: {body}"
+    );
+
+    let (status, html) = text(&first, &demo.url("/sessions")).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert_eq!(html.matches("This session").count(), 1, "{html}");
+    assert_eq!(
+        html.matches("action=\"/sessions/revoke\"").count(),
+        2,
+        "{html}"
+    );
+    assert!(html.contains("Sign out all other sessions"), "{html}");
+    let token = csrf_token(&html);
+    let (_, dashboard) = text(&first, &demo.url("/dashboard")).await;
+    assert!(dashboard.contains("href=\"/sessions\""), "{dashboard}");
+
+    // Another user's handle: 404, and that user is still logged in.
+    let bobs = browser();
+    assert_eq!(
+        log_in(&bobs, &other, &bob, "pa55").await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let (status, bob_list) = session_list(&bobs, &other).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(bob_list.as_array().unwrap().len(), 1, "{bob_list}");
+    let bob_handle = bob_list[0]["handle"].as_str().unwrap().to_owned();
+    for handle in [bob_handle.as_str(), "forged", ""] {
+        let response = post(
+            &first,
+            &demo,
+            "/sessions/revoke",
+            &[("handle", handle), ("_csrf", &token)],
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{handle:?}");
+    }
+    assert!(
+        logged_in(&bobs, &other).await,
+        "another user's session stays"
+    );
+
+    // Without the token: 403, nobody signed out.
+    let another_handle = list[1]["handle"].as_str().unwrap().to_owned();
+    for fields in [&[][..], &[("_csrf", "forged")]] {
+        let response = post(&first, &demo, "/sessions/revoke-others", fields).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{fields:?}");
+        let mut with_handle = fields.to_vec();
+        with_handle.push(("handle", another_handle.as_str()));
+        let response = post(&first, &demo, "/sessions/revoke", &with_handle).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{fields:?}");
+    }
+    let (_, still) = session_list(&first, &demo).await;
+    assert_eq!(still.as_array().unwrap().len(), 3, "{still}");
+
+    // One session by its handle.
+    let response = post(
+        &first,
+        &demo,
+        "/sessions/revoke",
+        &[("handle", &another_handle), ("_csrf", &token)],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[LOCATION], "/sessions");
+    let (_, left) = session_list(&first, &demo).await;
+    assert_eq!(left.as_array().unwrap().len(), 2, "{left}");
+    let response = post(
+        &first,
+        &demo,
+        "/sessions/revoke",
+        &[("handle", &another_handle), ("_csrf", &token)],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND, "revoked already");
+
+    // Every other one, then: the others are logged out, this one is not.
+    assert_eq!(
+        log_in(&second, &demo, &ann, "pa55").await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let response = post(
+        &first,
+        &demo,
+        "/sessions/revoke-others",
+        &[("_csrf", &token)],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[LOCATION], "/sessions");
+    for client in [&second, &firefox] {
+        assert!(!logged_in(client, &demo).await, "signed out elsewhere");
+        assert_eq!(
+            session_list(client, &demo).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert!(logged_in(&first, &demo).await, "this session stays");
+    let (_, mine) = session_list(&first, &demo).await;
+    assert_eq!(mine.as_array().unwrap().len(), 1, "{mine}");
+    assert_eq!(mine[0]["current"], true, "{mine}");
+    assert!(
+        logged_in(&bobs, &other).await,
+        "another user's session stays"
+    );
+    let (_, html) = text(&first, &demo.url("/sessions")).await;
+    assert!(
+        !html.contains("/sessions/revoke"),
+        "nothing to sign out: {html}"
+    );
+}
+
+#[tokio::test]
+async fn a_user_lists_and_signs_out_their_sessions_on_sqlite() {
+    let dir = temp_dir("demo-sessions-");
+    sessions_of_one_user(&sqlite_url(&dir)).await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_user_lists_and_signs_out_their_sessions_on_redis() {
+    let url = cloakroom_testkit::server_url(
+        "CLOAKROOM_REDIS_URL",
+        "./scripts/test.sh starts Redis and sets it",
+    );
+    sessions_of_one_user(&url).await;
+}
+
+#[tokio::test]
+async fn a_user_lists_and_signs_out_their_sessions_on_postgres() {
+    let url = cloakroom_testkit::server_url(
+        "CLOAKROOM_POSTGRES_URL",
+        "./scripts/test.sh starts PostgreSQL and sets it",
+    );
+    sessions_of_one_user(&url).await;
 }

@@ -160,13 +160,18 @@ struct Server {
 impl Server {
     /// The cloakroom demo on `store`, signing with `secrets[0]`, verifying with all.
     fn cloakroom(store: &Store, secrets: &[&str], extra: &[&str]) -> Server {
+        Server::cloakroom_as(USER, store, secrets, extra)
+    }
+
+    /// As [`cloakroom`](Self::cloakroom), with `user` as the account that can log in.
+    fn cloakroom_as(user: &str, store: &Store, secrets: &[&str], extra: &[&str]) -> Server {
         let port = free_port();
         let mut command = Command::new(DEMO_BIN);
         command
             .env_clear()
             .args(["--addr", &format!("127.0.0.1:{port}")])
             .args(["--store", store.url()])
-            .args(["--user", &format!("{USER}:{PASSWORD}")])
+            .args(["--user", &format!("{user}:{PASSWORD}")])
             .args(extra);
         for secret in secrets {
             command.args(["--secret", secret]);
@@ -176,6 +181,11 @@ impl Server {
 
     /// The Express app (`interop/app.js`) on `store`, signing with `secrets[0]`.
     fn express(store: &Store, secrets: &[&str], max_age_ms: Option<u64>) -> Server {
+        Server::express_as(USER, store, secrets, max_age_ms)
+    }
+
+    /// As [`express`](Self::express), with `user` as the account that can log in.
+    fn express_as(user: &str, store: &Store, secrets: &[&str], max_age_ms: Option<u64>) -> Server {
         let app = interop_dir().join("app.js");
         let port = free_port();
         let mut command = Command::new("node");
@@ -185,7 +195,7 @@ impl Server {
             .env("PORT", port.to_string())
             .env("STORE", store.url())
             .env("SECRETS", secrets.join("\n"))
-            .env("USER", format!("{USER}:{PASSWORD}"))
+            .env("USER", format!("{user}:{PASSWORD}"))
             .arg(app);
         if let Some(ms) = max_age_ms {
             command.env("COOKIE_MAX_AGE_MS", ms.to_string());
@@ -373,6 +383,24 @@ impl Browser {
             ],
         )
         .await
+    }
+
+    /// Logs in on `server` as `user` (a server started with that account).
+    async fn log_in_as(&self, server: &Server, user: &str) {
+        let token = self.form_token(server, "/login").await;
+        let form = [
+            ("username", user),
+            ("password", PASSWORD),
+            ("_csrf", &token),
+        ];
+        let reply = self.post(server, "/login", &form).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::SEE_OTHER,
+            "{}: {}",
+            server.name,
+            reply.body
+        );
     }
 
     /// Logs out on `server` with the button of the dashboard `form_server` shows.
@@ -1159,6 +1187,50 @@ async fn express_touches_are_honoured(store: Store) {
 /// millisecond whenever the clock ticks in between (cloakroom's is always exact).
 fn close_to(value: &Value, ms: i64) -> bool {
     value.as_i64().is_some_and(|v| v == ms || v == ms - 1)
+}
+
+/// A login on the Express app is one of the user's sessions on cloakroom's "Your sessions"
+/// (PostgreSQL's owner index is an expression index on `sess`, so a row Express writes is
+/// indexed as it is written), and "sign out all other sessions" on cloakroom signs the Express
+/// login out, on Express too.
+#[tokio::test]
+async fn express_logins_are_listed_and_revoked_on_postgres() {
+    let store = Store::postgres();
+    // A user of this test only: other tests log in and out as `ann` on the same database.
+    let user = cloakroom_testkit::unique_name("user");
+    let cloakroom = Server::cloakroom_as(&user, &store, &[SECRET], &[]);
+    let express = Server::express_as(&user, &store, &[SECRET], None);
+    let on_express = Browser::new();
+    on_express.log_in_as(&express, &user).await;
+    let on_cloakroom = Browser::new();
+    on_cloakroom.log_in_as(&cloakroom, &user).await;
+
+    let list = on_cloakroom.get(&cloakroom, "/api/sessions").await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    let list: Vec<Value> = serde_json::from_str(&list.body).expect("a JSON array");
+    assert_eq!(list.len(), 2, "the Express login is listed: {list:?}");
+    assert_eq!(list[0]["current"], Value::Bool(true));
+    assert_eq!(list[1]["current"], Value::Bool(false));
+    let express_sid = sid_of(&on_express.cookie().expect("Express set its cookie"));
+    assert!(!serde_json::to_string(&list).unwrap().contains(&express_sid));
+
+    let token = on_cloakroom.form_token(&cloakroom, "/sessions").await;
+    let out = on_cloakroom
+        .post(&cloakroom, "/sessions/revoke-others", &[("_csrf", &token)])
+        .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER, "{}", out.body);
+    assert!(
+        store.raw(&express_sid).is_none(),
+        "the Express session is deleted"
+    );
+    let dashboard = on_express.get(&express, "/dashboard").await;
+    assert_eq!(
+        dashboard.status,
+        StatusCode::SEE_OTHER,
+        "signed out on Express too"
+    );
+    let dashboard = on_cloakroom.get(&cloakroom, "/dashboard").await;
+    assert_eq!(dashboard.status, StatusCode::OK, "this session stays");
 }
 
 macro_rules! on_every_store {

@@ -63,6 +63,46 @@
 //! the store and stopped when the last clone of the store is dropped. A failed prune is logged
 //! and retried at the next interval. [`PostgresStore::prune_expired`] prunes on demand.
 //!
+//! # Sessions by owner
+//! The store implements [`OwnerIndex`]. The owner is read out of `sess` by an expression index,
+//! `session_owner_idx`, at the owner path
+//! ([`with_owner_path`](PostgresStoreBuilder::with_owner_path), `passport.user` by default, where
+//! passport.js keeps the signed-in user). No column is added: connect-pg-simple reads and writes
+//! the table as before, the sessions an Express app signs in are indexed too, and the index
+//! changes with its row, in the same statement. It is partial, so sessions without an owner
+//! have no entry.
+//!
+//! [`with_create_table_if_missing`](PostgresStoreBuilder::with_create_table_if_missing) creates
+//! it, on a table that already exists too. Otherwise create it yourself (`CONCURRENTLY`, on a
+//! table in use, so writes go on while it builds); without it,
+//! [`sessions_of`](OwnerIndex::sessions_of) still works, reading the whole table:
+//!
+//! ```sql
+//! CREATE INDEX IF NOT EXISTS "session_owner_idx" ON "session" ((
+//!   CASE WHEN strpos(sess::text, E'\\u') = 0
+//!     OR sess::text !~ E'(?<!\\\\)((?:\\\\\\\\)*)\\\\u(?:0000|(?!00[0-7])[0-9A-Fa-f]{4})'
+//!   THEN sess #>> '{"passport","user"}'
+//!   ELSE regexp_replace(sess::text, E'(?<!\\\\)((?:\\\\\\\\)*)\\\\u(?:0000|(?!00[0-7])[0-9A-Fa-f]{4})',
+//!     E'\\1?', 'g')::json #>> '{"passport","user"}'
+//!   END
+//! )) WHERE (
+//!   CASE WHEN strpos(sess::text, E'\\u') = 0
+//!     OR sess::text !~ E'(?<!\\\\)((?:\\\\\\\\)*)\\\\u(?:0000|(?!00[0-7])[0-9A-Fa-f]{4})'
+//!   THEN sess #>> '{"passport","user"}'
+//!   ELSE regexp_replace(sess::text, E'(?<!\\\\)((?:\\\\\\\\)*)\\\\u(?:0000|(?!00[0-7])[0-9A-Fa-f]{4})',
+//!     E'\\1?', 'g')::json #>> '{"passport","user"}'
+//!   END
+//! ) IS NOT NULL;
+//! ```
+//!
+//! Copy it exactly (for another path, change each `'{"passport","user"}'`): a query uses the
+//! index only where it spells the expression as the index does. The expression is long because
+//! `#>>` turns every string in the document into text, and fails on an escape text cannot hold:
+//! `\u0000`, a lone surrogate (the `json` type accepts both, and JavaScript's `JSON.stringify`
+//! writes the second), or a character the server's encoding lacks. An index expression that
+//! fails fails the write, so where the JSON has such escapes they are read as `?`; the session is
+//! indexed all the same, though an owner with one of them in it is never found.
+//!
 //! # Sharing the table with connect-pg-simple
 //! Point both at the same table and they read each other's sessions: the rows, the expiry
 //! rule and the queries are connect-pg-simple's, and the session cookie is express-session's
@@ -109,8 +149,11 @@ use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgPoolOptions, PgRow, Po
 use sqlx::query::{Query, QueryAs};
 
 pub use super::sql::InvalidName;
-use super::sql::{self, Arg, Backend, Dialect, PruneTask, Settings, Statements};
-use super::{Condition, Error, ErrorKind, Lease, Loaded, LockStore, SessionStore, SetOutcome};
+use super::sql::{self, Arg, Backend, Dialect, LoadableRow, PruneTask, Settings, Statements};
+use super::{
+    Condition, Error, ErrorKind, Lease, Loaded, LockStore, OwnerIndex, OwnerPath, SessionStore,
+    SetOutcome,
+};
 use crate::id::Id;
 use crate::record::Record;
 
@@ -125,7 +168,8 @@ const CREATE_LOCK_KEY: i64 = 0x636c_6f61_6b72_6f6f;
 /// can share them (see the [module docs](self)).
 ///
 /// Supports compare-and-set and every optional method (`all`, `len`, `clear` count and return
-/// live sessions only). Cloning is cheap and every clone is the same store.
+/// live sessions only), and finds sessions by owner ([`OwnerIndex`]). Cloning is cheap and every
+/// clone is the same store.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), cloakroom::store::Error> {
@@ -244,6 +288,7 @@ impl PostgresStoreBuilder {
                 default_ttl: sql::DEFAULT_TTL,
                 max_record_size: super::DEFAULT_MAX_RECORD_SIZE,
                 timeout: sql::DEFAULT_TIMEOUT,
+                owner_path: OwnerPath::default(),
             },
             prune_interval: Some(sql::DEFAULT_PRUNE_INTERVAL),
             time_zone: None,
@@ -306,6 +351,12 @@ impl PostgresStoreBuilder {
     /// `createTableIfMissing`). The constraint and index are named after the table
     /// (`session_pkey` and `IDX_session_expire` for the default name; for a long table name
     /// the table part is shortened to keep them within PostgreSQL's 63 bytes).
+    ///
+    /// It also creates the owner index (`session_owner_idx`, see the
+    /// [module docs](self#sessions-by-owner)) when missing, on an existing table too. Building
+    /// it on a large table holds back writes until it is done: create it beforehand with
+    /// `CREATE INDEX CONCURRENTLY` instead. Where this role may not (it does not own an existing
+    /// table), a warning is logged and the store works without it.
     ///
     /// ```no_run
     /// # fn run(pool: sqlx::PgPool) {
@@ -409,6 +460,23 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// Where a session's owner is in its data, for [`OwnerIndex`] (default `passport.user`,
+    /// where passport.js keeps the signed-in user). The owner index is made for one path: to
+    /// change the path of a table that has one, drop `session_owner_idx` and create it for the
+    /// new path (see the [module docs](self#sessions-by-owner)); until then
+    /// [`sessions_of`](OwnerIndex::sessions_of) reads the whole table.
+    ///
+    /// ```no_run
+    /// # fn run(pool: sqlx::PgPool) -> Result<(), cloakroom::store::InvalidOwnerPath> {
+    /// let builder = cloakroom::store::postgres::PostgresStore::builder_with_pool(pool)
+    ///     .with_owner_path("account.id".parse()?);
+    /// # Ok(()) }
+    /// ```
+    pub fn with_owner_path(mut self, path: OwnerPath) -> Self {
+        self.settings.owner_path = path;
+        self
+    }
+
     /// Opens the pool (for a URL), checks the time zone, creates the table if asked to, and
     /// starts the pruning task on the current tokio runtime.
     ///
@@ -454,13 +522,22 @@ impl PostgresStoreBuilder {
                 .await
                 .map_err(pg_error)?;
         }
-        if self.create_table_if_missing {
-            create_table(&pool, self.schema.as_deref(), &self.table, &qualified).await?;
-        }
         let dialect = PostgresDialect {
             time_zone: self.time_zone.clone(),
         };
-        let statements = Statements::new(&dialect, &qualified, &locks);
+        let owner_index = sql::quoted(&sql::owner_index_name(&self.table));
+        let statements = Statements::new(
+            &dialect,
+            &qualified,
+            &locks,
+            &owner_index,
+            &self.settings.owner_path,
+        );
+        if self.create_table_if_missing {
+            let schema = self.schema.as_deref();
+            let owner_index = &statements.create_owner_index;
+            create_table(&pool, schema, &self.table, &qualified, owner_index).await?;
+        }
         let table = match &self.schema {
             Some(schema) => format!("{schema}.{}", self.table),
             None => self.table,
@@ -481,13 +558,15 @@ impl PostgresStoreBuilder {
     }
 }
 
-/// Creates the schema and table (connect-pg-simple's `table.sql`) unless they exist, holding an
-/// advisory lock so processes starting together do not race.
+/// Creates the schema and table (connect-pg-simple's `table.sql`) unless they exist, and the
+/// owner index (the statement `owner_index`) unless it exists, holding an advisory lock so
+/// processes starting together do not race.
 async fn create_table(
     pool: &PgPool,
     schema: Option<&str>,
     table: &str,
     qualified: &str,
+    owner_index: &str,
 ) -> Result<(), Error> {
     let mut tx = pool.begin().await.map_err(pg_error)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -534,7 +613,40 @@ async fn create_table(
                 .map_err(pg_error)?;
         }
     }
+    // Looked up first: `CREATE INDEX IF NOT EXISTS` locks the table against writes, and needs
+    // the role to own it, even when the index is there.
+    let (indexed,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+         WHERE i.indrelid = to_regclass($1::text)::oid AND c.relname = $2)",
+    )
+    .bind(qualified)
+    .bind(sql::owner_index_name(table))
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(pg_error)?;
+    if !indexed && let Err(error) = sqlx::query(owner_index).execute(&mut *tx).await {
+        // A table made above is this role's: only one that was there can refuse. The
+        // transaction did nothing else then, and the store works without the index.
+        if exists && is_insufficient_privilege(&error) {
+            tracing::warn!(
+                store = "postgres",
+                error = &error as &dyn std::error::Error,
+                "cannot create the owner index (the role does not own the sessions' table); \
+                 finding sessions by owner reads the whole table until it is created"
+            );
+            return Ok(());
+        }
+        return Err(pg_error(error));
+    }
     tx.commit().await.map_err(pg_error)
+}
+
+/// Whether the server refused for want of a privilege (SQLSTATE 42501).
+fn is_insufficient_privilege(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(DatabaseError::code)
+        .is_some_and(|code| code == "42501")
 }
 
 /// PostgreSQL's spelling of the shared statements: `$n` parameters, `expire` a `timestamp`
@@ -586,6 +698,40 @@ impl Dialect for PostgresDialect {
     fn lock_columns(&self) -> (&'static str, &'static str) {
         ("varchar", "bigint")
     }
+
+    // `#>>` turns every string in the document into text and fails on an escape text cannot
+    // hold (see the module docs), so where `sess` has one, it is read with those escapes
+    // replaced by `?`. `strpos` first: most sessions have no `\u` at all.
+    fn owner(&self, path: &OwnerPath) -> String {
+        // `'{"passport","user"}'`: each key quoted, so one spelled `NULL` is a key too.
+        let keys: Vec<String> = path
+            .segments()
+            .map(|segment| format!("\"{segment}\""))
+            .collect();
+        let keys = format!("'{{{}}}'", keys.join(","));
+        let unconvertible = escaped_literal(UNCONVERTIBLE_ESCAPE);
+        format!(
+            "CASE WHEN strpos(sess::text, {backslash_u}) = 0 OR sess::text !~ {unconvertible} \
+             THEN sess #>> {keys} \
+             ELSE regexp_replace(sess::text, {unconvertible}, {question_mark}, 'g')::json \
+             #>> {keys} END",
+            backslash_u = escaped_literal(r"\u"),
+            question_mark = escaped_literal(r"\1?"),
+        )
+    }
+}
+
+/// A JSON escape that `#>>` may fail to turn into text: of U+0000, or of anything past ASCII (a
+/// lone surrogate, a character the server's encoding lacks). Only a real escape matches: its
+/// backslash follows an even run of backslashes, so text that reads `\u0000` (`\\u0000` in
+/// the JSON) does not. The run before it is kept (group 1).
+const UNCONVERTIBLE_ESCAPE: &str = r"(?<!\\)((?:\\\\)*)\\u(?:0000|(?!00[0-7])[0-9A-Fa-f]{4})";
+
+/// `text` as an `E''` string literal, which means the same whatever the server's
+/// `standard_conforming_strings`: the index and every query must read it alike.
+fn escaped_literal(text: &str) -> String {
+    debug_assert!(!text.contains('\''), "only constant patterns are spliced");
+    format!("E'{}'", text.replace('\\', "\\\\"))
 }
 
 /// The primary key constraint of connect-pg-simple's `table.sql` (`session_pkey` for the default
@@ -670,6 +816,14 @@ impl Backend for Inner {
         query_as(sql, args).fetch_all(&self.pool).await
     }
 
+    async fn fetch_loadable_records(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<LoadableRow>, sqlx::Error> {
+        query_as(sql, args).fetch_all(&self.pool).await
+    }
+
     /// Creates the locks' table unless it exists, once per store, holding the same advisory
     /// lock as table creation so processes starting together do not race.
     async fn ensure_lock_table(&self) -> Result<(), Error> {
@@ -698,6 +852,10 @@ impl Backend for Inner {
 
 #[async_trait]
 impl SessionStore for PostgresStore {
+    fn owner_path(&self) -> &OwnerPath {
+        &self.inner.settings.owner_path
+    }
+
     async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error> {
         sql::ops::get(&*self.inner, id).await
     }
@@ -748,6 +906,15 @@ impl LockStore for PostgresStore {
     }
 }
 
+/// Sessions by owner, through an expression index on `sess` (see the
+/// [module docs](self#sessions-by-owner)).
+#[async_trait]
+impl OwnerIndex for PostgresStore {
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<(Id, Loaded)>, Error> {
+        sql::ops::sessions_of(&*self.inner, owner).await
+    }
+}
+
 impl fmt::Debug for PostgresStore {
     // The pool is left out: its options hold the connection password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -757,6 +924,7 @@ impl fmt::Debug for PostgresStore {
             .field("prune_interval", &self.inner.prune_interval)
             .field("time_zone", &self.inner.time_zone)
             .field("timeout", &self.inner.settings.timeout)
+            .field("owner_path", &self.inner.settings.owner_path)
             .finish_non_exhaustive()
     }
 }
@@ -772,6 +940,7 @@ impl fmt::Debug for PostgresStoreBuilder {
             .field("prune_interval", &self.prune_interval)
             .field("time_zone", &self.time_zone)
             .field("timeout", &self.settings.timeout)
+            .field("owner_path", &self.settings.owner_path)
             .finish_non_exhaustive()
     }
 }
@@ -783,7 +952,13 @@ mod tests {
     #[test]
     fn statements_are_connect_pg_simples() {
         let plain = PostgresDialect { time_zone: None };
-        let plain = Statements::new(&plain, "\"session\"", "\"session_lock\"");
+        let plain = Statements::new(
+            &plain,
+            "\"session\"",
+            "\"session_lock\"",
+            "\"session_owner_idx\"",
+            &OwnerPath::default(),
+        );
         assert_eq!(
             plain.insert,
             "INSERT INTO \"session\" AS s (sess, expire, sid) \
@@ -805,12 +980,50 @@ mod tests {
         let zoned = PostgresDialect {
             time_zone: Some("Asia/Kolkata".to_owned()),
         };
-        let zoned = Statements::new(&zoned, "\"s\".\"t\"", "\"s\".\"t_lock\"");
+        let zoned = Statements::new(
+            &zoned,
+            "\"s\".\"t\"",
+            "\"s\".\"t_lock\"",
+            "\"t_owner_idx\"",
+            &OwnerPath::default(),
+        );
         assert_eq!(
             zoned.touch,
             "UPDATE \"s\".\"t\" SET expire = (to_timestamp($1::int8) AT TIME ZONE 'Asia/Kolkata') \
              WHERE sid = $2 AND expire >= (to_timestamp($3::int8) AT TIME ZONE 'Asia/Kolkata')"
         );
+    }
+
+    /// The statement in the module docs, on one line. The query must spell the owner as the
+    /// index does, or the planner cannot use the index.
+    #[test]
+    fn the_owner_index_is_the_documented_one_and_the_query_reads_it() {
+        let path = OwnerPath::default();
+        let statements = Statements::new(
+            &PostgresDialect { time_zone: None },
+            "\"session\"",
+            "\"session_lock\"",
+            "\"session_owner_idx\"",
+            &path,
+        );
+        let owner = r#"CASE WHEN strpos(sess::text, E'\\u') = 0 OR sess::text !~ E'(?<!\\\\)((?:\\\\\\\\)*)\\\\u(?:0000|(?!00[0-7])[0-9A-Fa-f]{4})' THEN sess #>> '{"passport","user"}' ELSE regexp_replace(sess::text, E'(?<!\\\\)((?:\\\\\\\\)*)\\\\u(?:0000|(?!00[0-7])[0-9A-Fa-f]{4})', E'\\1?', 'g')::json #>> '{"passport","user"}' END"#;
+        assert_eq!(
+            statements.create_owner_index,
+            format!(
+                "CREATE INDEX IF NOT EXISTS \"session_owner_idx\" ON \"session\" (({owner})) \
+                 WHERE ({owner}) IS NOT NULL"
+            )
+        );
+        assert_eq!(
+            statements.sessions_of,
+            format!(
+                "SELECT sid, CASE WHEN octet_length(sess::text)::int8 > $3 THEN NULL ELSE sess::text END, \
+                 octet_length(sess::text)::int8, (extract(epoch FROM expire::timestamptz) * 1000)::int8 \
+                 FROM \"session\" WHERE ({owner}) = $1 AND expire >= to_timestamp($2::int8)"
+            )
+        );
+        let custom = PostgresDialect { time_zone: None }.owner(&"account.NULL".parse().unwrap());
+        assert!(custom.contains(r#"'{"account","NULL"}'"#), "{custom}");
     }
 
     #[test]

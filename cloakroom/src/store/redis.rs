@@ -39,19 +39,30 @@
 //! | `get` | `GETRANGE key 0 <size limit>` and `PTTL key`, pipelined | 1 |
 //! | `set`, new session | `SET key value EX ttl NX` | 1 |
 //! | `set`, compare-and-set (or with a lease) | `EVALSHA` of a short Lua script | 1 |
+//! | `set` with an owner, standalone | `EVALSHA` of the owned-set script: the write as above and, if it is made, the [index update](#owner-index) | 1 |
+//! | `set` with an owner, Cluster | `EVALSHA` of the index script on the owner's index key, then the write as above | 2 |
 //! | `touch` | `EXPIRE key ttl` (never rewrites the value) | 1 |
-//! | `destroy` | `DEL key` | 1 |
+//! | `touch` with an owner, standalone | `EVALSHA` of a script: `EXPIRE key ttl`, and the index update if the key exists | 1 |
+//! | `touch` with an owner, Cluster | `EVALSHA` of the index script, then `EXPIRE key ttl` | 2 |
+//! | `destroy` | `DEL key` (with or without an owner) | 1 |
 //! | `try_lock` (session lock) | `SET lock token PX lease NX` | 1 |
 //! | `unlock` (session lock) | `EVALSHA` of a compare-and-delete script | 1 |
+//! | `sessions_of` | `ZRANGEBYSCORE index <now − 30 s> +inf`, then `GETRANGE` and `PTTL` of each session it names (as `get`), a batch of n at once; standalone, one `EVALSHA` more for a batch with ended or reassigned sessions | 2 or more |
 //! | `all` | `SCAN MATCH <prefix>* COUNT n`, then `GETRANGE` of each key, a batch of n at once | many |
 //! | `len`, `clear` | `SCAN MATCH <prefix>* COUNT n`, then `DEL` in batches for `clear` | many |
+//! | [`reindex`](RedisStore::reindex) | `SCAN` as `all`, then `GETRANGE` and `PTTL` of each key and the index script for each owned session, a batch of n at once | many |
+//!
+//! A set or touch of a session without an owner, or of one whose cookie has expired (the key
+//! is deleted), makes exactly the commands of the rows without an owner: the index costs
+//! nothing to sessions nobody is signed in to.
 //!
 //! So a request that only reads its session costs one round trip, plus the middleware's touch
 //! unless [`with_touch_after`](crate::SessionLayerBuilder::with_touch_after) on the layer skips
 //! it, and one that changes it costs two (more only when a concurrent write makes the
-//! compare-and-set conflict and the middleware retries). The first compare-and-set after Redis
-//! starts (or after `SCRIPT FLUSH`) costs two more: Redis answers `NOSCRIPT` and the store loads
-//! the script with `SCRIPT LOAD`, once per server.
+//! compare-and-set conflict and the middleware retries; in Cluster, one more when the session
+//! has an owner). The first call of each script after Redis starts (or after `SCRIPT FLUSH`)
+//! costs two more round trips: Redis answers `NOSCRIPT` and the store loads the script with
+//! `SCRIPT LOAD`, once per server.
 //!
 //! # Size limit
 //! A read asks for one byte more than the store's [size
@@ -77,6 +88,50 @@
 //! The expected value travels with the compare-and-set, so a save sends the session twice. For
 //! sessions of a few kilobytes this does not matter; for very large ones it doubles the bytes
 //! written.
+//!
+//! # Owner index
+//! The store implements [`OwnerIndex`]: [`sessions_of`](OwnerIndex::sessions_of) finds every
+//! live session of one owner, the value at the store's [owner
+//! path](RedisStoreBuilder::with_owner_path) (`passport.user` by default) in the session's data.
+//! Sessions keep connect-redis's keys and values; beside them, each owner has one sorted set:
+//!
+//! - key: `<prefix>owner:{<hex>}`, where `<hex>` is the owner text's UTF-8 bytes in lowercase
+//!   hexadecimal (`sess:owner:{616c696365}` for `alice`), so any owner text, braces, spaces and
+//!   all, makes a key whose Cluster hash tag is the whole encoded owner (with a hash tag in the
+//!   prefix, the prefix's tag decides instead): one owner's index lives in one slot;
+//! - members: session ids, as in the session keys;
+//! - scores: when the session's key expires, in milliseconds since the epoch (the writer's
+//!   clock, the TTL rounded up as it is written); a member's score only ever grows, so it is
+//!   never earlier than the expiry cloakroom last gave its session;
+//! - lifetime: every owned write or touch removes the members that expired over 30 s ago
+//!   (`ZREMRANGEBYSCORE`) and gives the key a TTL that lasts 30 s past its latest member. The
+//!   30 s absorb differences between the clocks of the processes sharing the store.
+//!
+//! The index holds hints, not truth: `sessions_of` reads each session it names (as `get`), and
+//! returns only those that are live and name the owner when read. A hint outlives its session
+//! when the session is destroyed (`destroy` knows only the id, and reads nothing), when a write
+//! names another owner or none, or when an Express app extends it (below). Such hints are left
+//! out of the answer, and leave the index when their score passes. On a standalone Redis,
+//! `sessions_of` also removes them at once, with a script that checks, atomically, that the
+//! session is still gone or still holds exactly what was read.
+//!
+//! On a standalone Redis, the index is updated in the same script as the session's write, so
+//! the two change together. In Cluster, the session's key and the index are in different
+//! slots, which no script can span: the index is updated first, then the session written, so a
+//! live owned session is never missing from its owner's index, at the price of a hint for a
+//! write that then conflicts or fails. For the same reason `sessions_of` in Cluster never
+//! removes a hint whose session it does not find: that session may be a write in flight.
+//!
+//! A custom session id that begins with `owner:{` would be taken for an index key; generated
+//! ids are base64url and never do.
+//!
+//! ## Sessions written by Express
+//! An Express app that signs a user in through connect-redis writes `passport.user`, but not
+//! the index. Such a session is indexed the next time cloakroom writes or touches it; until
+//! then, and when the Express app alone keeps a session alive past the expiry cloakroom last
+//! indexed, its owner's `sessions_of` does not find it. [`RedisStore::reindex`] indexes every
+//! session under the prefix: run it once when adopting the index on a Redis that already holds
+//! sessions, and after a period in which only an Express app served them.
 //!
 //! # Session lock
 //! With [`with_session_lock`](crate::SessionLayerBuilder::with_session_lock), a session's lock is
@@ -131,10 +186,14 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Script, ServerErrorKind, Value};
+use redis::{
+    Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Script, ScriptInvocation, ServerErrorKind,
+    Value,
+};
 
 use super::{
-    Condition, Error, ErrorKind, Lease, Loaded, LockStore, SessionStore, SetOutcome, Version,
+    Condition, Error, ErrorKind, Lease, Loaded, LockStore, OwnerIndex, OwnerPath, SessionStore,
+    SetOutcome, Version,
 };
 use crate::id::Id;
 use crate::record::Record;
@@ -156,32 +215,124 @@ const MAX_TTL_SECS: u64 = 8_640_000_000_000;
 /// Redis is back.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
-/// A conditional write. KEYS[1]: the session's key; KEYS[2], with a lease only: the session's
-/// lock key. ARGV[1]: `v` to expect the value ARGV[2] (the version the request loaded), `a` to
-/// expect no key; ARGV[3]: the new value; ARGV[4]: its TTL in seconds (≤ 0 deletes the key);
-/// ARGV[5], with a lease only: the lease's token.
+/// How long past its score an index member is kept, in milliseconds, and how far back
+/// `sessions_of` looks: scores come from the clocks of the processes that wrote them, and
+/// are computed a moment before the key's TTL starts, so a member is never pruned, nor a
+/// session missed, while its key may still be live.
+const INDEX_SLACK_MS: i64 = 30_000;
+
+/// The score of an owned session whose key has no TTL (written by another program): the
+/// latest expiry a cookie can have, so the member stays until the session is rewritten. Far
+/// below 2^53, so Lua's numbers hold it exactly.
+const NEVER_EXPIRES_MS: i64 = MAX_TTL_SECS as i64 * 1000;
+
+/// Lua: a conditional write. `lock`, with a lease only: the session's lock key, and `token`
+/// the lease's. `mode`: `v` to expect the value `expected` (the version the request loaded),
+/// `a` to expect no key. `ttl` ≤ 0 deletes the key.
 /// Returns 1 when written (or deleted), 0 on a conflict, 2 when the lease no longer holds the
 /// lock. A missing key reads as `false`, never equal to a string, so for `v` it is a conflict:
 /// a destroyed session is never brought back.
-static CONDITIONAL_SET: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"if KEYS[2] and redis.call('GET', KEYS[2]) ~= ARGV[5] then
-  return 2
-end
-local stored = redis.call('GET', KEYS[1])
-if ARGV[1] == 'a' then
-  if stored then
+const WRITE_LUA: &str = r"local function write(key, lock, token, mode, expected, value, ttl)
+  if lock and redis.call('GET', lock) ~= token then
+    return 2
+  end
+  local stored = redis.call('GET', key)
+  if mode == 'a' then
+    if stored then
+      return 0
+    end
+  elseif stored ~= expected then
     return 0
   end
-elseif stored ~= ARGV[2] then
-  return 0
+  if tonumber(ttl) > 0 then
+    redis.call('SET', key, value, 'EX', ttl)
+  else
+    redis.call('DEL', key)
+  end
+  return 1
 end
-if tonumber(ARGV[4]) > 0 then
-  redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
-else
-  redis.call('DEL', KEYS[1])
+";
+
+/// Lua: adds the session `id` to the owner index `key` with the score `expires` (ms), unless
+/// it is there with a later one; removes the members whose score is `horizon` (now minus the
+/// slack, ms) or less; and sets the key's TTL to last until its latest member's score is past
+/// the horizon. Every number arrives as decimal text, and all are below 2^53.
+const INDEX_LUA: &str = r"local function index(key, id, expires, horizon)
+  local current = redis.call('ZSCORE', key, id)
+  if not current or tonumber(current) < tonumber(expires) then
+    redis.call('ZADD', key, expires, id)
+  end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', horizon)
+  local latest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if latest[2] then
+    redis.call('PEXPIRE', key, string.format('%.0f', tonumber(latest[2]) - tonumber(horizon)))
+  end
 end
-return 1",
+";
+
+/// A conditional write ([`WRITE_LUA`]). KEYS[1]: the session's key; KEYS[2], with a lease
+/// only: the session's lock key. ARGV[1]: the mode; ARGV[2]: the expected value; ARGV[3]: the
+/// new value; ARGV[4]: its TTL in seconds; ARGV[5], with a lease only: the lease's token.
+static CONDITIONAL_SET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{WRITE_LUA}return write(KEYS[1], KEYS[2], ARGV[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4])"
+    ))
+});
+
+/// A conditional write of an owned session and, if it is made and keeps the key, the owner
+/// index's update, atomically (standalone only: the keys are in different Cluster slots).
+/// KEYS[1]: the session's key; KEYS[2]: the owner's index key; KEYS[3], with a lease only: the
+/// session's lock key. ARGV[1] to ARGV[4]: as for [`CONDITIONAL_SET`]; ARGV[5]: the session
+/// id; ARGV[6]: the key's expiry (ms); ARGV[7]: the index horizon (ms); ARGV[8], with a lease
+/// only: the lease's token. Returns what [`WRITE_LUA`] does.
+static OWNED_SET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{WRITE_LUA}{INDEX_LUA}local written = write(KEYS[1], KEYS[3], ARGV[8], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+if written == 1 and tonumber(ARGV[4]) > 0 then
+  index(KEYS[2], ARGV[5], ARGV[6], ARGV[7])
+end
+return written"
+    ))
+});
+
+/// A touch of an owned session: `EXPIRE`, and the owner index's update if the key exists
+/// (standalone only). KEYS[1]: the session's key; KEYS[2]: the owner's index key. ARGV[1]:
+/// the TTL in seconds (> 0); ARGV[2]: the session id; ARGV[3]: the key's expiry (ms);
+/// ARGV[4]: the index horizon (ms).
+static OWNED_TOUCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{INDEX_LUA}if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 1 then
+  index(KEYS[2], ARGV[2], ARGV[3], ARGV[4])
+end
+return 1"
+    ))
+});
+
+/// The owner index's update alone ([`INDEX_LUA`]), for Cluster, where it cannot share a
+/// script with the session's key. KEYS[1]: the owner's index key. ARGV[1]: the session id;
+/// ARGV[2]: the key's expiry (ms); ARGV[3]: the index horizon (ms).
+static INDEX: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{INDEX_LUA}index(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+return 1"
+    ))
+});
+
+/// Removes index members whose session ended or changed hands, only while that is still so
+/// (standalone only: it reads the session keys). KEYS[1]: the owner's index key; KEYS[i + 1]:
+/// a session's key. ARGV[2i - 1]: its id; ARGV[2i]: what `sessions_of` read there (empty for
+/// no session, which an empty value also is). A session written since holds something else,
+/// and keeps its member. Returns how many members it removed.
+static DROP_HINTS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local removed = 0
+for i = 2, #KEYS do
+  local stored = redis.call('GET', KEYS[i]) or ''
+  if stored == ARGV[2 * i - 2] then
+    removed = removed + redis.call('ZREM', KEYS[1], ARGV[2 * i - 3])
+  end
+end
+return removed",
     )
 });
 
@@ -220,6 +371,9 @@ pub struct RedisStore {
     /// How lock keys begin when the prefix has a hash tag (`{tag}:lock:`), to leave them out of
     /// scans.
     lock_keys: Option<Arc<[u8]>>,
+    /// How owner index keys begin (`<prefix>owner:{`), to tell them from sessions in scans.
+    index_keys: Arc<[u8]>,
+    owner_path: Arc<OwnerPath>,
     ttl_secs: u64,
     scan_count: usize,
     max_record_size: usize,
@@ -250,6 +404,7 @@ pub struct RedisStore {
 pub struct RedisStoreBuilder {
     servers: Servers,
     prefix: String,
+    owner_path: OwnerPath,
     ttl_secs: u64,
     scan_count: usize,
     max_record_size: usize,
@@ -279,6 +434,7 @@ impl RedisStoreBuilder {
         RedisStoreBuilder {
             servers,
             prefix: DEFAULT_PREFIX.to_owned(),
+            owner_path: OwnerPath::default(),
             ttl_secs: DEFAULT_TTL_SECS,
             scan_count: DEFAULT_SCAN_COUNT,
             max_record_size: super::DEFAULT_MAX_RECORD_SIZE,
@@ -298,6 +454,22 @@ impl RedisStoreBuilder {
     /// ```
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// Where a session's owner is in its data: what the [owner index](self#owner-index) reads
+    /// and [`Session::set_owner`](crate::Session::set_owner) writes (default `passport.user`,
+    /// where passport.js keeps the signed-in user). Every process sharing the prefix should use
+    /// the same path: the index follows what the writer reads.
+    ///
+    /// ```
+    /// use cloakroom::store::OwnerPath;
+    /// let builder = cloakroom::store::redis::RedisStore::builder("redis://127.0.0.1:6379")
+    ///     .with_owner_path(OwnerPath::new("account.id").unwrap());
+    /// # let _ = builder;
+    /// ```
+    pub fn with_owner_path(mut self, path: OwnerPath) -> Self {
+        self.owner_path = path;
         self
     }
 
@@ -412,11 +584,16 @@ impl RedisStoreBuilder {
         let pattern = format!("{}*", escape_glob(&self.prefix));
         let lock_keys =
             hash_tag(&self.prefix).map(|tag| format!("{{{tag}}}:lock:").into_bytes().into());
+        let index_keys = format!("{}{INDEX_KEY_INFIX}", self.prefix)
+            .into_bytes()
+            .into();
         RedisStore {
             connection,
             prefix: self.prefix.into(),
             pattern: pattern.into(),
             lock_keys,
+            index_keys,
+            owner_path: Arc::new(self.owner_path),
             ttl_secs: self.ttl_secs,
             scan_count: self.scan_count,
             max_record_size: self.max_record_size,
@@ -489,11 +666,74 @@ impl RedisStore {
         Self::cluster_builder(urls).build().await
     }
 
+    /// Adds every live session under the prefix that has an owner to its owner's index, and
+    /// returns how many it added. For migrations: sessions written before the index existed,
+    /// or by an Express app, are not indexed until cloakroom writes or touches them (see the
+    /// [module docs](self#sessions-written-by-express)); run this once, after every cloakroom
+    /// process sharing the prefix maintains the index, so nothing written meanwhile is missed.
+    ///
+    /// It scans as [`all`](SessionStore::all) does, then reads each session as `get` does and
+    /// runs the index script for each owned one, a batch at a time: a maintenance call, which
+    /// costs time in proportion to everything stored in Redis. A session whose key has no TTL
+    /// is indexed as never expiring. A session that cannot be decoded or is over the size
+    /// limit is left out, as its owner cannot be read.
+    ///
+    /// # Errors
+    /// When Redis fails or cannot be reached; sessions indexed before the failure stay indexed,
+    /// and running it again is harmless.
+    pub async fn reindex(&self) -> Result<usize, Error> {
+        let keys: Vec<Vec<u8>> = self.keys().await?.sessions.into_iter().collect();
+        let mut indexed = 0;
+        for batch in keys.chunks(self.scan_count) {
+            let loads = join_all(batch.iter().map(|key| self.load(key))).await;
+            let mut owned: Vec<(Id, String, i64)> = Vec::new();
+            for (key, load) in batch.iter().zip(loads) {
+                let loaded = match load {
+                    Ok(Some(loaded)) => loaded,
+                    // Gone since the scan.
+                    Ok(None) => continue,
+                    Err(error) if is_bad_record(&error) => continue,
+                    Err(error) => return Err(error),
+                };
+                let Some(owner) = self.owner_path.owner_of(loaded.record.data()) else {
+                    continue;
+                };
+                let Ok(id) = self.id_of(key) else {
+                    continue;
+                };
+                let expires_ms = loaded
+                    .expires_at
+                    .map_or(NEVER_EXPIRES_MS, Timestamp::as_millis);
+                owned.push((id, self.index_key(&owner), expires_ms));
+            }
+            let horizon_ms = horizon(Timestamp::now());
+            let entries: Vec<IndexEntry<'_>> = owned
+                .iter()
+                .map(|(id, key, expires_ms)| IndexEntry {
+                    key: key.clone(),
+                    id: id.as_str(),
+                    expires_ms: *expires_ms,
+                    horizon_ms,
+                })
+                .collect();
+            for added in join_all(entries.iter().map(|entry| self.add_to_index(entry))).await {
+                added?;
+                indexed += 1;
+            }
+        }
+        Ok(indexed)
+    }
+
     fn key(&self, id: &Id) -> String {
         let mut key = String::with_capacity(self.prefix.len() + id.as_str().len());
         key.push_str(&self.prefix);
         key.push_str(id.as_str());
         key
+    }
+
+    /// The key of `owner`'s index (see the [module docs](self#owner-index)).
+    fn index_key(&self, owner: &str) -> String {
+        index_key_for(&self.prefix, owner)
     }
 
     /// The key of the session's lock: in the same Redis Cluster hash slot as the session's key
@@ -540,10 +780,127 @@ impl RedisStore {
         self.bounded(pipeline.query_async(&mut connection)).await
     }
 
+    /// Runs a script: `EVALSHA`, and on `NOSCRIPT`, `SCRIPT LOAD` then `EVALSHA` again.
+    async fn invoke(&self, invocation: &ScriptInvocation<'_>) -> Result<Value, Error> {
+        let mut connection = self.connection.clone();
+        self.bounded(invocation.invoke_async(&mut connection)).await
+    }
+
+    /// The session under `key`, as `get` gives it: `GETRANGE` and `PTTL`, pipelined.
+    async fn load(&self, key: &[u8]) -> Result<Option<Loaded>, Error> {
+        // Taken before asking, so `expires_at` errs early, never late: a late one could make
+        // the middleware skip a touch that was due.
+        let now = Timestamp::now();
+        let mut pipeline = redis::pipe();
+        pipeline
+            .add_command(self.read_value(key))
+            .cmd("PTTL")
+            .arg(key);
+        let Value::Array(mut replies) = self.query_pipeline(&pipeline).await? else {
+            return Err(unexpected("GETRANGE, PTTL"));
+        };
+        let (Some(pttl), Some(value), None) = (replies.pop(), replies.pop(), replies.pop()) else {
+            return Err(unexpected("GETRANGE, PTTL"));
+        };
+        // A pipeline is not atomic: another client may write or delete the key between the two
+        // commands. A key gone by the PTTL (-2) was destroyed or expired: report it gone. A TTL
+        // that belongs to a newer value only shifts `expires_at`, which decides whether a touch
+        // is due; the version still names what was read.
+        let expires_at = match pttl {
+            Value::Int(-2) => return Ok(None),
+            Value::Int(-1) => None,
+            Value::Int(ms) if ms >= 0 => Some(now.add_millis(ms)),
+            _ => return Err(unexpected("PTTL")),
+        };
+        let Some(value) = self.read_reply(value)? else {
+            return Ok(None);
+        };
+        let record = decode(&value)?;
+        Ok(Some(Loaded {
+            record,
+            version: Version::from_bytes(value),
+            expires_at,
+        }))
+    }
+
+    /// Writes a session without touching any index: `SET … NX` for a new session, else the
+    /// compare-and-set script.
+    async fn write(&self, id: &Id, write: Write<'_>) -> Result<SetOutcome, Error> {
+        // The common first save of a new session: one plain command, no script.
+        if write.expected.is_none() && write.lease.is_none() && write.ttl > 0 {
+            let mut set = redis::cmd("SET");
+            set.arg(write.key)
+                .arg(write.value)
+                .arg("EX")
+                .arg(write.ttl)
+                .arg("NX");
+            return match self.query(&set).await? {
+                Value::Okay => Ok(write.written),
+                Value::Nil => Ok(SetOutcome::Conflict),
+                _ => Err(unexpected("SET")),
+            };
+        }
+        let mut invocation = CONDITIONAL_SET.prepare_invoke();
+        invocation.key(write.key);
+        write.add_args(&mut invocation);
+        if let Some(lease) = write.lease {
+            invocation.key(self.lock_key(id)?).arg(lease.token());
+        }
+        write.outcome(self.invoke(&invocation).await?)
+    }
+
+    /// Writes an owned session and updates its owner's index in one script (standalone).
+    async fn write_owned(
+        &self,
+        id: &Id,
+        write: Write<'_>,
+        entry: &IndexEntry<'_>,
+    ) -> Result<SetOutcome, Error> {
+        let mut invocation = OWNED_SET.prepare_invoke();
+        invocation.key(write.key).key(&entry.key);
+        write.add_args(&mut invocation);
+        invocation
+            .arg(id.as_str())
+            .arg(entry.expires_ms)
+            .arg(entry.horizon_ms);
+        if let Some(lease) = write.lease {
+            invocation.key(self.lock_key(id)?).arg(lease.token());
+        }
+        write.outcome(self.invoke(&invocation).await?)
+    }
+
+    /// Adds a session to its owner's index alone (the index script).
+    async fn add_to_index(&self, entry: &IndexEntry<'_>) -> Result<(), Error> {
+        let mut invocation = INDEX.prepare_invoke();
+        invocation
+            .key(&entry.key)
+            .arg(entry.id)
+            .arg(entry.expires_ms)
+            .arg(entry.horizon_ms);
+        match self.invoke(&invocation).await? {
+            Value::Int(1) => Ok(()),
+            _ => Err(unexpected("EVALSHA")),
+        }
+    }
+
+    /// Removes from the index `index_key` the members in `stale` (a session's key, its id, and
+    /// what was read there, empty for nothing) whose key still holds what was read. Best
+    /// effort: the members are hints, which reading filters anyway, and their scores prune them
+    /// later; so a failure is not reported. Standalone only (see the [module
+    /// docs](self#owner-index)).
+    async fn drop_hints(&self, index_key: &str, stale: &[(&str, &Id, &[u8])]) {
+        let mut invocation = DROP_HINTS.prepare_invoke();
+        invocation.key(index_key);
+        for (key, id, read) in stale {
+            invocation.key(*key).arg(id.as_str()).arg(*read);
+        }
+        let _ = self.invoke(&invocation).await;
+    }
+
     /// Every key under the prefix, each once. `SCAN` can return a key more than once, and in
     /// Cluster it runs on every primary.
-    async fn keys(&self) -> Result<HashSet<Vec<u8>>, Error> {
-        let mut keys = HashSet::new();
+    async fn keys(&self) -> Result<Scanned, Error> {
+        let mut keys = Scanned::default();
         match &self.connection {
             Connection::Standalone(_) => self.scan_node(None, &mut keys).await?,
             Connection::Cluster(_) => {
@@ -598,7 +955,7 @@ impl RedisStore {
 
     /// Adds to `keys` every key under the prefix on one node: the standalone server (`None`), or
     /// the cluster primary serving `slot`.
-    async fn scan_node(&self, slot: Option<u16>, keys: &mut HashSet<Vec<u8>>) -> Result<(), Error> {
+    async fn scan_node(&self, slot: Option<u16>, keys: &mut Scanned) -> Result<(), Error> {
         let mut cursor = b"0".to_vec();
         loop {
             let mut scan = redis::cmd("SCAN");
@@ -630,13 +987,15 @@ impl RedisStore {
                 let Value::BulkString(key) = key else {
                     return Err(unexpected("SCAN"));
                 };
-                // With a hash tag in the prefix, lock keys can match the prefix's pattern.
-                if !self
+                if key.starts_with(&self.index_keys) {
+                    keys.indexes.insert(key);
+                } else if !self
                     .lock_keys
                     .as_deref()
+                    // With a hash tag in the prefix, lock keys can match the prefix's pattern.
                     .is_some_and(|head| key.starts_with(head))
                 {
-                    keys.insert(key);
+                    keys.sessions.insert(key);
                 }
             }
             if next == b"0" {
@@ -709,6 +1068,106 @@ impl RedisStore {
     }
 }
 
+/// The keys a scan found under the prefix, each once.
+#[derive(Default)]
+struct Scanned {
+    sessions: HashSet<Vec<u8>>,
+    /// Owner index keys.
+    indexes: HashSet<Vec<u8>>,
+}
+
+/// A session write, as `set` makes it with or without an index.
+struct Write<'a> {
+    key: &'a str,
+    value: &'a str,
+    /// In seconds; zero or less deletes the key.
+    ttl: i64,
+    /// The stored value to expect, or `None` for no key.
+    expected: Option<&'a [u8]>,
+    lease: Option<&'a Lease>,
+    /// The outcome when the write is made.
+    written: SetOutcome,
+}
+
+impl Write<'_> {
+    /// ARGV[1] to ARGV[4] of the write scripts (see [`WRITE_LUA`]).
+    fn add_args(&self, invocation: &mut ScriptInvocation<'_>) {
+        match self.expected {
+            None => invocation.arg("a").arg(""),
+            Some(expected) => invocation.arg("v").arg(expected),
+        };
+        invocation.arg(self.value).arg(self.ttl);
+    }
+
+    /// The outcome a write script's reply means.
+    fn outcome(self, reply: Value) -> Result<SetOutcome, Error> {
+        match reply {
+            Value::Int(1) => Ok(self.written),
+            Value::Int(0) => Ok(SetOutcome::Conflict),
+            Value::Int(2) => Ok(SetOutcome::LeaseLost),
+            _ => Err(unexpected("EVALSHA")),
+        }
+    }
+}
+
+/// A session's member in its owner's index, as a write or touch sends it.
+struct IndexEntry<'a> {
+    /// The owner's index key.
+    key: String,
+    /// The session id: the member.
+    id: &'a str,
+    /// The score: when the session's key expires, in ms since the epoch.
+    expires_ms: i64,
+    /// Members scored at this or earlier are removed (ms since the epoch).
+    horizon_ms: i64,
+}
+
+impl<'a> IndexEntry<'a> {
+    /// The entry of a session written or touched at `now` with a TTL of `ttl_secs` (> 0).
+    fn new(key: String, id: &'a Id, now: Timestamp, ttl_secs: i64) -> Self {
+        IndexEntry {
+            key,
+            id: id.as_str(),
+            expires_ms: now
+                .as_millis()
+                .saturating_add(ttl_secs.saturating_mul(1000)),
+            horizon_ms: horizon(now),
+        }
+    }
+}
+
+/// Index members scored at or before this are past their session's expiry, whatever the
+/// clocks of the processes that scored them (see [`INDEX_SLACK_MS`]).
+fn horizon(now: Timestamp) -> i64 {
+    now.as_millis().saturating_sub(INDEX_SLACK_MS)
+}
+
+/// What an owner index key begins with after the prefix.
+const INDEX_KEY_INFIX: &str = "owner:{";
+
+/// The index key of `owner` under `prefix`: `<prefix>owner:{<hex>}`, the owner's UTF-8 bytes
+/// in lowercase hexadecimal. Hexadecimal has no braces, so the braces always form a Redis
+/// Cluster hash tag (unless the prefix has one of its own, which then decides), whatever the
+/// owner text holds.
+fn index_key_for(prefix: &str, owner: &str) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut key = String::with_capacity(prefix.len() + INDEX_KEY_INFIX.len() + owner.len() * 2 + 1);
+    key.push_str(prefix);
+    key.push_str(INDEX_KEY_INFIX);
+    for byte in owner.bytes() {
+        key.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        key.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    key.push('}');
+    key
+}
+
+/// Whether `error` is about one stored record (not decodable, or over the size limit), so a
+/// call over many sessions leaves that one out rather than fail.
+fn is_bad_record(error: &Error) -> bool {
+    matches!(error.kind(), ErrorKind::Decode | ErrorKind::TooLarge)
+}
+
 /// Awaits every future at once, and returns their outputs in order. Commands sent by futures
 /// on one multiplexed connection all go out before the first reply is awaited.
 async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
@@ -735,41 +1194,12 @@ async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Out
 
 #[async_trait]
 impl SessionStore for RedisStore {
+    fn owner_path(&self) -> &OwnerPath {
+        &self.owner_path
+    }
+
     async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error> {
-        let key = self.key(id);
-        // Taken before asking, so `expires_at` errs early, never late: a late one could make
-        // the middleware skip a touch that was due.
-        let now = Timestamp::now();
-        let mut pipeline = redis::pipe();
-        pipeline
-            .add_command(self.read_value(key.as_bytes()))
-            .cmd("PTTL")
-            .arg(&key);
-        let Value::Array(mut replies) = self.query_pipeline(&pipeline).await? else {
-            return Err(unexpected("GETRANGE, PTTL"));
-        };
-        let (Some(pttl), Some(value), None) = (replies.pop(), replies.pop(), replies.pop()) else {
-            return Err(unexpected("GETRANGE, PTTL"));
-        };
-        // A pipeline is not atomic: another client may write or delete the key between the two
-        // commands. A key gone by the PTTL (-2) was destroyed or expired: report it gone. A TTL
-        // that belongs to a newer value only shifts `expires_at`, which decides whether a touch
-        // is due; the version still names what was read.
-        let expires_at = match pttl {
-            Value::Int(-2) => return Ok(None),
-            Value::Int(-1) => None,
-            Value::Int(ms) if ms >= 0 => Some(now.add_millis(ms)),
-            _ => return Err(unexpected("PTTL")),
-        };
-        let Some(value) = self.read_reply(value)? else {
-            return Ok(None);
-        };
-        let record = decode(&value)?;
-        Ok(Some(Loaded {
-            record,
-            version: Version::from_bytes(value),
-            expires_at,
-        }))
+        self.load(self.key(id).as_bytes()).await
     }
 
     async fn set(
@@ -779,61 +1209,89 @@ impl SessionStore for RedisStore {
         condition: Condition<'_>,
     ) -> Result<SetOutcome, Error> {
         let key = self.key(id);
-        let ttl = self.ttl_secs(record, Timestamp::now());
+        let now = Timestamp::now();
+        let ttl = self.ttl_secs(record, now);
         let value = record.to_json();
         super::check_record_size(value.len(), self.max_record_size)?;
         let written = SetOutcome::Written(Version::from_bytes(value.as_bytes()));
-        // The common first save of a new session: one plain command, no script.
-        if condition.expected().is_none() && condition.lease().is_none() && ttl > 0 {
-            let mut set = redis::cmd("SET");
-            set.arg(&key).arg(&value).arg("EX").arg(ttl).arg("NX");
-            return match self.query(&set).await? {
-                Value::Okay => Ok(written),
-                Value::Nil => Ok(SetOutcome::Conflict),
-                _ => Err(unexpected("SET")),
-            };
-        }
-        let mut invocation = CONDITIONAL_SET.prepare_invoke();
-        invocation.key(&key);
-        match condition.expected() {
-            None => invocation.arg("a").arg(""),
-            Some(expected) => {
-                // Versions this store hands out are always bytes; any other cannot match.
-                let Some(expected) = expected.as_bytes() else {
-                    return Ok(SetOutcome::Conflict);
-                };
-                invocation.arg("v").arg(expected)
-            }
+        let expected = match condition.expected() {
+            None => None,
+            // Versions this store hands out are always bytes; any other cannot match.
+            Some(version) => match version.as_bytes() {
+                Some(expected) => Some(expected),
+                None => return Ok(SetOutcome::Conflict),
+            },
         };
-        invocation.arg(&value).arg(ttl);
-        if let Some(lease) = condition.lease() {
-            invocation.key(self.lock_key(id)?).arg(lease.token());
+        let write = Write {
+            key: &key,
+            value: &value,
+            ttl,
+            expected,
+            lease: condition.lease(),
+            written,
+        };
+        // A record that has expired deletes the key: there is nothing to index.
+        let owner = if ttl > 0 {
+            self.owner_path.owner_of(record.data())
+        } else {
+            None
+        };
+        if let Some(owner) = owner {
+            let entry = IndexEntry::new(self.index_key(&owner), id, now, ttl);
+            match &self.connection {
+                Connection::Standalone(_) => return self.write_owned(id, write, &entry).await,
+                // The index first, as a hint: a live owned session is then never missing
+                // from it, even if the write fails after.
+                Connection::Cluster(_) => self.add_to_index(&entry).await?,
+            }
         }
-        let mut connection = self.connection.clone();
-        // EVALSHA, and on NOSCRIPT, SCRIPT LOAD then EVALSHA again.
-        match self
-            .bounded(invocation.invoke_async(&mut connection))
-            .await?
-        {
-            Value::Int(1) => Ok(written),
-            Value::Int(0) => Ok(SetOutcome::Conflict),
-            Value::Int(2) => Ok(SetOutcome::LeaseLost),
-            _ => Err(unexpected("EVALSHA")),
-        }
+        self.write(id, write).await
     }
 
     async fn destroy(&self, id: &Id) -> Result<(), Error> {
+        // An owner's index keeps the id as a hint (see the module docs): finding the owner
+        // would cost a read.
         self.query(redis::cmd("DEL").arg(self.key(id))).await?;
         Ok(())
     }
 
     async fn touch(&self, id: &Id, record: &Record) -> Result<(), Error> {
-        let ttl = self.ttl_secs(record, Timestamp::now());
+        let now = Timestamp::now();
+        let ttl = self.ttl_secs(record, now);
+        let key = self.key(id);
+        let owner = if ttl > 0 {
+            self.owner_path.owner_of(record.data())
+        } else {
+            None
+        };
+        if let Some(owner) = owner {
+            // The member's score follows the new expiry, or the index would drop a session
+            // the touch keeps alive. Without XX: a session not indexed yet (written by
+            // Express) is indexed now.
+            let entry = IndexEntry::new(self.index_key(&owner), id, now, ttl);
+            match &self.connection {
+                Connection::Standalone(_) => {
+                    let mut invocation = OWNED_TOUCH.prepare_invoke();
+                    invocation
+                        .key(&key)
+                        .key(&entry.key)
+                        .arg(ttl)
+                        .arg(id.as_str())
+                        .arg(entry.expires_ms)
+                        .arg(entry.horizon_ms);
+                    return match self.invoke(&invocation).await? {
+                        Value::Int(1) => Ok(()),
+                        _ => Err(unexpected("EVALSHA")),
+                    };
+                }
+                // The index first, as for `set`.
+                Connection::Cluster(_) => self.add_to_index(&entry).await?,
+            }
+        }
         // EXPIRE never creates a key, and never rewrites the value (so the stored
         // `cookie.expires` stays as last saved, as with connect-redis). A TTL of zero or less
         // makes Redis delete the key: the session has expired.
-        self.query(redis::cmd("EXPIRE").arg(self.key(id)).arg(ttl))
-            .await?;
+        self.query(redis::cmd("EXPIRE").arg(&key).arg(ttl)).await?;
         Ok(())
     }
 
@@ -846,7 +1304,7 @@ impl SessionStore for RedisStore {
     /// fails the whole call with [`ErrorKind::TooLarge`], as an undecodable one does with
     /// [`ErrorKind::Decode`], without being transferred.
     async fn all(&self) -> Result<Vec<(Id, Record)>, Error> {
-        let keys: Vec<Vec<u8>> = self.keys().await?.into_iter().collect();
+        let keys: Vec<Vec<u8>> = self.keys().await?.sessions.into_iter().collect();
         let mut records = Vec::with_capacity(keys.len());
         for batch in keys.chunks(self.scan_count) {
             // One command a key, all sent before any reply is awaited, so the multiplexed
@@ -864,16 +1322,21 @@ impl SessionStore for RedisStore {
         Ok(records)
     }
 
-    /// How many keys the prefix has, by `SCAN` (on every primary in Cluster). Holds every key
-    /// in memory to count each once.
+    /// How many sessions the prefix has, by `SCAN` (on every primary in Cluster). Holds every
+    /// key in memory to count each once.
     async fn len(&self) -> Result<usize, Error> {
-        Ok(self.keys().await?.len())
+        Ok(self.keys().await?.sessions.len())
     }
 
-    /// Deletes every key under the prefix: `SCAN` (on every primary in Cluster), then `DEL` in
-    /// batches. Keys written while it runs may survive.
+    /// Deletes every key under the prefix, sessions and owner indexes: `SCAN` (on every
+    /// primary in Cluster), then `DEL` in batches. Keys written while it runs may survive.
     async fn clear(&self) -> Result<(), Error> {
-        let keys: Vec<Vec<u8>> = self.keys().await?.into_iter().collect();
+        let scanned = self.keys().await?;
+        let keys: Vec<Vec<u8>> = scanned
+            .sessions
+            .into_iter()
+            .chain(scanned.indexes)
+            .collect();
         for batch in keys.chunks(self.scan_count) {
             self.query(redis::cmd("DEL").arg(batch)).await?;
         }
@@ -908,6 +1371,72 @@ impl LockStore for RedisStore {
     }
 }
 
+/// Every owner's sessions, from one sorted set per owner (see the [module
+/// docs](self#owner-index)).
+#[async_trait]
+impl OwnerIndex for RedisStore {
+    /// `ZRANGEBYSCORE` of the owner's index from a little before now, then a read of each
+    /// session it names, as `get` makes (routed to each session's node in Cluster), a batch
+    /// at a time. A session that cannot be decoded or is over the size limit is left out, as
+    /// `get` cannot load it either.
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<(Id, Loaded)>, Error> {
+        let index_key = self.index_key(owner);
+        let mut range = redis::cmd("ZRANGEBYSCORE");
+        range
+            .arg(&index_key)
+            .arg(horizon(Timestamp::now()))
+            .arg("+inf");
+        let Value::Array(members) = self.query(&range).await? else {
+            return Err(unexpected("ZRANGEBYSCORE"));
+        };
+        let mut ids = Vec::with_capacity(members.len());
+        for member in members {
+            let Value::BulkString(member) = member else {
+                return Err(unexpected("ZRANGEBYSCORE"));
+            };
+            // Members are ids as written; anything else is not a session of this store.
+            if let Ok(id) = String::from_utf8(member)
+                && !id.is_empty()
+            {
+                ids.push(Id::from_string(id));
+            }
+        }
+        let standalone = matches!(self.connection, Connection::Standalone(_));
+        let mut found = Vec::new();
+        for batch in ids.chunks(self.scan_count) {
+            let keys: Vec<String> = batch.iter().map(|id| self.key(id)).collect();
+            let loads = join_all(keys.iter().map(|key| self.load(key.as_bytes()))).await;
+            // Hints to drop: the session's key, its id, and what was read there.
+            let mut stale: Vec<(&str, &Id, Vec<u8>)> = Vec::new();
+            for ((id, key), load) in batch.iter().zip(&keys).zip(loads) {
+                match load {
+                    Ok(Some(loaded)) => {
+                        if self.owner_path.owner_of(loaded.record.data()).as_deref() == Some(owner)
+                        {
+                            found.push((id.clone(), loaded));
+                        } else if let Some(read) = loaded.version.as_bytes() {
+                            stale.push((key, id, read.to_vec()));
+                        }
+                    }
+                    Ok(None) => stale.push((key, id, Vec::new())),
+                    Err(error) if is_bad_record(&error) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            // In Cluster, a hint whose session is missing may be a write in flight (the index
+            // is updated first): only the score removes it.
+            if standalone && !stale.is_empty() {
+                let stale: Vec<(&str, &Id, &[u8])> = stale
+                    .iter()
+                    .map(|(key, id, read)| (*key, *id, read.as_slice()))
+                    .collect();
+                self.drop_hints(&index_key, &stale).await;
+            }
+        }
+        Ok(found)
+    }
+}
+
 impl fmt::Debug for RedisStore {
     // The connection is left out: its URLs may hold a password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -918,6 +1447,7 @@ impl fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("topology", &topology)
             .field("prefix", &self.prefix)
+            .field("owner_path", &self.owner_path)
             .field("ttl_secs", &self.ttl_secs)
             .field("scan_count", &self.scan_count)
             .field("response_timeout", &self.response_timeout)
@@ -1141,6 +1671,34 @@ mod tests {
         assert_eq!(hash_tag("a{}b"), None);
         assert!(lock_key_for("sess:{}abc").is_err());
         assert!(lock_key_for("sess:}abc").is_err());
+    }
+
+    #[test]
+    fn owner_index_keys_are_hex_in_one_hash_tag() {
+        assert_eq!(index_key_for("sess:", "alice"), "sess:owner:{616c696365}");
+        let awkward = "{a} b}{ ü";
+        let key = index_key_for("sess:", awkward);
+        assert_eq!(key, "sess:owner:{7b617d20627d7b20c3bc}");
+        assert_eq!(hash_tag(&key), Some("7b617d20627d7b20c3bc"));
+        // A prefix's own hash tag decides: sessions and indexes then share its slot.
+        assert_eq!(hash_tag(&index_key_for("{app}sess:", awkward)), Some("app"));
+        // An owner is never empty, but its key would still be well formed.
+        assert_eq!(index_key_for("s:", ""), "s:owner:{}");
+    }
+
+    #[test]
+    fn index_scores_fit_lua_numbers() {
+        // Lua's numbers are doubles: every score and TTL the scripts compute must be exact.
+        let latest = NEVER_EXPIRES_MS.max(
+            Timestamp::from_millis(253_402_300_799_999)
+                .as_millis()
+                .saturating_add(i64::try_from(MAX_TTL_SECS).unwrap() * 1000),
+        );
+        assert!(latest < 1 << 53);
+        let id = Id::from_string("x");
+        let entry = IndexEntry::new("k".into(), &id, Timestamp::from_millis(1_000_000), 90);
+        assert_eq!(entry.expires_ms, 1_090_000);
+        assert_eq!(entry.horizon_ms, 1_000_000 - INDEX_SLACK_MS);
     }
 
     #[test]

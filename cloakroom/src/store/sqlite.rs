@@ -10,6 +10,11 @@
 //!   "expire" INTEGER NOT NULL
 //! );
 //! CREATE INDEX IF NOT EXISTS "IDX_session_expire" ON "session" ("expire");
+//! CREATE INDEX IF NOT EXISTS "session_owner_idx" ON "session" ((
+//!   CASE WHEN json_valid(sess) THEN CAST(json_extract(sess, '$."passport"."user"') AS TEXT) END
+//! )) WHERE (
+//!   CASE WHEN json_valid(sess) THEN CAST(json_extract(sess, '$."passport"."user"') AS TEXT) END
+//! ) IS NOT NULL;
 //! ```
 //!
 //! `sess` is express-session's JSON, byte for byte. `expire` is the Unix time in whole seconds,
@@ -19,6 +24,18 @@
 //! live while `expire >= ceil(now)`, so a session lives up to a second past its cookie, exactly
 //! as in `PostgresStore`. `datetime(expire, 'unixepoch')`
 //! shows it as a date.
+//!
+//! # Sessions by owner
+//! The store implements [`OwnerIndex`]: `session_owner_idx` is on the owner that `sess` names
+//! ([`with_owner_path`](SqliteStoreBuilder::with_owner_path), `passport.user` by default), read
+//! out of the JSON by the index itself. So any row is indexed however it was written, and the
+//! index changes with the row, in the same statement. A row whose `sess` is not valid JSON
+//! names no owner rather than failing the write; an integer owner is indexed as its digits.
+//! A file made before the index gets it when next opened, which holds the write lock while it
+//! builds (other writers wait, up to their busy timeout). The index is made for one path: to
+//! change the path of an existing file, drop the index first, and the next
+//! [`build`](SqliteStoreBuilder::build) makes it for the new one (without it,
+//! [`sessions_of`](OwnerIndex::sessions_of) still works, by reading the whole table).
 //!
 //! # File permissions
 //! On Unix, a new file is created readable and writable by its owner only (mode 0600), and
@@ -86,8 +103,11 @@ use sqlx::sqlite::{
 };
 
 pub use super::sql::InvalidName;
-use super::sql::{self, Arg, Backend, Dialect, PruneTask, Settings, Statements};
-use super::{Condition, Error, ErrorKind, Lease, Loaded, LockStore, SessionStore, SetOutcome};
+use super::sql::{self, Arg, Backend, Dialect, LoadableRow, PruneTask, Settings, Statements};
+use super::{
+    Condition, Error, ErrorKind, Lease, Loaded, LockStore, OwnerIndex, OwnerPath, SessionStore,
+    SetOutcome,
+};
 use crate::id::Id;
 use crate::record::Record;
 
@@ -104,7 +124,8 @@ const OPEN_RETRY_DELAY: Duration = Duration::from_millis(10);
 /// share the file. See the [module docs](self) for the table and the locking settings.
 ///
 /// Supports compare-and-set and every optional method (`all`, `len`, `clear` count and return
-/// live sessions only). Cloning is cheap and every clone is the same store.
+/// live sessions only), and finds sessions by owner ([`OwnerIndex`]). Cloning is cheap and every
+/// clone is the same store.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), cloakroom::store::Error> {
@@ -182,6 +203,7 @@ impl SqliteStore {
                 default_ttl: sql::DEFAULT_TTL,
                 max_record_size: super::DEFAULT_MAX_RECORD_SIZE,
                 timeout: sql::DEFAULT_TIMEOUT,
+                owner_path: OwnerPath::default(),
             },
             prune_interval: Some(sql::DEFAULT_PRUNE_INTERVAL),
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
@@ -288,6 +310,21 @@ impl SqliteStoreBuilder {
         self
     }
 
+    /// Where a session's owner is in its data, for [`OwnerIndex`] (default `passport.user`,
+    /// where passport.js keeps the signed-in user). The owner index is made for this path; see
+    /// the [module docs](self#sessions-by-owner) to change the path of an existing file.
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), cloakroom::store::InvalidOwnerPath> {
+    /// let builder = cloakroom::store::sqlite::SqliteStore::builder("sessions.db")
+    ///     .with_owner_path("account.id".parse()?);
+    /// # Ok(()) }
+    /// ```
+    pub fn with_owner_path(mut self, path: OwnerPath) -> Self {
+        self.settings.owner_path = path;
+        self
+    }
+
     /// Opens the file (creating it and the table when missing) and starts the pruning task on
     /// the current tokio runtime.
     ///
@@ -300,7 +337,14 @@ impl SqliteStoreBuilder {
     pub async fn build(self) -> Result<SqliteStore, Error> {
         let table = sql::quoted(&self.table);
         let locks = sql::quoted(&sql::lock_table_name(&self.table));
-        let statements = Statements::new(&SqliteDialect, &table, &locks);
+        let owner_index = sql::quoted(&sql::owner_index_name(&self.table));
+        let statements = Statements::new(
+            &SqliteDialect,
+            &table,
+            &locks,
+            &owner_index,
+            &self.settings.owner_path,
+        );
         let pool = self.open_until_not_busy(&statements).await?;
         let inner = Arc::new_cyclic(|weak| Inner {
             pool,
@@ -363,6 +407,7 @@ impl SqliteStoreBuilder {
                  \"sess\" TEXT NOT NULL, \"expire\" INTEGER NOT NULL)"
             ),
             format!("CREATE INDEX IF NOT EXISTS {index} ON {table} (\"expire\")"),
+            statements.create_owner_index.clone(),
             statements.create_locks.clone(),
         ] {
             sqlx::query(&statement)
@@ -405,6 +450,18 @@ impl Dialect for SqliteDialect {
     }
     fn lock_columns(&self) -> (&'static str, &'static str) {
         ("TEXT", "INTEGER")
+    }
+    // `json_extract` fails on text that is not JSON, which a row another program wrote may
+    // hold: such a row names no owner. The cast turns an integer into its digits. Path
+    // segments are letters, digits, `_` and `-` only, so quoting them cannot be escaped.
+    fn owner(&self, path: &OwnerPath) -> String {
+        let json_path: String = path
+            .segments()
+            .map(|segment| format!(".\"{segment}\""))
+            .collect();
+        format!(
+            "CASE WHEN json_valid(sess) THEN CAST(json_extract(sess, '${json_path}') AS TEXT) END"
+        )
     }
 }
 
@@ -534,10 +591,22 @@ impl Backend for Inner {
     ) -> Result<Vec<(String, Option<String>, i64)>, sqlx::Error> {
         query_as(sql, args).fetch_all(&self.pool).await
     }
+
+    async fn fetch_loadable_records(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<LoadableRow>, sqlx::Error> {
+        query_as(sql, args).fetch_all(&self.pool).await
+    }
 }
 
 #[async_trait]
 impl SessionStore for SqliteStore {
+    fn owner_path(&self) -> &OwnerPath {
+        &self.inner.settings.owner_path
+    }
+
     async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error> {
         sql::ops::get(&*self.inner, id).await
     }
@@ -588,6 +657,15 @@ impl LockStore for SqliteStore {
     }
 }
 
+/// Sessions by owner, through an index on the owner in `sess` (see the
+/// [module docs](self#sessions-by-owner)).
+#[async_trait]
+impl OwnerIndex for SqliteStore {
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<(Id, Loaded)>, Error> {
+        sql::ops::sessions_of(&*self.inner, owner).await
+    }
+}
+
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteStore")
@@ -596,6 +674,7 @@ impl fmt::Debug for SqliteStore {
             .field("default_ttl", &self.inner.settings.default_ttl)
             .field("timeout", &self.inner.settings.timeout)
             .field("prune_interval", &self.inner.prune_interval)
+            .field("owner_path", &self.inner.settings.owner_path)
             .finish_non_exhaustive()
     }
 }
@@ -612,5 +691,32 @@ mod tests {
             InvalidName::Table
         );
         assert!(builder().with_table_name("web_sessions").is_ok());
+    }
+
+    /// The statement in the module docs: the query spells the owner the same way.
+    #[test]
+    fn the_owner_index_is_the_documented_one() {
+        let owner = r#"CASE WHEN json_valid(sess) THEN CAST(json_extract(sess, '$."passport"."user"') AS TEXT) END"#;
+        let statements = Statements::new(
+            &SqliteDialect,
+            "\"session\"",
+            "\"session_lock\"",
+            "\"session_owner_idx\"",
+            &OwnerPath::default(),
+        );
+        assert_eq!(
+            statements.create_owner_index,
+            format!(
+                "CREATE INDEX IF NOT EXISTS \"session_owner_idx\" ON \"session\" (({owner})) \
+                 WHERE ({owner}) IS NOT NULL"
+            )
+        );
+        assert!(
+            statements
+                .sessions_of
+                .contains(&format!("WHERE ({owner}) = ?1 AND expire >= ?2")),
+            "{}",
+            statements.sessions_of
+        );
     }
 }

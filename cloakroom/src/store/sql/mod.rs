@@ -17,7 +17,7 @@ use crate::time::Timestamp;
 pub(crate) mod ops;
 mod statements;
 
-pub(crate) use ops::{Arg, Backend, Settings};
+pub(crate) use ops::{Arg, Backend, LoadableRow, Settings};
 pub(crate) use statements::{Dialect, Statements};
 
 /// How long one store call may take by default, the wait for a connection or a busy file
@@ -111,6 +111,11 @@ pub(crate) fn quoted(name: &str) -> String {
 /// default table), named after the table so two tables can share a schema.
 pub(crate) fn expire_index_name(table: &str) -> String {
     derived_name("IDX_", table, "_expire")
+}
+
+/// The index on the sessions' owners (`session_owner_idx` for the default table).
+pub(crate) fn owner_index_name(table: &str) -> String {
+    derived_name("", table, "_owner_idx")
 }
 
 /// The table of session locks beside the sessions' table (`session_lock` for the default table).
@@ -277,6 +282,7 @@ mod tests {
         }
         assert_eq!(quoted("session"), "\"session\"");
         assert_eq!(expire_index_name("session"), "IDX_session_expire");
+        assert_eq!(owner_index_name("session"), "session_owner_idx");
         let longest = "t".repeat(63);
         assert_eq!(
             expire_index_name(&longest),

@@ -9,7 +9,7 @@ use super::{expected_sess, expire_seconds, now_seconds};
 use crate::id::Id;
 use crate::record::Record;
 use crate::store::{
-    Condition, Error, ErrorKind, Lease, Loaded, SetOutcome, Version, check_record_size,
+    Condition, Error, ErrorKind, Lease, Loaded, OwnerPath, SetOutcome, Version, check_record_size,
     decode_record,
 };
 use crate::time::Timestamp;
@@ -21,6 +21,10 @@ pub(crate) enum Arg<'a> {
     Int(i64),
 }
 
+/// A row read to be loaded: `sid`, `sess` (NULL when over the size limit), its length in bytes,
+/// and the expiry in milliseconds.
+pub(crate) type LoadableRow = (String, Option<String>, i64, i64);
+
 /// The options every SQL store has.
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
@@ -30,6 +34,8 @@ pub(crate) struct Settings {
     pub(crate) max_record_size: usize,
     /// How long one store call may take.
     pub(crate) timeout: Duration,
+    /// Where a session's owner is in its data (the owner index is on it).
+    pub(crate) owner_path: OwnerPath,
 }
 
 /// A database the SQL operations run on: it binds [`Arg`]s to its driver's queries.
@@ -73,6 +79,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
         sql: &str,
         args: &[Arg<'_>],
     ) -> impl Future<Output = Result<Vec<(String, Option<String>, i64)>, sqlx::Error>> + Send;
+
+    /// Runs a query for [`LoadableRow`]s.
+    fn fetch_loadable_records(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<Vec<LoadableRow>, sqlx::Error>> + Send;
 
     /// Makes sure the locks' table exists before its first use.
     fn ensure_lock_table(&self) -> impl Future<Output = Result<(), Error>> + Send {
@@ -129,13 +142,55 @@ pub(crate) async fn get<B: Backend>(backend: &B, id: &Id) -> Result<Option<Loade
     let Some((sess, sess_len, expires_ms)) = row else {
         return Ok(None);
     };
+    loaded(backend, sess, sess_len, expires_ms).map(Some)
+}
+
+/// A row a read returned, as loaded: its version is the `sess` text, its expiry the `expire`
+/// column. Every read that returns a [`Loaded`] builds it here, so they all agree with `get`.
+fn loaded<B: Backend>(
+    backend: &B,
+    sess: Option<String>,
+    sess_len: i64,
+    expires_ms: i64,
+) -> Result<Loaded, Error> {
     let sess = within_limit(backend, sess, sess_len)?;
     let record = decode_record(&sess)?;
-    Ok(Some(Loaded {
+    Ok(Loaded {
         record,
         version: Version::from_bytes(sess.into_bytes()),
         expires_at: Some(Timestamp::from_millis(expires_ms)),
-    }))
+    })
+}
+
+/// Every live session whose data names `owner` at the store's owner path, found through the
+/// owner index. The SQL finds candidates; [`OwnerPath::owner_of`] decides, since the
+/// database's text of a value that owns nothing (a float, an object) can equal `owner` too.
+///
+/// A candidate over the size limit, or that does not decode, fails the whole call, as in
+/// `get` and `all`: skipped, it would be a session "sign out everywhere" never ends.
+pub(crate) async fn sessions_of<B: Backend>(
+    backend: &B,
+    owner: &str,
+) -> Result<Vec<(Id, Loaded)>, Error> {
+    let args = [
+        Arg::Text(owner),
+        Arg::Int(now_seconds(Timestamp::now())),
+        max_size_arg(backend),
+    ];
+    let rows = bounded(
+        backend,
+        backend.fetch_loadable_records(&backend.statements().sessions_of, &args),
+    )
+    .await?;
+    let path = &backend.settings().owner_path;
+    let mut found = Vec::with_capacity(rows.len());
+    for (sid, sess, sess_len, expires_ms) in rows {
+        let loaded = loaded(backend, sess, sess_len, expires_ms)?;
+        if path.owner_of(loaded.record.data()).as_deref() == Some(owner) {
+            found.push((Id::from_string(sid), loaded));
+        }
+    }
+    Ok(found)
 }
 
 /// A conditional write. A new session is an insert that replaces only an expired row; an

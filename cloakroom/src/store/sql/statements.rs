@@ -2,6 +2,8 @@
 //! parameters, times and the JSON column, and [`Statements::new`] splices that and the
 //! (validated, quoted) table names in.
 
+use crate::store::OwnerPath;
+
 /// How a database spells what the statements need.
 pub(crate) trait Dialect {
     /// The `n`th bind parameter (1-based).
@@ -21,6 +23,11 @@ pub(crate) trait Dialect {
     fn now_ms(&self) -> &'static str;
     /// The column types of the locks' table: text, then a 64-bit integer.
     fn lock_columns(&self) -> (&'static str, &'static str);
+    /// The owner `sess` names at `path`, as text, or NULL. The owner index is on this
+    /// expression, so every write evaluates it: it must never fail, whatever a row holds (a
+    /// failing index expression fails the write, Express's writes included). It may give text
+    /// where the data names no owner (a float's digits): readers check each row.
+    fn owner(&self, path: &OwnerPath) -> String;
 }
 
 /// The store's SQL, made once per store.
@@ -43,12 +50,21 @@ pub(crate) struct Statements {
     pub(crate) unlock: String,
     pub(crate) holds_lock: String,
     pub(crate) prune_locks: String,
+    pub(crate) sessions_of: String,
+    pub(crate) create_owner_index: String,
 }
 
 impl Statements {
     /// `table` and `locks`: the quoted (and, for Postgres, schema-qualified) names of the
-    /// sessions' table and of the locks' table.
-    pub(crate) fn new(dialect: &impl Dialect, table: &str, locks: &str) -> Self {
+    /// sessions' table and of the locks' table; `owner_index`: the quoted, unqualified name of
+    /// the index on the owner at `owner_path` (an index is made in its table's schema).
+    pub(crate) fn new(
+        dialect: &impl Dialect,
+        table: &str,
+        locks: &str,
+        owner_index: &str,
+        owner_path: &OwnerPath,
+    ) -> Self {
         let p = |n| dialect.param(n);
         let time = |n| dialect.time(&p(n));
         let sess = dialect.sess_text();
@@ -87,6 +103,8 @@ impl Statements {
             time(3)
         );
         let (text, integer) = dialect.lock_columns();
+        // The query spells the owner exactly as the index does, or the planner cannot use it.
+        let owner = dialect.owner(owner_path);
         Statements {
             get: format!(
                 "SELECT {}, {sess_len}, {} FROM {table} WHERE sid = {} AND expire >= {}",
@@ -153,6 +171,20 @@ impl Statements {
                 p(2)
             ),
             prune_locks: format!("DELETE FROM {locks} WHERE until <= {now_ms}"),
+            // Read as `get` reads, by owner instead of id.
+            sessions_of: format!(
+                "SELECT sid, {}, {sess_len}, {} FROM {table} WHERE ({owner}) = {} AND expire >= {}",
+                sess_within(3),
+                dialect.expire_ms(),
+                p(1),
+                time(2)
+            ),
+            // Partial: a session without an owner (most are) gets no entry, so its writes add
+            // no index insert, and the query's `= owner` implies the condition.
+            create_owner_index: format!(
+                "CREATE INDEX IF NOT EXISTS {owner_index} ON {table} (({owner})) \
+                 WHERE ({owner}) IS NOT NULL"
+            ),
         }
     }
 }
