@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use crate::cookie;
 use crate::record::{Priority, SameSite, SessionCookie};
 use crate::time::Timestamp;
+use crate::transport::Transport;
 
 /// The template for each new session's cookie: express's `cookie` option.
 ///
@@ -287,6 +288,10 @@ pub enum ConfigError {
     /// would drop it. The message says which rule.
     #[error("browsers would reject this session cookie: {0}")]
     RejectedByBrowsers(&'static str),
+    /// The cookie transport was turned off and no token header turned on: the session id
+    /// would have no way to travel.
+    #[error("with the cookie off, sessions need a token header (with_header_transport)")]
+    NoTransport,
 }
 
 /// Every option of a layer but its secrets, in one place: the builder sets them, `build`
@@ -302,6 +307,7 @@ pub(crate) struct Config {
     pub(crate) unset: Unset,
     pub(crate) touch_after: Duration,
     pub(crate) timeouts: Timeouts,
+    pub(crate) transport: Transport,
 }
 
 /// The session timeouts a layer enforces on load (see `session::lifetime`).
@@ -333,6 +339,7 @@ impl Default for Config {
             unset: Unset::Keep,
             touch_after: Duration::ZERO,
             timeouts: Timeouts::default(),
+            transport: Transport::default(),
         }
     }
 }
@@ -341,6 +348,9 @@ impl Config {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if !cookie::is_valid_name(&self.name) {
             return Err(ConfigError::InvalidName);
+        }
+        if !self.transport.cookie && self.transport.header.is_none() {
+            return Err(ConfigError::NoTransport);
         }
         self.cookie.validate(&self.name)
     }

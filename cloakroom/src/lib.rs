@@ -114,6 +114,7 @@ mod session;
 mod signing;
 pub mod store;
 mod time;
+mod transport;
 
 /// The attribute that makes `async fn`s in a [`SessionStore`] implementation object-safe, as the
 /// trait needs (`Arc<dyn SessionStore>`): `#[cloakroom::async_trait]` on your `impl` block.
@@ -136,6 +137,7 @@ pub use store::redis::{RedisStore, RedisStoreBuilder};
 pub use store::sqlite::{SqliteStore, SqliteStoreBuilder};
 pub use store::{OwnerIndex, OwnerPath, SessionStore};
 pub use time::Timestamp;
+pub use transport::{MAX_TOKEN_HEADER_LEN, TokenHeader};
 
 /// The guides' and the README's Rust examples, compiled as doctests so they cannot rot.
 #[cfg(all(

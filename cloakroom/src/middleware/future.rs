@@ -5,8 +5,8 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll, ready};
 
 use bytes::Bytes;
-use http::Response;
-use http::header::SET_COOKIE;
+use http::header::{CACHE_CONTROL, SET_COOKIE};
+use http::{HeaderValue, Response};
 use pin_project_lite::pin_project;
 
 use crate::error::{FromHandler, Report};
@@ -33,6 +33,10 @@ pin_project! {
         Commit {
             future: CommitFuture<B>,
         },
+        /// Answered without the handler (a token header over the limit).
+        Rejected {
+            response: Option<Response<B>>,
+        },
     }
 }
 
@@ -42,6 +46,14 @@ impl<F, B> ResponseFuture<F, B> {
             state: State::Handler {
                 future,
                 session: Some(session),
+            },
+        }
+    }
+
+    pub(crate) fn rejected(response: Response<B>) -> Self {
+        ResponseFuture {
+            state: State::Rejected {
+                response: Some(response),
             },
         }
     }
@@ -88,6 +100,10 @@ where
                     }
                 }
                 StateProj::Commit { future } => return future.as_mut().poll(cx).map(Ok),
+                StateProj::Rejected { response } => {
+                    let response = response.take().expect("a future is not polled after Ready");
+                    return Poll::Ready(Ok(response));
+                }
             }
         }
     }
@@ -122,6 +138,14 @@ fn apply<B: From<Bytes>>(
     if let Some(cookie) = outcome.set_cookie {
         // Appended, so Set-Cookie headers the handler wrote are kept (ours goes last, as express).
         response.headers_mut().append(SET_COOKIE, cookie);
+    }
+    if let Some((name, token)) = outcome.token {
+        let headers = response.headers_mut();
+        headers.insert(name, token);
+        // A token in a cached answer would hand the session to whoever gets the copy.
+        if !headers.contains_key(CACHE_CONTROL) {
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
     }
     if let Some(warning) = outcome.warnings.into_iter().last() {
         response.extensions_mut().insert(warning);

@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::session::{Context, FailureHandler, Locking, SessionLock, WriteLocks};
 use crate::signing::Secrets;
 use crate::store::{LockStore, SessionStore};
+use crate::transport::TokenHeader;
 
 /// Adds a [`Session`](crate::Session) to every request under the cookie path.
 ///
@@ -241,6 +242,38 @@ impl<S: SessionStore> SessionLayerBuilder<S> {
     /// ```
     pub fn with_touch_after(mut self, touch_after: Duration) -> Self {
         self.config.touch_after = touch_after;
+        self
+    }
+
+    /// Also accepts the session's token in a header, for clients that keep no cookies (an API
+    /// client, a mobile app): `Authorization: Bearer <token>` with [`TokenHeader::bearer`], or
+    /// a header of your naming with [`TokenHeader::named`]. The token is the cookie's value
+    /// (`s:<id>.<signature>`), for the same sessions in the same store.
+    ///
+    /// A request that carries the token header is served by it alone: its cookie is not looked
+    /// at, and a new or regenerated id goes back in the response header (with
+    /// `Cache-Control: no-store` unless the handler set one), never in a `Set-Cookie`. A
+    /// request with no token header is served by its cookie as usual; when it brings no valid
+    /// session cookie either, a new session's id goes back both ways, so a client logging in
+    /// over a JSON API gets its token in the header. A malformed or unsigned token is a bad
+    /// cookie's equal: a new session, no error. A token header over
+    /// [`MAX_TOKEN_HEADER_LEN`](crate::MAX_TOKEN_HEADER_LEN) bytes is answered 431 at once.
+    /// See [`TokenHeader`] for why header clients need no CSRF token.
+    ///
+    /// ```
+    /// # let builder = cloakroom::SessionLayer::builder(cloakroom::MemoryStore::new());
+    /// let builder = builder.with_header_transport(cloakroom::TokenHeader::bearer());
+    /// ```
+    pub fn with_header_transport(mut self, header: TokenHeader) -> Self {
+        self.config.transport.header = Some(header);
+        self
+    }
+
+    /// Turns the cookie off (default on), for a service whose clients all use the
+    /// [token header](Self::with_header_transport): no `Set-Cookie` is ever sent, and a
+    /// request's cookies are ignored. `build` fails without a token header.
+    pub fn with_cookie_transport(mut self, cookie: bool) -> Self {
+        self.config.transport.cookie = cookie;
         self
     }
 

@@ -4,11 +4,12 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use http::header::COOKIE;
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use tower_service::Service;
 
 use super::ResponseFuture;
 use crate::session::{Context, RequestFacts, Session};
+use crate::transport::Presented;
 
 /// Marks a request as having arrived over TLS. Insert it into the request extensions from
 /// your TLS acceptor; without it (or [`with_proxy`](crate::SessionLayerBuilder::with_proxy)
@@ -51,8 +52,22 @@ where
         {
             return ResponseFuture::passthrough(self.inner.call(request));
         }
+        let token = match config.transport.header.as_ref() {
+            Some(header) => match header.presented(request.headers()) {
+                Presented::Token(value) => Some(value),
+                Presented::Nothing => None,
+                Presented::TooLarge => return ResponseFuture::rejected(token_too_large()),
+            },
+            None => None,
+        };
         let facts = RequestFacts {
-            cookie_header: cookie_header(request.headers()),
+            // With a token header the cookie is not looked at (see `with_header_transport`).
+            cookie_header: if token.is_none() && config.transport.cookie {
+                cookie_header(request.headers())
+            } else {
+                None
+            },
+            token,
             secure: is_secure(&request, config.proxy),
             head: config.genid.as_ref().map(|_| head_of(&request)),
         };
@@ -60,6 +75,17 @@ where
         request.extensions_mut().insert(session.clone());
         ResponseFuture::new(self.inner.call(request), session)
     }
+}
+
+/// The answer to a token header over [`MAX_TOKEN_HEADER_LEN`](crate::MAX_TOKEN_HEADER_LEN)
+/// bytes.
+fn token_too_large<B: From<bytes::Bytes>>() -> Response<B> {
+    let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+    let mut response = Response::new(B::from(bytes::Bytes::from_static(
+        b"Request Header Fields Too Large",
+    )));
+    *response.status_mut() = status;
+    response
 }
 
 /// express's `issecure`: TLS, or with `proxy`, the first `X-Forwarded-Proto` value.

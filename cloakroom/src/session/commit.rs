@@ -5,7 +5,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
 use super::Session;
 use super::decide::{Decision, Facts, SessionFacts, decide};
@@ -32,6 +32,8 @@ const ATTEMPTS_PER_ROUND: u32 = 3;
 pub(crate) struct Outcome {
     /// A `Set-Cookie` value to append.
     pub(crate) set_cookie: Option<HeaderValue>,
+    /// The token header to set (the session's token, or empty for a destroyed session).
+    pub(crate) token: Option<(HeaderName, HeaderValue)>,
     /// A fatal store failure: answer with the failure response instead.
     pub(crate) failure: Option<Error>,
     /// Non-fatal failures (touch, cleanup after regenerate, unlock): logged and attached.
@@ -41,9 +43,9 @@ pub(crate) struct Outcome {
 impl Outcome {
     fn failed(failure: Error, warnings: Vec<Error>) -> Self {
         Outcome {
-            set_cookie: None,
             failure: Some(failure),
             warnings,
+            ..Outcome::default()
         }
     }
 }
@@ -203,12 +205,31 @@ impl Session {
         turns::store_expiry(&*self.shared.ctx.store, record, now)
     }
 
-    /// The cookie half of the commit: the session's cookie, or an expired one.
+    /// The cookie half of the commit: the session's cookie, or an expired one; or, for a
+    /// request that came with a token header, the token (see `transport`).
     fn finish(&self, state: &State, plan: Plan) -> Outcome {
         let mut outcome = Outcome {
             warnings: plan.warnings,
             ..Outcome::default()
         };
+        let transport = &self.shared.ctx.config.transport;
+        let by_header = self.shared.request.token.is_some();
+        if let Some(header) = &transport.header
+            && (by_header || (plan.decision.set_cookie && state.cookie_id.is_none()))
+        {
+            let token = match (&state.current, plan.decision.set_cookie) {
+                (Some(current), true) => {
+                    HeaderValue::from_str(&self.shared.ctx.secrets.sign(current.id.as_str())).ok()
+                }
+                // Destroyed: an empty token tells the client to forget its own.
+                (_, false) if plan.decision.expire_cookie => Some(HeaderValue::from_static("")),
+                _ => None,
+            };
+            outcome.token = token.map(|token| (header.response_header().clone(), token));
+        }
+        if by_header || !transport.cookie {
+            return outcome;
+        }
         if plan.decision.set_cookie {
             if let Some(current) = &state.current {
                 outcome.set_cookie = self.cookie_header(&current.id, current.record.cookie(), None);

@@ -169,6 +169,7 @@ impl Session {
             Arc::new(ctx),
             RequestFacts {
                 cookie_header: None,
+                token: None,
                 secure: false,
                 head: None,
             },

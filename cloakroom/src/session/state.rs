@@ -19,8 +19,11 @@ use crate::time::Timestamp;
 
 /// What the session needs to know about its request.
 pub(crate) struct RequestFacts {
-    /// The `Cookie` header (several joined), verified only if the session is used.
+    /// The `Cookie` header (several joined), verified only if the session is used; `None`
+    /// when a token header decides, or the cookie transport is off.
     pub(crate) cookie_header: Option<HeaderValue>,
+    /// The token header's value, when the request carries one (see `transport`).
+    pub(crate) token: Option<HeaderValue>,
     /// Whether the request came over a secure connection (express's `issecure`).
     pub(crate) secure: bool,
     /// The request line and headers, kept only for a custom `genid`.
@@ -95,11 +98,18 @@ impl Session {
     /// `generate` or `inflate`).
     pub(super) async fn load(&self, state: &mut State) -> Result<(), Error> {
         let ctx = &self.shared.ctx;
-        state.cookie_id = cookie::signed_id(
-            self.shared.request.cookie_header.as_ref(),
-            &ctx.config.name,
-            &ctx.secrets,
-        );
+        let request = &self.shared.request;
+        state.cookie_id = match (&request.token, &ctx.config.transport.header) {
+            (Some(value), Some(header)) => header
+                .token(value)
+                .and_then(|token| ctx.secrets.unsign(token))
+                .map(Id::from_string),
+            _ => cookie::signed_id(
+                request.cookie_header.as_ref(),
+                &ctx.config.name,
+                &ctx.secrets,
+            ),
+        };
         if let Some(id) = state.cookie_id.clone() {
             // With the session lock on, the lock comes first, so what is loaded is what the
             // previous holder saved.
