@@ -127,7 +127,7 @@ pub use id::Id;
 pub use middleware::{SecureConnection, SessionLayer, SessionLayerBuilder};
 pub use record::{DecodeError, MAX_VALUE_DEPTH, Priority, Record, SameSite, SessionCookie};
 pub use registry::{Admission, AtLimit, SessionInfo, SessionRegistry};
-pub use session::{Session, SessionLock};
+pub use session::{FLASH_KEY, Session, SessionLock};
 pub use store::memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "postgres")]
 pub use store::postgres::{PostgresStore, PostgresStoreBuilder};

@@ -137,7 +137,7 @@ impl<S: OwnerIndex> SessionRegistry<S> {
                     created: meta.created,
                     last_seen: meta.seen.or(meta.created),
                     expires: loaded.expires_at.or(loaded.record.cookie().expires()),
-                    info: meta.info,
+                    info: Meta::info(loaded.record.data()),
                 }
             })
             .collect();

@@ -24,6 +24,13 @@ async fn login(session: Session) -> Result<&'static str, cloakroom::Error> {
     Ok("ok")
 }
 
+/// As `login`, and the session names its owner (the owner index and the session's metadata).
+async fn login_owned(session: Session) -> Result<&'static str, cloakroom::Error> {
+    session.insert("user", "bench").await?;
+    session.set_owner("bench").await?;
+    Ok("ok")
+}
+
 async fn read(session: Session) -> Result<String, cloakroom::Error> {
     let user: Option<String> = session.get("user").await?;
     Ok(format!("user: {}", user.unwrap_or_default()))
@@ -49,6 +56,7 @@ async fn untouched() -> &'static str {
 pub fn routes() -> Router {
     Router::new()
         .route("/login", get(login))
+        .route("/login_owned", get(login_owned))
         .route("/read", get(read))
         .route("/counter", get(counter))
         .route("/counter_update", get(counter_update))

@@ -29,13 +29,13 @@ pub(crate) const META_KEY: &str = "cloakroom";
 /// How often `seen` is brought up to date at most, when no idle timeout asks for more.
 const SEEN_EVERY: Duration = Duration::from_secs(60);
 
-/// The session's metadata, as read from its data; absent or malformed fields read as `None`.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// The session's lifetime, as read from its metadata; absent or malformed fields read as
+/// `None`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) struct Meta {
     pub(crate) created: Option<Timestamp>,
     pub(crate) seen: Option<Timestamp>,
     pub(crate) deadline: Option<Timestamp>,
-    pub(crate) info: Map<String, Value>,
 }
 
 impl Meta {
@@ -52,10 +52,14 @@ impl Meta {
             created: time("created"),
             seen: time("seen"),
             deadline: time("deadline"),
-            info: match meta.get("info") {
-                Some(Value::Object(info)) => info.clone(),
-                _ => Map::new(),
-            },
+        }
+    }
+
+    /// What the application recorded for the session list (`info`), empty if nothing.
+    pub(crate) fn info(data: &Map<String, Value>) -> Map<String, Value> {
+        match data.get(META_KEY).and_then(|meta| meta.get("info")) {
+            Some(Value::Object(info)) => info.clone(),
+            _ => Map::new(),
         }
     }
 
@@ -153,12 +157,13 @@ mod tests {
 
     #[test]
     fn metadata_reads_leniently() {
-        let meta = Meta::read(&data(json!({ "cloakroom": {
-            "created": 1000, "seen": "soon", "deadline": 5000, "info": { "device": "x" } } })));
+        let stored = data(json!({ "cloakroom": {
+            "created": 1000, "seen": "soon", "deadline": 5000, "info": { "device": "x" } } }));
+        let meta = Meta::read(&stored);
         assert_eq!(meta.created, Some(Timestamp::from_millis(1000)));
         assert_eq!(meta.seen, None);
         assert_eq!(meta.deadline, Some(Timestamp::from_millis(5000)));
-        assert_eq!(meta.info["device"], "x");
+        assert_eq!(Meta::info(&stored)["device"], "x");
         assert_eq!(
             Meta::read(&data(json!({ "cloakroom": 3 }))),
             Meta::default()
@@ -171,7 +176,6 @@ mod tests {
             created: Some(Timestamp::from_millis(0)),
             seen: Some(Timestamp::from_millis(10_000)),
             deadline: Some(Timestamp::from_millis(100_000)),
-            info: Map::new(),
         };
         let idle = Some(Duration::from_secs(30));
         assert!(!meta.has_ended(Timestamp::from_millis(39_999), idle));

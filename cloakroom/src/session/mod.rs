@@ -34,12 +34,14 @@ mod changes;
 mod commit;
 mod context;
 mod decide;
+mod flash;
 mod lifetime;
 mod lock;
 mod ownership;
 mod state;
 mod turns;
 
+pub use flash::FLASH_KEY;
 pub(crate) use lifetime::Meta;
 
 /// The session of the current request: express-session's `req.session`.

@@ -113,18 +113,22 @@ impl Session {
         if decision.destroy || !(has_meta || config.timeouts.any()) {
             return;
         }
-        let meta = Meta::read(current.record.data());
+        let mut meta = Meta::read(current.record.data());
         let every = lifetime::seen_every(config.timeouts, config.touch_after);
         let stale = meta
             .seen
             .is_none_or(|seen| now.millis_since(seen) >= crate::time::millis(every));
-        if decision.save || (stale && current.version.is_some()) {
+        let unstarted = meta.created.is_none()
+            || (config.timeouts.absolute.is_some() && meta.deadline.is_none());
+        // A save writes `seen` only when it is stale: within the granularity it need not move,
+        // and a session started during this request (at login, say) is up to date.
+        if (decision.save && (stale || unstarted)) || (stale && current.version.is_some()) {
             patch_meta(current, lifetime::start(now, config.timeouts, false));
+            meta = Meta::read(current.record.data());
             decision.save = true;
             decision.touch = false;
         }
-        let deadline = Meta::read(current.record.data()).deadline;
-        if let (Some(deadline), Some(expires)) = (deadline, current.record.cookie().expires())
+        if let (Some(deadline), Some(expires)) = (meta.deadline, current.record.cookie().expires())
             && expires > deadline
         {
             current.record.cookie_mut().set_expires(Some(deadline));

@@ -39,8 +39,9 @@
 //! | `get` | `GETRANGE key 0 <size limit>` and `PTTL key`, pipelined | 1 |
 //! | `set`, new session | `SET key value EX ttl NX` | 1 |
 //! | `set`, compare-and-set (or with a lease) | `EVALSHA` of a short Lua script | 1 |
-//! | `set` with an owner, standalone | `EVALSHA` of the owned-set script: the write as above and, if it is made, the [index update](#owner-index) | 1 |
-//! | `set` with an owner, Cluster | `EVALSHA` of the index script on the owner's index key, then the write as above | 2 |
+//! | `set`, new session with an owner, standalone, Redis 7 or later | the [index update](#owner-index) as commands (`ZADD index GT expiry id`, `ZREMRANGEBYSCORE index -inf <now − 30 s>`, `PEXPIREAT index <expiry + 30 s> NX`, the same with `GT`), then `SET key value EX ttl NX`, pipelined | 1 |
+//! | `set` with an owner, standalone, otherwise | `EVALSHA` of the owned-set script: the write as above and, if it is made, the index update | 1 |
+//! | `set` with an owner, Cluster | the index update on the owner's index key (the commands above on Redis 7 or later, else `EVALSHA` of the index script), then the write as above | 2 |
 //! | `touch` | `EXPIRE key ttl` (never rewrites the value) | 1 |
 //! | `touch` with an owner, standalone | `EVALSHA` of a script: `EXPIRE key ttl`, and the index update if the key exists | 1 |
 //! | `touch` with an owner, Cluster | `EVALSHA` of the index script, then `EXPIRE key ttl` | 2 |
@@ -374,6 +375,9 @@ pub struct RedisStore {
     /// How owner index keys begin (`<prefix>owner:{`), to tell them from sessions in scans.
     index_keys: Arc<[u8]>,
     owner_path: Arc<OwnerPath>,
+    /// The server has `ZADD … GT` and `PEXPIREAT … NX | GT` (Redis 7.0 and later), so an
+    /// owner index is kept with plain commands rather than a script (see [`index_commands`]).
+    index_commands: bool,
     ttl_secs: u64,
     scan_count: usize,
     max_record_size: usize,
@@ -577,7 +581,9 @@ impl RedisStoreBuilder {
                 Connection::Cluster(client.get_async_connection().await.map_err(redis_error)?)
             }
         };
-        Ok(self.with_connection(connection))
+        let mut store = self.with_connection(connection);
+        store.index_commands = store.server_major_version().await? >= 7;
+        Ok(store)
     }
 
     fn with_connection(self, connection: Connection) -> RedisStore {
@@ -594,6 +600,8 @@ impl RedisStoreBuilder {
             lock_keys,
             index_keys,
             owner_path: Arc::new(self.owner_path),
+            // Known once connected (see `build`).
+            index_commands: false,
             ttl_secs: self.ttl_secs,
             scan_count: self.scan_count,
             max_record_size: self.max_record_size,
@@ -869,8 +877,59 @@ impl RedisStore {
         write.outcome(self.invoke(&invocation).await?)
     }
 
-    /// Adds a session to its owner's index alone (the index script).
+    /// The major version the server reports in `INFO server` (in Cluster, one node's); 0 when
+    /// it says none (a proxy, say), which keeps the scripts.
+    async fn server_major_version(&self) -> Result<u32, Error> {
+        let info = match self.query(redis::cmd("INFO").arg("server")).await? {
+            Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Value::VerbatimString { text, .. } => text,
+            _ => return Ok(0),
+        };
+        Ok(info
+            .lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .and_then(|version| version.split('.').next()?.trim().parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Writes a new owned session (standalone, Redis 7 and later): its owner's index first,
+    /// then `SET … NX`, pipelined in one round trip with no script. A script costs Redis about
+    /// as much as the five commands together again; a login is the write this is for. The
+    /// index comes first, so a failure between the two leaves a hint, never an unindexed
+    /// session.
+    async fn create_owned(
+        &self,
+        write: Write<'_>,
+        entry: &IndexEntry<'_>,
+    ) -> Result<SetOutcome, Error> {
+        let mut pipeline = redis::pipe();
+        index_commands(&mut pipeline, entry);
+        pipeline
+            .cmd("SET")
+            .arg(write.key)
+            .arg(write.value)
+            .arg("EX")
+            .arg(write.ttl)
+            .arg("NX");
+        let Value::Array(mut replies) = self.query_pipeline(&pipeline).await? else {
+            return Err(unexpected("ZADD, SET"));
+        };
+        match replies.pop() {
+            Some(Value::Okay) => Ok(write.written),
+            Some(Value::Nil) => Ok(SetOutcome::Conflict),
+            _ => Err(unexpected("SET")),
+        }
+    }
+
+    /// Adds a session to its owner's index alone: plain commands on Redis 7 and later, else
+    /// the index script.
     async fn add_to_index(&self, entry: &IndexEntry<'_>) -> Result<(), Error> {
+        if self.index_commands {
+            let mut pipeline = redis::pipe();
+            index_commands(&mut pipeline, entry);
+            self.query_pipeline(&pipeline).await?;
+            return Ok(());
+        }
         let mut invocation = INDEX.prepare_invoke();
         invocation
             .key(&entry.key)
@@ -1136,6 +1195,38 @@ impl<'a> IndexEntry<'a> {
     }
 }
 
+/// What [`INDEX_LUA`] does, as plain commands for Redis 7 and later, replies ignored: adds the
+/// member unless it is there with a later score (`ZADD GT`), prunes members past the horizon,
+/// and makes the key last until its latest member is past the horizon (a TTL if it has none,
+/// `NX`, else a later one only, `GT`). Not atomic as the script is, and needs not be: each
+/// command only ever adds a member, removes one past its session's expiry, or lengthens the
+/// key's life.
+fn index_commands(pipeline: &mut Pipeline, entry: &IndexEntry<'_>) {
+    let key_lasts_until = entry.expires_ms.saturating_add(INDEX_SLACK_MS);
+    pipeline
+        .cmd("ZADD")
+        .arg(&entry.key)
+        .arg("GT")
+        .arg(entry.expires_ms)
+        .arg(entry.id)
+        .ignore()
+        .cmd("ZREMRANGEBYSCORE")
+        .arg(&entry.key)
+        .arg("-inf")
+        .arg(entry.horizon_ms)
+        .ignore()
+        .cmd("PEXPIREAT")
+        .arg(&entry.key)
+        .arg(key_lasts_until)
+        .arg("NX")
+        .ignore()
+        .cmd("PEXPIREAT")
+        .arg(&entry.key)
+        .arg(key_lasts_until)
+        .arg("GT")
+        .ignore();
+}
+
 /// Index members scored at or before this are past their session's expiry, whatever the
 /// clocks of the processes that scored them (see [`INDEX_SLACK_MS`]).
 fn horizon(now: Timestamp) -> i64 {
@@ -1238,7 +1329,11 @@ impl SessionStore for RedisStore {
         };
         if let Some(owner) = owner {
             let entry = IndexEntry::new(self.index_key(&owner), id, now, ttl);
+            let creates = write.expected.is_none() && write.lease.is_none();
             match &self.connection {
+                Connection::Standalone(_) if creates && self.index_commands => {
+                    return self.create_owned(write, &entry).await;
+                }
                 Connection::Standalone(_) => return self.write_owned(id, write, &entry).await,
                 // The index first, as a hint: a live owned session is then never missing
                 // from it, even if the write fails after.
