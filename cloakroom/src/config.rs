@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::cookie;
+use crate::events::Hooks;
 use crate::record::{Priority, SameSite, SessionCookie};
 use crate::time::Timestamp;
 use crate::transport::Transport;
@@ -308,6 +309,7 @@ pub(crate) struct Config {
     pub(crate) touch_after: Duration,
     pub(crate) timeouts: Timeouts,
     pub(crate) transport: Transport,
+    pub(crate) hooks: Hooks,
 }
 
 /// The session timeouts a layer enforces on load (see `session::lifetime`).
@@ -340,6 +342,7 @@ impl Default for Config {
             touch_after: Duration::ZERO,
             timeouts: Timeouts::default(),
             transport: Transport::default(),
+            hooks: Hooks::default(),
         }
     }
 }

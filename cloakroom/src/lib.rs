@@ -101,6 +101,7 @@
 mod config;
 mod cookie;
 mod error;
+mod events;
 #[cfg(feature = "axum")]
 mod extract;
 #[cfg(fuzzing)]
@@ -121,6 +122,7 @@ mod transport;
 pub use async_trait::async_trait;
 pub use config::{ConfigError, CookieOptions, Unset};
 pub use error::Error;
+pub use events::SessionEvent;
 #[cfg(feature = "axum")]
 pub use extract::MissingSessionLayer;
 pub use id::Id;

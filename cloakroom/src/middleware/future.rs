@@ -118,8 +118,10 @@ fn apply<B: From<Bytes>>(
 ) -> Response<B> {
     for warning in &outcome.warnings {
         tracing::warn!(error = %Report(warning), "session store call failed");
+        session.emit_store_error(warning);
     }
     if let Some(failure) = outcome.failure {
+        session.emit_store_error(&failure);
         tracing::error!(
             error = %Report(&failure),
             transient = failure.is_transient(),

@@ -10,6 +10,7 @@ use tower_layer::Layer;
 use super::{SessionService, default_failure_response};
 use crate::config::{Config, ConfigError, CookieOptions, MIN_SECRET_LEN, Unset};
 use crate::error::Error;
+use crate::events::SessionEvent;
 use crate::session::{Context, FailureHandler, Locking, SessionLock, WriteLocks};
 use crate::signing::Secrets;
 use crate::store::{LockStore, SessionStore};
@@ -305,6 +306,40 @@ impl<S: SessionStore> SessionLayerBuilder<S> {
     /// all see the session end then.
     pub fn with_absolute_timeout(mut self, timeout: Duration) -> Self {
         self.config.timeouts.absolute = Some(timeout);
+        self
+    }
+
+    /// Calls `hook` with every [`SessionEvent`] (created, regenerated, destroyed, expired, store
+    /// error), for an audit log or counters, as it happens, before the response goes out. Keep
+    /// it quick: it runs in the request. A hook that panics is logged and the request goes on.
+    /// Hooks run in the order they were added.
+    ///
+    /// ```
+    /// # let builder = cloakroom::SessionLayer::builder(cloakroom::MemoryStore::new());
+    /// use cloakroom::SessionEvent;
+    /// let builder = builder.with_hook(|event: &SessionEvent| {
+    ///     if let SessionEvent::StoreError { error } = event {
+    ///         eprintln!("session store: {error}");
+    ///     }
+    /// });
+    /// ```
+    pub fn with_hook<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&SessionEvent) + Send + Sync + 'static,
+    {
+        self.config.hooks.add_sync(hook);
+        self
+    }
+
+    /// Like [`with_hook`](Self::with_hook), for a hook that awaits (a database write, a
+    /// message queue): each call runs in a task of its own, so it never holds up the response,
+    /// and a panic in it is logged. Without a tokio runtime it is not called.
+    pub fn with_async_hook<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(SessionEvent) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.config.hooks.add_async(hook);
         self
     }
 

@@ -13,6 +13,7 @@ use super::state::{Current, SavedState, State, fingerprint};
 use super::turns::{self, LastWrite, Verdict, Waiting};
 use crate::cookie;
 use crate::error::Error;
+use crate::events::SessionEvent;
 use crate::id::Id;
 use crate::record::{Record, SessionCookie};
 use crate::store::{Condition, SetOutcome, Version};
@@ -136,7 +137,10 @@ impl Session {
                 .take()
                 .expect("destroy is decided only after unset");
             match store.destroy(&id).await {
-                Ok(()) => state.destroyed.push(id),
+                Ok(()) => {
+                    self.emit(SessionEvent::Destroyed { id: id.clone() });
+                    state.destroyed.push(id);
+                }
                 Err(e) => return Outcome::failed(Error::Destroy(e), plan.warnings),
             }
         }
@@ -384,6 +388,13 @@ impl Session {
                 }
                 match ctx.store.set(&current.id, &current.record, condition).await {
                     Ok(SetOutcome::Written(version)) => {
+                        // A first save is a creation, unless it replaces sessions (regenerate:
+                        // told when they are destroyed, below).
+                        if current.version.is_none() && state.replaced.is_empty() {
+                            self.emit(SessionEvent::Created {
+                                id: current.id.clone(),
+                            });
+                        }
                         current.version = Some(version.clone());
                         current.stored_expires_at =
                             self.store_expiry(&current.record, Timestamp::now());
@@ -480,9 +491,18 @@ impl Session {
     /// warning, not fatal: the new session is safely stored, and the old record holds only what
     /// the session had before it was regenerated.
     pub(super) async fn destroy_replaced(&self, state: &mut State) {
+        let new = state.current.as_ref().map(|current| current.id.clone());
         for id in std::mem::take(&mut state.replaced) {
             match self.shared.ctx.store.destroy(&id).await {
-                Ok(()) => state.destroyed.push(id),
+                Ok(()) => {
+                    if let Some(new) = &new {
+                        self.emit(SessionEvent::Regenerated {
+                            old: id.clone(),
+                            new: new.clone(),
+                        });
+                    }
+                    state.destroyed.push(id);
+                }
                 Err(e) => state.warnings.push(Error::Destroy(e)),
             }
         }

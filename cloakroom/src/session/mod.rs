@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::error::Error;
+use crate::events::SessionEvent;
 use crate::id::Id;
 use crate::record::{MAX_VALUE_DEPTH, SessionCookie, nests_deeper_than};
 use crate::time::Timestamp;
@@ -184,6 +185,19 @@ impl Session {
     }
 
     /// Whether any method was called.
+    /// Tells the layer's hooks of `event`.
+    pub(crate) fn emit(&self, event: SessionEvent) {
+        let hooks = &self.shared.ctx.config.hooks;
+        if !hooks.is_empty() {
+            hooks.emit(event);
+        }
+    }
+
+    /// Tells the layer's hooks of a store failure.
+    pub(crate) fn emit_store_error(&self, error: &Error) {
+        self.shared.ctx.config.hooks.store_error(error);
+    }
+
     pub(crate) fn was_used(&self) -> bool {
         self.shared.used.load(Ordering::Acquire)
     }
@@ -510,6 +524,7 @@ impl Session {
                 state.failure = Some(error.clone());
                 return Err(error);
             }
+            self.emit(SessionEvent::Destroyed { id: id.clone() });
             state.destroyed.push(id);
         }
         Ok(())

@@ -12,6 +12,7 @@ use super::changes::ChangeSet;
 use super::lock;
 use crate::cookie;
 use crate::error::Error;
+use crate::events::SessionEvent;
 use crate::id::Id;
 use crate::record::Record;
 use crate::store::{Loaded, Version};
@@ -132,11 +133,15 @@ impl Session {
                     if let Err(e) = ctx.store.destroy(&id).await {
                         state.warnings.push(Error::Destroy(e));
                     }
+                    self.emit(SessionEvent::Expired { id });
                     self.release_lock(state).await;
                 }
                 // Unknown or expired: a new session with a new id, never the client's. Its
                 // id needs no lock: nobody else can know it.
-                Ok(None) => self.release_lock(state).await,
+                Ok(None) => {
+                    self.emit(SessionEvent::Expired { id });
+                    self.release_lock(state).await;
+                }
                 Err(e) => {
                     let error = Error::Load(e);
                     state.failure = Some(error.clone());
