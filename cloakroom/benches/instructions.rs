@@ -10,7 +10,8 @@
 //! The difference of the two totals divided by 10,000 is the instructions per request, setup
 //! excluded. Scenarios: `bare` (no layer), `untouched` (the layer, a handler that never calls
 //! the session), `read`, `counter`, `login`, `login_owned` (`login` with `set_owner`; memory
-//! store) and `no_store_read`,
+//! store), `read_metered` and `counter_metered` (`read` and `counter` with `with_metrics` and no
+//! recorder installed; needs `--features metrics`) and `no_store_read`,
 //! `no_store_counter`, `no_store_login` (the store that does nothing, see `benches/app`).
 //! Valgrind hides the CPU's SHA extensions, so the HMAC counts as software SHA-256 here.
 
@@ -36,6 +37,10 @@ fn main() {
         "counter" => (app::with_memory_store(), "/counter", true),
         "login" => (app::with_memory_store(), "/login", false),
         "login_owned" => (app::with_memory_store(), "/login_owned", false),
+        #[cfg(feature = "metrics")]
+        "read_metered" => (app::with_metered_memory_store(), "/read", true),
+        #[cfg(feature = "metrics")]
+        "counter_metered" => (app::with_metered_memory_store(), "/counter", true),
         "no_store_read" => (app::with_store(NullStore::new()), "/read", true),
         "no_store_counter" => (app::with_store(NullStore::new()), "/counter", true),
         "no_store_login" => (app::with_store(NullStore::new()), "/login", false),

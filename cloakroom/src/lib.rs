@@ -94,6 +94,7 @@
 //! | `sqlite` | no | `SqliteStore` (sqlx) |
 //! | `redis` | no | `RedisStore`, standalone and Cluster (redis-rs) |
 //! | `postgres` | no | `PostgresStore` (sqlx) |
+//! | `metrics` | no | `SessionLayerBuilder::with_metrics`: counters and store-call timings through the `metrics` facade |
 #![forbid(unsafe_code)]
 // On docs.rs: a badge on every item that needs a feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -108,6 +109,8 @@ mod extract;
 #[doc(hidden)]
 pub mod fuzzing;
 mod id;
+#[cfg(feature = "metrics")]
+mod metrics;
 pub mod middleware;
 mod record;
 mod registry;

@@ -178,6 +178,19 @@ pub fn with_memory_store() -> Router {
     with_store(MemoryStore::new())
 }
 
+/// As [`with_memory_store`], with `with_metrics` on (and whatever recorder the process has:
+/// none in the benches, which is what they measure).
+#[cfg(feature = "metrics")]
+pub fn with_metered_memory_store() -> Router {
+    let layer = SessionLayer::builder(MemoryStore::new())
+        .with_secret(SECRET)
+        .with_touch_after(Duration::from_secs(60))
+        .with_metrics()
+        .build()
+        .expect("the bench configuration is valid");
+    routes().layer(layer)
+}
+
 /// A current-thread runtime, as in the benchmark servers.
 pub fn runtime() -> Runtime {
     tokio::runtime::Builder::new_current_thread()

@@ -1,0 +1,203 @@
+//! Counters and store-call timings through the [`metrics`] facade, turned on with
+//! [`with_metrics`](crate::SessionLayerBuilder::with_metrics) (feature `metrics`). Whatever
+//! recorder the application installs (Prometheus, StatsD, …) receives them; the names and
+//! labels are listed there.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use metrics::{Counter, Histogram, counter, histogram};
+
+use crate::events::SessionEvent;
+use crate::id::Id;
+use crate::record::Record;
+use crate::store::{Condition, Error, Loaded, OwnerPath, SessionStore, SetOutcome};
+
+/// The layer's store, timed and counted. The metric handles are registered once, when the
+/// layer is built, with the recorder installed then: each call then costs two clock reads and
+/// a few handle calls (no-ops without a recorder), not a registration.
+#[derive(Debug)]
+pub(crate) struct Metered {
+    inner: Arc<dyn SessionStore>,
+    loaded: Counter,
+    saved: Counter,
+    touched: Counter,
+    conflicts: Counter,
+    get: Timed,
+    set: Timed,
+    destroy: Timed,
+    touch: Timed,
+}
+
+/// One store call's duration histogram and failure counter.
+#[derive(Debug)]
+struct Timed {
+    seconds: Histogram,
+    errors: Counter,
+}
+
+impl Timed {
+    fn new(store: &'static str, call: &'static str) -> Self {
+        Timed {
+            seconds: histogram!("cloakroom_store_call_seconds", "store" => store, "call" => call),
+            errors: counter!("cloakroom_store_errors_total", "store" => store, "call" => call),
+        }
+    }
+
+    /// Records a call's duration, and its failure if it failed.
+    fn record<T>(&self, started: Instant, result: &Result<T, Error>) {
+        self.seconds.record(started.elapsed());
+        if result.is_err() {
+            self.errors.increment(1);
+        }
+    }
+}
+
+impl Metered {
+    /// `store` is the `store` label.
+    pub(crate) fn new(inner: Arc<dyn SessionStore>, store: &'static str) -> Self {
+        Metered {
+            inner,
+            loaded: counter!("cloakroom_sessions_loaded_total", "store" => store),
+            saved: counter!("cloakroom_sessions_saved_total", "store" => store),
+            touched: counter!("cloakroom_sessions_touched_total", "store" => store),
+            conflicts: counter!("cloakroom_save_conflicts_total", "store" => store),
+            get: Timed::new(store, "get"),
+            set: Timed::new(store, "set"),
+            destroy: Timed::new(store, "destroy"),
+            touch: Timed::new(store, "touch"),
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for Metered {
+    async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error> {
+        let started = Instant::now();
+        let result = self.inner.get(id).await;
+        self.get.record(started, &result);
+        if let Ok(Some(_)) = result {
+            self.loaded.increment(1);
+        }
+        result
+    }
+
+    async fn set(
+        &self,
+        id: &Id,
+        record: &Record,
+        condition: Condition<'_>,
+    ) -> Result<SetOutcome, Error> {
+        let started = Instant::now();
+        let result = self.inner.set(id, record, condition).await;
+        self.set.record(started, &result);
+        match result {
+            Ok(SetOutcome::Written(_)) => self.saved.increment(1),
+            Ok(SetOutcome::Conflict) => self.conflicts.increment(1),
+            _ => {}
+        }
+        result
+    }
+
+    async fn destroy(&self, id: &Id) -> Result<(), Error> {
+        let started = Instant::now();
+        let result = self.inner.destroy(id).await;
+        self.destroy.record(started, &result);
+        result
+    }
+
+    async fn touch(&self, id: &Id, record: &Record) -> Result<(), Error> {
+        let started = Instant::now();
+        let result = self.inner.touch(id, record).await;
+        self.touch.record(started, &result);
+        if result.is_ok() {
+            self.touched.increment(1);
+        }
+        result
+    }
+
+    fn default_ttl(&self) -> Option<Duration> {
+        self.inner.default_ttl()
+    }
+
+    fn owner_path(&self) -> &OwnerPath {
+        self.inner.owner_path()
+    }
+
+    async fn all(&self) -> Result<Vec<(Id, Record)>, Error> {
+        self.inner.all().await
+    }
+
+    async fn len(&self) -> Result<usize, Error> {
+        self.inner.len().await
+    }
+
+    async fn clear(&self) -> Result<(), Error> {
+        self.inner.clear().await
+    }
+}
+
+/// The lifecycle counters, registered once, for the hook the layer adds with metrics on.
+pub(crate) struct Lifecycle {
+    created: Counter,
+    regenerated: Counter,
+    destroyed: Counter,
+    expired: Counter,
+}
+
+impl Lifecycle {
+    pub(crate) fn new() -> Self {
+        Lifecycle {
+            created: counter!("cloakroom_sessions_created_total"),
+            regenerated: counter!("cloakroom_sessions_regenerated_total"),
+            destroyed: counter!("cloakroom_sessions_destroyed_total"),
+            expired: counter!("cloakroom_sessions_expired_total"),
+        }
+    }
+
+    pub(crate) fn count(&self, event: &SessionEvent) {
+        match event {
+            SessionEvent::Created { .. } => self.created.increment(1),
+            SessionEvent::Regenerated { .. } => self.regenerated.increment(1),
+            SessionEvent::Destroyed { .. } => self.destroyed.increment(1),
+            SessionEvent::Expired { .. } => self.expired.increment(1),
+            // Counted per store call, with its labels, by `Metered`.
+            SessionEvent::StoreError { .. } => {}
+        }
+    }
+}
+
+/// The `store` label for a store type: its name without the module path
+/// (`cloakroom::store::redis::RedisStore` → `RedisStore`), looking through `Arc`; `dyn` for a
+/// store known only as a trait object.
+pub(crate) fn store_label<S: ?Sized>() -> &'static str {
+    let mut name = std::any::type_name::<S>();
+    while let Some(inner) = name
+        .strip_prefix("alloc::sync::Arc<")
+        .and_then(|rest| rest.strip_suffix('>'))
+    {
+        name = inner;
+    }
+    if name.starts_with("dyn ") {
+        return "dyn";
+    }
+    let plain = name.split('<').next().unwrap_or(name);
+    plain.rsplit("::").next().unwrap_or(plain)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn store_labels_are_short_type_names() {
+        assert_eq!(super::store_label::<crate::MemoryStore>(), "MemoryStore");
+        assert_eq!(
+            super::store_label::<std::sync::Arc<crate::MemoryStore>>(),
+            "MemoryStore"
+        );
+        assert_eq!(
+            super::store_label::<std::sync::Arc<dyn crate::SessionStore>>(),
+            "dyn"
+        );
+    }
+}
