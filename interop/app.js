@@ -2,7 +2,9 @@
 // The express-session tutorial apps on Express, with the cloakroom demo's routes, texts and
 // session keys (`views`, `username`, `visits`, `user`, and `csrfToken`: the forms' anti-forgery
 // token, posted back in the field `_csrf`), so both can share one store and one login, and a
-// form one serves can be posted to the other. Configuration (environment):
+// form one serves can be posted to the other. One-time messages use connect-flash (session key
+// `flash`, kinds `error` and `info`), which cloakroom's `Session::flash` writes the same way, so
+// a message left by one server is shown by the other. Configuration (environment):
 //   PORT               port to listen on, 127.0.0.1 only (default 3001)
 //   STORE              redis://… (connect-redis, prefix "sess:") or postgres://… (connect-pg-simple,
 //                      table "session", created if missing)
@@ -16,6 +18,7 @@
 const crypto = require('node:crypto');
 const express = require('express');
 const session = require('express-session');
+const flash = require('connect-flash');
 
 const log = (message) => process.stderr.write(`[express-interop] ${message}\n`);
 
@@ -107,12 +110,22 @@ function csrfField(token) {
 
 const FORGED_FORM = 'This form has expired. Reload the page and try again.';
 
-function loginForm(error, username, token) {
-  const alert = error ? `<p class="error" role="alert">${escape(error)}</p>` : '';
-  return page('Log in', `<h1>Log in</h1>${alert}<form method="post" action="/login">` +
+// The demo's texts (demo/src/routes.rs).
+const LOGIN_FAILED = 'Invalid username or password.';
+const LOGGED_OUT = 'You have been logged out.';
+
+// The waiting `error` and `info` messages, taken (shown once), as the demo's pages show them.
+function flashes(req) {
+  const errors = req.flash('error').map((m) => `<p class="error" role="alert">${escape(m)}</p>`);
+  const infos = req.flash('info').map((m) => `<p class="info" role="status">${escape(m)}</p>`);
+  return errors.join('') + infos.join('');
+}
+
+function loginForm(waiting, token) {
+  return page('Log in', `<h1>Log in</h1>${waiting}<form method="post" action="/login">` +
     csrfField(token) +
     '<label for="username">Username</label>' +
-    `<input id="username" name="username" autocomplete="username" value="${escape(username)}" required>` +
+    '<input id="username" name="username" autocomplete="username" required>' +
     '<label for="password">Password</label>' +
     '<input id="password" name="password" type="password" autocomplete="current-password" required>' +
     '<button type="submit">Log in</button></form>');
@@ -137,6 +150,8 @@ async function main() {
     // HTTPS; the resolved boolean is stored, so both write the same cookie fields).
     cookie: { maxAge, sameSite: 'lax', httpOnly: true, path: '/', secure: 'auto' },
   }));
+  // req.flash, kept in the session (after `session`: it needs req.session).
+  app.use(flash());
   app.use(express.urlencoded({ extended: false }));
 
   app.get('/', (req, res) => {
@@ -158,15 +173,17 @@ async function main() {
     res.send(page(text, `<h1>${escape(text)}</h1>`));
   });
 
-  app.get('/login', (req, res) => res.send(loginForm(null, '', csrfToken(req))));
+  app.get('/login', (req, res) => res.send(loginForm(flashes(req), csrfToken(req))));
 
-  // The token first (403, nothing done), then the credentials. No failed-login limit here:
-  // this is a test fixture (the demo has one).
+  // The token first (403, nothing done), then the credentials (a failure goes back to the login
+  // page with an error flash, as the demo's). No failed-login limit here: this is a test fixture
+  // (the demo has one).
   app.post('/login', (req, res, next) => {
     if (!validCsrf(req)) return res.status(403).send(page(FORGED_FORM, `<h1>${escape(FORGED_FORM)}</h1>`));
     const { username = '', password = '' } = req.body || {};
     if (username !== userName || password !== userPassword) {
-      res.status(401).send(loginForm('Invalid username or password.', username, csrfToken(req)));
+      req.flash('error', LOGIN_FAILED);
+      res.redirect(303, '/login');
       return;
     }
     req.session.regenerate((error) => {
@@ -200,9 +217,11 @@ async function main() {
 
   app.post('/logout', (req, res, next) => {
     if (!validCsrf(req)) return res.status(403).send(page(FORGED_FORM, `<h1>${escape(FORGED_FORM)}</h1>`));
-    req.session.destroy((error) => {
+    // The old record is destroyed; the notice goes in a new, empty session (connect-flash needs
+    // one), whose cookie replaces the old: the demo's `destroy` then `flash`.
+    req.session.regenerate((error) => {
       if (error) return next(error);
-      res.clearCookie('connect.sid', { path: '/' });
+      req.flash('info', LOGGED_OUT);
       res.redirect(303, '/login');
     });
   });

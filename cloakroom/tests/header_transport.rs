@@ -38,6 +38,15 @@ fn app(
             }),
         )
         .route(
+            "/api-login",
+            get(|session: Session| async move {
+                session.regenerate().await?;
+                session.insert("user", "ann").await?;
+                session.send_token_header().await?;
+                Ok::<_, cloakroom::Error>("logged in")
+            }),
+        )
+        .route(
             "/whoami",
             get(|session: Session| async move {
                 let user: Option<String> = session.get("user").await?;
@@ -115,19 +124,16 @@ fn bearer(token: &str) -> String {
 #[tokio::test]
 async fn a_bearer_client_logs_in_and_comes_back_with_its_token() {
     let (app, _) = app(|layer| layer.with_header_transport(TokenHeader::bearer()));
-    let login = send(&app, "/login", &[]).await;
+    let login = send(&app, "/api-login", &[]).await;
     let token = login
         .token
-        .expect("a new session's token comes back in the header");
+        .expect("a new session's token comes back in the header, as the handler asked");
     assert!(
         token.starts_with("s:"),
         "the cookie's value, unencoded: {token}"
     );
     assert_eq!(login.cache_control.as_deref(), Some("no-store"));
-    assert!(
-        login.set_cookie.is_some(),
-        "a client with neither gets both (the cookie is on)"
-    );
+    assert!(login.set_cookie.is_some(), "and the cookie (it is on)");
     assert!(!login.body.contains(&token), "never in the body");
 
     let me = send(&app, "/whoami", &[("authorization", &bearer(&token))]).await;
@@ -140,6 +146,20 @@ async fn a_bearer_client_logs_in_and_comes_back_with_its_token() {
     assert_eq!(
         send(&app, "/whoami", &[("cookie", &cookie)]).await.body,
         "ann"
+    );
+}
+
+#[tokio::test]
+async fn a_cookie_client_never_sees_a_token_unasked() {
+    let (app, _) = app(|layer| layer.with_header_transport(TokenHeader::bearer()));
+    let login = send(&app, "/login", &[]).await;
+    let cookie = login.set_cookie.expect("a cookie");
+    assert_eq!(login.token, None, "the page's scripts could read it");
+    let again = send(&app, "/login", &[("cookie", &cookie)]).await;
+    assert_eq!(again.token, None);
+    assert!(
+        again.set_cookie.is_some(),
+        "regenerated: a new cookie, no token"
     );
 }
 
@@ -209,7 +229,7 @@ async fn bad_tokens_start_a_new_session_and_big_ones_get_431() {
 #[tokio::test]
 async fn regenerate_and_destroy_answer_in_the_header() {
     let (app, _) = app(|layer| layer.with_header_transport(TokenHeader::bearer()));
-    let old = send(&app, "/login", &[]).await.token.unwrap();
+    let old = send(&app, "/api-login", &[]).await.token.unwrap();
     let again = send(&app, "/login", &[("authorization", &bearer(&old))]).await;
     let new = again.token.expect("regenerate sends the new token");
     assert_ne!(new, old);

@@ -2,7 +2,8 @@
 // through the form, see the dashboard, reload, see this session on "Your sessions", log in from
 // a second browser context and sign it out from the first ("Sign out all other sessions"),
 // restart the server, still see the dashboard, log out with the dashboard's button, land on the
-// login page. Checks along the way that the pages
+// login page (each step's one-time message shown: a wrong password's error, "Signed out 1 other
+// session.", "You have been logged out."). Checks along the way that the pages
 // are styled under the Content-Security-Policy (no violation reported), that a form posted from
 // another origin (another port of 127.0.0.1: same site, so the cookie goes along) is refused
 // for its missing token, and that visiting GET /logout logs nobody out. Reads the session
@@ -117,11 +118,22 @@ test('log in, reload, sign out another session, survive a restart, log out', { t
     assert.equal(new URL(page.url()).pathname, '/login', 'not logged in: sent to the login page');
     assert.equal(await background(page), STYLED, 'the login page is styled');
 
+    // A wrong password: redirected back to the form, which shows the error once (a flash).
     await page.fill('#username', 'ann');
     await page.fill('#password', 'wrong');
-    await page.click('button[type=submit]');
-    assert.match(await page.textContent('body'), /Invalid username or password/);
+    const [failed] = await Promise.all([
+      page.waitForResponse((r) => r.url() === `${base}/login` && r.request().method() === 'POST'),
+      page.waitForResponse((r) => r.url() === `${base}/login` && r.request().method() === 'GET'),
+      page.click('button[type=submit]'),
+    ]);
+    assert.equal(failed.status(), 303, 'a failed login redirects to the form');
+    await page.waitForLoadState();
+    assert.equal(new URL(page.url()).pathname, '/login');
+    assert.equal((await page.textContent('p.error')).trim(), 'Invalid username or password.');
+    await page.reload();
+    assert.equal(await page.locator('p.error').count(), 0, 'the error is shown once');
 
+    await page.fill('#username', 'ann');
     await page.fill('#password', 'pa55');
     await Promise.all([page.waitForURL(`${base}/dashboard`), page.click('button[type=submit]')]);
     assert.match(await page.textContent('h1'), /Welcome ann! This is your dashboard\./);
@@ -169,6 +181,7 @@ test('log in, reload, sign out another session, survive a restart, log out', { t
       page.waitForURL(`${base}/sessions`),
       page.click('form[action="/sessions/revoke-others"] button[type=submit]'),
     ]);
+    assert.equal((await page.textContent('p.info')).trim(), 'Signed out 1 other session.');
     rows = await sessionRows(page);
     assert.equal(rows.length, 1, `only this session left: ${rows}`);
     assert.match(rows[0], /This session/);
@@ -205,7 +218,8 @@ test('log in, reload, sign out another session, survive a restart, log out', { t
       page.click('form[action="/logout"] button[type=submit]'),
     ]);
     assert.equal(new URL(page.url()).pathname, '/login', 'logged out: on the login page');
-    // The login page gives the visitor a new session (its form's token is session data).
+    assert.equal((await page.textContent('p.info')).trim(), 'You have been logged out.');
+    // The logout's notice is kept in a new session, which replaces the logged-in one.
     const left = (await context.cookies()).filter((c) => c.name === 'connect.sid');
     assert.ok(left.every((c) => c.value !== loggedIn.value), 'the logged-in cookie is gone');
     await page.goto(`${base}/dashboard`);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use cloakroom::{ConfigError, CookieOptions, SameSite, SessionLayer, SessionRegistry};
+use cloakroom::{ConfigError, CookieOptions, SameSite, SessionLayer, SessionRegistry, TokenHeader};
 
 mod csrf;
 mod device;
@@ -80,6 +80,10 @@ async fn serve(options: Options) -> anyhow::Result<()> {
         .with_cookie(cookie)
         .with_rolling(options.rolling)
         .with_proxy(options.trust_proxy)
+        // Browsers keep the cookie; API clients (`/api/login`, `/api/me`) send
+        // `Authorization: Bearer <token>` instead, and get a new session's token back in
+        // `X-Session-Token`. Both reach the same sessions.
+        .with_header_transport(TokenHeader::bearer())
         .build()
         .map_err(|error| match error {
             ConfigError::ShortSecret => anyhow::anyhow!(

@@ -16,7 +16,7 @@ padding:0 1rem;color:#1d232a;background:#f6f4ef}main{background:#fff;border-radi
 padding:2rem;box-shadow:0 1px 4px #0002}h1{font-size:1.4rem;margin-top:0}label{display:block;\
 margin:.8rem 0 .2rem}input{width:100%;padding:.5rem;border:1px solid #bbb;border-radius:6px;\
 box-sizing:border-box}button{margin-top:1.2rem;padding:.6rem 1.4rem;border:0;border-radius:6px;\
-background:#2f5d50;color:#fff;font-size:1rem;cursor:pointer}.error{color:#a4262c}\
+background:#2f5d50;color:#fff;font-size:1rem;cursor:pointer}.error{color:#a4262c}.info{color:#2f5d50}\
 nav a{margin-right:1rem}footer{margin-top:1.5rem;font-size:.85rem;color:#666}\
 table{width:100%;border-collapse:collapse;font-size:.9rem}th,td{text-align:left;padding:.4rem .3rem;\
 border-bottom:1px solid #ddd;vertical-align:top}td button{margin:0;padding:.3rem .7rem;font-size:.85rem}";
@@ -58,24 +58,42 @@ pub(crate) fn views(views: u64) -> Markup {
     page("Views", html! { h1 { "Number of views " (views) } })
 }
 
+/// The one-time messages a page shows (connect-flash's kinds `error` and `info`), taken from the
+/// session by the handler: shown once, gone on reload.
+#[derive(Default)]
+pub(crate) struct Flashes {
+    pub error: Vec<String>,
+    pub info: Vec<String>,
+}
+
+/// The waiting messages, errors first, each in its own paragraph.
+fn flashes(flashes: &Flashes) -> Markup {
+    html! {
+        @for error in &flashes.error {
+            p class="error" role="alert" { (error) }
+        }
+        @for info in &flashes.info {
+            p class="info" role="status" { (info) }
+        }
+    }
+}
+
 /// A page with one message.
 pub(crate) fn message(text: &str) -> Markup {
     page(text, html! { h1 { (text) } })
 }
 
-/// The login form, with an error message after a failed attempt.
-pub(crate) fn login(error: Option<&str>, username: &str, csrf_token: &str) -> Markup {
+/// The login form, with the messages left for it (a failed attempt's error, a logout's notice).
+pub(crate) fn login(waiting: &Flashes, csrf_token: &str) -> Markup {
     page(
         "Log in",
         html! {
             h1 { "Log in" }
-            @if let Some(error) = error {
-                p class="error" role="alert" { (error) }
-            }
+            (flashes(waiting))
             form method="post" action="/login" {
                 (csrf_field(csrf_token))
                 label for="username" { "Username" }
-                input id="username" name="username" autocomplete="username" value=(username) required;
+                input id="username" name="username" autocomplete="username" required;
                 label for="password" { "Password" }
                 input id="password" name="password" type="password" autocomplete="current-password" required;
                 button type="submit" { "Log in" }
@@ -111,12 +129,13 @@ fn when(time: Option<Timestamp>) -> String {
 
 /// `GET /sessions`: the user's sessions, this one first and marked, each other one with its
 /// own "Sign out" form (by handle: the page never shows a session id).
-pub(crate) fn sessions(list: &[SessionInfo], csrf_token: &str) -> Markup {
+pub(crate) fn sessions(list: &[SessionInfo], waiting: &Flashes, csrf_token: &str) -> Markup {
     let others = list.iter().filter(|info| !info.current).count();
     page(
         "Your sessions",
         html! {
             h1 { "Your sessions" }
+            (flashes(waiting))
             table {
                 thead {
                     tr { th { "Device" } th { "Signed in" } th { "Last seen" } th { "Expires" } th {} }
@@ -183,7 +202,15 @@ mod tests {
             listed("h\"2", false, Some("<b>x</b>")),
             listed("h3", false, None),
         ];
-        let html = sessions(&list, "T0KEN").into_string();
+        let signed_out = Flashes {
+            info: vec!["Signed out 1 other session.".to_owned()],
+            ..Flashes::default()
+        };
+        let html = sessions(&list, &signed_out, "T0KEN").into_string();
+        assert!(
+            html.contains("<p class=\"info\" role=\"status\">Signed out 1 other session.</p>"),
+            "{html}"
+        );
         assert_eq!(
             html.matches("<tr>").count(),
             4,
@@ -207,7 +234,7 @@ mod tests {
         assert!(html.contains(
             "<form method=\"post\" action=\"/sessions/revoke-others\"><input type=\"hidden\" name=\"_csrf\" value=\"T0KEN\">"
         ), "{html}");
-        let alone = sessions(&list[..1], "T0KEN").into_string();
+        let alone = sessions(&list[..1], &Flashes::default(), "T0KEN").into_string();
         assert!(
             !alone.contains("/sessions/revoke"),
             "nothing to sign out: {alone}"
@@ -219,9 +246,19 @@ mod tests {
         let html = dashboard("<b>ann</b>", Some("soon"), "token").into_string();
         assert!(html.contains("Welcome &lt;b&gt;ann&lt;/b&gt;! This is your dashboard."));
         assert!(!html.contains("<b>ann"));
-        let html = login(Some("<x>"), "\"><img>", "t\"k").into_string();
-        assert!(html.contains("value=\"&quot;&gt;&lt;img&gt;\""), "{html}");
-        assert!(html.contains("&lt;x&gt;"), "{html}");
+        let waiting = Flashes {
+            error: vec!["<x>".to_owned()],
+            info: vec!["\"><img>".to_owned()],
+        };
+        let html = login(&waiting, "t\"k").into_string();
+        assert!(
+            html.contains("<p class=\"error\" role=\"alert\">&lt;x&gt;</p>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<p class=\"info\" role=\"status\">&quot;&gt;&lt;img&gt;</p>"),
+            "{html}"
+        );
         assert!(
             html.contains("<input type=\"hidden\" name=\"_csrf\" value=\"t&quot;k\">"),
             "{html}"
@@ -236,7 +273,7 @@ mod tests {
     /// What interop/app.js renders too (demo/tests/interop.rs reads these from both servers).
     #[test]
     fn forms_carry_the_token() {
-        let html = login(None, "", "T0KEN").into_string();
+        let html = login(&Flashes::default(), "T0KEN").into_string();
         assert!(html.contains(
             "<form method=\"post\" action=\"/login\"><input type=\"hidden\" name=\"_csrf\" value=\"T0KEN\">"
         ));
@@ -253,9 +290,19 @@ mod tests {
         for html in [
             views(1),
             message("m"),
-            login(Some("e"), "u", "t"),
+            login(
+                &Flashes {
+                    error: vec!["e".to_owned()],
+                    info: vec!["i".to_owned()],
+                },
+                "t",
+            ),
             dashboard("u", Some("soon"), "t"),
-            sessions(&[listed("h", true, None), listed("i", false, None)], "t"),
+            sessions(
+                &[listed("h", true, None), listed("i", false, None)],
+                &Flashes::default(),
+                "t",
+            ),
         ] {
             let html = html.into_string();
             assert!(html.contains("<link rel=\"stylesheet\" href=\"/style.css\">"));

@@ -1,12 +1,13 @@
 //! The routes of the express-session tutorials, with the same session keys (`views`,
-//! `username`, `visits`, `user`, and `csrfToken` for the forms' token), so an Express app
-//! sharing the store sees the same data.
+//! `username`, `visits`, `user`, `csrfToken` for the forms' token, and connect-flash's `flash`
+//! for one-time messages), so an Express app sharing the store sees the same data; and a small
+//! JSON API (`/api/…`) for clients that carry a token header instead of a cookie.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::extract::rejection::FormRejection;
+use axum::extract::rejection::{FormRejection, JsonRejection};
 use axum::extract::{ConnectInfo, Form, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -18,6 +19,7 @@ use subtle::ConstantTimeEq;
 
 use crate::login_limit::LoginLimiter;
 use crate::options::User;
+use crate::pages::Flashes;
 use crate::{csrf, device, pages};
 
 /// What the handlers share.
@@ -46,6 +48,8 @@ pub(crate) fn app(state: AppState, sessions: SessionLayer) -> Router {
         .route("/sessions/revoke", post(revoke_session))
         .route("/sessions/revoke-others", post(revoke_other_sessions))
         .route("/api/sessions", get(sessions_api))
+        .route("/api/login", post(api_login))
+        .route("/api/me", get(api_me))
         .route("/style.css", get(style))
         .with_state(state)
         .layer(sessions)
@@ -137,9 +141,73 @@ fn forged_form() -> Response {
     (StatusCode::FORBIDDEN, pages::message(FORGED_FORM)).into_response()
 }
 
+/// The flash kinds the pages show, and their texts: `interop/app.js` writes and shows the same
+/// (with connect-flash), so a message left by one server is shown by the other.
+const ERROR: &str = "error";
+const INFO: &str = "info";
+const LOGIN_FAILED: &str = "Invalid username or password.";
+const LOGGED_OUT: &str = "You have been logged out.";
+
+fn signed_out(count: usize) -> String {
+    let sessions = if count == 1 { "session" } else { "sessions" };
+    format!("Signed out {count} other {sessions}.")
+}
+
+/// Takes the waiting `error` and `info` messages: shown once, gone on reload. A message that is
+/// not a string (connect-flash stores whatever it is given) is shown as its JSON text rather
+/// than failing the page.
+async fn take_flashes(session: &Session) -> Result<Flashes, cloakroom::Error> {
+    let text = |messages: Vec<serde_json::Value>| -> Vec<String> {
+        messages
+            .into_iter()
+            .map(|message| match message {
+                serde_json::Value::String(text) => text,
+                other => other.to_string(),
+            })
+            .collect()
+    };
+    Ok(Flashes {
+        error: text(session.take_flash(ERROR).await?),
+        info: text(session.take_flash(INFO).await?),
+    })
+}
+
 async fn login_form(session: Session) -> Page {
+    let waiting = take_flashes(&session).await?;
     let token = csrf::token(&session).await?;
-    Ok(pages::login(None, "", &token).into_response())
+    Ok(pages::login(&waiting, &token).into_response())
+}
+
+/// Whole seconds until the limiter lets a login through, rounded up (a client retrying on time
+/// is never early), and at least one.
+fn retry_seconds(retry_after: Duration) -> u64 {
+    (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1)
+}
+
+/// Whether `username` and `password` are the account's. Both are compared in constant time, and
+/// both always, so timing says nothing about which failed.
+fn credentials_match(user: &User, username: &str, password: &str) -> bool {
+    let name_ok = username.as_bytes().ct_eq(user.name.as_bytes());
+    let password_ok = password.as_bytes().ct_eq(user.password.as_bytes());
+    bool::from(name_ok & password_ok)
+}
+
+/// What a login stores once the credentials are right, for the form and the API alike: a new
+/// id (whoever planted or saw the old one gets nothing), the owner (so the session is listed on
+/// the user's "Your sessions" page and revocable from it), the device, and the user.
+async fn sign_in(
+    session: &Session,
+    username: String,
+    headers: &HeaderMap,
+) -> Result<(), cloakroom::Error> {
+    session.regenerate().await?;
+    session.set_owner(&username).await?;
+    session.set_session_info(session_info(headers)).await?;
+    let logged_in = LoggedIn {
+        username,
+        role: "admin".to_owned(),
+    };
+    session.insert("user", logged_in).await
 }
 
 /// The login form's fields. Each defaults to empty, and a body that is not a form counts as an
@@ -155,7 +223,8 @@ struct LoginForm {
 }
 
 /// Checks, in this order: the form's token (403, nothing counted), the failed-login limit (429,
-/// before the password is looked at), the credentials (401, one more failure).
+/// before the password is looked at), the credentials (one more failure, and back to the login
+/// page with an error flash: a reload of that page does not repeat the POST or the message).
 async fn login(
     State(state): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
@@ -169,8 +238,7 @@ async fn login(
     }
     let limiter = &state.login_limiter;
     if let Err(retry_after) = limiter.check(client.ip(), &form.username, Instant::now()) {
-        // Whole seconds, rounded up: a client retrying on time is never early.
-        let seconds = (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
+        let seconds = retry_seconds(retry_after);
         let minutes = seconds.div_ceil(60);
         let unit = if minutes == 1 { "minute" } else { "minutes" };
         let text = format!("Too many failed logins. Try again in {minutes} {unit}.");
@@ -181,32 +249,14 @@ async fn login(
         )
             .into_response());
     }
-    let user = &state.user;
-    // Compare both in constant time, and both always, so timing says nothing about which failed.
-    let name_ok = form.username.as_bytes().ct_eq(user.name.as_bytes());
-    let password_ok = form.password.as_bytes().ct_eq(user.password.as_bytes());
-    if !bool::from(name_ok & password_ok) {
+    if !credentials_match(&state.user, &form.username, &form.password) {
         limiter.record_failure(client.ip(), &form.username, Instant::now());
-        let token = csrf::token(&session).await?;
-        let page = pages::login(
-            Some("Invalid username or password."),
-            &form.username,
-            &token,
-        );
-        return Ok((StatusCode::UNAUTHORIZED, page).into_response());
+        session.flash(ERROR, LOGIN_FAILED).await?;
+        return Ok(Redirect::to("/login").into_response());
     }
     limiter.record_success(&form.username);
-    // A new id at login: whoever planted or saw the old one gets nothing. The new session gets
-    // a new token too: one seen before the login is worth nothing after it.
-    session.regenerate().await?;
-    // The session is the user's now: listed on their "Your sessions" page, revocable from it.
-    session.set_owner(&form.username).await?;
-    session.set_session_info(session_info(&headers)).await?;
-    let logged_in = LoggedIn {
-        username: form.username,
-        role: "admin".to_owned(),
-    };
-    session.insert("user", logged_in).await?;
+    sign_in(&session, form.username, &headers).await?;
+    // The new session gets a new token too: one seen before the login is worth nothing after it.
     csrf::renew(&session).await?;
     Ok(Redirect::to("/dashboard").into_response())
 }
@@ -232,14 +282,17 @@ struct TokenForm {
     csrf_token: String,
 }
 
-/// Destroys the session (the response also expires the cookie) and sends the browser to the
-/// login page. `Redirect::to` answers 303 See Other, as express tutorials do.
+/// Destroys the session and sends the browser to the login page with a notice. The notice is a
+/// write after `destroy`, so it starts a new, empty session (the response sets its cookie in
+/// place of the old one, whose record is gone). `Redirect::to` answers 303 See Other, as
+/// express tutorials do.
 async fn logout(session: Session, form: Result<Form<TokenForm>, FormRejection>) -> Page {
     let form = form.map(|Form(form)| form).unwrap_or_default();
     if !csrf::verify(&session, &form.csrf_token).await? {
         return Ok(forged_form());
     }
     session.destroy().await?;
+    session.flash(INFO, LOGGED_OUT).await?;
     Ok(Redirect::to("/login").into_response())
 }
 
@@ -284,8 +337,9 @@ async fn sessions_page(State(state): State<AppState>, session: Session) -> Page 
         return Ok(Redirect::to("/login").into_response());
     };
     let list = state.registry.list(&owner, &session).await?;
+    let waiting = take_flashes(&session).await?;
     let token = csrf::token(&session).await?;
-    Ok(pages::sessions(&list, &token).into_response())
+    Ok(pages::sessions(&list, &waiting, &token).into_response())
 }
 
 /// `GET /api/sessions`: the same list as JSON. Handles, never session ids: a handle revokes a
@@ -329,12 +383,14 @@ async fn revoke_session(
     };
     if target.current {
         session.destroy().await?;
+        session.flash(INFO, LOGGED_OUT).await?;
         return Ok(Redirect::to("/login").into_response());
     }
     // It may have ended since the list was read: then it is not found either.
     if !state.registry.revoke(&owner, &form.handle).await? {
         return Ok(no_such_session());
     }
+    session.flash(INFO, signed_out(1)).await?;
     Ok(Redirect::to("/sessions").into_response())
 }
 
@@ -359,6 +415,87 @@ async fn revoke_other_sessions(
     let Some(owner) = signed_in(&session).await? else {
         return Ok(Redirect::to("/login").into_response());
     };
-    state.registry.revoke_others(&owner, &session).await?;
+    let count = state.registry.revoke_others(&owner, &session).await?;
+    session.flash(INFO, signed_out(count)).await?;
     Ok(Redirect::to("/sessions").into_response())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The JSON API, for clients that keep a token instead of a cookie (`Authorization: Bearer
+// <token>`; the layer sends a new session's token in `X-Session-Token`).
+
+/// A JSON answer `{"error": text}` with `status`.
+fn json_error(status: StatusCode, text: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": text }))).into_response()
+}
+
+/// `POST /api/login`'s body.
+#[derive(Deserialize)]
+struct ApiCredentials {
+    username: String,
+    password: String,
+}
+
+/// `POST /api/login`: the form login's checks, in JSON. The body first (415 unless
+/// `application/json`, 400 unless the credentials in it; nothing counted), then the failed-login
+/// limit (429 with Retry-After), then the credentials (401, one more failure). On success
+/// `{"ok": true}`, and the layer puts the new session's token in `X-Session-Token` (never in the
+/// body, which caches and logs keep).
+///
+/// No CSRF token: a header client sends its token only when its own code sets the header,
+/// which another site's page cannot make it do (see `cloakroom::TokenHeader`). A browser's
+/// cookie does reach this route too, but only `application/json` is accepted, and a cross-site
+/// page can send that only through `fetch` with a CORS preflight, which this server never
+/// grants: an HTML form can post only urlencoded, multipart or text/plain bodies, all refused
+/// here with 415 before anything is done. So a forged request cannot log a browser in (or
+/// count a failure against its user).
+async fn api_login(
+    State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    session: Session,
+    body: Result<Json<ApiCredentials>, JsonRejection>,
+) -> Page {
+    let credentials = match body {
+        Ok(Json(credentials)) => credentials,
+        Err(JsonRejection::MissingJsonContentType(_)) => {
+            return Ok(json_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send application/json",
+            ));
+        }
+        Err(JsonRejection::JsonSyntaxError(_) | JsonRejection::JsonDataError(_)) => {
+            return Ok(json_error(
+                StatusCode::BAD_REQUEST,
+                "expected {\"username\": string, \"password\": string}",
+            ));
+        }
+        Err(other) => return Ok(json_error(other.status(), "cannot read the body")),
+    };
+    let limiter = &state.login_limiter;
+    if let Err(retry_after) = limiter.check(client.ip(), &credentials.username, Instant::now()) {
+        let mut response = json_error(StatusCode::TOO_MANY_REQUESTS, "too many failed logins");
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, retry_seconds(retry_after).into());
+        return Ok(response);
+    }
+    if !credentials_match(&state.user, &credentials.username, &credentials.password) {
+        limiter.record_failure(client.ip(), &credentials.username, Instant::now());
+        return Ok(json_error(StatusCode::UNAUTHORIZED, "invalid credentials"));
+    }
+    limiter.record_success(&credentials.username);
+    sign_in(&session, credentials.username, &headers).await?;
+    // The client has no token yet: it comes back in the X-Session-Token header. (A browser's
+    // form login never asks, so its scripts never see a token.)
+    session.send_token_header().await?;
+    Ok(Json(serde_json::json!({ "ok": true })).into_response())
+}
+
+/// `GET /api/me`: who the session (by token or by cookie) is logged in as.
+async fn api_me(session: Session) -> Page {
+    let Some(user) = session.get::<LoggedIn>("user").await? else {
+        return Ok(json_error(StatusCode::UNAUTHORIZED, "not logged in"));
+    };
+    Ok(Json(serde_json::json!({ "username": user.username })).into_response())
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::{
-    ALLOW, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, REFERRER_POLICY,
-    RETRY_AFTER, SET_COOKIE, X_CONTENT_TYPE_OPTIONS,
+    ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION,
+    REFERRER_POLICY, RETRY_AFTER, SET_COOKIE, X_CONTENT_TYPE_OPTIONS,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_cloakroom-demo");
@@ -238,19 +238,27 @@ async fn tour(demo: &Demo) {
         "a token is good only with its own session"
     );
 
+    // A failed login goes back to the form, which shows the error once (a flash): a reload
+    // neither posts the password again nor repeats the message.
     let wrong = log_in(&client, demo, "<b>ann</b>", "nope").await;
-    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-    let body = wrong.text().await.unwrap();
-    assert!(body.contains("Invalid username or password."), "{body}");
-    assert!(
-        body.contains("value=\"&lt;b&gt;ann&lt;/b&gt;\""),
-        "escaped: {body}"
+    assert_eq!(wrong.status(), StatusCode::SEE_OTHER);
+    assert_eq!(wrong.headers()[LOCATION], "/login");
+    let (status, body) = text(&client, &demo.url("/login")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body.matches("<p class=\"error\" role=\"alert\">Invalid username or password.</p>")
+            .count(),
+        1,
+        "{body}"
     );
+    assert!(!body.contains("ann&lt;"), "the name is not echoed: {body}");
     assert_eq!(
         csrf_token(&body),
         login_token,
         "the same session, the same token"
     );
+    let (_, reloaded) = text(&client, &demo.url("/login")).await;
+    assert!(!reloaded.contains("Invalid username"), "once: {reloaded}");
 
     let before = client.get(demo.url("/")).send().await.unwrap();
     let cookie_before = session_cookie(&before);
@@ -301,12 +309,37 @@ async fn tour(demo: &Demo) {
     let out = post(&client, demo, "/logout", &[("_csrf", &token)]).await;
     assert_eq!(out.status(), StatusCode::SEE_OTHER);
     assert_eq!(out.headers()[LOCATION], "/login");
-    let expired = session_cookie(&out).expect("logout expires the cookie");
-    assert!(
-        expired.contains("Expires=Thu, 01 Jan 1970 00:00:00 GMT"),
-        "{expired}"
+    // The notice is a write after `destroy`: a new, empty session, whose cookie replaces the
+    // logged-in one.
+    let replaced = session_cookie(&out).expect("logout replaces the cookie");
+    assert_ne!(replaced, cookie_after, "{replaced}");
+    let (status, body) = text(&client, &demo.url("/login")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body.matches("<p class=\"info\" role=\"status\">You have been logged out.</p>")
+            .count(),
+        1,
+        "{body}"
     );
+    let (_, reloaded) = text(&client, &demo.url("/login")).await;
+    assert!(!reloaded.contains("logged out"), "once: {reloaded}");
     assert!(!logged_in(&client, demo).await, "logged out");
+    let replay = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let old = cookie_after.split(';').next().unwrap();
+    let response = replay
+        .get(demo.url("/dashboard"))
+        .header(reqwest::header::COOKIE, old)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::SEE_OTHER,
+        "the logged-in cookie, replayed, is logged out"
+    );
 }
 
 /// 50 requests at once on one session, as a double-click or two tabs would send them: every
@@ -777,12 +810,17 @@ async fn every_response_has_the_security_headers() {
         "/logout",
         "/sessions",
         "/api/sessions",
+        "/api/me",
         "/no-such-page",
     ] {
         responses.push((path, client.get(demo.url(path)).send().await.unwrap()));
     }
     responses.push(("POST /logout", post(&client, &demo, "/logout", &[]).await));
     responses.push(("POST /login", post(&client, &demo, "/login", &[]).await));
+    responses.push((
+        "POST /api/login",
+        post(&client, &demo, "/api/login", &[]).await,
+    ));
     let wrong = log_in(&client, &demo, "ann", "wrong").await;
     responses.push(("failed login", wrong));
     let right = log_in(&client, &demo, "ann", "pa55").await;
@@ -847,7 +885,7 @@ async fn failed_logins_are_limited_per_name_and_per_address() {
         let response = log_in(&client, &demo, "ann", "wrong").await;
         assert_eq!(
             response.status(),
-            StatusCode::UNAUTHORIZED,
+            StatusCode::SEE_OTHER,
             "attempt {attempt}"
         );
     }
@@ -883,7 +921,7 @@ async fn failed_logins_are_limited_per_name_and_per_address() {
     for name in ["bob", "carol", "dave"] {
         for _ in 0..5 {
             let response = log_in(&client, &demo, name, "wrong").await;
-            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{name}");
+            assert_eq!(response.status(), StatusCode::SEE_OTHER, "{name}");
         }
     }
     let fresh_name = log_in(&client, &demo, "erin", "wrong").await;
@@ -893,11 +931,7 @@ async fn failed_logins_are_limited_per_name_and_per_address() {
         "20 failures from the address block every name from it"
     );
     let other = log_in(&elsewhere, &demo, "erin", "wrong").await;
-    assert_eq!(
-        other.status(),
-        StatusCode::UNAUTHORIZED,
-        "not other addresses"
-    );
+    assert_eq!(other.status(), StatusCode::SEE_OTHER, "not other addresses");
 }
 
 /// A successful login resets its name's count: 4 failures, a login, 4 failures, a login.
@@ -908,11 +942,182 @@ async fn a_successful_login_resets_the_name_count() {
         let client = browser();
         for _ in 0..4 {
             let response = log_in(&client, &demo, "ann", "wrong").await;
-            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "round {round}");
+            assert_eq!(response.status(), StatusCode::SEE_OTHER, "round {round}");
         }
         let right = log_in(&client, &demo, "ann", "pa55").await;
         assert_eq!(right.status(), StatusCode::SEE_OTHER, "round {round}");
     }
+}
+
+/// A client without cookies: `POST /api/login` (JSON) returns the session's token in
+/// `X-Session-Token`; `Authorization: Bearer <token>` then reaches the session.
+async fn api_login(client: &reqwest::Client, demo: &Demo, body: &str) -> reqwest::Response {
+    client
+        .post(demo.url("/api/login"))
+        .header(CONTENT_TYPE, "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A response's status and JSON body.
+async fn json(response: reqwest::Response) -> (StatusCode, serde_json::Value) {
+    let status = response.status();
+    assert!(
+        response.headers()[CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"),
+        "{status}: {:?}",
+        response.headers()
+    );
+    let body = response.text().await.unwrap();
+    (status, serde_json::from_str(&body).unwrap())
+}
+
+/// `GET path` with `Authorization: <authorization>`.
+async fn with_authorization(
+    client: &reqwest::Client,
+    demo: &Demo,
+    path: &str,
+    authorization: &str,
+) -> reqwest::Response {
+    client
+        .get(demo.url(path))
+        .header(AUTHORIZATION, authorization)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The JSON API for header clients: a login answers the token in `X-Session-Token` (not in the
+/// body), the token reaches the session and its place in the session list; no token, a forged
+/// one or garbage is simply not logged in (401, JSON), an oversized header is 431; a wrong
+/// password is 401, a form or other non-JSON body 415 (so an HTML form on another site cannot
+/// post it), bad JSON 400; the failed-login limit applies as to the form.
+#[tokio::test]
+async fn api_clients_log_in_with_a_bearer_token() {
+    let demo = Demo::start(&common_args("memory"));
+    // No cookie jar: the token header is all this client has.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    let response = api_login(&client, &demo, r#"{"username": "ann", "password": "pa55"}"#).await;
+    let token = response
+        .headers()
+        .get("x-session-token")
+        .expect("the token in X-Session-Token")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        token.starts_with("s:") && token.contains('.'),
+        "a signed id: {token}"
+    );
+    assert_eq!(response.headers()[CACHE_CONTROL], "no-store");
+    let (status, body) = json(response).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, serde_json::json!({ "ok": true }));
+    let bearer = format!("Bearer {token}");
+
+    let (status, me) = json(with_authorization(&client, &demo, "/api/me", &bearer).await).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me, serde_json::json!({ "username": "ann" }));
+
+    let anonymous = client.get(demo.url("/api/me")).send().await.unwrap();
+    let (status, body) = json(anonymous).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body, serde_json::json!({ "error": "not logged in" }));
+    let (id, _) = token["s:".len()..].split_once('.').unwrap();
+    for forged in [
+        "Bearer garbage".to_owned(),
+        format!("Bearer s:{id}.forgedsignature"),
+        format!("Bearer {token}x"),
+        "Bearer ".to_owned(),
+    ] {
+        let response = with_authorization(&client, &demo, "/api/me", &forged).await;
+        let (status, body) = json(response).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{forged}: {body}");
+        assert_eq!(body["error"], "not logged in", "{forged}");
+    }
+    let huge = format!("Bearer {}", "x".repeat(2000));
+    let response = with_authorization(&client, &demo, "/api/me", &huge).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    assert_eq!(response.headers()[X_CONTENT_TYPE_OPTIONS], "nosniff");
+
+    // The token's session is the user's: listed, marked as this one, by handle (no id).
+    let response = with_authorization(&client, &demo, "/api/sessions", &bearer).await;
+    let (status, list) = json(response).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["current"], true, "{list}");
+    assert!(!list.to_string().contains(id), "no session id: {list}");
+
+    let wrong = api_login(&client, &demo, r#"{"username": "ann", "password": "nope"}"#).await;
+    assert!(
+        wrong.headers().get("x-session-token").is_none(),
+        "no session for a failure"
+    );
+    let (status, body) = json(wrong).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body, serde_json::json!({ "error": "invalid credentials" }));
+
+    // What an HTML form can send (another site's page posting a browser's cookie along): 415.
+    let browser = browser();
+    let form = browser
+        .post(demo.url("/api/login"))
+        .form(&[("username", "ann"), ("password", "pa55")])
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json(form).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
+    let plain = browser
+        .post(demo.url("/api/login"))
+        .header(CONTENT_TYPE, "text/plain")
+        .body(r#"{"username": "ann", "password": "pa55"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(session_cookie(&plain).is_none(), "nothing done");
+    assert!(!logged_in(&browser, &demo).await);
+    for bad in [
+        "",
+        "{",
+        "[]",
+        r#"{"username": "ann"}"#,
+        r#"{"username": 1, "password": 2}"#,
+    ] {
+        let (status, body) = json(api_login(&client, &demo, bad).await).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}: {body}");
+        assert!(body["error"].is_string(), "{bad:?}: {body}");
+    }
+
+    // The form login's limit: 5 failures for the name (one above), then 429, right password too.
+    for _ in 0..4 {
+        let response = api_login(&client, &demo, r#"{"username": "ann", "password": "x"}"#).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let blocked = api_login(&client, &demo, r#"{"username": "ann", "password": "pa55"}"#).await;
+    let retry_after: u64 = blocked.headers()[RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("Retry-After in seconds");
+    assert!((1..=15 * 60).contains(&retry_after), "{retry_after}");
+    let (status, body) = json(blocked).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    // The session logged in before is not affected.
+    let response = with_authorization(&client, &demo, "/api/me", &bearer).await;
+    assert_eq!(response.status(), StatusCode::OK);
 }
 
 /// The session id a login's `Set-Cookie` carries (`connect.sid=s%3A<id>.<signature>`).
@@ -1073,6 +1278,15 @@ async fn sessions_of_one_user(store: &str) {
     .await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(response.headers()[LOCATION], "/sessions");
+    let (_, html) = text(&first, &demo.url("/sessions")).await;
+    assert_eq!(
+        html.matches("<p class=\"info\" role=\"status\">Signed out 1 other session.</p>")
+            .count(),
+        1,
+        "{html}"
+    );
+    let (_, html) = text(&first, &demo.url("/sessions")).await;
+    assert!(!html.contains("Signed out"), "shown once: {html}");
     let (_, left) = session_list(&first, &demo).await;
     assert_eq!(left.as_array().unwrap().len(), 2, "{left}");
     let response = post(
@@ -1089,6 +1303,9 @@ async fn sessions_of_one_user(store: &str) {
         log_in(&second, &demo, &ann, "pa55").await.status(),
         StatusCode::SEE_OTHER
     );
+    let (_, before) = session_list(&first, &demo).await;
+    let others = before.as_array().unwrap().len() - 1;
+    assert!(others > 0, "{before}");
     let response = post(
         &first,
         &demo,
@@ -1098,6 +1315,11 @@ async fn sessions_of_one_user(store: &str) {
     .await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(response.headers()[LOCATION], "/sessions");
+    let (_, html) = text(&first, &demo.url("/sessions")).await;
+    let sessions = if others == 1 { "session" } else { "sessions" };
+    let notice =
+        format!("<p class=\"info\" role=\"status\">Signed out {others} other {sessions}.</p>");
+    assert!(html.contains(&notice), "{html}");
     for client in [&second, &firefox] {
         assert!(!logged_in(client, &demo).await, "signed out elsewhere");
         assert_eq!(

@@ -614,8 +614,9 @@ fn imf_fixdate(text: &str) -> Option<i64> {
 // Scenarios, each run on Redis and on PostgreSQL
 
 /// A login on either server is a login on both, and a logout on either ends it on both (the
-/// record is gone: even the old cookie, replayed, is no longer logged in). Each form is
-/// taken from one server and posted to the other: each accepts the other's token.
+/// record is gone: even the old cookie, replayed, is no longer logged in; the browser holds a new
+/// session's cookie, the one carrying the logout notice). Each form is taken from one server
+/// and posted to the other: each accepts the other's token.
 async fn one_login(store: Store) {
     let cloakroom = Server::cloakroom(&store, &[SECRET], &[]);
     let express = Server::express(&store, &[SECRET], None);
@@ -624,7 +625,8 @@ async fn one_login(store: Store) {
         let browser = Browser::new();
         assert!(!browser.logged_in(second).await);
         let wrong = browser.log_in(first, "wrong").await;
-        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{}", first.name);
+        assert_eq!(wrong.status, StatusCode::SEE_OTHER, "{}", first.name);
+        assert_eq!(wrong.location.as_deref(), Some("/login"), "{}", first.name);
         let login = browser.log_in_with_form_of(second, first, PASSWORD).await;
         assert_eq!(login.status, StatusCode::SEE_OTHER, "{}", first.name);
         assert_eq!(login.location.as_deref(), Some("/dashboard"));
@@ -648,13 +650,20 @@ async fn one_login(store: Store) {
         let out = browser.log_out_with_form_of(first, second).await;
         assert_eq!(out.status, StatusCode::SEE_OTHER, "{}", second.name);
         assert_eq!(out.location.as_deref(), Some("/login"));
-        let cleared = out.set_cookie.expect("logout clears the cookie");
-        assert!(
-            cleared.contains("Expires=Thu, 01 Jan 1970 00:00:00 GMT"),
-            "{}: {cleared}",
+        let fresh = out
+            .set_cookie
+            .expect("logout sends the new session's cookie");
+        assert_ne!(
+            sid_of(&value_of(&fresh)),
+            sid,
+            "{}: a new session for the notice",
             second.name
         );
-        assert_eq!(browser.cookie(), None, "the browser dropped the cookie");
+        assert_ne!(
+            browser.cookie().as_deref(),
+            Some(cookie.as_str()),
+            "the browser dropped the logged-in cookie"
+        );
         assert!(
             !browser.logged_in(first).await,
             "logged out on {}",
@@ -1249,8 +1258,73 @@ macro_rules! on_every_store {
     )*};
 }
 
+/// One-time messages cross over: connect-flash on Express and `Session::flash` on cloakroom
+/// keep them alike (`"flash": {"error": […]}`), so a failed login on one server shows its error
+/// on the other's login page, once; a failed login posted to one with the other's form, the
+/// same; and a logout's notice on one shows on the other.
+async fn flashes_cross_over(store: Store) {
+    let cloakroom = Server::cloakroom(&store, &[SECRET], &[]);
+    let express = Server::express(&store, &[SECRET], None);
+    let error = "<p class=\"error\" role=\"alert\">Invalid username or password.</p>";
+    let notice = "<p class=\"info\" role=\"status\">You have been logged out.</p>";
+
+    for (first, second) in [(&express, &cloakroom), (&cloakroom, &express)] {
+        let browser = Browser::new();
+        // Failed on `first`, shown on `second`, then gone from both.
+        let wrong = browser.log_in(first, "wrong").await;
+        assert_eq!(wrong.status, StatusCode::SEE_OTHER, "{}", first.name);
+        assert_eq!(wrong.location.as_deref(), Some("/login"), "{}", first.name);
+        let page = browser.get(second, "/login").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", second.name);
+        assert_eq!(
+            page.body.matches(error).count(),
+            1,
+            "{} shows {}'s error once: {}",
+            second.name,
+            first.name,
+            page.body
+        );
+        for server in [second, first] {
+            let again = browser.get(server, "/login").await;
+            assert!(
+                !again.body.contains("Invalid username"),
+                "{}: shown once only: {}",
+                server.name,
+                again.body
+            );
+        }
+
+        // The form of `first` posted to `second`: the error is shown by `first`.
+        let wrong = browser.log_in_with_form_of(first, second, "wrong").await;
+        assert_eq!(wrong.status, StatusCode::SEE_OTHER, "{}", second.name);
+        assert_eq!(wrong.location.as_deref(), Some("/login"));
+        let page = browser.get(first, "/login").await;
+        assert_eq!(page.body.matches(error).count(), 1, "{}", page.body);
+
+        // A logout on `first` leaves its notice for `second`.
+        let login = browser.log_in(first, PASSWORD).await;
+        assert_eq!(login.status, StatusCode::SEE_OTHER, "{}", first.name);
+        let out = browser.log_out_with_form_of(first, first).await;
+        assert_eq!(out.status, StatusCode::SEE_OTHER, "{}", first.name);
+        assert_eq!(out.location.as_deref(), Some("/login"));
+        let page = browser.get(second, "/login").await;
+        assert_eq!(
+            page.body.matches(notice).count(),
+            1,
+            "{} shows {}'s logout notice: {}",
+            second.name,
+            first.name,
+            page.body
+        );
+        let again = browser.get(first, "/login").await;
+        assert!(!again.body.contains("logged out"), "{}", again.body);
+        assert!(!browser.logged_in(second).await);
+    }
+}
+
 on_every_store!(
     one_login,
+    flashes_cross_over,
     forged_forms_change_nothing,
     one_counter,
     same_set_cookie,

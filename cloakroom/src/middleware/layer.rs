@@ -259,9 +259,11 @@ impl<S: SessionStore> SessionLayerBuilder<S> {
     /// A request that carries the token header is served by it alone: its cookie is not looked
     /// at, and a new or regenerated id goes back in the response header (with
     /// `Cache-Control: no-store` unless the handler set one), never in a `Set-Cookie`. A
-    /// request with no token header is served by its cookie as usual; when it brings no valid
-    /// session cookie either, a new session's id goes back both ways, so a client logging in
-    /// over a JSON API gets its token in the header. A malformed or unsigned token is a bad
+    /// request with no token header is served by its cookie as usual, and gets a token in the
+    /// header only if its handler asks with
+    /// [`Session::send_token_header`](crate::Session::send_token_header) (a JSON login
+    /// endpoint does): a cookie client's scripts never see a token unasked. With the cookie
+    /// off, new tokens always go in the header. A malformed or unsigned token is a bad
     /// cookie's equal: a new session, no error. A token header over
     /// [`MAX_TOKEN_HEADER_LEN`](crate::MAX_TOKEN_HEADER_LEN) bytes is answered 431 at once.
     /// See [`TokenHeader`] for why header clients need no CSRF token.

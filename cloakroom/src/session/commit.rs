@@ -219,7 +219,7 @@ impl Session {
         let transport = &self.shared.ctx.config.transport;
         let by_header = self.shared.request.token.is_some();
         if let Some(header) = &transport.header
-            && (by_header || (plan.decision.set_cookie && state.cookie_id.is_none()))
+            && (by_header || !transport.cookie || state.token_asked)
         {
             let token = match (&state.current, plan.decision.set_cookie) {
                 (Some(current), true) => {

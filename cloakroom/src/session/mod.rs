@@ -585,6 +585,22 @@ impl Session {
         }
     }
 
+    /// Sends this session's token in the response header of the
+    /// [header transport](crate::SessionLayerBuilder::with_header_transport) when the
+    /// session's id is sent at all (a new or regenerated session), for a client that logs in
+    /// without a token yet: a JSON login endpoint calls it. Requests that came with a token get
+    /// their new token in the header anyway, and a cookie client never gets one unless asked
+    /// like this: a token in a header is readable by the page's scripts, where an `HttpOnly`
+    /// cookie is not. Does nothing without a token header configured.
+    ///
+    /// # Errors
+    /// [`Error::Load`] when the store fails.
+    pub async fn send_token_header(&self) -> Result<(), Error> {
+        let mut state = self.loaded_state().await?;
+        state.token_asked = true;
+        Ok(())
+    }
+
     /// Restarts the session's lifetime from now (express's `touch`): the expiry becomes now plus
     /// the original max-age. This happens once per request anyway; calling it makes a request
     /// that reads nothing take part (with `rolling`, say).

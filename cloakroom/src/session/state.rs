@@ -49,6 +49,8 @@ pub(super) struct State {
     pub(super) touched: bool,
     /// The handler called `unset`, and on which session.
     pub(super) unset: Option<Id>,
+    /// The handler asked for the token in a response header (`send_token_header`).
+    pub(super) token_asked: bool,
     /// Ids destroyed during this request.
     pub(super) destroyed: Vec<Id>,
     /// Ids replaced by `regenerate`: destroyed once the new session is saved.
