@@ -559,6 +559,9 @@ async fn sessions_without_an_owner_cost_the_commands_they_always_did() {
     // Every script loaded once, so no NOSCRIPT retry shows below.
     let warm = Id::generate();
     let version = cloakroom_testkit::write(&store, &warm, &owned_by(&owner, HOUR), None).await;
+    // A rewrite of an owned session loads the owned-set script (a new one needs no script).
+    let version =
+        cloakroom_testkit::write(&store, &warm, &owned_by(&owner, 2 * HOUR), Some(&version)).await;
     let unowned = cloakroom_testkit::record(json!({ "views": 1 }), Some(HOUR));
     cloakroom_testkit::write(&store, &warm, &unowned, Some(&version)).await;
     store.touch(&warm, &owned_by(&owner, HOUR)).await.unwrap();
