@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::http::{HeaderName, Request, Response, StatusCode, header};
 use axum::routing::get;
 use cloakroom::{
-    ConfigError, MemoryStore, Session, SessionLayer, SessionLayerBuilder, TokenHeader,
+    ConfigError, MemoryStore, Session, SessionLayer, SessionLayerBuilder, SessionStore, TokenHeader,
 };
 use common::SECRET;
 use http_body_util::BodyExt as _;
@@ -25,9 +25,17 @@ const TOKEN: &str = "x-session-token";
 fn app(
     layer: impl FnOnce(SessionLayerBuilder<MemoryStore>) -> SessionLayerBuilder<MemoryStore>,
 ) -> (Router, Arc<AtomicUsize>) {
+    app_on(MemoryStore::new(), layer)
+}
+
+/// [`app`] on any store.
+fn app_on<S: SessionStore>(
+    store: S,
+    layer: impl FnOnce(SessionLayerBuilder<S>) -> SessionLayerBuilder<S>,
+) -> (Router, Arc<AtomicUsize>) {
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&calls);
-    let builder = SessionLayer::builder(MemoryStore::new()).with_secret(SECRET);
+    let builder = SessionLayer::builder(store).with_secret(SECRET);
     let router = Router::new()
         .route(
             "/login",
@@ -286,3 +294,35 @@ fn the_cookie_off_needs_a_header() {
         .build();
     assert_eq!(built.err(), Some(ConfigError::NoTransport));
 }
+
+#[cfg(all(feature = "redis", feature = "postgres", feature = "sqlite"))]
+/// A bearer client's whole life on every store: log in, read by token, regenerate, log out.
+async fn a_bearer_clients_life(_: &str, store: Arc<dyn SessionStore>) {
+    let (app, _) = app_on(store, |layer| {
+        layer.with_header_transport(TokenHeader::bearer())
+    });
+    let token = send(&app, "/api-login", &[]).await.token.expect("a token");
+    let me = send(&app, "/whoami", &[("authorization", &bearer(&token))]).await;
+    assert_eq!(me.body, "ann");
+    let new = send(&app, "/login", &[("authorization", &bearer(&token))])
+        .await
+        .token
+        .expect("a new token");
+    assert_eq!(
+        send(&app, "/whoami", &[("authorization", &bearer(&token))])
+            .await
+            .body,
+        "nobody"
+    );
+    let bye = send(&app, "/logout", &[("authorization", &bearer(&new))]).await;
+    assert_eq!(bye.token.as_deref(), Some(""));
+    assert_eq!(
+        send(&app, "/whoami", &[("authorization", &bearer(&new))])
+            .await
+            .body,
+        "nobody"
+    );
+}
+
+#[cfg(all(feature = "redis", feature = "postgres", feature = "sqlite"))]
+common::on_every_store!(a_bearer_clients_life);

@@ -10,7 +10,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::routing::get;
-use cloakroom::{Id, MemoryStore, Session, SessionEvent, SessionLayer, SessionLayerBuilder};
+use cloakroom::{
+    Id, MemoryStore, Session, SessionEvent, SessionLayer, SessionLayerBuilder, SessionStore,
+};
 use common::SECRET;
 use tower::ServiceExt as _;
 
@@ -41,9 +43,9 @@ fn describe(event: &SessionEvent, ids: &mut Vec<Id>) -> String {
     }
 }
 
-fn app(
-    store: MemoryStore,
-    hooks: impl FnOnce(SessionLayerBuilder<MemoryStore>) -> SessionLayerBuilder<MemoryStore>,
+fn app<S: SessionStore>(
+    store: S,
+    hooks: impl FnOnce(SessionLayerBuilder<S>) -> SessionLayerBuilder<S>,
 ) -> Router {
     let layer = hooks(SessionLayer::builder(store).with_secret(SECRET))
         .build()
@@ -186,3 +188,34 @@ fn events_never_print_ids() {
     };
     assert!(!format!("{event:?}").contains(id.as_str()));
 }
+
+#[cfg(all(feature = "redis", feature = "postgres", feature = "sqlite"))]
+/// The lifecycle on every store: created, regenerated, destroyed, then expired for the dead id.
+async fn the_lifecycle_on_every_store(_: &str, store: Arc<dyn SessionStore>) {
+    let seen: Seen = Arc::default();
+    let log = Arc::clone(&seen);
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let app = app(store, move |layer| {
+        layer.with_hook(move |event: &SessionEvent| {
+            let line = describe(event, &mut ids.lock().unwrap());
+            log.lock().unwrap().push(line);
+        })
+    });
+    let first = get_path(&app, "/visit", None).await.1.unwrap();
+    let second = get_path(&app, "/login", Some(&first)).await.1.unwrap();
+    get_path(&app, "/logout", Some(&second)).await;
+    get_path(&app, "/visit", Some(&second)).await;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "created #0",
+            "regenerated #0 -> #1",
+            "destroyed #1",
+            "expired #1",
+            "created #2"
+        ]
+    );
+}
+
+#[cfg(all(feature = "redis", feature = "postgres", feature = "sqlite"))]
+common::on_every_store!(the_lifecycle_on_every_store);
