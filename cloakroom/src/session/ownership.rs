@@ -42,16 +42,26 @@ impl Session {
         let timeouts = self.shared.ctx.config.timeouts;
         let mut state = self.loaded_state().await?;
         let current = self.live(&mut state);
-        let owner = owner.to_owned();
         let key = path.key().to_owned();
-        let value = path.with_owner(current.record.data().get(&key).cloned(), &owner);
+        let value = path.with_owner(current.record.data().get(&key).cloned(), owner);
+        let start = lifetime::start(Timestamp::now(), timeouts, false);
+        if current.version.is_none() {
+            // Never stored (a login, after `regenerate`): no other request knows the id, so
+            // there is no newer record to carry these onto, and plain writes will do.
+            let meta = start.apply(current.record.data().get(META_KEY));
+            let data = current.record.data_mut();
+            current.changes.insert(data, key, value);
+            current.changes.insert(data, META_KEY.to_owned(), meta);
+            return Ok(());
+        }
+        let owner = owner.to_owned();
         current.changes.update(
             current.record.data_mut(),
             &key,
             value,
             std::sync::Arc::new(move |stored| Some(path.with_owner(stored.cloned(), &owner))),
         );
-        patch_meta(current, lifetime::start(Timestamp::now(), timeouts, false));
+        patch_meta(current, start);
         Ok(())
     }
 
