@@ -3,23 +3,21 @@
 //! recorder the application installs (Prometheus, StatsD, …) receives them; the names and
 //! labels are listed there.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use async_trait::async_trait;
 use metrics::{Counter, Histogram, counter, histogram};
 
 use crate::events::SessionEvent;
 use crate::id::Id;
 use crate::record::Record;
-use crate::store::{Condition, Error, Loaded, OwnerPath, SessionStore, SetOutcome};
+use crate::store::{Condition, Error, Loaded, SessionStore, SetOutcome};
 
-/// The layer's store, timed and counted. The metric handles are registered once, when the
-/// layer is built, with the recorder installed then: each call then costs two clock reads and
-/// a few handle calls (no-ops without a recorder), not a registration.
+/// The layer's store calls, timed and counted. The metric handles are registered once, when
+/// the layer is built, with the recorder installed then: each call then costs two clock reads
+/// and a few handle calls (no-ops without a recorder), not a registration. Sessions reach it
+/// through their context's store calls, so a layer without metrics runs none of this.
 #[derive(Debug)]
-pub(crate) struct Metered {
-    inner: Arc<dyn SessionStore>,
+pub(crate) struct StoreMetrics {
     loaded: Counter,
     saved: Counter,
     touched: Counter,
@@ -54,11 +52,10 @@ impl Timed {
     }
 }
 
-impl Metered {
+impl StoreMetrics {
     /// `store` is the `store` label.
-    pub(crate) fn new(inner: Arc<dyn SessionStore>, store: &'static str) -> Self {
-        Metered {
-            inner,
+    pub(crate) fn new(store: &'static str) -> Self {
+        StoreMetrics {
             loaded: counter!("cloakroom_sessions_loaded_total", "store" => store),
             saved: counter!("cloakroom_sessions_saved_total", "store" => store),
             touched: counter!("cloakroom_sessions_touched_total", "store" => store),
@@ -69,13 +66,14 @@ impl Metered {
             touch: Timed::new(store, "touch"),
         }
     }
-}
 
-#[async_trait]
-impl SessionStore for Metered {
-    async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error> {
+    pub(crate) async fn get(
+        &self,
+        store: &dyn SessionStore,
+        id: &Id,
+    ) -> Result<Option<Loaded>, Error> {
         let started = Instant::now();
-        let result = self.inner.get(id).await;
+        let result = store.get(id).await;
         self.get.record(started, &result);
         if let Ok(Some(_)) = result {
             self.loaded.increment(1);
@@ -83,14 +81,15 @@ impl SessionStore for Metered {
         result
     }
 
-    async fn set(
+    pub(crate) async fn set(
         &self,
+        store: &dyn SessionStore,
         id: &Id,
         record: &Record,
         condition: Condition<'_>,
     ) -> Result<SetOutcome, Error> {
         let started = Instant::now();
-        let result = self.inner.set(id, record, condition).await;
+        let result = store.set(id, record, condition).await;
         self.set.record(started, &result);
         match result {
             Ok(SetOutcome::Written(_)) => self.saved.increment(1),
@@ -100,41 +99,26 @@ impl SessionStore for Metered {
         result
     }
 
-    async fn destroy(&self, id: &Id) -> Result<(), Error> {
+    pub(crate) async fn destroy(&self, store: &dyn SessionStore, id: &Id) -> Result<(), Error> {
         let started = Instant::now();
-        let result = self.inner.destroy(id).await;
+        let result = store.destroy(id).await;
         self.destroy.record(started, &result);
         result
     }
 
-    async fn touch(&self, id: &Id, record: &Record) -> Result<(), Error> {
+    pub(crate) async fn touch(
+        &self,
+        store: &dyn SessionStore,
+        id: &Id,
+        record: &Record,
+    ) -> Result<(), Error> {
         let started = Instant::now();
-        let result = self.inner.touch(id, record).await;
+        let result = store.touch(id, record).await;
         self.touch.record(started, &result);
         if result.is_ok() {
             self.touched.increment(1);
         }
         result
-    }
-
-    fn default_ttl(&self) -> Option<Duration> {
-        self.inner.default_ttl()
-    }
-
-    fn owner_path(&self) -> &OwnerPath {
-        self.inner.owner_path()
-    }
-
-    async fn all(&self) -> Result<Vec<(Id, Record)>, Error> {
-        self.inner.all().await
-    }
-
-    async fn len(&self) -> Result<usize, Error> {
-        self.inner.len().await
-    }
-
-    async fn clear(&self) -> Result<(), Error> {
-        self.inner.clear().await
     }
 }
 

@@ -425,21 +425,19 @@ impl<S: SessionStore> SessionLayerBuilder<S> {
         self.config.validate()?;
         #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
         let mut config = self.config;
-        let store: Arc<dyn SessionStore> = self.store;
         #[cfg(feature = "metrics")]
-        let store: Arc<dyn SessionStore> = match self.metrics_label {
-            Some(label) => {
-                let lifecycle = crate::metrics::Lifecycle::new();
-                config.hooks.add_sync(move |event| lifecycle.count(event));
-                Arc::new(crate::metrics::Metered::new(store, label))
-            }
-            None => store,
-        };
+        let metrics = self.metrics_label.map(|label| {
+            let lifecycle = crate::metrics::Lifecycle::new();
+            config.hooks.add_sync(move |event| lifecycle.count(event));
+            crate::metrics::StoreMetrics::new(label)
+        });
         Ok(SessionLayer {
             ctx: Arc::new(Context {
                 config,
                 secrets,
-                store,
+                store: self.store,
+                #[cfg(feature = "metrics")]
+                metrics,
                 on_failure: self.on_failure,
                 write_locks: WriteLocks::new(),
                 locking: self.locking,

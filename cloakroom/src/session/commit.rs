@@ -130,7 +130,7 @@ impl Session {
                 Prepared::Plan(plan) => plan,
             },
         };
-        let store = &self.shared.ctx.store;
+        let store = self.shared.ctx.store();
         if plan.decision.destroy {
             let id = state
                 .unset
@@ -206,7 +206,7 @@ impl Session {
     /// When the store expires `record` if written or touched `now`: at the cookie's expiry, or
     /// after the store's default lifetime for a browser-session cookie.
     pub(super) fn store_expiry(&self, record: &Record, now: Timestamp) -> Option<Timestamp> {
-        turns::store_expiry(&*self.shared.ctx.store, record, now)
+        turns::store_expiry(self.shared.ctx.store(), record, now)
     }
 
     /// The cookie half of the commit: the session's cookie, or an expired one; or, for a
@@ -316,7 +316,7 @@ impl Session {
         });
         let (turn_ctx, id) = (Arc::clone(ctx), current.id.clone());
         tokio::spawn(async move {
-            turns::run_turn(&turn_ctx.write_locks, &*turn_ctx.store, id).await;
+            turns::run_turn(&turn_ctx.write_locks, turn_ctx.store(), id).await;
         });
         // Every batch answers each write it takes, and a batch runs in a task of its own.
         let verdict = verdict.await.unwrap_or(Verdict::Failed(Error::Contended));
@@ -386,7 +386,11 @@ impl Session {
                 if let Some(held) = state.lock.as_ref().filter(|held| held.id == current.id) {
                     condition = condition.with_lease(&held.lease);
                 }
-                match ctx.store.set(&current.id, &current.record, condition).await {
+                match ctx
+                    .store()
+                    .set(&current.id, &current.record, condition)
+                    .await
+                {
                     Ok(SetOutcome::Written(version)) => {
                         // A first save is a creation, unless it replaces sessions (regenerate:
                         // told when they are destroyed, below).
@@ -428,7 +432,7 @@ impl Session {
                     current.version = version;
                     current.stored_expires_at = expires_at;
                 }
-                match ctx.store.get(&current.id).await {
+                match ctx.store().get(&current.id).await {
                     Ok(Some(newer)) => {
                         let mut merged = newer.record.into_data();
                         current
@@ -493,7 +497,7 @@ impl Session {
     pub(super) async fn destroy_replaced(&self, state: &mut State) {
         let new = state.current.as_ref().map(|current| current.id.clone());
         for id in std::mem::take(&mut state.replaced) {
-            match self.shared.ctx.store.destroy(&id).await {
+            match self.shared.ctx.store().destroy(&id).await {
                 Ok(()) => {
                     if let Some(new) = &new {
                         self.emit(SessionEvent::Regenerated {

@@ -100,6 +100,7 @@ impl SessionLock {
 /// The lock in use: the store that keeps the locks, the options, and the queue of this
 /// process's requests per session.
 pub(crate) struct Locking {
+    /// Called through `as_ref()`: on the `Arc`, each call would box one more future.
     store: Arc<dyn LockStore>,
     options: SessionLock,
     /// Requests of this process for one session queue here first, in order, so only the head
@@ -135,7 +136,13 @@ impl Locking {
         let lease = Lease::new(self.options.lease);
         let mut pause = FIRST_POLL;
         loop {
-            if self.store.try_lock(id, &lease).await.map_err(Error::Lock)? {
+            if self
+                .store
+                .as_ref()
+                .try_lock(id, &lease)
+                .await
+                .map_err(Error::Lock)?
+            {
                 return Ok(Held {
                     id: id.clone(),
                     lease,
@@ -155,6 +162,7 @@ impl Locking {
     /// queue goes on.
     pub(crate) async fn release(&self, held: Held) -> Result<(), Error> {
         self.store
+            .as_ref()
             .unlock(&held.id, &held.lease)
             .await
             .map_err(Error::Lock)

@@ -164,6 +164,8 @@ impl Session {
             secrets: crate::signing::Secrets::new([crate::id::Id::generate().as_str()])
                 .expect("a generated id is a non-empty secret"),
             store: Arc::new(crate::MemoryStore::new()),
+            #[cfg(feature = "metrics")]
+            metrics: None,
             on_failure: Arc::new(crate::middleware::default_failure_response),
             write_locks: WriteLocks::new(),
             locking: None,
@@ -519,7 +521,7 @@ impl Session {
             doomed.push(current.id);
         }
         for id in doomed {
-            if let Err(e) = self.shared.ctx.store.destroy(&id).await {
+            if let Err(e) = self.shared.ctx.store().destroy(&id).await {
                 let error = Error::Destroy(e);
                 state.failure = Some(error.clone());
                 return Err(error);
@@ -571,7 +573,7 @@ impl Session {
         let Some(id) = state.current.as_ref().map(|c| c.id.clone()) else {
             return Err(Error::NotFound);
         };
-        match self.shared.ctx.store.get(&id).await {
+        match self.shared.ctx.store().get(&id).await {
             Ok(Some(loaded)) => {
                 self.adopt(&mut state, id, loaded);
                 Ok(())

@@ -38,7 +38,7 @@ impl Session {
     /// # Errors
     /// [`Error::Load`] when the store fails.
     pub async fn set_owner(&self, owner: &str) -> Result<(), Error> {
-        let path = self.shared.ctx.store.owner_path().clone();
+        let path = self.shared.ctx.store().owner_path().clone();
         let timeouts = self.shared.ctx.config.timeouts;
         let mut state = self.loaded_state().await?;
         let current = self.live(&mut state);
@@ -70,7 +70,7 @@ impl Session {
     /// # Errors
     /// [`Error::Load`] when the store fails.
     pub async fn owner(&self) -> Result<Option<String>, Error> {
-        let path = self.shared.ctx.store.owner_path();
+        let path = self.shared.ctx.store().owner_path();
         let state = self.loaded_state().await?;
         Ok(state
             .current

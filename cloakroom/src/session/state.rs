@@ -125,14 +125,14 @@ impl Session {
                     }
                 }
             }
-            match ctx.store.get(&id).await {
+            match ctx.store().get(&id).await {
                 Ok(Some(loaded)) if !self.has_ended(loaded.record.data(), Timestamp::now()) => {
                     self.adopt(state, id, loaded);
                     return Ok(());
                 }
                 // Past its deadline or idle too long: gone for good, like an expired session.
                 Ok(Some(_)) => {
-                    if let Err(e) = ctx.store.destroy(&id).await {
+                    if let Err(e) = ctx.store().destroy(&id).await {
                         state.warnings.push(Error::Destroy(e));
                     }
                     self.emit(SessionEvent::Expired { id });

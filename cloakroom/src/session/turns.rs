@@ -17,10 +17,11 @@ use foldhash::fast::RandomState;
 use tokio::sync::oneshot;
 
 use super::changes::ChangeSet;
+use super::context::StoreCalls;
 use crate::error::Error;
 use crate::id::Id;
 use crate::record::Record;
-use crate::store::{Condition, SessionStore, SetOutcome, Version};
+use crate::store::{Condition, SetOutcome, Version};
 use crate::time::Timestamp;
 
 /// How many store writes a turn holder makes for one batch before it hands the rest back.
@@ -115,7 +116,7 @@ impl Stripe {
 /// Takes the turn of `id`'s stripe and writes every queued write of `id` to `store`. Run as a
 /// task of its own, so a request that goes away never leaves the requests of its batch without
 /// an answer.
-pub(crate) async fn run_turn(write_locks: &WriteLocks, store: &dyn SessionStore, id: Id) {
+pub(crate) async fn run_turn(write_locks: &WriteLocks, store: StoreCalls<'_>, id: Id) {
     let stripe = write_locks.for_id(&id);
     let mut last = stripe.turn.lock().await;
     write_batch(stripe, &mut last, &id, store).await;
@@ -127,7 +128,7 @@ async fn write_batch(
     stripe: &Stripe,
     last: &mut Option<LastWrite>,
     id: &Id,
-    store: &dyn SessionStore,
+    store: StoreCalls<'_>,
 ) {
     let mut pending = stripe.take(id);
     // The newest record known: this process's last write, or else the first request's own view
@@ -225,7 +226,7 @@ fn merge(base: &Record, pending: Vec<Waiting>) -> (Record, Vec<Waiting>, Vec<Wai
 /// When `store` expires `record` if written or touched `now`: at the cookie's expiry, or after
 /// the store's default lifetime for a browser-session cookie.
 pub(crate) fn store_expiry(
-    store: &dyn SessionStore,
+    store: StoreCalls<'_>,
     record: &Record,
     now: Timestamp,
 ) -> Option<Timestamp> {
