@@ -179,7 +179,7 @@ def write_login_report(results, path):
         "with `bench/run.sh --owner-index`.",
         "",
         "- **plain**: a new session with `user` set (the benchmark's usual `/login`).",
-        "- **owned**: the same, plus `Session::set_owner` (one of 1,000 users in turn), so the "
+        "- **owned**: the same, plus `Session::set_owner` (one of 100,000 users in turn: two or three sessions each in a run), so the "
         "store's owner index is written and the session's metadata (`cloakroom`: created, seen) "
         "is stored with it.",
         "",

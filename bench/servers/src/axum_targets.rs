@@ -146,11 +146,12 @@ mod cloakroom_routes {
         Ok("ok")
     }
 
-    /// As `login`, and the session is one of 1,000 users' (in turn), so the owner index grows
-    /// as a real site's would: many users, a few sessions each.
+    /// As `login`, and the session is one of 100,000 users' (in turn), so the owner index grows
+    /// as a real site's would: many users, a few sessions each (a measured run makes about
+    /// 200,000 logins: two or three per user).
     pub(super) async fn owned_login(session: Session) -> Result<&'static str, cloakroom::Error> {
         static NEXT_USER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let user = NEXT_USER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1000;
+        let user = NEXT_USER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 100_000;
         session.insert("user", "bench").await?;
         session.set_owner(&format!("user-{user}")).await?;
         Ok("ok")

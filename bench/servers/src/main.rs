@@ -70,7 +70,7 @@ struct Args {
     /// Turn on cloakroom's exclusive session lock.
     #[arg(long)]
     session_lock: bool,
-    /// cloakroom's `/login` also names the session's owner (`Session::set_owner`, one of 1,000
+    /// cloakroom's `/login` also names the session's owner (`Session::set_owner`, one of 100,000
     /// users in turn), so the store's owner index is written too.
     #[arg(long)]
     owned_login: bool,
