@@ -6,8 +6,12 @@
 // `flash`, kinds `error` and `info`), which cloakroom's `Session::flash` writes the same way, so
 // a message left by one server is shown by the other. Configuration (environment):
 //   PORT               port to listen on, 127.0.0.1 only (default 3001)
-//   STORE              redis://… (connect-redis, prefix "sess:") or postgres://… (connect-pg-simple,
-//                      table "session", created if missing)
+//   STORE              redis://… (connect-redis, prefix "sess:"), postgres://… (connect-pg-simple,
+//                      table "session", created if missing), mysql://USER[:PASSWORD]@HOST:PORT/DB
+//                      (express-mysql-session, table "sessions", created if missing) or
+//                      dynamodb://HOST:PORT/TABLE
+//                      (connect-dynamodb on a local stand-in such as dynalite, prefix "sess:",
+//                      fake static credentials; TABLE default "sessions", created if missing)
 //   SECRETS            signing secrets, one per line (a secret may hold commas): the first signs,
 //                      all verify
 //   USER               the one account, NAME:PASSWORD (default admin:secret; a value without
@@ -29,7 +33,7 @@ function fail(message) {
 
 const port = Number(process.env.PORT || 3001);
 if (!Number.isInteger(port) || port < 0 || port > 65535) fail('PORT must be a port number');
-const storeUrl = process.env.STORE || fail('STORE is required: redis://… or postgres://…');
+const storeUrl = process.env.STORE || fail('STORE is required: redis://…, postgres://…, mysql://… or dynamodb://…');
 const secrets = (process.env.SECRETS || '').split('\n').filter((s) => s !== '');
 if (secrets.length === 0) fail('SECRETS is required (one per line; the first signs)');
 // USER is also the login name in most shells: only NAME:PASSWORD values count.
@@ -63,7 +67,38 @@ async function openStore() {
     });
     return { store, kind: 'PostgreSQL (connect-pg-simple)' };
   }
-  return fail('STORE must be redis://… or postgres://…');
+  if (storeUrl.startsWith('mysql://')) {
+    // express-mysql-session takes the connection's parts, not a URL; its own defaults
+    // otherwise (table "sessions", created if missing; expired rows cleared every 15 minutes).
+    const url = new URL(storeUrl);
+    const MySQLStore = require('express-mysql-session')(session);
+    const store = new MySQLStore({
+      host: url.hostname,
+      port: Number(url.port || 3306),
+      user: decodeURIComponent(url.username),
+      password: decodeURIComponent(url.password),
+      database: decodeURIComponent(url.pathname.slice(1)),
+    });
+    await store.onReady();
+    return { store, kind: 'MySQL (express-mysql-session)' };
+  }
+  if (storeUrl.startsWith('dynamodb://')) {
+    // dynamodb://HOST:PORT/TABLE: a local DynamoDB stand-in (dynalite) over plain HTTP, with
+    // obviously fake static credentials (it checks none); TABLE defaults to connect-dynamodb's
+    // "sessions", created if missing by connect-dynamodb itself.
+    const url = new URL(storeUrl);
+    if (!url.host) fail('STORE dynamodb://HOST:PORT/TABLE needs the stand-in\'s HOST:PORT');
+    const { DynamoDBClient } = require('@aws-sdk/client-dynamodb');
+    const DynamoDBStore = require('connect-dynamodb')(session);
+    const client = new DynamoDBClient({
+      endpoint: `http://${url.host}`,
+      region: process.env.AWS_REGION || 'us-east-1',
+      credentials: { accessKeyId: 'AKIDFAKEINTEROP', secretAccessKey: 'fake-interop-secret' },
+    });
+    const table = decodeURIComponent(url.pathname.slice(1)) || 'sessions';
+    return { store: new DynamoDBStore({ client, table }), kind: 'DynamoDB (connect-dynamodb)' };
+  }
+  return fail('STORE must be redis://…, postgres://…, mysql://… or dynamodb://…');
 }
 
 // The same HTML escaping as the demo: & < > "

@@ -2,8 +2,10 @@
 #   - a standalone Redis             -> CLOAKROOM_REDIS_URL
 #   - a Redis Cluster of 3 masters   -> CLOAKROOM_REDIS_CLUSTER_URLS (comma-separated)
 #   - a PostgreSQL server            -> CLOAKROOM_POSTGRES_URL
-# Installs Debian's redis-server and postgresql when they are missing. Data lives in one
-# temporary directory, removed by stop_services.
+#   - a MariaDB server               -> CLOAKROOM_MYSQL_URL
+#   - dynalite (DynamoDB stand-in)   -> CLOAKROOM_DYNAMODB_URL (its http:// endpoint)
+# Installs Debian's redis-server, postgresql and mariadb-server when they are missing. Data lives
+# in one temporary directory, removed by stop_services.
 #
 # Usage (bash):  source scripts/services.sh; start_services; trap stop_services EXIT
 # Each server's log is kept in $CLOAKROOM_SERVICES_DIR while it runs.
@@ -24,6 +26,8 @@ install_services_if_missing() {
   command -v redis-server >/dev/null 2>&1 || wanted+=(redis-server)
   command -v redis-cli >/dev/null 2>&1 || wanted+=(redis-tools)
   pg_bindir >/dev/null 2>&1 || wanted+=(postgresql)
+  command -v mariadbd >/dev/null 2>&1 || wanted+=(mariadb-server)
+  command -v mariadb >/dev/null 2>&1 || wanted+=(mariadb-client)
   [ ${#wanted[@]} -eq 0 ] && return 0
   services_log "installing ${wanted[*]} (Debian packages)"
   if [ "$(id -u)" -ne 0 ]; then
@@ -115,6 +119,60 @@ start_services() {
     start >/dev/null || { services_log "postgres did not start: $dir/pg/server.log"; return 1; }
   export CLOAKROOM_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
   services_log "postgres on 127.0.0.1:$pg_port"
+
+  start_mariadb "$dir/mariadb" || return 1
+  start_dynalite "$dir/dynalite" || return 1
+}
+
+# dynalite, pinned in scripts/dynalite/package-lock.json (installed with `npm ci` when missing),
+# on 127.0.0.1, data in memory. Its PID file is how stop_services finds it.
+start_dynalite() { # start_dynalite DIR
+  local dir=$1 port root
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  if [ ! -f "$root/dynalite/node_modules/dynalite/cli.js" ]; then
+    command -v npm >/dev/null 2>&1 || { services_log "dynalite needs Node.js 20 or later and npm"; return 1; }
+    npm ci --prefix "$root/dynalite" --no-audit --no-fund >/dev/null 2>&1 ||
+      { services_log "npm ci --prefix scripts/dynalite failed"; return 1; }
+  fi
+  port=$(free_port)
+  mkdir -p "$dir"
+  setsid node "$root/dynalite/node_modules/dynalite/cli.js" --port "$port" --host 127.0.0.1 \
+    </dev/null >"$dir/dynalite.log" 2>&1 &
+  echo $! >"$dir/dynalite.pid"
+  wait_for 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" ||
+    { services_log "dynalite did not start: $dir/dynalite.log"; return 1; }
+  export CLOAKROOM_DYNAMODB_URL="http://127.0.0.1:$port"
+  services_log "dynalite on 127.0.0.1:$port"
+}
+
+# A MariaDB server with its data in DIR, TCP on 127.0.0.1 only, a root without password, and
+# a database `cloakroom`. It refuses to run as root: run it as the mysql user when we are root.
+start_mariadb() { # start_mariadb DIR
+  local dir=$1 port as_mysql=() user=()
+  port=$(free_port)
+  mkdir -p "$dir/data"
+  if [ "$(id -u)" -eq 0 ]; then
+    id mysql >/dev/null 2>&1 || useradd --system --home-dir "$dir" mysql
+    chown -R mysql "$dir"
+    as_mysql=(runuser -u mysql --)
+    user=(--user=mysql)
+  fi
+  "${as_mysql[@]}" mariadb-install-db --no-defaults --datadir="$dir/data" --auth-root-authentication-method=normal \
+    --skip-test-db >"$dir/install.log" 2>&1 || { services_log "mariadb-install-db failed: $dir/install.log"; return 1; }
+  # No --daemonize: setsid detaches it; its PID file is how stop_services finds it.
+  setsid mariadbd --no-defaults "${user[@]}" --datadir="$dir/data" --port="$port" --bind-address=127.0.0.1 \
+    --socket="$dir/mariadb.sock" --pid-file="$dir/mariadb.pid" --log-error="$dir/server.log" \
+    --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci --max-connections=300 \
+    --innodb-flush-log-at-trx-commit=0 --innodb-buffer-pool-size=64M --skip-log-bin </dev/null >/dev/null 2>&1 &
+  wait_for 30 mariadb-admin --no-defaults --socket="$dir/mariadb.sock" -u root ping ||
+    { services_log "mariadb did not start: $dir/server.log"; return 1; }
+  # `root@localhost` need not match a TCP client at 127.0.0.1 (it does not where the server
+  # resolves no names): allow 127.0.0.1 explicitly.
+  mariadb --no-defaults --socket="$dir/mariadb.sock" -u root -e \
+    "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1'; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION; CREATE DATABASE IF NOT EXISTS cloakroom" ||
+    { services_log "mariadb setup failed"; return 1; }
+  export CLOAKROOM_MYSQL_URL="mysql://root@127.0.0.1:$port/cloakroom"
+  services_log "mariadb on 127.0.0.1:$port"
 }
 
 # Stops what start_services started. Needs only CLOAKROOM_SERVICES_DIR, so it also works from
@@ -128,6 +186,12 @@ stop_services() {
   for pidfile in "$dir"/redis/redis.pid "$dir"/cluster-*/redis.pid; do
     [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null
   done
+  if [ -f "$dir/mariadb/mariadb.pid" ]; then
+    # A clean shutdown; its files are removed below only once it has exited.
+    local mariadb_pid; mariadb_pid=$(cat "$dir/mariadb/mariadb.pid")
+    kill "$mariadb_pid" 2>/dev/null && wait_for 30 bash -c "! kill -0 $mariadb_pid"
+  fi
+  [ -f "$dir/dynalite/dynalite.pid" ] && kill "$(cat "$dir/dynalite/dynalite.pid")" 2>/dev/null
   if [ -f "$dir/pg/data/postmaster.pid" ]; then
     "${as_pg[@]}" "$(pg_bindir)/pg_ctl" -D "$dir/pg/data" -m immediate stop >/dev/null 2>&1
   fi

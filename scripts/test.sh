@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: formatting, lints, then unit, integration and doc tests
-# against real servers (standalone Redis, a 3-master Redis Cluster, PostgreSQL) and a real
-# browser (headless Debian chromium), which it installs when missing; the servers run on free
-# 127.0.0.1 ports and are stopped at the end.
+# against real servers (standalone Redis, a 3-master Redis Cluster, PostgreSQL, MariaDB, and
+# dynalite for DynamoDB) and a real browser (headless Debian chromium), which it installs when
+# missing; the servers run on free 127.0.0.1 ports and are stopped at the end.
 # This is the README's test command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ step "clippy (all targets, all features, warnings are errors)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 step "rustdoc: no warning with each store feature alone, and with all (broken links, private links)"
-for features in "" axum sqlite redis postgres; do
+for features in "" axum sqlite redis postgres mysql dynamodb; do
   RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps -p cloakroom --no-default-features \
     ${features:+--features "$features"}
 done
@@ -36,6 +36,7 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 npm ci --prefix demo/browser --no-audit --no-fund --loglevel=error
 npm ci --prefix interop --no-audit --no-fund --loglevel=error
+npm ci --prefix scripts/dynalite --no-audit --no-fund --loglevel=error
 
 step "servers"
 # shellcheck source=scripts/services.sh

@@ -78,11 +78,13 @@
 //! | `SqliteStore` | `sqlite` | the connect-pg-simple table shape in an SQLite file (WAL) | one machine, nothing to install; the demo's default |
 //! | `RedisStore` | `redis` | connect-redis: key `sess:<id>`, value the express JSON, TTL from the cookie | many processes; standalone Redis or Redis Cluster |
 //! | `PostgresStore` | `postgres` | connect-pg-simple: table `session (sid, sess json, expire)` | many processes, a database you already run |
+//! | `MySqlStore` | `mysql` | express-mysql-session: table `sessions (session_id, expires, data)` | many processes, MariaDB or MySQL you already run |
+//! | `DynamoDbStore` | `dynamodb` | connect-dynamodb: item `{id: "sess:<id>", expires, type, sess}` | many processes on AWS, no server to run |
 //!
-//! Redis and Postgres read and write the very records connect-redis and connect-pg-simple do,
-//! so an Express app and a cloakroom service can share them. Any other store implements
-//! [`SessionStore`]; the trait's docs give each method's contract, and `cloakroom-testkit` checks
-//! it.
+//! Redis, Postgres and MySQL read and write the very records connect-redis, connect-pg-simple
+//! and express-mysql-session do, so an Express app and a cloakroom service can share them. Any
+//! other store implements [`SessionStore`]; the trait's docs give each method's contract, and
+//! `cloakroom-testkit` checks it.
 //!
 //!
 #![doc = include_str!("../docs/express-differences.md")]
@@ -94,6 +96,8 @@
 //! | `sqlite` | no | `SqliteStore` (sqlx) |
 //! | `redis` | no | `RedisStore`, standalone and Cluster (redis-rs) |
 //! | `postgres` | no | `PostgresStore` (sqlx) |
+//! | `mysql` | no | `MySqlStore`, MariaDB and MySQL (sqlx) |
+//! | `dynamodb` | no | `DynamoDbStore` (the AWS SDK for Rust, rustls) |
 //! | `metrics` | no | `SessionLayerBuilder::with_metrics`: counters and store-call timings through the `metrics` facade |
 #![forbid(unsafe_code)]
 // On docs.rs: a badge on every item that needs a feature.
@@ -133,7 +137,11 @@ pub use middleware::{SecureConnection, SessionLayer, SessionLayerBuilder};
 pub use record::{DecodeError, MAX_VALUE_DEPTH, Priority, Record, SameSite, SessionCookie};
 pub use registry::{Admission, AtLimit, SessionInfo, SessionRegistry};
 pub use session::{FLASH_KEY, Session, SessionLock};
+#[cfg(feature = "dynamodb")]
+pub use store::dynamodb::{DynamoDbStore, DynamoDbStoreBuilder};
 pub use store::memory::{MemoryStore, MemoryStoreBuilder};
+#[cfg(feature = "mysql")]
+pub use store::mysql::{MySqlStore, MySqlStoreBuilder};
 #[cfg(feature = "postgres")]
 pub use store::postgres::{PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "redis")]
@@ -150,7 +158,9 @@ pub use transport::{MAX_TOKEN_HEADER_LEN, TokenHeader};
     feature = "axum",
     feature = "sqlite",
     feature = "redis",
-    feature = "postgres"
+    feature = "postgres",
+    feature = "mysql",
+    feature = "dynamodb"
 ))]
 mod guides {
     #[doc = include_str!("../../README.md")]

@@ -15,7 +15,10 @@ pub(crate) struct Options {
     #[arg(long, env = "CLOAKROOM_ADDR", default_value = "127.0.0.1:3000")]
     pub addr: SocketAddr,
 
-    /// Where sessions live: sqlite://PATH, memory, redis://HOST:PORT, or postgres://USER@HOST/DB.
+    /// Where sessions live: sqlite://PATH, memory, redis://HOST:PORT, postgres://USER@HOST/DB,
+    /// mysql://USER@HOST/DB (MariaDB or MySQL), or dynamodb://[HOST:PORT][/TABLE] (AWS, with
+    /// region and credentials from the AWS configuration; a HOST for a local stand-in such as
+    /// dynalite, which needs none).
     #[arg(long, env = "CLOAKROOM_STORE", default_value = "sqlite://cloakroom-demo.db", value_parser = parse_store)]
     pub store: StoreUrl,
 
@@ -79,6 +82,16 @@ pub(crate) enum StoreUrl {
     Redis(String),
     /// A PostgreSQL database (the URL as given).
     Postgres(String),
+    /// A MariaDB or MySQL database (the URL as given).
+    Mysql(String),
+    /// A DynamoDB table: at `endpoint` (a local stand-in, over plain HTTP), or where the
+    /// standard AWS configuration says. Credentials and region always come from the latter.
+    Dynamodb {
+        /// `http://HOST:PORT`, from `dynamodb://HOST:PORT/…`.
+        endpoint: Option<String>,
+        /// The table, `sessions` (connect-dynamodb's) unless the URL names one.
+        table: String,
+    },
 }
 
 impl StoreUrl {
@@ -90,6 +103,11 @@ impl StoreUrl {
             StoreUrl::Memory => "memory".to_owned(),
             StoreUrl::Redis(url) => format!("Redis at {}", address(url)),
             StoreUrl::Postgres(url) => format!("PostgreSQL at {}", address(url)),
+            StoreUrl::Mysql(url) => format!("MySQL at {}", address(url)),
+            StoreUrl::Dynamodb { endpoint, table } => match endpoint {
+                Some(endpoint) => format!("DynamoDB table {table} at {}", address(endpoint)),
+                None => format!("DynamoDB table {table} (AWS configuration)"),
+            },
         }
     }
 }
@@ -139,7 +157,45 @@ fn parse_store(text: &str) -> Result<StoreUrl, String> {
     if text.starts_with("postgres://") || text.starts_with("postgresql://") {
         return Ok(StoreUrl::Postgres(text.to_owned()));
     }
-    Err("expected sqlite://PATH, memory, redis://… or postgres://…".into())
+    if text.starts_with("mysql://") {
+        return Ok(StoreUrl::Mysql(text.to_owned()));
+    }
+    if let Some(rest) = text.strip_prefix("dynamodb://") {
+        return parse_dynamodb(rest);
+    }
+    Err("expected sqlite://PATH, memory, redis://…, postgres://…, mysql://… or dynamodb://…".into())
+}
+
+/// `dynamodb://[HOST:PORT][/TABLE]`: no host for DynamoDB where the standard AWS configuration
+/// says (AWS itself, or `AWS_ENDPOINT_URL`); a host for a local stand-in over plain HTTP.
+fn parse_dynamodb(rest: &str) -> Result<StoreUrl, String> {
+    let (host, table) = rest.split_once('/').unwrap_or((rest, ""));
+    if host.contains('@') {
+        return Err(
+            "dynamodb:// takes no credentials: they come from the standard AWS configuration \
+             (AWS_ACCESS_KEY_ID, AWS_PROFILE, …)"
+                .into(),
+        );
+    }
+    let table = if table.is_empty() { "sessions" } else { table };
+    let valid_table = (3..=255).contains(&table.len())
+        && table
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !valid_table {
+        return Err("a DynamoDB table name is 3 to 255 of A-Z a-z 0-9 _ - .".into());
+    }
+    let endpoint = if host.is_empty() {
+        None
+    } else if host.contains(['?', '#', ' ']) {
+        return Err("dynamodb://HOST:PORT/TABLE takes no query".into());
+    } else {
+        Some(format!("http://{host}"))
+    };
+    Ok(StoreUrl::Dynamodb {
+        endpoint,
+        table: table.to_owned(),
+    })
 }
 
 /// `90s`, `30m`, `12h`, `7d`, `1500ms`. A bare number is refused: express's `maxAge` is in
@@ -218,7 +274,28 @@ mod tests {
             parse_store("postgres://u@h/d"),
             Ok(StoreUrl::Postgres(_))
         ));
-        assert!(parse_store("mysql://nope").is_err());
+        assert!(matches!(
+            parse_store("mysql://u@h:3306/d"),
+            Ok(StoreUrl::Mysql(_))
+        ));
+        assert!(parse_store("mongodb://nope").is_err());
+        assert_eq!(
+            parse_store("dynamodb://"),
+            Ok(StoreUrl::Dynamodb {
+                endpoint: None,
+                table: "sessions".into()
+            })
+        );
+        assert_eq!(
+            parse_store("dynamodb://127.0.0.1:8000/app-sessions"),
+            Ok(StoreUrl::Dynamodb {
+                endpoint: Some("http://127.0.0.1:8000".into()),
+                table: "app-sessions".into()
+            })
+        );
+        assert!(parse_store("dynamodb://AKID:secret@127.0.0.1:8000").is_err());
+        assert!(parse_store("dynamodb:///no").is_err());
+        assert!(parse_store("dynamodb:///bad/name").is_err());
         assert!(parse_store("sqlite://").is_err());
     }
 
@@ -228,6 +305,15 @@ mod tests {
         assert_eq!(redis.describe(), "Redis at cache.internal:6380/2");
         let postgres = parse_store("postgres://app:hunter2@db:5432/app?sslmode=require").unwrap();
         assert_eq!(postgres.describe(), "PostgreSQL at db:5432/app");
+        let mysql = parse_store("mysql://app:hunter2@db:3306/app?ssl-mode=required").unwrap();
+        assert_eq!(mysql.describe(), "MySQL at db:3306/app");
+        let local = parse_store("dynamodb://127.0.0.1:8000/t-1").unwrap();
+        assert_eq!(local.describe(), "DynamoDB table t-1 at 127.0.0.1:8000");
+        let aws = parse_store("dynamodb://").unwrap();
+        assert_eq!(
+            aws.describe(),
+            "DynamoDB table sessions (AWS configuration)"
+        );
     }
 
     #[test]

@@ -424,6 +424,17 @@ async fn every_route_on_postgres() {
 }
 
 #[tokio::test]
+async fn every_route_on_mysql() {
+    let url = cloakroom_testkit::server_url(
+        "CLOAKROOM_MYSQL_URL",
+        "./scripts/test.sh starts MariaDB and sets it",
+    );
+    let demo = Demo::start(&common_args(&url));
+    tour(&demo).await;
+    parallel_increments(&demo).await;
+}
+
+#[tokio::test]
 async fn a_login_survives_a_restart_and_the_generated_secret_is_kept() {
     let dir = temp_dir("demo-restart-");
     let store = sqlite_url(&dir);
@@ -479,7 +490,7 @@ fn run(args: &[&str]) -> Output {
 fn bad_options_fail_with_the_whole_reason() {
     for (args, names) in [
         (&["--max-age", "ten"][..], "--max-age"),
-        (&["--store", "mysql://db"], "--store"),
+        (&["--store", "mongodb://db"], "--store"),
         (&["--user", "nocolon"], "--user"),
         (&["--secure", "maybe"], "--secure"),
         (&["--addr", "not-an-address"], "--addr"),
@@ -517,6 +528,10 @@ fn an_unreachable_store_is_one_line_naming_it() {
         (
             "postgres://user:hunter2@127.0.0.1:1/app",
             "PostgreSQL at 127.0.0.1:1/app",
+        ),
+        (
+            "mysql://user:hunter2@127.0.0.1:1/app",
+            "MySQL at 127.0.0.1:1/app",
         ),
     ] {
         let output = run(&[
@@ -1363,6 +1378,15 @@ async fn a_user_lists_and_signs_out_their_sessions_on_postgres() {
     let url = cloakroom_testkit::server_url(
         "CLOAKROOM_POSTGRES_URL",
         "./scripts/test.sh starts PostgreSQL and sets it",
+    );
+    sessions_of_one_user(&url).await;
+}
+
+#[tokio::test]
+async fn a_user_lists_and_signs_out_their_sessions_on_mysql() {
+    let url = cloakroom_testkit::server_url(
+        "CLOAKROOM_MYSQL_URL",
+        "./scripts/test.sh starts MariaDB and sets it",
     );
     sessions_of_one_user(&url).await;
 }

@@ -1,8 +1,10 @@
 //! Express interop: the cloakroom demo and a real Express app (express-session 1.19 with
-//! connect-redis, or with connect-pg-simple; `interop/app.js`) share one store, one secret list
-//! and one cookie name, so they share one login, and the forms' anti-forgery token (session key
-//! `csrfToken`, field `_csrf`): a form either serves can be posted to the other. Every scenario runs on Redis and on
-//! PostgreSQL, with both servers started on free ports for that test only.
+//! connect-redis, connect-pg-simple or express-mysql-session; `interop/app.js`) share one store,
+//! one secret list and one cookie name, so they share one login, and the forms' anti-forgery
+//! token (session key `csrfToken`, field `_csrf`): a form either serves can be posted to the
+//! other. Every scenario runs on Redis, on PostgreSQL and on MariaDB, and all but two on
+//! DynamoDB (connect-dynamodb on dynalite, `dynamodb::*`), with both servers started on free
+//! ports for that test only.
 //!
 //! Cookies: a [`Browser`] is one reqwest client with its own cookie jar. A jar, like a
 //! browser, keys cookies by host and not by port, so one `Browser` talking to both
@@ -11,8 +13,9 @@
 //! replay), it starts a fresh `Browser` holding exactly that cookie ([`Browser::holding`]).
 //!
 //! Needs `npm ci --prefix interop` (./scripts/test.sh runs it) and the servers of
-//! ./scripts/test.sh (`CLOAKROOM_REDIS_URL`, `CLOAKROOM_POSTGRES_URL`); `redis-cli` and `psql`
-//! read the raw records.
+//! ./scripts/test.sh (`CLOAKROOM_REDIS_URL`, `CLOAKROOM_POSTGRES_URL`, `CLOAKROOM_MYSQL_URL`,
+//! `CLOAKROOM_DYNAMODB_URL`); `redis-cli`, `psql`, `mariadb` and, for DynamoDB, node with the
+//! AWS SDK for JavaScript read the raw records.
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -45,6 +48,36 @@ const MAX_AGE_MS: i64 = 30 * 60 * 1000;
 enum Store {
     Redis(String),
     Postgres(String),
+    Mysql(String),
+    /// `dynamodb://HOST:PORT/TABLE`: connect-dynamodb and the demo on dynalite.
+    Dynamodb(String),
+}
+
+/// The DynamoDB table both servers share (dynalite keeps it for the whole test run).
+const DYNAMODB_TABLE: &str = "interop-sessions";
+/// Obviously fake credentials for dynalite, which checks none, given to the demo through the
+/// standard AWS variables (and no instance metadata is ever asked for).
+const AWS_ENV: [(&str, &str); 4] = [
+    ("AWS_ACCESS_KEY_ID", "AKIDFAKEINTEROPTEST"),
+    ("AWS_SECRET_ACCESS_KEY", "fake-interop-test-secret"),
+    ("AWS_REGION", "us-east-1"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+/// The cloakroom store on the shared DynamoDB table, as the demo opens it (with the table made
+/// if missing: the owner index and TTL).
+async fn dynamodb_store(url: &str) -> cloakroom::DynamoDbStore {
+    let rest = url.strip_prefix("dynamodb://").expect("a dynamodb:// URL");
+    let (host, table) = rest.split_once('/').expect("dynamodb://HOST:PORT/TABLE");
+    cloakroom::DynamoDbStore::builder()
+        .with_endpoint_url(format!("http://{host}"))
+        .with_region("us-east-1")
+        .with_credentials(AWS_ENV[0].1, AWS_ENV[1].1)
+        .with_table_name(table)
+        .with_create_table_if_missing(true)
+        .build()
+        .await
+        .expect("the DynamoDB table")
 }
 
 impl Store {
@@ -62,15 +95,53 @@ impl Store {
         ))
     }
 
+    fn mysql() -> Store {
+        Store::Mysql(cloakroom_testkit::server_url(
+            "CLOAKROOM_MYSQL_URL",
+            "./scripts/test.sh starts MariaDB and sets it",
+        ))
+    }
+
+    /// dynalite, with the shared table made before either server starts (connect-dynamodb
+    /// would make one too, but does not wait for it to be ready).
+    fn dynamodb() -> Store {
+        static TABLE_READY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+        let endpoint = cloakroom_testkit::server_url(
+            "CLOAKROOM_DYNAMODB_URL",
+            "./scripts/test.sh starts dynalite and sets it",
+        );
+        let host = endpoint
+            .strip_prefix("http://")
+            .expect("an http:// endpoint");
+        let url = format!("dynamodb://{host}/{DYNAMODB_TABLE}");
+        TABLE_READY.get_or_init(|| {
+            let url = url.clone();
+            // Its own runtime: the caller's may be a current-thread one, which cannot block.
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(dynamodb_store(&url));
+            })
+            .join()
+            .expect("the interop table is made");
+        });
+        Store::Dynamodb(url)
+    }
+
     fn url(&self) -> &str {
         match self {
-            Store::Redis(url) | Store::Postgres(url) => url,
+            Store::Redis(url) | Store::Postgres(url) | Store::Mysql(url) | Store::Dynamodb(url) => {
+                url
+            }
         }
     }
 
     /// The record stored for `sid`, read with the server's own client (not through cloakroom
     /// or Express): its JSON text, verbatim, and `expiry`: for Redis the key's TTL in seconds;
-    /// for PostgreSQL the `expire` column minus the JSON's `cookie.expires`, in seconds.
+    /// for PostgreSQL and MySQL the `expire` (`expires`) column minus the JSON's
+    /// `cookie.expires`, in seconds.
     fn raw(&self, sid: &str) -> Option<RawRecord> {
         assert!(
             sid.bytes()
@@ -106,9 +177,85 @@ impl Store {
                     expiry: expiry.parse().expect("a number of seconds"),
                 })
             }
+            Store::Mysql(url) => {
+                // `cookie.expires` is UTC: the session's time zone must be too. `--raw`: the JSON
+                // as stored, without the batch mode's escaping.
+                let sql = format!(
+                    "SET time_zone = '+00:00'; SELECT data, expires - UNIX_TIMESTAMP(STR_TO_DATE(\
+                     JSON_VALUE(data, '$.cookie.expires'), '%Y-%m-%dT%H:%i:%s.%fZ')) \
+                     FROM sessions WHERE session_id = '{sid}'"
+                );
+                let url = Url::parse(url).expect("a mysql:// URL");
+                let port = url.port().unwrap_or(3306).to_string();
+                let out = tool(
+                    "mariadb",
+                    &[
+                        "--no-defaults",
+                        "--batch",
+                        "--raw",
+                        "--skip-column-names",
+                        "-h",
+                        url.host_str().expect("a host"),
+                        "-P",
+                        &port,
+                        "-u",
+                        url.username(),
+                        url.path().trim_start_matches('/'),
+                        "-e",
+                        &sql,
+                    ],
+                );
+                let (json, expiry) = out.rsplit_once('\t')?;
+                Some(RawRecord {
+                    json: json.to_owned(),
+                    expiry: expiry.parse().expect("a number of seconds"),
+                })
+            }
+            // With the AWS SDK for JavaScript, as connect-dynamodb reads: a consistent GetItem.
+            Store::Dynamodb(url) => {
+                let rest = url.strip_prefix("dynamodb://").expect("a dynamodb:// URL");
+                let (host, table) = rest.split_once('/').expect("HOST:PORT/TABLE");
+                let output = Command::new("node")
+                    .current_dir(interop_dir())
+                    .args(["-e", DYNAMODB_RAW_JS])
+                    .arg(format!("http://{host}"))
+                    .arg(table)
+                    .arg(format!("sess:{sid}"))
+                    .envs(AWS_ENV)
+                    .stdin(Stdio::null())
+                    .output()
+                    .expect("node runs");
+                assert!(
+                    output.status.success(),
+                    "reading the item failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                let out = String::from_utf8(output.stdout).expect("UTF-8 output");
+                let (json, expiry) = out.rsplit_once('\t')?;
+                Some(RawRecord {
+                    json: json.to_owned(),
+                    expiry: expiry.parse().expect("a number of seconds"),
+                })
+            }
         }
     }
 }
+
+/// Prints the item's `sess` and, after a tab, `expires` minus the JSON's `cookie.expires` in
+/// seconds; nothing for no item (or a stub without `sess`). Arguments: endpoint, table, key.
+const DYNAMODB_RAW_JS: &str = r"
+const { DynamoDBClient, GetItemCommand } = require('@aws-sdk/client-dynamodb');
+const [endpoint, table, key] = process.argv.slice(1);
+const client = new DynamoDBClient({ endpoint, region: process.env.AWS_REGION });
+client.send(new GetItemCommand({ TableName: table, Key: { id: { S: key } }, ConsistentRead: true }))
+  .then(({ Item }) => {
+    if (!Item || !Item.sess) return;
+    const json = Item.sess.S;
+    const expires = Number(Item.expires.N) - Date.parse(JSON.parse(json).cookie.expires) / 1000;
+    process.stdout.write(`${json}\t${expires}`);
+  })
+  .catch((error) => { process.stderr.write(String(error)); process.exit(1); });
+";
 
 /// A record as the store holds it.
 #[derive(Debug)]
@@ -169,6 +316,14 @@ impl Server {
         let mut command = Command::new(DEMO_BIN);
         command
             .env_clear()
+            .envs(
+                match store {
+                    Store::Dynamodb(_) => &AWS_ENV[..],
+                    _ => &AWS_ENV[..0],
+                }
+                .iter()
+                .copied(),
+            )
             .args(["--addr", &format!("127.0.0.1:{port}")])
             .args(["--store", store.url()])
             .args(["--user", &format!("{user}:{PASSWORD}")])
@@ -274,6 +429,8 @@ fn interop_dir() -> PathBuf {
         "express-session",
         "connect-redis",
         "connect-pg-simple",
+        "connect-dynamodb",
+        "@aws-sdk/client-dynamodb",
     ] {
         assert!(
             dir.join("node_modules").join(package).is_dir(),
@@ -839,6 +996,8 @@ async fn concurrent_writers(store: Store) {
     let rust: Box<dyn SessionStore> = match &store {
         Store::Redis(url) => Box::new(cloakroom::RedisStore::connect(url).await.unwrap()),
         Store::Postgres(url) => Box::new(cloakroom::PostgresStore::connect(url).await.unwrap()),
+        Store::Mysql(url) => Box::new(cloakroom::MySqlStore::connect(url).await.unwrap()),
+        Store::Dynamodb(url) => Box::new(dynamodb_store(url).await),
     };
     let loaded = rust.get(&id).await.unwrap().expect("Express's session");
     browser.get(&express, "/set-session").await;
@@ -1085,6 +1244,29 @@ async fn cloakroom_records_load_in_express(store: Store) {
                 "expire column minus cookie.expires: cloakroom {a} s, express {b} s"
             );
         }
+        // connect-dynamodb stores expires = floor(now / 1 s) + maxAge / 1 s, and cloakroom
+        // the same: up to a second before cookie.expires.
+        Store::Dynamodb(_) => {
+            for record in &records {
+                assert!(
+                    (-1.1..=0.1).contains(&record.expiry),
+                    "expires minus cookie.expires: {} s for {}",
+                    record.expiry,
+                    record.json
+                );
+            }
+        }
+        // express-mysql-session stores expires = Math.round(cookie.expires / 1 s).
+        Store::Mysql(_) => {
+            for record in &records {
+                assert!(
+                    (-0.5..=0.5).contains(&record.expiry),
+                    "expires column minus cookie.expires: {} s for {}",
+                    record.expiry,
+                    record.json
+                );
+            }
+        }
     }
 
     // Express loads cloakroom's record: same lifetime, and the same data.
@@ -1199,12 +1381,20 @@ fn close_to(value: &Value, ms: i64) -> bool {
 }
 
 /// A login on the Express app is one of the user's sessions on cloakroom's "Your sessions"
-/// (PostgreSQL's owner index is an expression index on `sess`, so a row Express writes is
-/// indexed as it is written), and "sign out all other sessions" on cloakroom signs the Express
-/// login out, on Express too.
+/// (PostgreSQL's owner index is an expression index on `sess`, MySQL's a generated column of
+/// `data`, so a row Express writes is indexed as it is written), and "sign out all other
+/// sessions" on cloakroom signs the Express login out, on Express too.
 #[tokio::test]
 async fn express_logins_are_listed_and_revoked_on_postgres() {
-    let store = Store::postgres();
+    express_logins_are_listed_and_revoked(Store::postgres()).await;
+}
+
+#[tokio::test]
+async fn express_logins_are_listed_and_revoked_on_mysql() {
+    express_logins_are_listed_and_revoked(Store::mysql()).await;
+}
+
+async fn express_logins_are_listed_and_revoked(store: Store) {
     // A user of this test only: other tests log in and out as `ann` on the same database.
     let user = cloakroom_testkit::unique_name("user");
     let cloakroom = Server::cloakroom_as(&user, &store, &[SECRET], &[]);
@@ -1253,6 +1443,11 @@ macro_rules! on_every_store {
             #[tokio::test]
             async fn postgres() {
                 super::$scenario(super::Store::postgres()).await;
+            }
+
+            #[tokio::test]
+            async fn mysql() {
+                super::$scenario(super::Store::mysql()).await;
             }
         }
     )*};
@@ -1332,6 +1527,37 @@ on_every_store!(
     cloakroom_records_load_in_express,
     short_records_expire_on_the_other_server,
     express_touches_are_honoured,
+    concurrent_writers,
+);
+
+/// Every scenario on DynamoDB (connect-dynamodb 3.0.5 on dynalite), as `dynamodb::<scenario>`,
+/// but `express_touches_are_honoured`: connect-dynamodb's `expires` is
+/// `floor(now_s) + maxAge`, so a session ends up to a second before its cookie (on Node as on
+/// cloakroom, which reads it the same way), and that scenario's 400 ms margin past the stored
+/// `cookie.expires` falls inside that second. cloakroom's reading of Node's touches (and of the
+/// stubs they leave) is tested in `cloakroom/tests/dynamodb_store.rs`. Nor
+/// `express_logins_are_listed_and_revoked`: sessions Express writes have no `owner` attribute
+/// until cloakroom saves or touches them (see docs/choosing-a-store.md).
+macro_rules! on_dynamodb {
+    ($($scenario:ident),* $(,)?) => {
+        mod dynamodb {$(
+            #[tokio::test]
+            async fn $scenario() {
+                super::$scenario(super::Store::dynamodb()).await;
+            }
+        )*}
+    };
+}
+
+on_dynamodb!(
+    one_login,
+    flashes_cross_over,
+    forged_forms_change_nothing,
+    one_counter,
+    same_set_cookie,
+    secret_rotation,
+    cloakroom_records_load_in_express,
+    short_records_expire_on_the_other_server,
     concurrent_writers,
 );
 

@@ -22,13 +22,17 @@ use crate::id::Id;
 use crate::record::Record;
 use crate::time::Timestamp;
 
+#[cfg(feature = "dynamodb")]
+pub mod dynamodb;
 pub mod memory;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 mod owner;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

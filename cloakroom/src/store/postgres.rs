@@ -149,7 +149,9 @@ use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgPoolOptions, PgRow, Po
 use sqlx::query::{Query, QueryAs};
 
 pub use super::sql::InvalidName;
-use super::sql::{self, Arg, Backend, Dialect, LoadableRow, PruneTask, Settings, Statements};
+use super::sql::{
+    self, Arg, Backend, Dialect, LoadableRow, PruneTask, Settings, Statement, Statements,
+};
 use super::{
     Condition, Error, ErrorKind, Lease, Loaded, LockStore, OwnerIndex, OwnerPath, SessionStore,
     SetOutcome,
@@ -657,8 +659,8 @@ struct PostgresDialect {
 }
 
 impl Dialect for PostgresDialect {
-    fn param(&self, n: usize) -> String {
-        format!("${n}")
+    fn param(&self, n: usize) -> Option<String> {
+        Some(format!("${n}"))
     }
 
     // `to_timestamp(s)` into a `timestamp` column converts to the connection's zone, as
@@ -791,18 +793,18 @@ impl Backend for Inner {
         pg_error(error)
     }
 
-    async fn execute(&self, sql: &str, args: &[Arg<'_>]) -> Result<u64, sqlx::Error> {
+    async fn execute(&self, sql: &Statement, args: &[Arg<'_>]) -> Result<u64, sqlx::Error> {
         Ok(query(sql, args).execute(&self.pool).await?.rows_affected())
     }
 
-    async fn count(&self, sql: &str, args: &[Arg<'_>]) -> Result<i64, sqlx::Error> {
+    async fn count(&self, sql: &Statement, args: &[Arg<'_>]) -> Result<i64, sqlx::Error> {
         let (count,): (i64,) = query_as(sql, args).fetch_one(&self.pool).await?;
         Ok(count)
     }
 
     async fn fetch_one_record(
         &self,
-        sql: &str,
+        sql: &Statement,
         args: &[Arg<'_>],
     ) -> Result<Option<(Option<String>, i64, i64)>, sqlx::Error> {
         query_as(sql, args).fetch_optional(&self.pool).await
@@ -810,7 +812,7 @@ impl Backend for Inner {
 
     async fn fetch_records(
         &self,
-        sql: &str,
+        sql: &Statement,
         args: &[Arg<'_>],
     ) -> Result<Vec<(String, Option<String>, i64)>, sqlx::Error> {
         query_as(sql, args).fetch_all(&self.pool).await
@@ -818,7 +820,7 @@ impl Backend for Inner {
 
     async fn fetch_loadable_records(
         &self,
-        sql: &str,
+        sql: &Statement,
         args: &[Arg<'_>],
     ) -> Result<Vec<LoadableRow>, sqlx::Error> {
         query_as(sql, args).fetch_all(&self.pool).await

@@ -103,7 +103,9 @@ use sqlx::sqlite::{
 };
 
 pub use super::sql::InvalidName;
-use super::sql::{self, Arg, Backend, Dialect, LoadableRow, PruneTask, Settings, Statements};
+use super::sql::{
+    self, Arg, Backend, Dialect, LoadableRow, PruneTask, Settings, Statement, Statements,
+};
 use super::{
     Condition, Error, ErrorKind, Lease, Loaded, LockStore, OwnerIndex, OwnerPath, SessionStore,
     SetOutcome,
@@ -407,8 +409,8 @@ impl SqliteStoreBuilder {
                  \"sess\" TEXT NOT NULL, \"expire\" INTEGER NOT NULL)"
             ),
             format!("CREATE INDEX IF NOT EXISTS {index} ON {table} (\"expire\")"),
-            statements.create_owner_index.clone(),
-            statements.create_locks.clone(),
+            statements.create_owner_index.to_string(),
+            statements.create_locks.to_string(),
         ] {
             sqlx::query(&statement)
                 .execute(&pool)
@@ -425,8 +427,8 @@ impl SqliteStoreBuilder {
 struct SqliteDialect;
 
 impl Dialect for SqliteDialect {
-    fn param(&self, n: usize) -> String {
-        format!("?{n}")
+    fn param(&self, n: usize) -> Option<String> {
+        Some(format!("?{n}"))
     }
     fn time(&self, param: &str) -> String {
         param.to_owned()
@@ -567,18 +569,18 @@ impl Backend for Inner {
         sqlite_error(error)
     }
 
-    async fn execute(&self, sql: &str, args: &[Arg<'_>]) -> Result<u64, sqlx::Error> {
+    async fn execute(&self, sql: &Statement, args: &[Arg<'_>]) -> Result<u64, sqlx::Error> {
         Ok(query(sql, args).execute(&self.pool).await?.rows_affected())
     }
 
-    async fn count(&self, sql: &str, args: &[Arg<'_>]) -> Result<i64, sqlx::Error> {
+    async fn count(&self, sql: &Statement, args: &[Arg<'_>]) -> Result<i64, sqlx::Error> {
         let (count,): (i64,) = query_as(sql, args).fetch_one(&self.pool).await?;
         Ok(count)
     }
 
     async fn fetch_one_record(
         &self,
-        sql: &str,
+        sql: &Statement,
         args: &[Arg<'_>],
     ) -> Result<Option<(Option<String>, i64, i64)>, sqlx::Error> {
         query_as(sql, args).fetch_optional(&self.pool).await
@@ -586,7 +588,7 @@ impl Backend for Inner {
 
     async fn fetch_records(
         &self,
-        sql: &str,
+        sql: &Statement,
         args: &[Arg<'_>],
     ) -> Result<Vec<(String, Option<String>, i64)>, sqlx::Error> {
         query_as(sql, args).fetch_all(&self.pool).await
@@ -594,7 +596,7 @@ impl Backend for Inner {
 
     async fn fetch_loadable_records(
         &self,
-        sql: &str,
+        sql: &Statement,
         args: &[Arg<'_>],
     ) -> Result<Vec<LoadableRow>, sqlx::Error> {
         query_as(sql, args).fetch_all(&self.pool).await

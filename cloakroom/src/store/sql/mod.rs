@@ -1,6 +1,7 @@
 //! What the SQL stores share: their statements (written once over a [`Dialect`]), the store
-//! operations on them ([`ops`], over a [`Backend`]), connect-pg-simple's expiry rule, table names,
-//! sqlx error kinds, and the background pruning task. Each store keeps only what differs: its
+//! operations on them ([`ops`], over a [`Backend`]), connect-pg-simple's expiry rule (and
+//! express-mysql-session's rounding), table names, sqlx error kinds, and the background pruning
+//! task. Each store keeps only what differs: its
 //! driver, its dialect, how it opens and creates its tables.
 
 use std::error::Error as StdError;
@@ -18,7 +19,7 @@ pub(crate) mod ops;
 mod statements;
 
 pub(crate) use ops::{Arg, Backend, LoadableRow, Settings};
-pub(crate) use statements::{Dialect, Statements};
+pub(crate) use statements::{Dialect, Statement, Statements};
 
 /// How long one store call may take by default, the wait for a connection or a busy file
 /// included.
@@ -33,21 +34,40 @@ pub(crate) const DEFAULT_PRUNE_INTERVAL: Duration = Duration::from_secs(900);
 /// The shortest prune interval accepted, so a zero cannot make the task spin.
 const MIN_PRUNE_INTERVAL: Duration = Duration::from_millis(1);
 
-/// Milliseconds since the epoch, rounded up to whole seconds (`Math.ceil(ms / 1000)`).
-pub(crate) fn ceil_seconds(ms: i64) -> i64 {
-    ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0)
+/// How a store makes whole seconds of the milliseconds it is given: connect-pg-simple rounds
+/// up (`Math.ceil`), express-mysql-session to the nearest (`Math.round`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rounding {
+    Up,
+    Nearest,
 }
 
-/// connect-pg-simple's `currentTimestamp()`: now, in seconds, rounded up. A record is live while
-/// its `expire` is at least this.
-pub(crate) fn now_seconds(now: Timestamp) -> i64 {
-    ceil_seconds(now.as_millis())
+impl Rounding {
+    /// Milliseconds since the epoch as whole seconds, as JavaScript's `Math.ceil(ms / 1000)` or
+    /// `Math.round(ms / 1000)` (halves go up, also below zero).
+    pub(crate) fn seconds(self, ms: i64) -> i64 {
+        match self {
+            Rounding::Up => ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0),
+            Rounding::Nearest => ms.saturating_add(500).div_euclid(1000),
+        }
+    }
 }
 
-/// connect-pg-simple's `_getExpireTime`: the cookie's expiry rounded up to the second, or, for a
-/// browser-session cookie, `now + ttl` rounded up.
-pub(crate) fn expire_seconds(record: &Record, now: Timestamp, default_ttl: Duration) -> i64 {
-    ceil_seconds(record.cookie().store_expiry(now, default_ttl).as_millis())
+/// connect-pg-simple's `currentTimestamp()` (express-mysql-session's `Math.round(Date.now() /
+/// 1000)`): now, in whole seconds. A record is live while its expiry is at least this.
+pub(crate) fn now_seconds(rounding: Rounding, now: Timestamp) -> i64 {
+    rounding.seconds(now.as_millis())
+}
+
+/// connect-pg-simple's `_getExpireTime` (express-mysql-session's `expires`): the cookie's
+/// expiry in whole seconds, or, for a browser-session cookie, `now + ttl`.
+pub(crate) fn expire_seconds(
+    rounding: Rounding,
+    record: &Record,
+    now: Timestamp,
+    default_ttl: Duration,
+) -> i64 {
+    rounding.seconds(record.cookie().store_expiry(now, default_ttl).as_millis())
 }
 
 /// A prune interval as the builders store it: `None` disables pruning.
@@ -58,8 +78,9 @@ pub(crate) fn prune_interval(interval: Option<Duration>) -> Option<Duration> {
 /// A name a SQL store was given that it refuses to put in its SQL.
 ///
 /// Names are spliced into statements (SQL has no parameters for them), so only plain names are
-/// accepted and they are always double-quoted, as connect-pg-simple quotes them: the case is
-/// kept, so `Sessions` and `sessions` are different tables.
+/// accepted and they are always quoted: double-quoted, as connect-pg-simple quotes them, so
+/// the case is kept (`Sessions` and `sessions` are different tables), or in MySQL, quoted with
+/// backticks, as express-mysql-session quotes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InvalidName {
@@ -75,6 +96,12 @@ pub enum InvalidName {
         "invalid schema name: use 1 to 63 ASCII letters, digits and underscores, not starting with a digit"
     )]
     Schema,
+    /// A column name is not 1 to 63 ASCII letters, digits and underscores, starting with a
+    /// letter or an underscore.
+    #[error(
+        "invalid column name: use 1 to 63 ASCII letters, digits and underscores, not starting with a digit"
+    )]
+    Column,
     /// The time zone is not a name such as `Europe/Berlin`, `UTC` or `UTC+3`.
     #[error(
         "invalid time zone: use a name made of ASCII letters, digits and `_ + - / : .` (such as Europe/Berlin)"
@@ -97,8 +124,9 @@ pub(crate) fn is_plain_identifier(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// `"name"`: a name made of ASCII letters, digits and underscores (a plain identifier, or one
+/// `"name"` (MySQL quotes with backticks instead): a name made of ASCII letters, digits and underscores (a plain identifier, or one
 /// derived from it, such as an index name), quoted. Such a name needs no escaping.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) fn quoted(name: &str) -> String {
     debug_assert!(
         name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
@@ -109,6 +137,7 @@ pub(crate) fn quoted(name: &str) -> String {
 
 /// The index connect-pg-simple's `table.sql` puts on `expire` (`IDX_session_expire` for the
 /// default table), named after the table so two tables can share a schema.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) fn expire_index_name(table: &str) -> String {
     derived_name("IDX_", table, "_expire")
 }
@@ -152,7 +181,7 @@ pub(crate) fn store_error(
     Error::new(kind, error)
 }
 
-/// The `sess` text a compare-and-set expects: the versions of both SQL stores are the `sess` they
+/// The `sess` text a compare-and-set expects: the versions of the SQL stores are the `sess` they
 /// loaded. A version of another kind (a counter) never matches.
 pub(crate) fn expected_sess(version: &Version) -> Option<&str> {
     version
@@ -229,6 +258,7 @@ mod tests {
 
     #[test]
     fn seconds_round_up_as_math_ceil() {
+        let ceil_seconds = |ms| Rounding::Up.seconds(ms);
         assert_eq!(ceil_seconds(0), 0);
         assert_eq!(ceil_seconds(1), 1);
         assert_eq!(ceil_seconds(999), 1);
@@ -240,12 +270,30 @@ mod tests {
     }
 
     #[test]
+    fn seconds_round_to_the_nearest_as_math_round() {
+        let round_seconds = |ms| Rounding::Nearest.seconds(ms);
+        assert_eq!(round_seconds(1_700_000_001_500), 1_700_000_002);
+        assert_eq!(round_seconds(1_700_000_001_499), 1_700_000_001);
+        assert_eq!(round_seconds(0), 0);
+        // Math.round(-1.5) is -1, Math.round(-1.501) is -2.
+        assert_eq!(round_seconds(-1500), -1);
+        assert_eq!(round_seconds(-1501), -2);
+        assert_eq!(round_seconds(i64::MAX), i64::MAX / 1000);
+    }
+
+    #[test]
     fn expire_is_the_cookie_expiry_rounded_up() {
         let now = Timestamp::from_millis(1_700_000_000_000);
         let record = with_expiry(Some(1_800_000_000_001));
-        assert_eq!(expire_seconds(&record, now, DEFAULT_TTL), 1_800_000_001);
+        assert_eq!(
+            expire_seconds(Rounding::Up, &record, now, DEFAULT_TTL),
+            1_800_000_001
+        );
         let record = with_expiry(Some(1_800_000_000_000));
-        assert_eq!(expire_seconds(&record, now, DEFAULT_TTL), 1_800_000_000);
+        assert_eq!(
+            expire_seconds(Rounding::Up, &record, now, DEFAULT_TTL),
+            1_800_000_000
+        );
     }
 
     #[test]
@@ -253,12 +301,15 @@ mod tests {
         let now = Timestamp::from_millis(1_700_000_000_250);
         let record = with_expiry(None);
         // Math.ceil(1700000000.25 + 86400)
-        assert_eq!(expire_seconds(&record, now, DEFAULT_TTL), 1_700_086_401);
         assert_eq!(
-            expire_seconds(&record, now, Duration::from_secs(60)),
+            expire_seconds(Rounding::Up, &record, now, DEFAULT_TTL),
+            1_700_086_401
+        );
+        assert_eq!(
+            expire_seconds(Rounding::Up, &record, now, Duration::from_secs(60)),
             1_700_000_061
         );
-        assert_eq!(now_seconds(now), 1_700_000_001);
+        assert_eq!(now_seconds(Rounding::Up, now), 1_700_000_001);
     }
 
     #[test]
@@ -280,14 +331,17 @@ mod tests {
         ] {
             assert!(!is_plain_identifier(bad), "{bad}");
         }
-        assert_eq!(quoted("session"), "\"session\"");
-        assert_eq!(expire_index_name("session"), "IDX_session_expire");
         assert_eq!(owner_index_name("session"), "session_owner_idx");
         let longest = "t".repeat(63);
         assert_eq!(
-            expire_index_name(&longest),
+            derived_name("IDX_", &longest, "_expire"),
             format!("IDX_{}_expire", &longest[..52])
         );
+        #[cfg(any(feature = "postgres", feature = "sqlite"))]
+        {
+            assert_eq!(quoted("session"), "\"session\"");
+            assert_eq!(expire_index_name("session"), "IDX_session_expire");
+        }
     }
 
     #[test]

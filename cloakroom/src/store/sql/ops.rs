@@ -1,11 +1,11 @@
-//! The store operations both SQL stores share, written once over a [`Backend`] that runs the
+//! The store operations the SQL stores share, written once over a [`Backend`] that runs the
 //! statements on its own driver. Every call is bounded by the store's timeout.
 
 use std::future::Future;
 use std::time::Duration;
 
-use super::statements::Statements;
-use super::{expected_sess, expire_seconds, now_seconds};
+use super::statements::{Statement, Statements};
+use super::{Rounding, expected_sess, expire_seconds, now_seconds};
 use crate::id::Id;
 use crate::record::Record;
 use crate::store::{
@@ -43,6 +43,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// The store's name in log events.
     const STORE: &'static str;
 
+    /// How the expiry column's whole seconds are made.
+    const ROUNDING: Rounding = Rounding::Up;
+
     fn statements(&self) -> &Statements;
 
     fn settings(&self) -> &Settings;
@@ -53,14 +56,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Runs a statement; returns the rows it affected.
     fn execute(
         &self,
-        sql: &str,
+        sql: &Statement,
         args: &[Arg<'_>],
     ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
 
     /// Runs a `SELECT count(*)`.
     fn count(
         &self,
-        sql: &str,
+        sql: &Statement,
         args: &[Arg<'_>],
     ) -> impl Future<Output = Result<i64, sqlx::Error>> + Send;
 
@@ -68,7 +71,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// and the expiry in milliseconds.
     fn fetch_one_record(
         &self,
-        sql: &str,
+        sql: &Statement,
         args: &[Arg<'_>],
     ) -> impl Future<Output = Result<Option<(Option<String>, i64, i64)>, sqlx::Error>> + Send;
 
@@ -76,14 +79,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// bytes.
     fn fetch_records(
         &self,
-        sql: &str,
+        sql: &Statement,
         args: &[Arg<'_>],
     ) -> impl Future<Output = Result<Vec<(String, Option<String>, i64)>, sqlx::Error>> + Send;
 
     /// Runs a query for [`LoadableRow`]s.
     fn fetch_loadable_records(
         &self,
-        sql: &str,
+        sql: &Statement,
         args: &[Arg<'_>],
     ) -> impl Future<Output = Result<Vec<LoadableRow>, sqlx::Error>> + Send;
 
@@ -95,6 +98,30 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Whether the locks' table exists (so pruning has locks to remove).
     fn has_lock_table(&self) -> bool {
         true
+    }
+}
+
+/// Now in the expiry column's whole seconds.
+fn now_s<B: Backend>() -> i64 {
+    now_seconds(B::ROUNDING, Timestamp::now())
+}
+
+/// Runs `insert`; where it finds the key taken (a dialect without a conditional upsert), runs
+/// `replace_dead`, with the same arguments, which takes the row over only if it is dead (an
+/// expired session, a run-out lease). Returns whether either wrote. Each statement is atomic;
+/// a row that changes between them only makes the answer "taken", which it was.
+async fn insert_unless_live<B: Backend>(
+    backend: &B,
+    insert: &Statement,
+    replace_dead: &Statement,
+    args: &[Arg<'_>],
+) -> Result<bool, sqlx::Error> {
+    match backend.execute(insert, args).await {
+        Ok(inserted) => Ok(inserted > 0),
+        Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+            Ok(backend.execute(replace_dead, args).await? > 0)
+        }
+        Err(error) => Err(error),
     }
 }
 
@@ -132,7 +159,7 @@ fn within_limit<B: Backend>(backend: &B, sess: Option<String>, len: i64) -> Resu
 struct MissingText;
 
 pub(crate) async fn get<B: Backend>(backend: &B, id: &Id) -> Result<Option<Loaded>, Error> {
-    let now = now_seconds(Timestamp::now());
+    let now = now_s::<B>();
     let args = [Arg::Text(id.as_str()), Arg::Int(now), max_size_arg(backend)];
     let row = bounded(
         backend,
@@ -174,7 +201,7 @@ pub(crate) async fn sessions_of<B: Backend>(
 ) -> Result<Vec<(Id, Loaded)>, Error> {
     let args = [
         Arg::Text(owner),
-        Arg::Int(now_seconds(Timestamp::now())),
+        Arg::Int(now_s::<B>()),
         max_size_arg(backend),
     ];
     let rows = bounded(
@@ -205,8 +232,8 @@ pub(crate) async fn set<B: Backend>(
     let settings = backend.settings();
     let statements = backend.statements();
     let now = Timestamp::now();
-    let now_s = now_seconds(now);
-    let expire_s = expire_seconds(record, now, settings.default_ttl);
+    let now_s = now_seconds(B::ROUNDING, now);
+    let expire_s = expire_seconds(B::ROUNDING, record, now, settings.default_ttl);
     let expired = expire_s < now_s;
     let json = record.to_json();
     check_record_size(json.len(), settings.max_record_size)?;
@@ -227,11 +254,16 @@ pub(crate) async fn set<B: Backend>(
             });
         }
         let args = [Arg::Text(&json), Arg::Int(expire_s), sid, Arg::Int(now_s)];
-        let inserted = bounded(backend, backend.execute(&statements.insert, &args)).await?;
-        return Ok(if inserted == 0 {
-            SetOutcome::Conflict
-        } else {
+        let insert = insert_unless_live(
+            backend,
+            &statements.insert,
+            &statements.replace_expired,
+            &args,
+        );
+        return Ok(if bounded(backend, insert).await? {
             written
+        } else {
+            SetOutcome::Conflict
         });
     };
     let Some(expected) = expected_sess(version) else {
@@ -279,11 +311,11 @@ pub(crate) async fn destroy<B: Backend>(backend: &B, id: &Id) -> Result<(), Erro
 /// Moves `expire` only, and only on a live row: a touch never brings a session back.
 pub(crate) async fn touch<B: Backend>(backend: &B, id: &Id, record: &Record) -> Result<(), Error> {
     let now = Timestamp::now();
-    let expire_s = expire_seconds(record, now, backend.settings().default_ttl);
+    let expire_s = expire_seconds(B::ROUNDING, record, now, backend.settings().default_ttl);
     let args = [
         Arg::Int(expire_s),
         Arg::Text(id.as_str()),
-        Arg::Int(now_seconds(now)),
+        Arg::Int(now_seconds(B::ROUNDING, now)),
     ];
     bounded(backend, backend.execute(&backend.statements().touch, &args)).await?;
     Ok(())
@@ -292,10 +324,7 @@ pub(crate) async fn touch<B: Backend>(backend: &B, id: &Id, record: &Record) -> 
 /// Every live record. One over the size limit fails the whole call with
 /// [`ErrorKind::TooLarge`], as an undecodable one does with [`ErrorKind::Decode`].
 pub(crate) async fn all<B: Backend>(backend: &B) -> Result<Vec<(Id, Record)>, Error> {
-    let args = [
-        Arg::Int(now_seconds(Timestamp::now())),
-        max_size_arg(backend),
-    ];
+    let args = [Arg::Int(now_s::<B>()), max_size_arg(backend)];
     let rows = bounded(
         backend,
         backend.fetch_records(&backend.statements().all, &args),
@@ -310,7 +339,7 @@ pub(crate) async fn all<B: Backend>(backend: &B) -> Result<Vec<(Id, Record)>, Er
 }
 
 pub(crate) async fn len<B: Backend>(backend: &B) -> Result<usize, Error> {
-    let args = [Arg::Int(now_seconds(Timestamp::now()))];
+    let args = [Arg::Int(now_s::<B>())];
     let count = bounded(backend, backend.count(&backend.statements().len, &args)).await?;
     // `count(*)` is never negative; saturate where usize is narrower.
     Ok(usize::try_from(count).unwrap_or(usize::MAX))
@@ -326,7 +355,7 @@ pub(crate) async fn clear<B: Backend>(backend: &B) -> Result<(), Error> {
 /// longer.
 pub(crate) async fn prune<B: Backend>(backend: &B) -> Result<u64, Error> {
     let statements = backend.statements();
-    let args = [Arg::Int(now_seconds(Timestamp::now()))];
+    let args = [Arg::Int(now_s::<B>())];
     let pruned = backend
         .execute(&statements.prune, &args)
         .await
@@ -351,8 +380,9 @@ pub(crate) async fn try_lock<B: Backend>(
         Arg::Text(lease.token()),
         Arg::Int(lease.duration_millis()),
     ];
-    let taken = bounded(backend, backend.execute(&backend.statements().lock, &args)).await?;
-    Ok(taken > 0)
+    let statements = backend.statements();
+    let lock = insert_unless_live(backend, &statements.lock, &statements.relock, &args);
+    bounded(backend, lock).await
 }
 
 pub(crate) async fn unlock<B: Backend>(backend: &B, id: &Id, lease: &Lease) -> Result<(), Error> {
