@@ -1,26 +1,36 @@
 #!/usr/bin/env bash
-# cloakroom's benchmark, one command: builds the servers, starts Redis and PostgreSQL, runs every
-# target x route as docs/benchmark-method.md describes, measures memory per live session, and
-# writes bench/results/<date>.json, bench/RESULTS.md and bench/chart.svg.
+# cloakroom's benchmark, one command: builds the servers, starts Redis, PostgreSQL, MariaDB and
+# dynalite (scripts/services.sh), runs every target x route as docs/benchmark-method.md
+# describes, measures memory per live session, and writes bench/results/<date>.json,
+# bench/RESULTS.md and bench/chart.svg.
 #
-# Usage: bench/run.sh [--quick] [--targets a,b] [--routes r,s] [--million] [--no-memory]
+# Usage: bench/run.sh [--quick] [--targets a,b] [--routes r,s] [--million] [--no-memory] [--name N]
 #        bench/run.sh --variants [--stores a,b] [--rounds N] [--duration S]
 #        bench/run.sh --owner-index [--stores a,b] [--rounds N] [--duration S]
+#        bench/run.sh --contention [--stores a,b] [--routes r,s] [--rounds N] [--duration S]
 #   --quick      3 s runs after a 1 s warm-up, a few targets (development only)
 #   --targets    comma-separated: bare, cloakroom-{memory,sqlite,redis,postgres},
 #                tower-sessions-{memory,sqlite,redis,postgres}, axum-session-{sqlite,redis,postgres},
-#                actix-session-redis, express-memory, express-redis
+#                actix-session-redis, express-memory, express-redis; and, only when named here,
+#                cloakroom-{mysql,dynamodb}, tower-sessions-{mysql,dynamodb}
+#   --name N     write bench/results/<date>-N.json, bench/N.md (upper case) and bench/chart-N.svg,
+#                leaving the main run's files alone. The MySQL and DynamoDB comparison:
+#                bench/run.sh --name mysql-dynamodb --no-memory --no-micro --duration 8 \
+#                  --targets cloakroom-mysql,tower-sessions-mysql,cloakroom-dynamodb,tower-sessions-dynamodb
 #   --million    also measure memory at 1,000,000 live sessions (slow)
 #   --no-micro   skip the criterion micro-benchmark (cloakroom/benches/hot_path.rs; skipped
 #                by --quick too)
 #   --variants   instead: what cloakroom's concurrency guarantees cost (/counter with insert,
 #                update and the session lock, in alternating rounds; bench/harness/variants.py)
+#   --contention instead: cloakroom and tower-sessions in alternating rounds with a busy loop
+#                at nice 10 on the server's CPU, for tail latency under contention (Redis by
+#                default; bench/harness/contention.py, writes bench/CONTENTION.md)
 #   --owner-index  instead: what the owner index costs at login (/login plain and with
 #                Session::set_owner, alternating rounds; writes bench/OWNER-INDEX.md)
 # Other options are passed to bench/harness/bench.py run (see its --help).
 #
-# Needs: 2 CPUs, cargo, node and npm, wrk, taskset, python3; Redis and PostgreSQL are installed
-# by scripts/services.sh when missing (as root).
+# Needs: 2 CPUs, cargo, node and npm, wrk, taskset, python3; Redis, PostgreSQL and MariaDB are
+# installed by scripts/services.sh when missing (as root), dynalite with npm.
 set -euo pipefail
 
 bench_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -33,6 +43,16 @@ done
 
 echo "[bench] building the servers (release)" >&2
 (cd bench && CARGO_TARGET_DIR="$bench_dir/target" cargo build --release --quiet)
+
+if [ "${1:-}" = "--contention" ]; then
+  shift
+  # shellcheck source=../scripts/services.sh
+  source scripts/services.sh
+  trap stop_services EXIT
+  start_services
+  python3 bench/harness/contention.py "$@"
+  exit
+fi
 
 if [ "${1:-}" = "--variants" ] || [ "${1:-}" = "--owner-index" ]; then
   family=counter

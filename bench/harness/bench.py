@@ -5,11 +5,15 @@ Drives the servers of bench/servers and bench/express as docs/benchmark-method.m
 and its store pinned to CPU 0, wrk pinned to CPU 1, a fresh server per target x route, a short
 warm-up, then the measured run. Measures req/s, p50/p99 (wrk), CPU busy share per core
 (/proc/stat), server CPU time per request (/proc/<pid>/stat), store round trips per request
-(Redis INFO commandstats, Postgres pg_stat_statements), and memory per live session.
+(Redis INFO commandstats, Postgres pg_stat_statements, MariaDB's statement counters), and memory
+per live session.
 
 Usage (normally through bench/run.sh):
-  bench.py run [--quick] [--targets a,b] [--routes r,s] [--million] [--no-memory]
-  bench.py report RESULTS.json      # regenerate bench/RESULTS.md and bench/chart.svg
+  bench.py run [--quick] [--targets a,b] [--routes r,s] [--million] [--no-memory] [--name N]
+  bench.py report RESULTS.json [--name N]  # regenerate bench/RESULTS.md and bench/chart.svg
+
+--name N writes elsewhere, leaving the main run's files alone: bench/results/<date>-N.json,
+bench/N.md (upper-cased, e.g. MYSQL-DYNAMODB.md) and bench/chart-N.svg.
 """
 
 import argparse
@@ -25,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 BENCH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,7 +54,18 @@ ALL_TARGETS = [
     "cloakroom-postgres",
     "tower-sessions-postgres",
     "axum-session-postgres",
+    "cloakroom-mysql",
+    "tower-sessions-mysql",
+    "cloakroom-dynamodb",
+    "tower-sessions-dynamodb",
 ]
+# Measured only when named with --targets: MariaDB and dynalite (started by scripts/services.sh
+# like the others), kept out of the default full run so that it stays at about half an hour
+# (they would add 36 runs, about 8 minutes). `bench/run.sh --name mysql-dynamodb --targets
+# cloakroom-mysql,tower-sessions-mysql,cloakroom-dynamodb,tower-sessions-dynamodb` runs them.
+EXTRA_TARGETS = ["cloakroom-mysql", "tower-sessions-mysql", "cloakroom-dynamodb",
+                 "tower-sessions-dynamodb"]
+DEFAULT_TARGETS = [t for t in ALL_TARGETS if t not in EXTRA_TARGETS]
 QUICK_TARGETS = ["bare", "cloakroom-memory", "tower-sessions-memory", "cloakroom-redis"]
 ROUTES = ["login", "read", "counter"]
 MEMORY_TARGETS = {
@@ -67,7 +83,7 @@ def log(msg):
 
 
 def store_of(target):
-    for store in ("redis", "postgres", "sqlite", "memory"):
+    for store in ("redis", "postgres", "sqlite", "memory", "mysql", "dynamodb"):
         if target.endswith("-" + store):
             return store
     return None
@@ -75,7 +91,8 @@ def store_of(target):
 
 def peer_of(target):
     """The tower-sessions row a target is compared with: the same store (every store of
-    cloakroom's has a tower-sessions counterpart)."""
+    cloakroom's has a tower-sessions counterpart; DynamoDB's is the community
+    tower-sessions-dynamodb-store)."""
     return f"tower-sessions-{store_of(target) or 'memory'}"
 
 
@@ -159,11 +176,14 @@ def children_of(ppid):
 
 
 class Stores:
-    """The Redis and Postgres started by scripts/services.sh (their URLs in the environment)."""
+    """The Redis, Postgres, MariaDB and dynalite started by scripts/services.sh (their URLs in
+    the environment)."""
 
     def __init__(self):
         self.redis_url = os.environ.get("CLOAKROOM_REDIS_URL")
         self.postgres_url = os.environ.get("CLOAKROOM_POSTGRES_URL")
+        self.mysql_url = os.environ.get("CLOAKROOM_MYSQL_URL")
+        self.dynamodb_url = os.environ.get("CLOAKROOM_DYNAMODB_URL")
         self.services_dir = os.environ.get("CLOAKROOM_SERVICES_DIR")
         self.redis_port = None
         if self.redis_url:
@@ -190,15 +210,41 @@ class Stores:
             return []
         return [master] + children_of(master)
 
+    def pid_file_pids(self, *path):
+        """The process named by a PID file under the services' directory, and its children."""
+        if not self.services_dir:
+            return []
+        try:
+            with open(os.path.join(self.services_dir, *path)) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            return []
+        if not os.path.exists(f"/proc/{pid}"):
+            return []
+        return [pid] + children_of(pid)
+
+    def mariadb_pids(self):
+        # One process (mariadbd; its connections are threads).
+        return self.pid_file_pids("mariadb", "mariadb.pid")
+
+    def dynalite_pids(self):
+        # One Node process (its PID file is written by services.sh: `node .../dynalite/cli.js`).
+        return self.pid_file_pids("dynalite", "dynalite.pid")
+
     def pids(self, store):
         if store == "redis":
             return self.redis_pids()
         if store == "postgres":
             return self.postgres_pids()
+        if store == "mysql":
+            return self.mariadb_pids()
+        if store == "dynamodb":
+            return self.dynalite_pids()
         return []
 
     def pin(self):
-        for pid in self.redis_pids() + self.postgres_pids():
+        for pid in (self.redis_pids() + self.postgres_pids() + self.mariadb_pids()
+                    + self.dynalite_pids()):
             subprocess.run(["taskset", "-a", "-p", "-c", SERVER_CPU, str(pid)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
 
@@ -289,11 +335,107 @@ class Stores:
         if tables:
             self.psql("TRUNCATE " + ", ".join(tables))
 
+    # -- MariaDB
+    def mysql(self, sql):
+        """Runs `sql` with the mariadb client over TCP (root, no password, as services.sh sets
+        it up); returns its tab-separated output."""
+        m = re.match(r"mysql://([^@/:]+)@([^:/]+):(\d+)/(\w+)", self.mysql_url or "")
+        if not m:
+            raise RuntimeError(f"cannot read CLOAKROOM_MYSQL_URL {self.mysql_url!r}")
+        user, host, port, db = m.groups()
+        client = shutil.which("mariadb") or "mysql"
+        out = subprocess.run([client, "--no-defaults", "-h", host, "-P", port, "-u", user,
+                              "-N", "-B", db, "-e", sql], capture_output=True, text=True,
+                             timeout=60)
+        if out.returncode != 0:
+            raise RuntimeError(f"mariadb failed: {out.stderr.strip()}")
+        return out.stdout
+
+    def mysql_truncate_all(self):
+        # cloakroom's `cloakroom.sessions` (express-mysql-session's table) and tower-sessions'
+        # `tower_sessions.session` (a database of its own, made by its migrate()).
+        tables = self.mysql(
+            "SELECT CONCAT('`', table_schema, '`.`', table_name, '`') FROM information_schema.tables "
+            "WHERE table_type = 'BASE TABLE' AND table_schema NOT IN "
+            "('mysql', 'information_schema', 'performance_schema', 'sys')").split()
+        if tables:
+            self.mysql("; ".join(f"TRUNCATE TABLE {t}" for t in tables))
+
+    # Statement counters of `SHOW GLOBAL STATUS`: what a client's statements are counted as
+    # (a prepared statement's execution counts under its kind, e.g. Com_select, as well as
+    # Com_stmt_execute, which is left out so as not to count it twice).
+    MYSQL_STATEMENTS = ("Com_select", "Com_insert", "Com_update", "Com_delete", "Com_replace",
+                        "Com_insert_select", "Com_begin", "Com_commit", "Com_rollback",
+                        "Com_set_option")
+
+    def mysql_status(self):
+        status = {}
+        for line in self.mysql("SHOW GLOBAL STATUS WHERE Variable_name LIKE 'Com\\_%' "
+                               "OR Variable_name = 'Questions'").splitlines():
+            if "\t" in line:
+                k, v = line.split("\t", 1)
+                try:
+                    status[k] = int(v)
+                except ValueError:
+                    pass
+        return status
+
+    def mysql_statement_calls(self, before):
+        after = self.mysql_status()
+        calls = {k[len("Com_"):]: after.get(k, 0) - before.get(k, 0)
+                 for k in self.MYSQL_STATEMENTS}
+        return {k: v for k, v in calls.items() if v > 0}
+
+    # -- dynalite (DynamoDB's JSON protocol; dynalite checks an Authorization header is there,
+    # not its signature)
+    def dynamodb(self, operation, body):
+        request = urllib.request.Request(
+            self.dynamodb_url, data=json.dumps(body).encode(), method="POST", headers={
+                "Content-Type": "application/x-amz-json-1.0",
+                "X-Amz-Target": f"DynamoDB_20120810.{operation}",
+                "X-Amz-Date": "20260101T000000Z",
+                "Authorization": "AWS4-HMAC-SHA256 Credential=bench-fake-access-key-id/20260101/"
+                                 "us-east-1/dynamodb/aws4_request, SignedHeaders=host, "
+                                 "Signature=0000",
+            })
+        try:
+            with urllib.request.urlopen(request, timeout=30) as r:
+                return json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            answer = json.loads(e.read() or b"{}")
+            if "ResourceNotFoundException" in answer.get("__type", ""):
+                return None
+            raise RuntimeError(f"dynalite {operation}: {e.code} {answer}")
+
+    def dynamodb_delete_tables(self):
+        """Deletes every table (the targets create theirs on start) and waits until gone."""
+        tables = (self.dynamodb("ListTables", {}) or {}).get("TableNames", [])
+        deadline = time.monotonic() + 30
+        for table in tables:
+            while True:
+                try:
+                    self.dynamodb("DeleteTable", {"TableName": table})
+                    break
+                except RuntimeError as e:
+                    # A table still being created (or deleted) cannot be deleted yet.
+                    if "ResourceInUseException" not in str(e) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+        for table in tables:
+            while self.dynamodb("DescribeTable", {"TableName": table}) is not None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"dynalite: table {table} not deleted after 30 s")
+                time.sleep(0.1)
+
     def reset(self, store):
         if store == "redis":
             self.redis("FLUSHALL")
         elif store == "postgres":
             self.pg_truncate_all()
+        elif store == "mysql":
+            self.mysql_truncate_all()
+        elif store == "dynamodb":
+            self.dynamodb_delete_tables()
 
 
 def bindir_postgres():
@@ -330,6 +472,10 @@ class Server:
                 cmd += ["--redis-url", stores.redis_url]
             if target.endswith("-postgres"):
                 cmd += ["--postgres-url", stores.postgres_url or ""]
+            if target.endswith("-mysql"):
+                cmd += ["--mysql-url", stores.mysql_url or ""]
+            if target.endswith("-dynamodb"):
+                cmd += ["--dynamodb-url", stores.dynamodb_url or ""]
             if target.endswith("-sqlite"):
                 path = tempfile.mkstemp(suffix=".db", dir=tmpdir)[1]
                 os.unlink(path)
@@ -404,12 +550,13 @@ def run_load(target, route, stores, args, tmpdir, extra=()):
     store = store_of(target)
     mode = "bare" if target == "bare" else "session"
     flags = []
-    if store in ("redis", "postgres"):
+    if store in ("redis", "postgres", "mysql", "dynamodb"):
+        # dynalite: every table deleted; the server creates its own on start.
         stores.reset(store)
     server = Server(target, stores, tmpdir, extra)
     server.start()
     try:
-        if store == "postgres":
+        if store in ("postgres", "mysql"):
             stores.reset(store)  # the server creates its table on start
         stores.pin()
         url = f"http://{server.addr}/{route}"
@@ -422,6 +569,7 @@ def run_load(target, route, stores, args, tmpdir, extra=()):
             stores.redis("CONFIG", "RESETSTAT")
         if store == "postgres":
             stores.pg_reset()
+        mysql_before = stores.mysql_status() if store == "mysql" else None
         store_pids = stores.pids(store)
         pids_before = all_pids()
         t0 = cpu_times()
@@ -437,7 +585,8 @@ def run_load(target, route, stores, args, tmpdir, extra=()):
         new = [p for p in all_pids() - pids_before if p != os.getpid()]
         # A Postgres backend for a new connection of the server's pool is the store at work,
         # not another load.
-        own = {"?", "psql", "redis-cli", "taskset"} | ({"postgres"} if store == "postgres" else set())
+        own = {"?", "psql", "redis-cli", "taskset", "mariadb"} | (
+            {"postgres"} if store == "postgres" else set())
         new_names = sorted({proc_name(p) for p in new} - own)
         if new_names:
             flags.append("new-procs(" + ",".join(new_names) + ")")
@@ -446,6 +595,8 @@ def run_load(target, route, stores, args, tmpdir, extra=()):
             trips = stores.redis_commandstats()
         elif store == "postgres":
             trips = stores.pg_statement_calls()
+        elif store == "mysql":
+            trips = stores.mysql_statement_calls(mysql_before)
         rss = rss_bytes(server.pid)
         redis_split = None
         if store == "redis":
@@ -827,6 +978,9 @@ def esc(s):
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+NETWORKED = ("-redis", "-postgres", "-sqlite", "-mysql", "-dynamodb")
+
+
 def chart_svg(rows):
     """Grouped bars: req/s per target, one group per route; a dashed line at bare axum."""
     routes = [r for r in ROUTES if any(x["route"] == r for x in rows)]
@@ -860,7 +1014,7 @@ def chart_svg(rows):
             x = x0 + ti * bar
             out.append(f'<rect x="{x:.1f}" y="{y(r["rps"]):.1f}" width="{bar - 2}" '
                        f'height="{plot_h + top_pad - y(r["rps"]):.1f}" fill="{color(target)}" '
-                       f'fill-opacity="{0.55 if target.endswith(("-redis", "-postgres", "-sqlite")) else 1}">'
+                       f'fill-opacity="{0.55 if target.endswith(NETWORKED) else 1}">'
                        f'<title>{esc(target)} /{route}: {r["rps"]:,.0f} req/s</title></rect>')
         bare = by.get(("bare", route))
         if bare:
@@ -873,7 +1027,7 @@ def chart_svg(rows):
     lx = left + group_w * len(routes) + 20
     for i, target in enumerate(targets):
         ly = top_pad + i * 20
-        op = 0.55 if target.endswith(("-redis", "-postgres", "-sqlite")) else 1
+        op = 0.55 if target.endswith(NETWORKED) else 1
         out.append(f'<rect x="{lx}" y="{ly}" width="12" height="12" fill="{color(target)}" '
                    f'fill-opacity="{op}"/>')
         out.append(f'<text x="{lx + 18}" y="{ly + 10}">{esc(target)}</text>')
@@ -961,22 +1115,34 @@ def closing_notes(rows, memory=None, micro=None):
     return notes
 
 
+def report_paths(name):
+    """(report, chart) paths: the main run's, or a named run's (`--name`), which leave the main
+    run's files alone."""
+    if not name:
+        return os.path.join(BENCH, "RESULTS.md"), os.path.join(BENCH, "chart.svg")
+    return (os.path.join(BENCH, name.upper() + ".md"),
+            os.path.join(BENCH, f"chart-{name}.svg"))
+
+
 def write_report(results, md_path, svg_path):
     rows = results["rows"]
     add_ratios(rows)
     with open(svg_path, "w") as f:
         f.write(chart_svg(rows))
     meta = results["meta"]
+    name = meta.get("name")
     lines = [
-        "# cloakroom benchmark results",
+        f"# cloakroom benchmark results{f': {name}' if name else ''}",
         "",
         f"Run {meta['date']} on {meta['host']} ({meta['cpus']} CPUs, {meta['cpu_model']}), "
-        f"{'QUICK run (development only, not comparable figures)' if meta['quick'] else 'full run'}: "
+        + ("QUICK run (development only, not comparable figures)" if meta["quick"]
+           else f"a run of chosen targets (`--name {name}`)" if name else "full run") + ": "
         f"wrk -t{meta.get('wrk_threads', 1)} -c64 -d{meta['duration']}s after a {meta['warmup']} s warm-up, "
         f"server and store on CPU {SERVER_CPU}, wrk on CPU {CLIENT_CPU}. "
-        "Method: `docs/benchmark-method.md`; regenerate with `bench/run.sh`.",
+        "Method: `docs/benchmark-method.md`; regenerate with "
+        + (f"`{meta['command']}`." if meta.get("command") else "`bench/run.sh`."),
         "",
-        "![requests per second](chart.svg)",
+        f"![requests per second]({os.path.basename(svg_path)})",
         "",
         "## Throughput and latency",
         "",
@@ -985,8 +1151,8 @@ def write_report(results, md_path, svg_path):
     lines += [
         "",
         "- *CPU µs/req*: the server process's user+system CPU time during the run divided by the "
-        "requests wrk counted. *store CPU µs/req*: the same for redis-server or all postgres "
-        "processes.",
+        "requests wrk counted. *store CPU µs/req*: the same for redis-server, all postgres "
+        "processes, mariadbd, or dynalite's Node process.",
         "- *vs bare*: req/s divided by bare axum's on the same route. *vs tower-sessions*: "
         "divided by tower-sessions with the same store. *vs best peer* (cloakroom's rows): "
         "divided by the fastest other library on the same store in the same round "
@@ -1017,13 +1183,15 @@ def write_report(results, md_path, svg_path):
         "Counted on the store server over the measured run: Redis `INFO commandstats` (after "
         "`CONFIG RESETSTAT`), which counts the commands a script runs as well as the script "
         "call; Postgres `pg_stat_statements` calls (top-level statements, including BEGIN and "
-        "COMMIT). For Redis, a sequential sample of 200 requests under `MONITOR` after the run "
+        "COMMIT); MariaDB's `SHOW GLOBAL STATUS` statement counters (`Com_select`, "
+        "`Com_insert`, ..., `Com_begin`, `Com_commit`; a prepared statement counts once, under "
+        "its kind). dynalite counts nothing. For Redis, a sequential sample of 200 requests under `MONITOR` after the run "
         "splits the commands into those the server under test sent (a pipeline of two counts "
         "two) and those run inside scripts; the table's "
         "*store calls/req* shows that split for Redis rows.",
         "",
     ]
-    lines += trips_lines(rows) or ["(no Redis or Postgres rows in this run)"]
+    lines += trips_lines(rows) or ["(no Redis, Postgres or MariaDB rows in this run)"]
     lines += ["", "## Where the server's core goes", "",
               "The server and its store share CPU 0, so their CPU time per request together "
               "bound the throughput; the store's own share is a floor no server can go under "
@@ -1114,7 +1282,7 @@ def cpu_model():
 
 def cmd_run(args):
     targets = args.targets.split(",") if args.targets else (
-        QUICK_TARGETS if args.quick else ALL_TARGETS)
+        QUICK_TARGETS if args.quick else DEFAULT_TARGETS)
     routes = args.routes.split(",") if args.routes else ROUTES
     unknown = [t for t in targets if t not in ALL_TARGETS]
     if unknown:
@@ -1129,6 +1297,12 @@ def cmd_run(args):
         if not stores.postgres_url:
             sys.exit("CLOAKROOM_POSTGRES_URL is not set (run through bench/run.sh)")
         stores.enable_pg_stat_statements()
+    if "mysql" in needs and not stores.mysql_url:
+        sys.exit("CLOAKROOM_MYSQL_URL is not set (run through bench/run.sh)")
+    if "dynamodb" in needs and not stores.dynamodb_url:
+        sys.exit("CLOAKROOM_DYNAMODB_URL is not set (run through bench/run.sh)")
+    if args.name and not re.fullmatch(r"[a-z0-9][a-z0-9-]*", args.name):
+        sys.exit("--name: lower-case letters, digits and hyphens")
     stores.pin()
     tmpdir = tempfile.mkdtemp(prefix="cloakroom-bench.")
     runs, rows, memory = [], [], []
@@ -1179,6 +1353,8 @@ def cmd_run(args):
             "cpus": os.cpu_count(), "cpu_model": cpu_model(),
             "pg_stat_statements": stores.pg_statements,
             "elapsed_seconds": round(time.monotonic() - started),
+            "name": args.name,
+            "command": "bench/run.sh " + " ".join(sys.argv[2:]) if args.name else None,
         },
         "rows": rows,
         "runs": runs,
@@ -1186,11 +1362,13 @@ def cmd_run(args):
         "micro": read_micro(args.micro_dir) if args.micro_dir else {},
     }
     os.makedirs(os.path.join(BENCH, "results"), exist_ok=True)
-    name = now.strftime("%Y-%m-%d") + ("-quick" if args.quick else "") + ".json"
+    name = (now.strftime("%Y-%m-%d") + ("-quick" if args.quick else "")
+            + (f"-{args.name}" if args.name else "") + ".json")
     out = os.path.join(BENCH, "results", name)
     with open(out, "w") as f:
         json.dump(results, f, indent=1)
-    write_report(results, os.path.join(BENCH, "RESULTS.md"), os.path.join(BENCH, "chart.svg"))
+    md_path, svg_path = report_paths(args.name)
+    write_report(results, md_path, svg_path)
     print()
     print("\n".join(table_lines(rows, False)))
     if memory:
@@ -1207,7 +1385,7 @@ def cmd_run(args):
     if notes:
         print("\nGoals, and cloakroom vs tower-sessions:")
         print("\n".join(notes))
-    print(f"\nresults: {out}; report: bench/RESULTS.md, bench/chart.svg")
+    print(f"\nresults: {out}; report: {os.path.relpath(md_path)}, {os.path.relpath(svg_path)}")
 
 
 def cmd_report(args):
@@ -1217,7 +1395,8 @@ def cmd_report(args):
         results["micro"] = read_micro(args.micro_dir)
         with open(args.results, "w") as f:
             json.dump(results, f, indent=1)
-    write_report(results, os.path.join(BENCH, "RESULTS.md"), os.path.join(BENCH, "chart.svg"))
+    name = args.name or results["meta"].get("name")
+    write_report(results, *report_paths(name))
     print("\n".join(table_lines(results["rows"], False)))
 
 
@@ -1227,7 +1406,8 @@ def main():
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run the benchmark")
     r.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up, fewer targets")
-    r.add_argument("--targets", help="comma-separated targets (default: all, or a few with --quick)")
+    r.add_argument("--targets", help="comma-separated targets (default: all but the MySQL and "
+                   "DynamoDB ones, or a few with --quick)")
     r.add_argument("--routes", help="comma-separated routes (default: login,read,counter)")
     r.add_argument("--duration", type=int, help="seconds per measured run (default 10, quick 3)")
     r.add_argument("--warmup", type=int, help="seconds of warm-up (default 2, quick 1)")
@@ -1240,10 +1420,14 @@ def main():
     r.add_argument("--micro-dir", help="criterion's output directory, to include hot_path")
     r.add_argument("--no-micro", action="store_true", help="(for run.sh) skip the micro-benchmark")
     r.add_argument("--no-memory", action="store_true", help="skip the memory probe")
+    r.add_argument("--name", help="write bench/results/<date>-NAME.json, bench/NAME.md (upper "
+                   "case) and bench/chart-NAME.svg instead of the main run's files")
     r.set_defaults(func=cmd_run)
     g = sub.add_parser("report", help="regenerate RESULTS.md and chart.svg from a results file")
     g.add_argument("results")
     g.add_argument("--micro-dir", help="criterion's output directory: refresh the hot_path figures")
+    g.add_argument("--name", help="the report of a named run (default: the results file's name, "
+                   "if it has one)")
     g.set_defaults(func=cmd_report)
     args = p.parse_args()
     if args.cmd == "run":

@@ -11,7 +11,8 @@
 #
 # Builds the release binary (CARGO_TARGET_DIR defaults to bench/target) and installs the Node
 # packages when missing. Starts its own throw-away Redis, and PostgreSQL through
-# scripts/services.sh when cloakroom-postgres is checked; stops them at the end.
+# scripts/services.sh (with MariaDB and dynalite) when a Postgres, MySQL or DynamoDB target is
+# checked; stops them at the end.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -66,7 +67,7 @@ if needs redis; then
   for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
   redis_url="redis://127.0.0.1:$redis_port"
 fi
-if needs postgres; then
+if needs postgres || needs mysql || needs dynamodb; then
   # shellcheck source=../../scripts/services.sh
   source "$repo/scripts/services.sh"
   services_started=1
@@ -151,6 +152,8 @@ start() {
       case $target in
         *-redis) cmd+=(--redis-url "$redis_url") ;;
         cloakroom-postgres) cmd+=(--postgres-url "$CLOAKROOM_POSTGRES_URL") ;;
+        *-mysql) cmd+=(--mysql-url "$CLOAKROOM_MYSQL_URL") ;;
+        *-dynamodb) cmd+=(--dynamodb-url "$CLOAKROOM_DYNAMODB_URL") ;;
         cloakroom-sqlite) cmd+=(--sqlite-path "$work/sessions.db") ;;
       esac
       ;;

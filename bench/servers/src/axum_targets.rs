@@ -10,7 +10,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 
 use crate::{
-    Args, COOKIE_NAME, Counter, SIGNING_KEY, Target, announce_ready, axum_session_targets,
+    AWS_REGION, Args, COOKIE_NAME, Counter, FAKE_AWS_ACCESS_KEY_ID, FAKE_AWS_SECRET_ACCESS_KEY,
+    SIGNING_KEY, Target, announce_ready, axum_session_targets,
 };
 
 pub(crate) async fn serve(args: Args) -> anyhow::Result<()> {
@@ -45,6 +46,35 @@ pub(crate) async fn serve(args: Args) -> anyhow::Result<()> {
                 .await?;
             with_cloakroom(store, &args)?
         }
+        Target::CloakroomMysql => {
+            let url = args
+                .mysql_url
+                .clone()
+                .context("cloakroom-mysql needs --mysql-url")?;
+            // express-mysql-session's table `sessions`, created if missing; sqlx's default pool
+            // (up to 10 connections), as the other SQL targets.
+            let store = cloakroom::MySqlStore::builder(url)
+                .with_create_table_if_missing(true)
+                .build()
+                .await?;
+            with_cloakroom(store, &args)?
+        }
+        Target::CloakroomDynamodb => {
+            let url = args
+                .dynamodb_url
+                .clone()
+                .context("cloakroom-dynamodb needs --dynamodb-url")?;
+            // connect-dynamodb's table `sessions`, created if missing (with the store's owner
+            // index, unused here: no session has an owner).
+            let store = cloakroom::DynamoDbStore::builder()
+                .with_endpoint_url(url)
+                .with_region(AWS_REGION)
+                .with_credentials(FAKE_AWS_ACCESS_KEY_ID, FAKE_AWS_SECRET_ACCESS_KEY)
+                .with_create_table_if_missing(true)
+                .build()
+                .await?;
+            with_cloakroom_unlocked(store, &args)?
+        }
         Target::TowerSessionsMemory => {
             tower_latest::router(tower_sessions_latest::MemoryStore::default())
         }
@@ -62,6 +92,20 @@ pub(crate) async fn serve(args: Args) -> anyhow::Result<()> {
                 .as_deref()
                 .context("tower-sessions-postgres needs --postgres-url")?;
             tower::router(tower::postgres_store(url).await?)
+        }
+        Target::TowerSessionsMysql => {
+            let url = args
+                .mysql_url
+                .as_deref()
+                .context("tower-sessions-mysql needs --mysql-url")?;
+            tower::router(tower::mysql_store(url).await?)
+        }
+        Target::TowerSessionsDynamodb => {
+            let url = args
+                .dynamodb_url
+                .as_deref()
+                .context("tower-sessions-dynamodb needs --dynamodb-url")?;
+            tower::router(tower::dynamodb_store(url).await?)
         }
         Target::AxumSessionSqlite | Target::AxumSessionPostgres | Target::AxumSessionRedis => {
             axum_session_targets::router(&args).await?
@@ -95,16 +139,38 @@ fn internal_error<E>(_: E) -> StatusCode {
 }
 
 fn with_cloakroom<S: cloakroom::store::LockStore>(store: S, args: &Args) -> anyhow::Result<Router> {
-    let mut sessions = cloakroom::SessionLayer::builder(store)
+    let mut sessions = cloakroom_sessions(store);
+    if args.session_lock {
+        sessions = sessions.with_session_lock(cloakroom::SessionLock::new());
+    }
+    cloakroom_router(sessions, args)
+}
+
+/// As `with_cloakroom`, for a store without the session lock (`DynamoDbStore`).
+fn with_cloakroom_unlocked<S: cloakroom::store::SessionStore>(
+    store: S,
+    args: &Args,
+) -> anyhow::Result<Router> {
+    anyhow::ensure!(!args.session_lock, "this store has no session lock");
+    cloakroom_router(cloakroom_sessions(store), args)
+}
+
+fn cloakroom_sessions<S: cloakroom::store::SessionStore>(
+    store: S,
+) -> cloakroom::SessionLayerBuilder<S> {
+    cloakroom::SessionLayer::builder(store)
         .with_secret(SIGNING_KEY)
         .with_name(COOKIE_NAME)
         // Throttled touches, cloakroom's recommended production setting: a read-only request
         // skips the expiry refresh when the store's expiry was refreshed under a minute ago,
         // so it costs one store round trip instead of two.
-        .with_touch_after(Duration::from_secs(60));
-    if args.session_lock {
-        sessions = sessions.with_session_lock(cloakroom::SessionLock::new());
-    }
+        .with_touch_after(Duration::from_secs(60))
+}
+
+fn cloakroom_router<S: cloakroom::store::SessionStore>(
+    sessions: cloakroom::SessionLayerBuilder<S>,
+    args: &Args,
+) -> anyhow::Result<Router> {
     let counter = match args.counter {
         Counter::Update => get(cloakroom_routes::counter),
         Counter::Insert => get(cloakroom_routes::counter_insert),
@@ -236,17 +302,25 @@ mod tower_latest {
     tower_routes!(tower_sessions_latest);
 }
 
-/// tower-sessions 0.14 with its Redis, SQLite and Postgres stores.
+/// tower-sessions 0.14 with its Redis, SQLite, Postgres, MySQL and DynamoDB stores.
 mod tower {
     use std::path::Path;
 
+    use tower_sessions_dynamodb_store::aws_sdk_dynamodb::config::Credentials;
+    use tower_sessions_dynamodb_store::aws_sdk_dynamodb::types::{
+        AttributeDefinition, KeySchemaElement, KeyType, ProvisionedThroughput, ScalarAttributeType,
+    };
+    use tower_sessions_dynamodb_store::{
+        DynamoDBStore, DynamoDBStoreProps, aws_config, aws_sdk_dynamodb,
+    };
     use tower_sessions_redis_store::RedisStore;
     use tower_sessions_redis_store::fred::prelude::{ClientLike as _, Config, Pool};
     // sqlx 0.8, the one tower-sessions-sqlx-store is built on (the crate's own `sqlx` is 0.9,
     // for axum_session).
+    use tower_sessions_sqlx_store::sqlx::mysql::MySqlPool;
     use tower_sessions_sqlx_store::sqlx::postgres::PgPool;
     use tower_sessions_sqlx_store::sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
-    use tower_sessions_sqlx_store::{PostgresStore, SqliteStore};
+    use tower_sessions_sqlx_store::{MySqlStore, PostgresStore, SqliteStore};
 
     use super::*;
 
@@ -297,5 +371,96 @@ mod tower {
             .await
             .context("failed to create tower-sessions' Postgres table")?;
         Ok(store)
+    }
+
+    /// tower-sessions-sqlx-store's MySQL store as its README sets it up: `MySqlPool::connect`
+    /// (sqlx's defaults, up to 10 connections, as cloakroom's store uses) and `migrate()`, which
+    /// creates the database `tower_sessions` and its table `session` (`id char(22)`, `data
+    /// blob`, `expiry_date timestamp(6)`). No expired-session deletion task, as for the others.
+    pub(super) async fn mysql_store(url: &str) -> anyhow::Result<MySqlStore> {
+        let pool = MySqlPool::connect(url)
+            .await
+            .context("failed to connect to mysql")?;
+        let store = MySqlStore::new(pool);
+        store
+            .migrate()
+            .await
+            .context("failed to create tower-sessions' MySQL table")?;
+        Ok(store)
+    }
+
+    /// tower-sessions-dynamodb-store as its README and example set it up: a client from
+    /// `aws_config`'s defaults (here with the endpoint, region and fake credentials given
+    /// explicitly, as cloakroom's target does), `DynamoDBStoreProps::default()` (table
+    /// `TowerSessions`, hash key `session_id`, no sort key), and the table created as its example
+    /// creates it (the store itself never creates one). No expired-session deletion task.
+    pub(super) async fn dynamodb_store(url: &str) -> anyhow::Result<DynamoDBStore> {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(url)
+            .region(aws_config::Region::new(AWS_REGION))
+            .credentials_provider(Credentials::new(
+                FAKE_AWS_ACCESS_KEY_ID,
+                FAKE_AWS_SECRET_ACCESS_KEY,
+                None,
+                None,
+                "bench",
+            ))
+            .load()
+            .await;
+        let client = aws_sdk_dynamodb::Client::new(&config);
+        let props = DynamoDBStoreProps::default();
+        let exists = client
+            .describe_table()
+            .table_name(&props.table_name)
+            .send()
+            .await
+            .is_ok();
+        if !exists {
+            client
+                .create_table()
+                .table_name(&props.table_name)
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name(&props.partition_key.name)
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()?,
+                )
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name(&props.partition_key.name)
+                        .key_type(KeyType::Hash)
+                        .build()?,
+                )
+                .provisioned_throughput(
+                    ProvisionedThroughput::builder()
+                        .read_capacity_units(10)
+                        .write_capacity_units(5)
+                        .build()?,
+                )
+                .send()
+                .await
+                .context("failed to create tower-sessions' DynamoDB table")?;
+        }
+        // A new table is CREATING for a moment (dynalite: half a second): wait until ACTIVE.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = client
+                .describe_table()
+                .table_name(&props.table_name)
+                .send()
+                .await
+                .context("failed to describe tower-sessions' DynamoDB table")?
+                .table
+                .and_then(|table| table.table_status);
+            if status == Some(aws_sdk_dynamodb::types::TableStatus::Active) {
+                break;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "tower-sessions' DynamoDB table is not active after 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(DynamoDBStore::new(client, props))
     }
 }

@@ -13,9 +13,9 @@
 //! owner index is written), to measure what each costs.
 //!
 //! The targets: `bare` (axum without sessions), cloakroom with each of its stores
-//! (`cloakroom-{memory,sqlite,redis,postgres}`), and its peers: tower-sessions
-//! (`tower-sessions-{memory,sqlite,redis,postgres}`; 0.15 for memory, 0.14 for the stores built
-//! on it), axum_session
+//! (`cloakroom-{memory,sqlite,redis,postgres,mysql,dynamodb}`), and its peers: tower-sessions
+//! (`tower-sessions-{memory,sqlite,redis,postgres,mysql,dynamodb}`; 0.15 for memory, 0.14 for the
+//! stores built on it), axum_session
 //! (`axum-session-{sqlite,postgres,redis}`), actix-session (`actix-session-redis`). The express-session
 //! peers are Node servers of their own (`bench/express`).
 //!
@@ -45,6 +45,13 @@ const SIGNING_KEY: &[u8; 64] = b"bench-only-fake-signing-key-0123456789-not-a-se
 /// The session cookie's name on every target.
 const COOKIE_NAME: &str = "sid";
 
+/// The fake static credentials the `*-dynamodb` targets sign with: a local stand-in (dynalite)
+/// accepts any. Not a secret.
+const FAKE_AWS_ACCESS_KEY_ID: &str = "bench-fake-access-key-id";
+const FAKE_AWS_SECRET_ACCESS_KEY: &str = "bench-fake-secret-access-key";
+/// The region the `*-dynamodb` targets name (a local stand-in ignores it).
+const AWS_REGION: &str = "us-east-1";
+
 #[derive(Parser)]
 #[command(about = "A server under test for cloakroom's benchmark")]
 struct Args {
@@ -60,6 +67,13 @@ struct Args {
     /// Postgres for the `*-postgres` targets.
     #[arg(long)]
     postgres_url: Option<String>,
+    /// MySQL or MariaDB for the `*-mysql` targets, such as `mysql://root@127.0.0.1:3306/cloakroom`.
+    #[arg(long)]
+    mysql_url: Option<String>,
+    /// DynamoDB's endpoint for the `*-dynamodb` targets, such as `http://127.0.0.1:8000` (a
+    /// local stand-in: the targets sign with fake static credentials, region `us-east-1`).
+    #[arg(long)]
+    dynamodb_url: Option<String>,
     /// The database file for the `*-sqlite` targets (created if missing).
     #[arg(long)]
     sqlite_path: Option<std::path::PathBuf>,
@@ -90,10 +104,14 @@ enum Target {
     CloakroomSqlite,
     CloakroomRedis,
     CloakroomPostgres,
+    CloakroomMysql,
+    CloakroomDynamodb,
     TowerSessionsMemory,
     TowerSessionsSqlite,
     TowerSessionsRedis,
     TowerSessionsPostgres,
+    TowerSessionsMysql,
+    TowerSessionsDynamodb,
     AxumSessionSqlite,
     AxumSessionPostgres,
     AxumSessionRedis,
