@@ -40,6 +40,7 @@ mod lifetime;
 mod lock;
 mod ownership;
 mod state;
+mod store_calls;
 mod turns;
 
 pub use flash::FLASH_KEY;

@@ -17,7 +17,7 @@ use foldhash::fast::RandomState;
 use tokio::sync::oneshot;
 
 use super::changes::ChangeSet;
-use super::context::StoreCalls;
+use super::store_calls::StoreCalls;
 use crate::error::Error;
 use crate::id::Id;
 use crate::record::Record;

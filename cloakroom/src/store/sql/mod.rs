@@ -39,6 +39,8 @@ const MIN_PRUNE_INTERVAL: Duration = Duration::from_millis(1);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Rounding {
     Up,
+    // Only MySQL rounds to the nearest second.
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
     Nearest,
 }
 

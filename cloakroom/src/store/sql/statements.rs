@@ -102,6 +102,8 @@ impl Statement {
     }
 
     /// The arguments (numbered from 1) in the order the statement binds them.
+    // Only MySQL's statements have positional parameters.
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
     pub(crate) fn bind_order<T: Copy>(&self, args: &[T]) -> Vec<T> {
         match &self.order {
             None => args.to_vec(),
