@@ -70,7 +70,7 @@
 //! `expires` (express-mysql-session makes none), so each prune reads the whole table.
 //!
 //! # Sessions by owner
-//! The store implements [`OwnerIndex`] with a generated column and its index, added to the
+//! The store implements [`OwnerIndex`](super::OwnerIndex) with a generated column and its index, added to the
 //! table beside express-mysql-session's columns
 //! ([`with_create_table_if_missing`](MySqlStoreBuilder::with_create_table_if_missing) adds
 //! them, to an existing table too):
@@ -109,7 +109,7 @@
 //! (last write wins there, as it always has).
 //!
 //! # Failures and timeouts
-//! Every call through [`SessionStore`] is bounded by the store's
+//! Every call through [`SessionStore`](super::SessionStore) is bounded by the store's
 //! [timeout](MySqlStoreBuilder::with_timeout) (5 s by default), the wait for a free or new
 //! connection included, and fails with [`ErrorKind::Timeout`] when it runs out. A dropped
 //! connection fails with [`ErrorKind::Unavailable`]; while the server refuses connections, sqlx
@@ -126,7 +126,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::Connection as _;
 use sqlx::error::DatabaseError;
 use sqlx::mysql::{
@@ -139,12 +138,7 @@ pub use super::sql::InvalidName;
 use super::sql::{
     self, Arg, Backend, Dialect, LoadableRow, PruneTask, Rounding, Settings, Statement, Statements,
 };
-use super::{
-    Condition, Error, ErrorKind, Lease, Loaded, LockStore, OwnerIndex, OwnerPath, SessionStore,
-    SetOutcome,
-};
-use crate::id::Id;
-use crate::record::Record;
+use super::{Error, ErrorKind, OwnerPath};
 
 /// express-mysql-session's table name.
 const DEFAULT_TABLE: &str = "sessions";
@@ -162,9 +156,9 @@ const OWNER_CHARS: usize = 255;
 /// Sessions in MariaDB or MySQL, in express-mysql-session's table and format, so Node and Rust
 /// services can share them (see the [module docs](self)).
 ///
-/// Supports compare-and-set, session locks ([`LockStore`]) and every optional method (`all`,
+/// Supports compare-and-set, session locks ([`LockStore`](super::LockStore)) and every optional method (`all`,
 /// `len`, `clear` count and return live sessions only), and finds sessions by owner
-/// ([`OwnerIndex`]). Cloning is cheap and every clone is the same store.
+/// ([`OwnerIndex`](super::OwnerIndex)). Cloning is cheap and every clone is the same store.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), cloakroom::store::Error> {
@@ -355,7 +349,7 @@ impl MySqlStoreBuilder {
     /// [module docs](self#sessions-by-owner)) when missing, to an existing table too: on a large
     /// table, MySQL and MariaDB add a virtual column in place, but building the index reads
     /// every row. Where this user may not alter the table, a warning is logged and the store
-    /// works without the index ([`sessions_of`](OwnerIndex::sessions_of) then fails).
+    /// works without the index ([`sessions_of`](super::OwnerIndex::sessions_of) then fails).
     ///
     /// ```no_run
     /// # fn run(pool: sqlx::MySqlPool) {
@@ -400,7 +394,7 @@ impl MySqlStoreBuilder {
         self
     }
 
-    /// How long one call through [`SessionStore`] may take, the wait for a free or new
+    /// How long one call through [`SessionStore`](super::SessionStore) may take, the wait for a free or new
     /// connection included, before it fails with [`ErrorKind::Timeout`] (default 5 s). Keeps
     /// requests from hanging on a database that is down or stalled: the middleware answers 503
     /// within this time. A write that times out may still have been applied.
@@ -434,7 +428,7 @@ impl MySqlStoreBuilder {
         self
     }
 
-    /// Where a session's owner is in its data, for [`OwnerIndex`] (default `passport.user`,
+    /// Where a session's owner is in its data, for [`OwnerIndex`](super::OwnerIndex) (default `passport.user`,
     /// where passport.js keeps the signed-in user). The owner column is made for one path: to
     /// change the path of a table that has it, drop the column `cloakroom_owner` and let
     /// [`with_create_table_if_missing`](Self::with_create_table_if_missing) add it again.
@@ -831,70 +825,7 @@ impl Backend for Inner {
     }
 }
 
-#[async_trait]
-impl SessionStore for MySqlStore {
-    fn owner_path(&self) -> &OwnerPath {
-        &self.inner.settings.owner_path
-    }
-
-    async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error> {
-        sql::ops::get(&*self.inner, id).await
-    }
-
-    async fn set(
-        &self,
-        id: &Id,
-        record: &Record,
-        condition: Condition<'_>,
-    ) -> Result<SetOutcome, Error> {
-        sql::ops::set(&*self.inner, id, record, condition).await
-    }
-
-    async fn destroy(&self, id: &Id) -> Result<(), Error> {
-        sql::ops::destroy(&*self.inner, id).await
-    }
-
-    async fn touch(&self, id: &Id, record: &Record) -> Result<(), Error> {
-        sql::ops::touch(&*self.inner, id, record).await
-    }
-
-    fn default_ttl(&self) -> Option<Duration> {
-        Some(self.inner.settings.default_ttl)
-    }
-
-    async fn all(&self) -> Result<Vec<(Id, Record)>, Error> {
-        sql::ops::all(&*self.inner).await
-    }
-
-    async fn len(&self) -> Result<usize, Error> {
-        sql::ops::len(&*self.inner).await
-    }
-
-    async fn clear(&self) -> Result<(), Error> {
-        sql::ops::clear(&*self.inner).await
-    }
-}
-
-/// Session locks are rows of a second table (see the [module docs](self#session-lock)).
-#[async_trait]
-impl LockStore for MySqlStore {
-    async fn try_lock(&self, id: &Id, lease: &Lease) -> Result<bool, Error> {
-        sql::ops::try_lock(&*self.inner, id, lease).await
-    }
-
-    async fn unlock(&self, id: &Id, lease: &Lease) -> Result<(), Error> {
-        sql::ops::unlock(&*self.inner, id, lease).await
-    }
-}
-
-/// Sessions by owner, through a generated column and its index (see the
-/// [module docs](self#sessions-by-owner)).
-#[async_trait]
-impl OwnerIndex for MySqlStore {
-    async fn sessions_of(&self, owner: &str) -> Result<Vec<(Id, Loaded)>, Error> {
-        sql::ops::sessions_of(&*self.inner, owner).await
-    }
-}
+sql::impl_sql_store!(MySqlStore);
 
 impl fmt::Debug for MySqlStore {
     // The pool is left out: its options hold the connection password.

@@ -64,7 +64,7 @@
 //! and retried at the next interval. [`PostgresStore::prune_expired`] prunes on demand.
 //!
 //! # Sessions by owner
-//! The store implements [`OwnerIndex`]. The owner is read out of `sess` by an expression index,
+//! The store implements [`OwnerIndex`](super::OwnerIndex). The owner is read out of `sess` by an expression index,
 //! `session_owner_idx`, at the owner path
 //! ([`with_owner_path`](PostgresStoreBuilder::with_owner_path), `passport.user` by default, where
 //! passport.js keeps the signed-in user). No column is added: connect-pg-simple reads and writes
@@ -75,7 +75,7 @@
 //! [`with_create_table_if_missing`](PostgresStoreBuilder::with_create_table_if_missing) creates
 //! it, on a table that already exists too. Otherwise create it yourself (`CONCURRENTLY`, on a
 //! table in use, so writes go on while it builds); without it,
-//! [`sessions_of`](OwnerIndex::sessions_of) still works, reading the whole table:
+//! [`sessions_of`](super::OwnerIndex::sessions_of) still works, reading the whole table:
 //!
 //! ```sql
 //! CREATE INDEX IF NOT EXISTS "session_owner_idx" ON "session" ((
@@ -122,7 +122,7 @@
 //! concurrent write from this store (last write wins there, as it always has).
 //!
 //! # Failures and timeouts
-//! Every call through [`SessionStore`] is bounded by the store's
+//! Every call through [`SessionStore`](super::SessionStore) is bounded by the store's
 //! [timeout](PostgresStoreBuilder::with_timeout) (5 s by default), the wait for a free or new
 //! connection included, and fails with [`ErrorKind::Timeout`] when it runs out. A dropped
 //! connection fails with [`ErrorKind::Unavailable`]; while the server refuses connections, sqlx
@@ -142,7 +142,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::Connection as _;
 use sqlx::error::DatabaseError;
 use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgPoolOptions, PgRow, Postgres};
@@ -152,12 +151,7 @@ pub use super::sql::InvalidName;
 use super::sql::{
     self, Arg, Backend, Dialect, LoadableRow, PruneTask, Settings, Statement, Statements,
 };
-use super::{
-    Condition, Error, ErrorKind, Lease, Loaded, LockStore, OwnerIndex, OwnerPath, SessionStore,
-    SetOutcome,
-};
-use crate::id::Id;
-use crate::record::Record;
+use super::{Error, ErrorKind, OwnerPath};
 
 /// connect-pg-simple's table name.
 const DEFAULT_TABLE: &str = "session";
@@ -170,7 +164,7 @@ const CREATE_LOCK_KEY: i64 = 0x636c_6f61_6b72_6f6f;
 /// can share them (see the [module docs](self)).
 ///
 /// Supports compare-and-set and every optional method (`all`, `len`, `clear` count and return
-/// live sessions only), and finds sessions by owner ([`OwnerIndex`]). Cloning is cheap and every
+/// live sessions only), and finds sessions by owner ([`OwnerIndex`](super::OwnerIndex)). Cloning is cheap and every
 /// clone is the same store.
 ///
 /// ```no_run
@@ -426,7 +420,7 @@ impl PostgresStoreBuilder {
         Ok(self)
     }
 
-    /// How long one call through [`SessionStore`] may take, the wait for a free or new
+    /// How long one call through [`SessionStore`](super::SessionStore) may take, the wait for a free or new
     /// connection included, before it fails with [`ErrorKind::Timeout`] (default 5 s). Keeps
     /// requests from hanging on a database that is down or stalled: the middleware answers 503
     /// within this time. It also caps the pool's own wait for a connection (sqlx's default is
@@ -462,11 +456,11 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// Where a session's owner is in its data, for [`OwnerIndex`] (default `passport.user`,
+    /// Where a session's owner is in its data, for [`OwnerIndex`](super::OwnerIndex) (default `passport.user`,
     /// where passport.js keeps the signed-in user). The owner index is made for one path: to
     /// change the path of a table that has one, drop `session_owner_idx` and create it for the
     /// new path (see the [module docs](self#sessions-by-owner)); until then
-    /// [`sessions_of`](OwnerIndex::sessions_of) reads the whole table.
+    /// [`sessions_of`](super::OwnerIndex::sessions_of) reads the whole table.
     ///
     /// ```no_run
     /// # fn run(pool: sqlx::PgPool) -> Result<(), cloakroom::store::InvalidOwnerPath> {
@@ -852,70 +846,7 @@ impl Backend for Inner {
     }
 }
 
-#[async_trait]
-impl SessionStore for PostgresStore {
-    fn owner_path(&self) -> &OwnerPath {
-        &self.inner.settings.owner_path
-    }
-
-    async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error> {
-        sql::ops::get(&*self.inner, id).await
-    }
-
-    async fn set(
-        &self,
-        id: &Id,
-        record: &Record,
-        condition: Condition<'_>,
-    ) -> Result<SetOutcome, Error> {
-        sql::ops::set(&*self.inner, id, record, condition).await
-    }
-
-    async fn destroy(&self, id: &Id) -> Result<(), Error> {
-        sql::ops::destroy(&*self.inner, id).await
-    }
-
-    async fn touch(&self, id: &Id, record: &Record) -> Result<(), Error> {
-        sql::ops::touch(&*self.inner, id, record).await
-    }
-
-    fn default_ttl(&self) -> Option<Duration> {
-        Some(self.inner.settings.default_ttl)
-    }
-
-    async fn all(&self) -> Result<Vec<(Id, Record)>, Error> {
-        sql::ops::all(&*self.inner).await
-    }
-
-    async fn len(&self) -> Result<usize, Error> {
-        sql::ops::len(&*self.inner).await
-    }
-
-    async fn clear(&self) -> Result<(), Error> {
-        sql::ops::clear(&*self.inner).await
-    }
-}
-
-/// Session locks are rows of a second table (see the [module docs](self#session-lock)).
-#[async_trait]
-impl LockStore for PostgresStore {
-    async fn try_lock(&self, id: &Id, lease: &Lease) -> Result<bool, Error> {
-        sql::ops::try_lock(&*self.inner, id, lease).await
-    }
-
-    async fn unlock(&self, id: &Id, lease: &Lease) -> Result<(), Error> {
-        sql::ops::unlock(&*self.inner, id, lease).await
-    }
-}
-
-/// Sessions by owner, through an expression index on `sess` (see the
-/// [module docs](self#sessions-by-owner)).
-#[async_trait]
-impl OwnerIndex for PostgresStore {
-    async fn sessions_of(&self, owner: &str) -> Result<Vec<(Id, Loaded)>, Error> {
-        sql::ops::sessions_of(&*self.inner, owner).await
-    }
-}
+sql::impl_sql_store!(PostgresStore);
 
 impl fmt::Debug for PostgresStore {
     // The pool is left out: its options hold the connection password.

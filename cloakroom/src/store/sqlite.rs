@@ -26,7 +26,7 @@
 //! shows it as a date.
 //!
 //! # Sessions by owner
-//! The store implements [`OwnerIndex`]: `session_owner_idx` is on the owner that `sess` names
+//! The store implements [`OwnerIndex`](super::OwnerIndex): `session_owner_idx` is on the owner that `sess` names
 //! ([`with_owner_path`](SqliteStoreBuilder::with_owner_path), `passport.user` by default), read
 //! out of the JSON by the index itself. So any row is indexed however it was written, and the
 //! index changes with the row, in the same statement. A row whose `sess` is not valid JSON
@@ -35,7 +35,7 @@
 //! builds (other writers wait, up to their busy timeout). The index is made for one path: to
 //! change the path of an existing file, drop the index first, and the next
 //! [`build`](SqliteStoreBuilder::build) makes it for the new one (without it,
-//! [`sessions_of`](OwnerIndex::sessions_of) still works, by reading the whole table).
+//! [`sessions_of`](super::OwnerIndex::sessions_of) still works, by reading the whole table).
 //!
 //! # File permissions
 //! On Unix, a new file is created readable and writable by its owner only (mode 0600), and
@@ -49,7 +49,7 @@
 //! [`with_busy_timeout`](SqliteStoreBuilder::with_busy_timeout)): SQLite lets one connection
 //! write at a time, and a write that finds the file locked by another connection, of this
 //! process or another, waits for it, reporting [`ErrorKind::Timeout`] only if the wait runs
-//! out. Every call through [`SessionStore`] is also bounded by the store's timeout
+//! out. Every call through [`SessionStore`](super::SessionStore) is also bounded by the store's timeout
 //! ([`with_timeout`](SqliteStoreBuilder::with_timeout), 5 s by default, as the other stores), so
 //! a request never waits longer than that, whatever the busy timeout. Every operation is a
 //! single statement, so no transaction ever holds a read snapshot
@@ -94,7 +94,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use sqlx::error::DatabaseError;
 use sqlx::query::{Query, QueryAs};
 use sqlx::sqlite::{
@@ -106,12 +105,7 @@ pub use super::sql::InvalidName;
 use super::sql::{
     self, Arg, Backend, Dialect, LoadableRow, PruneTask, Settings, Statement, Statements,
 };
-use super::{
-    Condition, Error, ErrorKind, Lease, Loaded, LockStore, OwnerIndex, OwnerPath, SessionStore,
-    SetOutcome,
-};
-use crate::id::Id;
-use crate::record::Record;
+use super::{Error, ErrorKind, OwnerPath};
 
 /// connect-pg-simple's table name.
 const DEFAULT_TABLE: &str = "session";
@@ -126,7 +120,7 @@ const OPEN_RETRY_DELAY: Duration = Duration::from_millis(10);
 /// share the file. See the [module docs](self) for the table and the locking settings.
 ///
 /// Supports compare-and-set and every optional method (`all`, `len`, `clear` count and return
-/// live sessions only), and finds sessions by owner ([`OwnerIndex`]). Cloning is cheap and every
+/// live sessions only), and finds sessions by owner ([`OwnerIndex`](super::OwnerIndex)). Cloning is cheap and every
 /// clone is the same store.
 ///
 /// ```no_run
@@ -297,7 +291,7 @@ impl SqliteStoreBuilder {
         self
     }
 
-    /// How long one call through [`SessionStore`] may take, a wait for the file included,
+    /// How long one call through [`SessionStore`](super::SessionStore) may take, a wait for the file included,
     /// before it fails with [`ErrorKind::Timeout`] (default 5 s, as the other stores). Keeps
     /// requests from hanging on a file another process holds or a slow disk: the middleware
     /// answers 503 within this time. A write that times out may still have been applied.
@@ -312,7 +306,7 @@ impl SqliteStoreBuilder {
         self
     }
 
-    /// Where a session's owner is in its data, for [`OwnerIndex`] (default `passport.user`,
+    /// Where a session's owner is in its data, for [`OwnerIndex`](super::OwnerIndex) (default `passport.user`,
     /// where passport.js keeps the signed-in user). The owner index is made for this path; see
     /// the [module docs](self#sessions-by-owner) to change the path of an existing file.
     ///
@@ -603,70 +597,7 @@ impl Backend for Inner {
     }
 }
 
-#[async_trait]
-impl SessionStore for SqliteStore {
-    fn owner_path(&self) -> &OwnerPath {
-        &self.inner.settings.owner_path
-    }
-
-    async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error> {
-        sql::ops::get(&*self.inner, id).await
-    }
-
-    async fn set(
-        &self,
-        id: &Id,
-        record: &Record,
-        condition: Condition<'_>,
-    ) -> Result<SetOutcome, Error> {
-        sql::ops::set(&*self.inner, id, record, condition).await
-    }
-
-    async fn destroy(&self, id: &Id) -> Result<(), Error> {
-        sql::ops::destroy(&*self.inner, id).await
-    }
-
-    async fn touch(&self, id: &Id, record: &Record) -> Result<(), Error> {
-        sql::ops::touch(&*self.inner, id, record).await
-    }
-
-    fn default_ttl(&self) -> Option<Duration> {
-        Some(self.inner.settings.default_ttl)
-    }
-
-    async fn all(&self) -> Result<Vec<(Id, Record)>, Error> {
-        sql::ops::all(&*self.inner).await
-    }
-
-    async fn len(&self) -> Result<usize, Error> {
-        sql::ops::len(&*self.inner).await
-    }
-
-    async fn clear(&self) -> Result<(), Error> {
-        sql::ops::clear(&*self.inner).await
-    }
-}
-
-/// Session locks are rows of a second table (see the [module docs](self#session-lock)).
-#[async_trait]
-impl LockStore for SqliteStore {
-    async fn try_lock(&self, id: &Id, lease: &Lease) -> Result<bool, Error> {
-        sql::ops::try_lock(&*self.inner, id, lease).await
-    }
-
-    async fn unlock(&self, id: &Id, lease: &Lease) -> Result<(), Error> {
-        sql::ops::unlock(&*self.inner, id, lease).await
-    }
-}
-
-/// Sessions by owner, through an index on the owner in `sess` (see the
-/// [module docs](self#sessions-by-owner)).
-#[async_trait]
-impl OwnerIndex for SqliteStore {
-    async fn sessions_of(&self, owner: &str) -> Result<Vec<(Id, Loaded)>, Error> {
-        sql::ops::sessions_of(&*self.inner, owner).await
-    }
-}
+sql::impl_sql_store!(SqliteStore);
 
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

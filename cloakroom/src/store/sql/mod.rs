@@ -21,6 +21,98 @@ mod statements;
 pub(crate) use ops::{Arg, Backend, LoadableRow, Settings};
 pub(crate) use statements::{Dialect, Statement, Statements};
 
+/// The [`SessionStore`](crate::store::SessionStore), [`LockStore`](crate::store::LockStore)
+/// and [`OwnerIndex`](crate::store::OwnerIndex) impls of an SQL store, written once: each call
+/// is the shared operation in [`ops`] on the store's `inner` (an `Arc` of its [`Backend`], with
+/// its [`Settings`] in `settings`). Each store's module docs say what its tables and indexes are.
+macro_rules! impl_sql_store {
+    ($store:ty) => {
+        #[::async_trait::async_trait]
+        impl $crate::store::SessionStore for $store {
+            fn owner_path(&self) -> &$crate::store::OwnerPath {
+                &self.inner.settings.owner_path
+            }
+
+            async fn get(
+                &self,
+                id: &$crate::Id,
+            ) -> Result<Option<$crate::store::Loaded>, $crate::store::Error> {
+                $crate::store::sql::ops::get(&*self.inner, id).await
+            }
+
+            async fn set(
+                &self,
+                id: &$crate::Id,
+                record: &$crate::Record,
+                condition: $crate::store::Condition<'_>,
+            ) -> Result<$crate::store::SetOutcome, $crate::store::Error> {
+                $crate::store::sql::ops::set(&*self.inner, id, record, condition).await
+            }
+
+            async fn destroy(&self, id: &$crate::Id) -> Result<(), $crate::store::Error> {
+                $crate::store::sql::ops::destroy(&*self.inner, id).await
+            }
+
+            async fn touch(
+                &self,
+                id: &$crate::Id,
+                record: &$crate::Record,
+            ) -> Result<(), $crate::store::Error> {
+                $crate::store::sql::ops::touch(&*self.inner, id, record).await
+            }
+
+            fn default_ttl(&self) -> Option<::std::time::Duration> {
+                Some(self.inner.settings.default_ttl)
+            }
+
+            async fn all(&self) -> Result<Vec<($crate::Id, $crate::Record)>, $crate::store::Error> {
+                $crate::store::sql::ops::all(&*self.inner).await
+            }
+
+            async fn len(&self) -> Result<usize, $crate::store::Error> {
+                $crate::store::sql::ops::len(&*self.inner).await
+            }
+
+            async fn clear(&self) -> Result<(), $crate::store::Error> {
+                $crate::store::sql::ops::clear(&*self.inner).await
+            }
+        }
+
+        /// Session locks are rows of a second table (see the store's module docs).
+        #[::async_trait::async_trait]
+        impl $crate::store::LockStore for $store {
+            async fn try_lock(
+                &self,
+                id: &$crate::Id,
+                lease: &$crate::store::Lease,
+            ) -> Result<bool, $crate::store::Error> {
+                $crate::store::sql::ops::try_lock(&*self.inner, id, lease).await
+            }
+
+            async fn unlock(
+                &self,
+                id: &$crate::Id,
+                lease: &$crate::store::Lease,
+            ) -> Result<(), $crate::store::Error> {
+                $crate::store::sql::ops::unlock(&*self.inner, id, lease).await
+            }
+        }
+
+        /// Sessions by owner, through an index on the owner in the data (see the store's
+        /// module docs).
+        #[::async_trait::async_trait]
+        impl $crate::store::OwnerIndex for $store {
+            async fn sessions_of(
+                &self,
+                owner: &str,
+            ) -> Result<Vec<($crate::Id, $crate::store::Loaded)>, $crate::store::Error> {
+                $crate::store::sql::ops::sessions_of(&*self.inner, owner).await
+            }
+        }
+    };
+}
+pub(crate) use impl_sql_store;
+
 /// How long one store call may take by default, the wait for a connection or a busy file
 /// included.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
