@@ -24,6 +24,8 @@ use crate::time::Timestamp;
 
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
+#[cfg(any(feature = "redis", feature = "dynamodb"))]
+mod join;
 pub mod memory;
 #[cfg(feature = "mysql")]
 pub mod mysql;

@@ -140,6 +140,7 @@ use aws_sdk_dynamodb::types::{
     TimeToLiveSpecification,
 };
 
+use super::join::join_all;
 use super::{
     Condition, Error, ErrorKind, Loaded, OwnerIndex, OwnerPath, SessionStore, SetOutcome, Version,
 };
@@ -918,30 +919,6 @@ fn is_code(error: &Error, code: &str) -> bool {
 /// A request that could not be built: a bug here.
 fn built(error: aws_sdk_dynamodb::error::BuildError) -> Error {
     Error::new(ErrorKind::Backend, error)
-}
-
-/// Runs futures concurrently, returning their outputs in order.
-async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
-    use std::task::Poll;
-    let mut pending: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
-    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut done = true;
-        for (slot, output) in pending.iter_mut().zip(&mut outputs) {
-            if let Some(future) = slot {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(value) => {
-                        *output = Some(value);
-                        *slot = None;
-                    }
-                    Poll::Pending => done = false,
-                }
-            }
-        }
-        if done { Poll::Ready(()) } else { Poll::Pending }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
 }
 
 /// A live item's JSON as a [`Loaded`], checked against the size limit first.

@@ -179,7 +179,6 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
-use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -192,6 +191,7 @@ use redis::{
     Value,
 };
 
+use super::join::join_all;
 use super::{
     Condition, Error, ErrorKind, Lease, Loaded, LockStore, OwnerIndex, OwnerPath, SessionStore,
     SetOutcome, Version,
@@ -930,30 +930,6 @@ impl Write<'_> {
 /// call over many sessions leaves that one out rather than fail.
 fn is_bad_record(error: &Error) -> bool {
     matches!(error.kind(), ErrorKind::Decode | ErrorKind::TooLarge)
-}
-
-/// Awaits every future at once, and returns their outputs in order. Commands sent by futures
-/// on one multiplexed connection all go out before the first reply is awaited.
-async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
-    let mut pending: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
-    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut done = true;
-        for (slot, output) in pending.iter_mut().zip(&mut outputs) {
-            if let Some(future) = slot {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(value) => {
-                        *output = Some(value);
-                        *slot = None;
-                    }
-                    Poll::Pending => done = false,
-                }
-            }
-        }
-        if done { Poll::Ready(()) } else { Poll::Pending }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
 }
 
 #[async_trait]
