@@ -371,9 +371,19 @@ where
     }
 }
 
-/// 10,000 sessions written and read back (64 at a time); `len`, where supported, counts them.
-pub async fn ten_thousand_sessions(store: Store) {
-    let ids: Arc<Vec<Id>> = Arc::new((0..10_000).map(|_| Id::generate()).collect());
+/// [`SESSIONS`] sessions written and read back (64 at a time); `len`, where supported, counts
+/// them.
+pub async fn many_sessions(store: Store) {
+    many_sessions_of(store, SESSIONS).await;
+}
+
+/// How many sessions [`many_sessions`] writes.
+pub const SESSIONS: usize = 10_000;
+
+/// [`many_sessions`] with `count` sessions, for a backend too slow for [`SESSIONS`] in a test
+/// run.
+pub async fn many_sessions_of(store: Store, count: usize) {
+    let ids: Arc<Vec<Id>> = Arc::new((0..count).map(|_| Id::generate()).collect());
     in_parallel(&store, &ids, |store, id, n| async move {
         let stored = record(json!({"n": n}), Some(Duration::from_secs(600)));
         write(&*store, &id, &stored, None).await;
@@ -389,15 +399,23 @@ pub async fn ten_thousand_sessions(store: Store) {
     })
     .await;
     match store.len().await {
-        Ok(len) => assert_eq!(len, 10_000),
+        Ok(len) => assert_eq!(len, count),
         Err(error) => assert_eq!(error.kind(), ErrorKind::Unsupported, "{error}"),
     }
 }
 
-/// 64 tasks at once: each reads and writes its own session, and all of them increment one
-/// shared counter with compare-and-set. Not one increment may be lost.
+/// 64 tasks at once, [`ROUNDS`] rounds each: each reads and writes its own session, and all of
+/// them increment one shared counter with compare-and-set. Not one increment may be lost.
 pub async fn sixty_four_tasks_at_once(store: Store) {
-    const ROUNDS: u64 = 10;
+    sixty_four_tasks_at_once_for(store, ROUNDS).await;
+}
+
+/// How many rounds each task of [`sixty_four_tasks_at_once`] makes.
+pub const ROUNDS: u64 = 10;
+
+/// [`sixty_four_tasks_at_once`] with `rounds` rounds, for a backend too slow for [`ROUNDS`] in
+/// a test run (64 contending tasks cost about 32 tries per increment).
+pub async fn sixty_four_tasks_at_once_for(store: Store, rounds: u64) {
     // Long enough that no session expires while the tasks run, on a slow backend too (dynalite
     // under load can take minutes for the contended increments).
     let lifetime = Some(Duration::from_secs(3600));
@@ -414,7 +432,7 @@ pub async fn sixty_four_tasks_at_once(store: Store) {
     in_parallel(&store, &ids, move |store, own, n| {
         let shared = counter.clone();
         async move {
-            for round in 0..ROUNDS {
+            for round in 0..rounds {
                 let mine = record(json!({"task": n, "round": round}), lifetime);
                 put(&*store, &own, &mine).await;
                 let read = store.get(&own).await.unwrap().unwrap();
@@ -440,7 +458,7 @@ pub async fn sixty_four_tasks_at_once(store: Store) {
     let total = store.get(&shared).await.unwrap().unwrap();
     assert_eq!(
         total.record.data()["count"],
-        json!(64 * ROUNDS),
+        json!(64 * rounds),
         "lost increments"
     );
 }

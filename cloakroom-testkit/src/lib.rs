@@ -148,28 +148,36 @@ pub async fn put(store: &dyn SessionStore, id: &Id, record: &Record) -> Version 
 /// returns how many (for stores that remove them in a background task), the suite also checks
 /// that expired records are physically removed.
 ///
-/// With `largest_record = $bytes` as well, for a backend that cannot hold a record of the
-/// default limit ([`DEFAULT_MAX_RECORD_SIZE`](cloakroom::store::DEFAULT_MAX_RECORD_SIZE)),
-/// `large_record` stores one of about `$bytes` of JSON instead ([`cases::large_record_of`]).
+/// For a slow backend (a stand-in server, a remote service), `largest_record = $bytes`,
+/// `sessions = $count` and `rounds = $rounds` follow as well: `large_record` stores one of about
+/// `$bytes` of JSON, for a backend that cannot hold a record of the default limit
+/// ([`DEFAULT_MAX_RECORD_SIZE`](cloakroom::store::DEFAULT_MAX_RECORD_SIZE));
+/// `many_sessions` writes `$count` sessions instead of [`cases::SESSIONS`]; and
+/// `sixty_four_tasks_at_once` makes `$rounds` rounds instead of [`cases::ROUNDS`].
 #[macro_export]
 macro_rules! conformance_suite {
     ($fresh:path) => {
         $crate::conformance_suite!(@cases $fresh);
         $crate::conformance_suite!(@case $fresh, large_record);
-    };
-    ($fresh:path, prune = $prune:path, largest_record = $bytes:expr) => {
-        $crate::conformance_suite!(@pruned $fresh, $prune);
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn large_record() {
-            let store: ::std::sync::Arc<dyn ::cloakroom::SessionStore> =
-                ::std::sync::Arc::new($fresh().await);
-            $crate::cases::large_record_of(store, $bytes).await;
-        }
+        $crate::conformance_suite!(@case $fresh, many_sessions);
+        $crate::conformance_suite!(@case $fresh, sixty_four_tasks_at_once);
     };
     ($fresh:path, prune = $prune:path) => {
         $crate::conformance_suite!(@pruned $fresh, $prune);
         $crate::conformance_suite!(@case $fresh, large_record);
+        $crate::conformance_suite!(@case $fresh, many_sessions);
+        $crate::conformance_suite!(@case $fresh, sixty_four_tasks_at_once);
+    };
+    (
+        $fresh:path, prune = $prune:path, largest_record = $bytes:expr,
+        sessions = $count:expr, rounds = $rounds:expr
+    ) => {
+        $crate::conformance_suite!(@pruned $fresh, $prune);
+        $crate::conformance_suite!(@sized $fresh, large_record, large_record_of, $bytes);
+        $crate::conformance_suite!(@sized $fresh, many_sessions, many_sessions_of, $count);
+        $crate::conformance_suite!(
+            @sized $fresh, sixty_four_tasks_at_once, sixty_four_tasks_at_once_for, $rounds
+        );
     };
     (@pruned $fresh:path, $prune:path) => {
         $crate::conformance_suite!(@cases $fresh);
@@ -195,8 +203,6 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@case $fresh, compare_and_set);
         $crate::conformance_suite!(@case $fresh, deepest_value_round_trips);
         $crate::conformance_suite!(@case $fresh, unicode_ids_keys_and_values);
-        $crate::conformance_suite!(@case $fresh, ten_thousand_sessions);
-        $crate::conformance_suite!(@case $fresh, sixty_four_tasks_at_once);
         $crate::conformance_suite!(@case $fresh, all_len_and_clear);
         $crate::conformance_suite!(@case $fresh, reported_expiry_is_accurate);
     };
@@ -206,6 +212,14 @@ macro_rules! conformance_suite {
             let store: ::std::sync::Arc<dyn ::cloakroom::SessionStore> =
                 ::std::sync::Arc::new($fresh().await);
             $crate::cases::$case(store).await;
+        }
+    };
+    (@sized $fresh:path, $case:ident, $sized:ident, $size:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let store: ::std::sync::Arc<dyn ::cloakroom::SessionStore> =
+                ::std::sync::Arc::new($fresh().await);
+            $crate::cases::$sized(store, $size).await;
         }
     };
 }

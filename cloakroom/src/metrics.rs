@@ -14,10 +14,13 @@ use crate::store::{Condition, Error, Loaded, SessionStore, SetOutcome};
 
 /// The layer's store calls, timed and counted. The metric handles are registered once, when
 /// the layer is built, with the recorder installed then: each call then costs two clock reads
-/// and a few handle calls (no-ops without a recorder), not a registration. Sessions reach it
-/// through their context's store calls, so a layer without metrics runs none of this.
+/// and a few handle calls, not a registration. Without a recorder the handles are no-ops and
+/// the clock is not read at all. Sessions reach it through their context's store calls, so a
+/// layer without metrics runs none of this.
 #[derive(Debug)]
 pub(crate) struct StoreMetrics {
+    /// Whether calls are timed: a recorder was installed when the layer was built.
+    timed: bool,
     loaded: Counter,
     saved: Counter,
     touched: Counter,
@@ -43,9 +46,11 @@ impl Timed {
         }
     }
 
-    /// Records a call's duration, and its failure if it failed.
-    fn record<T>(&self, started: Instant, result: &Result<T, Error>) {
-        self.seconds.record(started.elapsed());
+    /// Records a call's duration (when it was timed), and its failure if it failed.
+    fn record<T>(&self, started: Option<Instant>, result: &Result<T, Error>) {
+        if let Some(started) = started {
+            self.seconds.record(started.elapsed());
+        }
         if result.is_err() {
             self.errors.increment(1);
         }
@@ -56,6 +61,7 @@ impl StoreMetrics {
     /// `store` is the `store` label.
     pub(crate) fn new(store: &'static str) -> Self {
         StoreMetrics {
+            timed: recorder_installed(),
             loaded: counter!("cloakroom_sessions_loaded_total", "store" => store),
             saved: counter!("cloakroom_sessions_saved_total", "store" => store),
             touched: counter!("cloakroom_sessions_touched_total", "store" => store),
@@ -67,12 +73,17 @@ impl StoreMetrics {
         }
     }
 
+    /// The start of a call to time, or none when nothing would record the time.
+    fn start(&self) -> Option<Instant> {
+        self.timed.then(Instant::now)
+    }
+
     pub(crate) async fn get(
         &self,
         store: &dyn SessionStore,
         id: &Id,
     ) -> Result<Option<Loaded>, Error> {
-        let started = Instant::now();
+        let started = self.start();
         let result = store.get(id).await;
         self.get.record(started, &result);
         if let Ok(Some(_)) = result {
@@ -88,7 +99,7 @@ impl StoreMetrics {
         record: &Record,
         condition: Condition<'_>,
     ) -> Result<SetOutcome, Error> {
-        let started = Instant::now();
+        let started = self.start();
         let result = store.set(id, record, condition).await;
         self.set.record(started, &result);
         match result {
@@ -100,7 +111,7 @@ impl StoreMetrics {
     }
 
     pub(crate) async fn destroy(&self, store: &dyn SessionStore, id: &Id) -> Result<(), Error> {
-        let started = Instant::now();
+        let started = self.start();
         let result = store.destroy(id).await;
         self.destroy.record(started, &result);
         result
@@ -112,7 +123,7 @@ impl StoreMetrics {
         id: &Id,
         record: &Record,
     ) -> Result<(), Error> {
-        let started = Instant::now();
+        let started = self.start();
         let result = store.touch(id, record).await;
         self.touch.record(started, &result);
         if result.is_ok() {
@@ -152,6 +163,14 @@ impl Lifecycle {
     }
 }
 
+/// Whether a metrics recorder is installed, for this thread or globally. Without one the
+/// metrics crate hands out its no-op recorder, a zero-sized type; the crate has no other way to
+/// tell. So a zero-sized recorder counts as none: a recorder that keeps no state of its own
+/// gets the counters but no store-call timings.
+fn recorder_installed() -> bool {
+    metrics::with_recorder(|recorder| std::mem::size_of_val(recorder) != 0)
+}
+
 /// The `store` label for a store type: its name without the module path
 /// (`cloakroom::store::redis::RedisStore` → `RedisStore`), looking through `Arc`; `dyn` for a
 /// store known only as a trait object.
@@ -172,6 +191,16 @@ pub(crate) fn store_label<S: ?Sized>() -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_recorder_is_seen_and_the_no_op_one_is_not() {
+        assert!(!super::recorder_installed(), "no recorder in unit tests");
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        assert!(metrics::with_local_recorder(
+            &recorder,
+            super::recorder_installed
+        ));
+    }
+
     #[test]
     fn store_labels_are_short_type_names() {
         assert_eq!(super::store_label::<crate::MemoryStore>(), "MemoryStore");
