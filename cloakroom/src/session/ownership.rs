@@ -38,7 +38,7 @@ impl Session {
     /// # Errors
     /// [`Error::Load`] when the store fails.
     pub async fn set_owner(&self, owner: &str) -> Result<(), Error> {
-        let path = self.shared.ctx.store().owner_path().clone();
+        let path = self.shared.ctx.store().owner_path();
         let timeouts = self.shared.ctx.config.timeouts;
         let mut state = self.loaded_state().await?;
         let current = self.live(&mut state);
@@ -54,7 +54,7 @@ impl Session {
             current.changes.insert(data, META_KEY.to_owned(), meta);
             return Ok(());
         }
-        let owner = owner.to_owned();
+        let (path, owner) = (path.clone(), owner.to_owned());
         current.changes.update(
             current.record.data_mut(),
             &key,
