@@ -158,15 +158,11 @@ pub async fn put(store: &dyn SessionStore, id: &Id, record: &Record) -> Version 
 macro_rules! conformance_suite {
     ($fresh:path) => {
         $crate::conformance_suite!(@cases $fresh);
-        $crate::conformance_suite!(@case $fresh, large_record);
-        $crate::conformance_suite!(@case $fresh, many_sessions);
-        $crate::conformance_suite!(@case $fresh, sixty_four_tasks_at_once);
+        $crate::conformance_suite!(@full_size $fresh);
     };
     ($fresh:path, prune = $prune:path) => {
         $crate::conformance_suite!(@pruned $fresh, $prune);
-        $crate::conformance_suite!(@case $fresh, large_record);
-        $crate::conformance_suite!(@case $fresh, many_sessions);
-        $crate::conformance_suite!(@case $fresh, sixty_four_tasks_at_once);
+        $crate::conformance_suite!(@full_size $fresh);
     };
     (
         $fresh:path, prune = $prune:path, largest_record = $bytes:expr,
@@ -192,6 +188,11 @@ macro_rules! conformance_suite {
             })
             .await;
         }
+    };
+    (@full_size $fresh:path) => {
+        $crate::conformance_suite!(@case $fresh, large_record);
+        $crate::conformance_suite!(@case $fresh, many_sessions);
+        $crate::conformance_suite!(@case $fresh, sixty_four_tasks_at_once);
     };
     (@cases $fresh:path) => {
         $crate::conformance_suite!(@case $fresh, set_get_destroy);

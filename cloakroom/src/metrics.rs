@@ -157,7 +157,7 @@ impl Lifecycle {
             SessionEvent::Regenerated { .. } => self.regenerated.increment(1),
             SessionEvent::Destroyed { .. } => self.destroyed.increment(1),
             SessionEvent::Expired { .. } => self.expired.increment(1),
-            // Counted per store call, with its labels, by `Metered`.
+            // Counted per store call, with its labels, by `StoreMetrics`.
             SessionEvent::StoreError { .. } => {}
         }
     }
