@@ -146,9 +146,11 @@
 //! slot, so the script works in Cluster. connect-redis never reads these keys.
 //!
 //! # Standalone and Cluster
-//! [`RedisStore::builder`] uses one multiplexed connection (redis-rs's
-//! `ConnectionManager`), shared by every request and every clone of the store: there is no pool
-//! and no checkout. [`RedisStore::cluster_builder`] uses redis-rs's `ClusterConnection`,
+//! [`RedisStore::builder`] uses one connection, shared by every request and every clone of the
+//! store: there is no pool and no checkout. Requests are written back to back as they come,
+//! and each waits for its own answer (Redis answers in order). cloakroom drives this connection
+//! itself rather than through redis-rs's `ConnectionManager`, which costs several times the
+//! instructions per round trip; redis-rs still builds the commands. [`RedisStore::cluster_builder`] uses redis-rs's `ClusterConnection`,
 //! one multiplexed connection per node, with keys routed by slot. In Cluster, `all`, `len` and
 //! `clear` scan every primary. A scan that runs while slots migrate between nodes may miss or
 //! repeat keys (repeats are removed). `SCAN` walks every key of a node, not only the sessions,
@@ -182,7 +184,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionLike;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
@@ -200,8 +202,10 @@ use crate::id::Id;
 use crate::record::Record;
 use crate::time::Timestamp;
 
+mod link;
 mod owners;
 
+use link::Link;
 use owners::{INDEX_KEY_INFIX, IndexEntry, OWNED_TOUCH};
 
 /// connect-redis's default prefix.
@@ -215,10 +219,6 @@ const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest TTL, in seconds: that of a JavaScript `Date` at its maximum, far below what
 /// Redis accepts.
 const MAX_TTL_SECS: u64 = 8_640_000_000_000;
-/// The longest pause between two reconnection attempts, before redis-rs adds up to as much again
-/// in jitter: attempts are at most a second apart, which bounds how late the store notices that
-/// Redis is back.
-const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
 /// Lua: a conditional write. `lock`, with a lease only: the session's lock key, and `token`
 /// the lease's. `mode`: `v` to expect the value `expected` (the version the request loaded),
@@ -480,17 +480,11 @@ impl RedisStoreBuilder {
     /// refuses the connection's setup, such as a wrong password ([`ErrorKind::Backend`]).
     pub async fn build(self) -> Result<RedisStore, Error> {
         let connection = match &self.servers {
-            Servers::Standalone(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(redis_error)?;
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.connection_timeout))
-                    .set_response_timeout(Some(self.response_timeout))
-                    .set_max_delay(MAX_RECONNECT_DELAY);
-                let manager = ConnectionManager::new_with_config(client, config)
+            Servers::Standalone(url) => Connection::Standalone(
+                Link::connect(url, self.connection_timeout)
                     .await
-                    .map_err(redis_error)?;
-                Connection::Standalone(manager)
-            }
+                    .map_err(redis_error)?,
+            ),
             Servers::Cluster(urls) => {
                 let client = ClusterClient::builder(urls.iter().map(String::as_str))
                     .connection_timeout(self.connection_timeout)
@@ -1138,7 +1132,7 @@ impl fmt::Debug for RedisStore {
 /// and every clone shares the same sockets.
 #[derive(Clone)]
 enum Connection {
-    Standalone(ConnectionManager),
+    Standalone(Link),
     Cluster(ClusterConnection),
 }
 

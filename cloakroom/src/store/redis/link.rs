@@ -1,0 +1,675 @@
+//! The connection to a standalone Redis: one socket that every clone of the store shares.
+//!
+//! A request is written to the socket's queue whole, under one lock, together with the slot its
+//! answer goes to; Redis answers in the order it reads, so the answers fill the slots in order.
+//! One task per connection writes what is queued (everything queued since its last write, in
+//! one system call) and reads the answers. That is all it does: a round trip costs a few
+//! allocations and one lock, where redis-rs's `ConnectionManager` adds a codec, a channel and a
+//! reconnection layer to each (about 9,000 more instructions per round trip under callgrind).
+//!
+//! When the socket fails, every request in flight fails with it (as an I/O error, which the
+//! store reports as [`ErrorKind::Unavailable`](crate::store::ErrorKind::Unavailable)): such a
+//! request may or may not have been carried out, and nothing is retried. The link reconnects by
+//! itself, at once and then with a growing pause of up to a second; a request made meanwhile
+//! waits for it (bounded by the store's response timeout).
+//!
+//! The link speaks RESP2 whatever the URL asks for: it needs no RESP3 type.
+
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
+use std::time::Duration;
+
+use redis::aio::ConnectionLike;
+use redis::{
+    Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
+    RedisResult, Value,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, oneshot, watch};
+
+/// Connection attempts when the store is built, before it reports Redis unreachable.
+const FIRST_ATTEMPTS: u32 = 3;
+/// The pause after the first failed reconnection attempt; it doubles with each failure.
+const FIRST_PAUSE: Duration = Duration::from_millis(25);
+/// The longest pause between two reconnection attempts, before up to as much again of jitter.
+const MAX_PAUSE: Duration = Duration::from_millis(500);
+/// Deeper replies are refused: Redis's own replies to the store's commands nest two levels.
+const MAX_DEPTH: usize = 16;
+/// Redis's own ceiling on a string (`proto-max-bulk-len`'s default): a longer length is garbage.
+const MAX_BULK: usize = 512 * 1024 * 1024;
+/// A write buffer grown past this (by a large record) is let go once written.
+const KEEP_BUFFER: usize = 64 * 1024;
+
+/// One standalone Redis connection, shared by every clone.
+#[derive(Clone)]
+pub(super) struct Link {
+    shared: Arc<Shared>,
+    /// Dropped with the last clone: the connection's task then ends and closes the socket.
+    _alive: Arc<watch::Sender<()>>,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Wakes the writer when the queue's bytes go from none to some.
+    queued: Notify,
+    /// Wakes the requests that wait for the link to be back.
+    reconnected: Notify,
+    server: Server,
+}
+
+/// Requests not yet answered.
+#[derive(Default)]
+struct Queue {
+    /// The socket works; when it does not, requests fail at once.
+    up: bool,
+    /// Requests not yet written, packed.
+    unwritten: Vec<u8>,
+    /// Every request written or to be written, oldest first.
+    waiting: VecDeque<Waiter>,
+}
+
+/// Where the answer to one request goes.
+struct Waiter {
+    /// Replies to drop before the wanted ones.
+    skip: usize,
+    /// Replies wanted: 1 for a command, the command count for a pipeline.
+    wanted: usize,
+    replies: Vec<Value>,
+    answer: oneshot::Sender<RedisResult<Vec<Value>>>,
+}
+
+/// Where and how to connect.
+struct Server {
+    address: ConnectionAddr,
+    db: i64,
+    username: Option<String>,
+    password: Option<String>,
+    connection_timeout: Duration,
+}
+
+impl Link {
+    /// Connects to the server `url` names (`redis://` or `redis+unix://`), and sets up the
+    /// connection (`AUTH`, `SELECT`), in a few attempts.
+    pub(super) async fn connect(url: &str, connection_timeout: Duration) -> RedisResult<Link> {
+        let info: ConnectionInfo = url.into_connection_info()?;
+        let settings = info.redis_settings();
+        let server = Server {
+            address: info.addr().clone(),
+            db: settings.db(),
+            username: settings.username().map(str::to_owned),
+            password: settings.password().map(str::to_owned),
+            connection_timeout,
+        };
+        let mut attempt = 1;
+        let stream = loop {
+            match server.open().await {
+                Ok(stream) => break stream,
+                // A refusal by Redis itself (a wrong password, say) will not change by asking
+                // again.
+                Err(error) if error.is_io_error() && attempt < FIRST_ATTEMPTS => {
+                    tokio::time::sleep(FIRST_PAUSE * 4u32.pow(attempt - 1)).await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        };
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                up: true,
+                ..Queue::default()
+            }),
+            queued: Notify::new(),
+            reconnected: Notify::new(),
+            server,
+        });
+        let (alive, closed) = watch::channel(());
+        tokio::spawn(run(Arc::clone(&shared), stream, closed));
+        Ok(Link {
+            shared,
+            _alive: Arc::new(alive),
+        })
+    }
+
+    /// Sends one request (`pack` writes it) and waits for its answer, `skip + wanted`
+    /// replies. While the link is down, waits for it to be back first.
+    async fn request(
+        &self,
+        pack: impl Fn(&mut Vec<u8>),
+        skip: usize,
+        wanted: usize,
+    ) -> RedisResult<Vec<Value>> {
+        if skip + wanted == 0 {
+            // Nothing to send. Queued, it would take the next request's answer.
+            return Ok(Vec::new());
+        }
+        let (answer, answered) = oneshot::channel();
+        let mut waiter = Some(Waiter {
+            skip,
+            wanted,
+            replies: Vec::new(),
+            answer,
+        });
+        self.queue(&pack, &mut waiter);
+        while waiter.is_some() {
+            // The link is down. Registered before looking again, so that a reconnection in
+            // between is not missed.
+            let mut reconnected = pin!(self.shared.reconnected.notified());
+            reconnected.as_mut().enable();
+            self.queue(&pack, &mut waiter);
+            if waiter.is_some() {
+                reconnected.await;
+            }
+        }
+        answered
+            .await
+            .unwrap_or_else(|_| Err(connection_lost("the connection's task ended").into()))
+    }
+
+    /// Appends a request and its waiter to the queue, under one lock, so that answers and
+    /// waiters stay in the same order; leaves `waiter` where it is while the link is down.
+    fn queue(&self, pack: impl Fn(&mut Vec<u8>), waiter: &mut Option<Waiter>) {
+        let was_empty = {
+            let mut queue = self.shared.lock();
+            if !queue.up {
+                return;
+            }
+            let was_empty = queue.unwritten.is_empty();
+            pack(&mut queue.unwritten);
+            queue.waiting.extend(waiter.take());
+            was_empty
+        };
+        if was_empty {
+            self.shared.queued.notify_one();
+        }
+    }
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let mut replies = self
+                .request(|out| cmd.write_packed_command(out), 0, 1)
+                .await?;
+            Ok(replies.pop().unwrap_or(Value::Nil))
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        let pack = |out: &mut Vec<u8>| {
+            if pipeline.is_transaction() {
+                // MULTI and EXEC are added in packing.
+                out.extend_from_slice(&pipeline.get_packed_pipeline());
+            } else {
+                for cmd in pipeline.cmd_iter() {
+                    cmd.write_packed_command(out);
+                }
+            }
+        };
+        Box::pin(self.request(pack, offset, count))
+    }
+
+    fn get_db(&self) -> i64 {
+        self.shared.server.db
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Nothing panics while holding it; a poisoned queue is still whole.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks the link down and fails every request in flight with `error`.
+    fn fail_all(&self, error: &io::Error) {
+        let waiting = {
+            let mut queue = self.lock();
+            queue.up = false;
+            queue.unwritten.clear();
+            std::mem::take(&mut queue.waiting)
+        };
+        for waiter in waiting {
+            let lost = io::Error::new(error.kind(), error.to_string());
+            let _ = waiter.answer.send(Err(RedisError::from(lost)));
+        }
+    }
+}
+
+/// The connection's task: serves the socket until it fails, then reconnects, until the last
+/// clone of the link is dropped.
+async fn run(shared: Arc<Shared>, first: Stream, mut closed: watch::Receiver<()>) {
+    let mut stream = Some(first);
+    loop {
+        let current = match stream.take() {
+            Some(stream) => stream,
+            None => {
+                let reconnecting = pin!(reconnect(&shared.server));
+                match first_of(reconnecting, closed.changed()).await {
+                    Either::First(stream) => stream,
+                    Either::Second(_) => return,
+                }
+            }
+        };
+        shared.lock().up = true;
+        shared.reconnected.notify_waiters();
+        let error = match first_of(pin!(serve(&shared, current)), closed.changed()).await {
+            Either::First(error) => error,
+            Either::Second(_) => return,
+        };
+        shared.fail_all(&error);
+    }
+}
+
+/// Connects again, pausing longer after each failure.
+async fn reconnect(server: &Server) -> Stream {
+    let mut pause = FIRST_PAUSE;
+    loop {
+        if let Ok(stream) = server.open().await {
+            return stream;
+        }
+        tokio::time::sleep(pause + jitter(pause)).await;
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
+}
+
+/// Up to `limit` more, so that processes that lost Redis together do not come back in step.
+fn jitter(limit: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |now| now.subsec_nanos());
+    limit.mul_f64(f64::from(nanos % 1024) / 1024.0)
+}
+
+/// Writes what is queued and reads the answers, until the socket fails.
+async fn serve(shared: &Shared, stream: Stream) -> io::Error {
+    match stream {
+        Stream::Tcp(mut tcp) => {
+            let (reader, writer) = tcp.split();
+            serve_halves(shared, reader, writer).await
+        }
+        #[cfg(unix)]
+        Stream::Unix(mut unix) => {
+            let (reader, writer) = unix.split();
+            serve_halves(shared, reader, writer).await
+        }
+    }
+}
+
+async fn serve_halves(
+    shared: &Shared,
+    reader: impl AsyncRead + Unpin,
+    writer: impl AsyncWrite + Unpin,
+) -> io::Error {
+    // One task polls both: the reader keeps reading while a write waits for room, so a large
+    // answer never blocks a large request.
+    match first_of(
+        pin!(read_answers(shared, reader)),
+        write_requests(shared, writer),
+    )
+    .await
+    {
+        Either::First(error) | Either::Second(error) => error,
+    }
+}
+
+async fn write_requests(shared: &Shared, mut writer: impl AsyncWrite + Unpin) -> io::Error {
+    let mut batch = Vec::new();
+    loop {
+        std::mem::swap(&mut shared.lock().unwritten, &mut batch);
+        if batch.is_empty() {
+            shared.queued.notified().await;
+            continue;
+        }
+        if let Err(error) = writer.write_all(&batch).await {
+            return error;
+        }
+        batch.clear();
+        if batch.capacity() > KEEP_BUFFER {
+            batch = Vec::new();
+        }
+    }
+}
+
+async fn read_answers(shared: &Shared, mut reader: impl AsyncRead + Unpin) -> io::Error {
+    let mut buffer: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut parsed = Vec::new();
+    let mut answered = Vec::new();
+    loop {
+        if buffer.capacity() - buffer.len() < 4096 {
+            buffer.reserve(buffer.len().max(16 * 1024));
+        }
+        match reader.read_buf(&mut buffer).await {
+            Ok(0) => {
+                return io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "Redis closed the connection",
+                );
+            }
+            Ok(_) => {}
+            Err(error) => return error,
+        }
+        let mut used = 0;
+        loop {
+            match parse(&buffer[used..], 0) {
+                Ok(Some((value, length))) => {
+                    parsed.push(value);
+                    used += length;
+                }
+                Ok(None) => break,
+                Err(error) => return error,
+            }
+        }
+        buffer.drain(..used);
+        if buffer.is_empty() && buffer.capacity() > KEEP_BUFFER {
+            buffer = Vec::with_capacity(16 * 1024);
+        }
+        if parsed.is_empty() {
+            continue;
+        }
+        {
+            let mut queue = shared.lock();
+            for value in parsed.drain(..) {
+                let Some(waiter) = queue.waiting.front_mut() else {
+                    return unexpected("an answer to no request");
+                };
+                if waiter.skip > 0 {
+                    waiter.skip -= 1;
+                    continue;
+                }
+                waiter.replies.push(value);
+                if waiter.replies.len() == waiter.wanted {
+                    answered.extend(queue.waiting.pop_front());
+                }
+            }
+        }
+        // Outside the lock: each send wakes a request's task.
+        for waiter in answered.drain(..) {
+            let _ = waiter.answer.send(Ok(waiter.replies));
+        }
+    }
+}
+
+/// One RESP2 reply at the start of `input` and its length, or `None` if it has not all arrived.
+fn parse(input: &[u8], depth: usize) -> io::Result<Option<(Value, usize)>> {
+    let Some(line_end) = input.iter().position(|&byte| byte == b'\r') else {
+        return Ok(None);
+    };
+    if input.len() < line_end + 2 {
+        return Ok(None);
+    }
+    if input[line_end + 1] != b'\n' || line_end == 0 {
+        return Err(unexpected("a malformed reply"));
+    }
+    let line = &input[1..line_end];
+    let after_line = line_end + 2;
+    let value = match input[0] {
+        b'+' if line == b"OK" => Value::Okay,
+        b'+' => Value::SimpleString(
+            std::str::from_utf8(line)
+                .map_err(|_| unexpected("a status that is not UTF-8"))?
+                .to_owned(),
+        ),
+        // Rare, and redis-rs knows every error's kind (NOSCRIPT, LOADING, MOVED, …).
+        b'-' => redis::parse_redis_value(&input[..after_line])
+            .map_err(|_| unexpected("a malformed error"))?,
+        b':' => Value::Int(integer(line)?),
+        b'$' => {
+            let length = integer(line)?;
+            if length < 0 {
+                return Ok(Some((Value::Nil, after_line)));
+            }
+            let length = usize::try_from(length)
+                .ok()
+                .filter(|&length| length <= MAX_BULK)
+                .ok_or_else(|| unexpected("a bad length"))?;
+            let end = after_line + length;
+            if input.len() < end + 2 {
+                return Ok(None);
+            }
+            if &input[end..end + 2] != b"\r\n" {
+                return Err(unexpected("a malformed bulk string"));
+            }
+            return Ok(Some((
+                Value::BulkString(input[after_line..end].to_vec()),
+                end + 2,
+            )));
+        }
+        b'*' => {
+            let count = integer(line)?;
+            if count < 0 {
+                return Ok(Some((Value::Nil, after_line)));
+            }
+            if depth >= MAX_DEPTH {
+                return Err(unexpected("a reply nested too deep"));
+            }
+            let count = usize::try_from(count).map_err(|_| unexpected("a bad length"))?;
+            // Each element takes at least 3 bytes: a count past what has arrived says nothing
+            // about the memory to set aside.
+            let mut items = Vec::with_capacity(count.min(input.len() / 3));
+            let mut used = after_line;
+            for _ in 0..count {
+                let Some((item, length)) = parse(&input[used..], depth + 1)? else {
+                    return Ok(None);
+                };
+                items.push(item);
+                used += length;
+            }
+            return Ok(Some((Value::Array(items), used)));
+        }
+        _ => return Err(unexpected("a reply of an unknown type")),
+    };
+    Ok(Some((value, after_line)))
+}
+
+/// A RESP integer: an optional minus sign and decimal digits.
+fn integer(text: &[u8]) -> io::Result<i64> {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() {
+        return Err(unexpected("a malformed number"));
+    }
+    let mut value: i64 = 0;
+    for &digit in digits {
+        if !digit.is_ascii_digit() {
+            return Err(unexpected("a malformed number"));
+        }
+        value = value
+            .checked_mul(10)
+            .and_then(|value| value.checked_add(i64::from(digit - b'0')))
+            .ok_or_else(|| unexpected("a number out of range"))?;
+    }
+    Ok(if negative { -value } else { value })
+}
+
+/// An open, set-up socket.
+enum Stream {
+    Tcp(TcpStream),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
+}
+
+impl Server {
+    /// Connects and sets up one socket, within the connection timeout.
+    async fn open(&self) -> RedisResult<Stream> {
+        match tokio::time::timeout(self.connection_timeout, self.open_unbounded()).await {
+            Ok(result) => result,
+            Err(_) => Err(RedisError::from(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connecting to Redis timed out",
+            ))),
+        }
+    }
+
+    async fn open_unbounded(&self) -> RedisResult<Stream> {
+        let mut stream = match &self.address {
+            ConnectionAddr::Tcp(host, port) => {
+                let tcp = TcpStream::connect((host.as_str(), *port)).await?;
+                tcp.set_nodelay(true)?;
+                Stream::Tcp(tcp)
+            }
+            #[cfg(unix)]
+            ConnectionAddr::Unix(path) => {
+                Stream::Unix(tokio::net::UnixStream::connect(path).await?)
+            }
+            _ => {
+                return Err(RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "only redis:// and redis+unix:// URLs are supported (this build has no TLS)",
+                )));
+            }
+        };
+        if let Some(password) = &self.password {
+            let mut auth = redis::cmd("AUTH");
+            if let Some(username) = &self.username {
+                auth.arg(username);
+            }
+            auth.arg(password);
+            stream.ask(&auth).await?;
+        }
+        if self.db != 0 {
+            stream.ask(redis::cmd("SELECT").arg(self.db)).await?;
+        }
+        Ok(stream)
+    }
+}
+
+impl Stream {
+    /// Sends one command and reads its answer, before the socket is shared.
+    async fn ask(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        let request = cmd.get_packed_command();
+        match self {
+            Stream::Tcp(tcp) => ask_on(tcp, &request).await,
+            #[cfg(unix)]
+            Stream::Unix(unix) => ask_on(unix, &request).await,
+        }
+    }
+}
+
+async fn ask_on(
+    socket: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    request: &[u8],
+) -> RedisResult<Value> {
+    socket.write_all(request).await?;
+    let mut buffer = Vec::with_capacity(256);
+    loop {
+        if socket.read_buf(&mut buffer).await? == 0 {
+            return Err(connection_lost("Redis closed the connection").into());
+        }
+        if let Some((value, _)) = parse(&buffer, 0)? {
+            return value.extract_error();
+        }
+    }
+}
+
+fn connection_lost(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, what)
+}
+
+/// Redis sent what it never sends: the connection can no longer be trusted.
+fn unexpected(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("Redis sent {what}"))
+}
+
+enum Either<A, B> {
+    First(A),
+    Second(B),
+}
+
+/// Whichever of two futures finishes first (the first one when both are ready).
+async fn first_of<A: Future, B: Future>(
+    first: std::pin::Pin<&mut A>,
+    second: B,
+) -> Either<A::Output, B::Output> {
+    let mut first = first;
+    let mut second = pin!(second);
+    poll_fn(|cx| {
+        if let Poll::Ready(output) = first.as_mut().poll(cx) {
+            return Poll::Ready(Either::First(output));
+        }
+        second.as_mut().poll(cx).map(Either::Second)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(input: &[u8]) -> Option<(Value, usize)> {
+        parse(input, 0).unwrap()
+    }
+
+    #[test]
+    fn every_reply_type_the_store_meets_is_read() {
+        assert_eq!(parsed(b"+OK\r\n"), Some((Value::Okay, 5)));
+        assert_eq!(
+            parsed(b"+QUEUED\r\n"),
+            Some((Value::SimpleString("QUEUED".into()), 9))
+        );
+        assert_eq!(parsed(b":-42\r\n"), Some((Value::Int(-42), 6)));
+        assert_eq!(parsed(b"$-1\r\n"), Some((Value::Nil, 5)));
+        assert_eq!(parsed(b"$0\r\n\r\n"), Some((Value::BulkString(vec![]), 6)));
+        assert_eq!(
+            parsed(b"$5\r\na\r\nbc\r\n"),
+            Some((Value::BulkString(b"a\r\nbc".to_vec()), 11))
+        );
+        assert_eq!(
+            parsed(b"*2\r\n$1\r\n0\r\n*1\r\n$1\r\nk\r\n"),
+            Some((
+                Value::Array(vec![
+                    Value::BulkString(b"0".to_vec()),
+                    Value::Array(vec![Value::BulkString(b"k".to_vec())]),
+                ]),
+                22
+            ))
+        );
+        let reply = parsed(b"-NOSCRIPT No matching script\r\n");
+        let Some((Value::ServerError(error), 30)) = reply else {
+            panic!("not a server error: {reply:?}");
+        };
+        let error = RedisError::from(error);
+        assert_eq!(
+            error.kind(),
+            redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        );
+    }
+
+    #[test]
+    fn a_reply_cut_anywhere_waits_for_the_rest() {
+        let whole = b"*3\r\n:1\r\n$3\r\nabc\r\n*-1\r\n";
+        for cut in 0..whole.len() {
+            assert_eq!(parsed(&whole[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(parsed(whole).map(|(_, length)| length), Some(whole.len()));
+    }
+
+    #[test]
+    fn malformed_replies_are_errors_not_panics() {
+        for bad in [
+            &b"?\r\n"[..],
+            b"\r\n",
+            b":12a\r\n",
+            b":-\r\n",
+            b":99999999999999999999\r\n",
+            b"$3\r\nabcd\r\n",
+            b"$-9223372036854775808\r\n",
+            b"$9223372036854775807\r\nab",
+            b"+OK\rX",
+        ] {
+            assert!(parse(bad, 0).is_err(), "{bad:?}");
+        }
+        let deep = "*1\r\n".repeat(MAX_DEPTH + 1);
+        assert!(parse(deep.as_bytes(), 0).is_err());
+    }
+}
