@@ -30,6 +30,10 @@ pub const MAX_VALUE_DEPTH: usize = 64;
 /// Whether `value` nests deeper than `limit` levels (a scalar is one level; `[[1]]` three). Walks
 /// the value without recursion, so no value, however deep, can overflow the stack here.
 pub(crate) fn nests_deeper_than(value: &Value, limit: usize) -> bool {
+    if !matches!(value, Value::Array(_) | Value::Object(_)) {
+        // The common case, a scalar, without setting up the walk.
+        return limit < 1;
+    }
     let mut pending = vec![(value, 1)];
     while let Some((value, depth)) = pending.pop() {
         if depth > limit {
@@ -642,6 +646,7 @@ mod tests {
     #[test]
     fn depth_counts_every_array_and_object() {
         assert!(!nests_deeper_than(&json!(1), 1));
+        assert!(nests_deeper_than(&json!("a"), 0));
         assert!(nests_deeper_than(&json!([1]), 1));
         assert!(!nests_deeper_than(&json!([[1]]), 3));
         assert!(nests_deeper_than(&json!([[1]]), 2));

@@ -307,18 +307,22 @@ impl Session {
         let current = state.current.as_mut()?;
         let loaded = current.version.clone()?;
         let (reply, verdict) = tokio::sync::oneshot::channel();
-        ctx.write_locks.for_id(&current.id).enqueue(Waiting {
+        let waiting = Waiting {
             id: current.id.clone(),
             changes: std::mem::take(&mut current.changes),
             record: current.record.clone(),
             loaded,
             reply,
-        });
-        let (turn_ctx, id) = (Arc::clone(ctx), current.id.clone());
-        tokio::spawn(async move {
-            turns::run_turn(&turn_ctx.write_locks, turn_ctx.store(), id).await;
-        });
-        // Every batch answers each write it takes, and a batch runs in a task of its own.
+        };
+        // Alone on its session (the common case), the write is made here; else it joins the
+        // queue, and a batch, in a task of its own, answers each write it takes.
+        if let Err(waiting) = turns::write_if_free(&ctx.write_locks, ctx.store(), waiting).await {
+            ctx.write_locks.for_id(&current.id).enqueue(waiting);
+            let (turn_ctx, id) = (Arc::clone(ctx), current.id.clone());
+            tokio::spawn(async move {
+                turns::run_turn(&turn_ctx.write_locks, turn_ctx.store(), id).await;
+            });
+        }
         let verdict = verdict.await.unwrap_or(Verdict::Failed(Error::Contended));
         let current = state.current.as_mut()?;
         match verdict {

@@ -6,7 +6,8 @@
 //! another holds the turn do not wait for a turn each: they leave their changes in the queue, and
 //! the holder writes them all in one store call (group commit). A session used by many requests
 //! at once then costs about one store write per turn, not one per request in a row, so a queue
-//! of requests never builds up behind one session.
+//! of requests never builds up behind one session. A write that finds its session's turn free
+//! and nothing queued (the common case) is simply made, in its own request's task.
 //!
 //! Striped, so the table stays small: two sessions sharing a stripe merely take turns together.
 
@@ -105,12 +106,36 @@ impl Stripe {
     /// Takes the queued writes of `id` out of the queue, oldest first.
     fn take(&self, id: &Id) -> Vec<Waiting> {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        let (mine, others) = std::mem::take(&mut *queue)
-            .into_iter()
-            .partition(|waiting| waiting.id == *id);
-        *queue = others;
-        mine
+        queue.extract_if(.., |waiting| waiting.id == *id).collect()
     }
+
+    /// Whether a write of `id` waits in the queue.
+    fn has_queued(&self, id: &Id) -> bool {
+        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.iter().any(|waiting| waiting.id == *id)
+    }
+}
+
+/// Writes `waiting` at once, in the calling task, when nothing stands in its way: the turn of
+/// its stripe is free and no write of its session waits for one. Then the write is made alone,
+/// as a batch of one, and the caller's own task carries it: no other request's answer depends
+/// on it, so a request that goes away abandons only its own write. Otherwise gives `waiting`
+/// back, for the queue.
+pub(crate) async fn write_if_free(
+    write_locks: &WriteLocks,
+    store: StoreCalls<'_>,
+    waiting: Waiting,
+) -> Result<(), Waiting> {
+    let stripe = write_locks.for_id(&waiting.id);
+    let Ok(mut last) = stripe.turn.try_lock() else {
+        return Err(waiting);
+    };
+    if stripe.has_queued(&waiting.id) {
+        return Err(waiting);
+    }
+    let id = waiting.id.clone();
+    write_batch(stripe, &mut last, &id, store, vec![waiting], Gather::No).await;
+    Ok(())
 }
 
 /// Takes the turn of `id`'s stripe and writes every queued write of `id` to `store`. Run as a
@@ -119,18 +144,28 @@ impl Stripe {
 pub(crate) async fn run_turn(write_locks: &WriteLocks, store: StoreCalls<'_>, id: Id) {
     let stripe = write_locks.for_id(&id);
     let mut last = stripe.turn.lock().await;
-    write_batch(stripe, &mut last, &id, store).await;
+    let pending = stripe.take(&id);
+    write_batch(stripe, &mut last, &id, store, pending, Gather::Yes).await;
 }
 
-/// Writes every queued write of `id` in the turn `last` belongs to: merged onto the newest record
+/// Whether a batch takes in the writes of its session that are queued while it writes.
+#[derive(Clone, Copy, PartialEq)]
+enum Gather {
+    Yes,
+    /// A write made in its request's own task (see [`write_if_free`]): it answers no one else.
+    No,
+}
+
+/// Writes `pending`, writes of `id`, in the turn `last` belongs to: merged onto the newest record
 /// known, one compare-and-set for all.
 async fn write_batch(
     stripe: &Stripe,
     last: &mut Option<LastWrite>,
     id: &Id,
     store: StoreCalls<'_>,
+    mut pending: Vec<Waiting>,
+    gather: Gather,
 ) {
-    let mut pending = stripe.take(id);
     // The newest record known: this process's last write, or else the first request's own view
     // is written as it is (that is what it would do alone).
     let mut base = last
@@ -195,7 +230,9 @@ async fn write_batch(
             }
         }
         // Writes that arrived meanwhile join the next attempt.
-        pending.extend(stripe.take(id));
+        if gather == Gather::Yes {
+            pending.extend(stripe.take(id));
+        }
     }
     for waiting in pending {
         let _ = waiting.reply.send(Verdict::Alone(waiting.changes));

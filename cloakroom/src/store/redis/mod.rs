@@ -188,10 +188,7 @@ use redis::aio::ConnectionLike;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-use redis::{
-    Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Script, ScriptInvocation, ServerErrorKind,
-    Value,
-};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Script, ServerErrorKind, Value};
 
 use super::join::join_all;
 use super::{
@@ -638,10 +635,22 @@ impl RedisStore {
         self.bounded(pipeline.query_async(&mut connection)).await
     }
 
-    /// Runs a script: `EVALSHA`, and on `NOSCRIPT`, `SCRIPT LOAD` then `EVALSHA` again.
-    async fn invoke(&self, invocation: &ScriptInvocation<'_>) -> Result<Value, Error> {
+    /// Runs a script call made by [`evalsha`]; on `NOSCRIPT` (Redis restarted, or its scripts
+    /// were flushed), `SCRIPT LOAD` and the call again.
+    async fn invoke(&self, script: &Script, call: &Cmd) -> Result<Value, Error> {
         let mut connection = self.connection.clone();
-        self.bounded(invocation.invoke_async(&mut connection)).await
+        self.bounded(async {
+            match call.query_async(&mut connection).await {
+                Err(error)
+                    if error.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) =>
+                {
+                    script.load_async(&mut connection).await?;
+                    call.query_async(&mut connection).await
+                }
+                result => result,
+            }
+        })
+        .await
     }
 
     /// The session under `key`, as `get` gives it: `GETRANGE` and `PTTL`, pipelined.
@@ -698,13 +707,12 @@ impl RedisStore {
                 _ => Err(unexpected("SET")),
             };
         }
-        let mut invocation = CONDITIONAL_SET.prepare_invoke();
-        invocation.key(write.key);
-        write.add_args(&mut invocation);
-        if let Some(lease) = write.lease {
-            invocation.key(self.lock_key(id)?).arg(lease.token());
-        }
-        write.outcome(self.invoke(&invocation).await?)
+        let lock_key = write.lease.map(|_| self.lock_key(id)).transpose()?;
+        let mut call = evalsha(&CONDITIONAL_SET, 1 + usize::from(lock_key.is_some()));
+        call.arg(write.key).arg(lock_key.as_deref());
+        write.add_args(&mut call);
+        call.arg(write.lease.map(Lease::token));
+        write.outcome(self.invoke(&CONDITIONAL_SET, &call).await?)
     }
 
     /// Every key under the prefix, each once. `SCAN` can return a key more than once, and in
@@ -901,12 +909,12 @@ struct Write<'a> {
 
 impl Write<'_> {
     /// ARGV[1] to ARGV[4] of the write scripts (see [`WRITE_LUA`]).
-    fn add_args(&self, invocation: &mut ScriptInvocation<'_>) {
+    fn add_args(&self, call: &mut Cmd) {
         match self.expected {
-            None => invocation.arg("a").arg(""),
-            Some(expected) => invocation.arg("v").arg(expected),
+            None => call.arg("a").arg(""),
+            Some(expected) => call.arg("v").arg(expected),
         };
-        invocation.arg(self.value).arg(self.ttl);
+        call.arg(self.value).arg(self.ttl);
     }
 
     /// The outcome a write script's reply means.
@@ -918,6 +926,14 @@ impl Write<'_> {
             _ => Err(unexpected("EVALSHA")),
         }
     }
+}
+
+/// An `EVALSHA` of `script` whose first `keys` arguments, added next, are keys: built as one
+/// command, with the keys then the other arguments in the order the script reads them.
+fn evalsha(script: &Script, keys: usize) -> Cmd {
+    let mut call = redis::cmd("EVALSHA");
+    call.arg(script.get_hash()).arg(keys);
+    call
 }
 
 /// Whether `error` is about one stored record (not decodable, or over the size limit), so a
@@ -1009,15 +1025,14 @@ impl SessionStore for RedisStore {
             let entry = IndexEntry::new(self.index_key(&owner), id, now, ttl);
             match &self.connection {
                 Connection::Standalone(_) => {
-                    let mut invocation = OWNED_TOUCH.prepare_invoke();
-                    invocation
-                        .key(&key)
-                        .key(&entry.key)
+                    let mut call = evalsha(&OWNED_TOUCH, 2);
+                    call.arg(&key)
+                        .arg(&entry.key)
                         .arg(ttl)
                         .arg(id.as_str())
                         .arg(entry.expires_ms)
                         .arg(entry.horizon_ms);
-                    return match self.invoke(&invocation).await? {
+                    return match self.invoke(&OWNED_TOUCH, &call).await? {
                         Value::Int(1) => Ok(()),
                         _ => Err(unexpected("EVALSHA")),
                     };
@@ -1100,11 +1115,9 @@ impl LockStore for RedisStore {
     }
 
     async fn unlock(&self, id: &Id, lease: &Lease) -> Result<(), Error> {
-        let mut invocation = UNLOCK.prepare_invoke();
-        invocation.key(self.lock_key(id)?).arg(lease.token());
-        let mut connection = self.connection.clone();
-        self.bounded(invocation.invoke_async::<Value>(&mut connection))
-            .await?;
+        let mut call = evalsha(&UNLOCK, 1);
+        call.arg(self.lock_key(id)?).arg(lease.token());
+        self.invoke(&UNLOCK, &call).await?;
         Ok(())
     }
 }

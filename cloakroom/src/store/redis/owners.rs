@@ -309,17 +309,15 @@ impl RedisStore {
         write: Write<'_>,
         entry: &IndexEntry<'_>,
     ) -> Result<SetOutcome, Error> {
-        let mut invocation = OWNED_SET.prepare_invoke();
-        invocation.key(write.key).key(&entry.key);
-        write.add_args(&mut invocation);
-        invocation
-            .arg(id.as_str())
+        let lock_key = write.lease.map(|_| self.lock_key(id)).transpose()?;
+        let mut call = evalsha(&OWNED_SET, 2 + usize::from(lock_key.is_some()));
+        call.arg(write.key).arg(&entry.key).arg(lock_key.as_deref());
+        write.add_args(&mut call);
+        call.arg(id.as_str())
             .arg(entry.expires_ms)
-            .arg(entry.horizon_ms);
-        if let Some(lease) = write.lease {
-            invocation.key(self.lock_key(id)?).arg(lease.token());
-        }
-        write.outcome(self.invoke(&invocation).await?)
+            .arg(entry.horizon_ms)
+            .arg(write.lease.map(Lease::token));
+        write.outcome(self.invoke(&OWNED_SET, &call).await?)
     }
 
     /// The major version the server reports in `INFO server` (in Cluster, one node's); 0 when
@@ -375,13 +373,12 @@ impl RedisStore {
             self.query_pipeline(&pipeline).await?;
             return Ok(());
         }
-        let mut invocation = INDEX.prepare_invoke();
-        invocation
-            .key(&entry.key)
+        let mut call = evalsha(&INDEX, 1);
+        call.arg(&entry.key)
             .arg(entry.id)
             .arg(entry.expires_ms)
             .arg(entry.horizon_ms);
-        match self.invoke(&invocation).await? {
+        match self.invoke(&INDEX, &call).await? {
             Value::Int(1) => Ok(()),
             _ => Err(unexpected("EVALSHA")),
         }
@@ -393,12 +390,15 @@ impl RedisStore {
     /// later; so a failure is not reported. Standalone only (see the [module
     /// docs](super#owner-index)).
     pub(super) async fn drop_hints(&self, index_key: &str, stale: &[(&str, &Id, &[u8])]) {
-        let mut invocation = DROP_HINTS.prepare_invoke();
-        invocation.key(index_key);
-        for (key, id, read) in stale {
-            invocation.key(*key).arg(id.as_str()).arg(*read);
+        let mut call = evalsha(&DROP_HINTS, 1 + stale.len());
+        call.arg(index_key);
+        for (key, _, _) in stale {
+            call.arg(*key);
         }
-        let _ = self.invoke(&invocation).await;
+        for (_, id, read) in stale {
+            call.arg(id.as_str()).arg(*read);
+        }
+        let _ = self.invoke(&DROP_HINTS, &call).await;
     }
 }
 
