@@ -403,3 +403,39 @@ async fn requests_fail_fast_while_redis_is_down_or_stalled_and_recover_without_a
         "the session written before the stall is intact"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_made_while_redis_restarts_waits_for_it_within_the_timeout() {
+    let mut server = RedisServer::start();
+    let store = RedisStore::builder(server.url())
+        .with_response_timeout(Duration::from_secs(5))
+        .with_connection_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
+    let id = Id::generate();
+    cloakroom_testkit::write(&store, &id, &cloakroom::Record::default(), None).await;
+
+    // Killed: the connection drops at once, and the store starts reconnecting.
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Back 300 ms later (empty: it saved nothing).
+    let restarted = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        server.restart();
+        server
+    });
+    let started = Instant::now();
+    let read = within(HANG, store.get(&id)).await;
+    let _server = restarted.join().unwrap();
+    assert!(
+        matches!(read, Ok(None)),
+        "waited for the reconnection and read the restarted, empty server: {:?}",
+        read.map(|loaded| loaded.is_some())
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "answered before Redis was back: {:?}",
+        started.elapsed()
+    );
+}
