@@ -5,7 +5,8 @@
 //! One task per connection writes what is queued (everything queued since its last write, in
 //! one system call) and reads the answers. That is all it does: a round trip costs a few
 //! allocations and one lock, where redis-rs's `ConnectionManager` adds a codec, a channel and a
-//! reconnection layer to each (about 9,000 more instructions per round trip under callgrind).
+//! reconnection layer to each. Under callgrind, a benchmark `/counter` request (two round trips)
+//! went from about 80,000 instructions to 73,000 when this link replaced it.
 //!
 //! When the socket fails, every request in flight fails with it (as an I/O error, which the
 //! store reports as [`ErrorKind::Unavailable`](crate::store::ErrorKind::Unavailable)): such a

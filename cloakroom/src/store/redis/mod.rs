@@ -149,9 +149,10 @@
 //! [`RedisStore::builder`] uses one connection, shared by every request and every clone of the
 //! store: there is no pool and no checkout. Requests are written back to back as they come,
 //! and each waits for its own answer (Redis answers in order). cloakroom drives this connection
-//! itself rather than through redis-rs's `ConnectionManager`, which costs several times the
-//! instructions per round trip; redis-rs still builds the commands. [`RedisStore::cluster_builder`] uses redis-rs's `ClusterConnection`,
-//! one multiplexed connection per node, with keys routed by slot. In Cluster, `all`, `len` and
+//! itself rather than through redis-rs's `ConnectionManager`, whose codec, channel and
+//! reconnection layers cost more per round trip; redis-rs still builds the commands.
+//! [`RedisStore::cluster_builder`] uses redis-rs's `ClusterConnection`, one multiplexed
+//! connection per node, with keys routed by slot. In Cluster, `all`, `len` and
 //! `clear` scan every primary. A scan that runs while slots migrate between nodes may miss or
 //! repeat keys (repeats are removed). `SCAN` walks every key of a node, not only the sessions,
 //! so these three cost time in proportion to everything stored in Redis: they are for
