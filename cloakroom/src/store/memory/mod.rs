@@ -24,7 +24,17 @@ mod queues;
 use owners::Owners;
 use queues::{Entry, Queues};
 
+/// Shards of a store of up to [`ENTRIES_PER_SHARD`] × 16 sessions (the default 100,000 among
+/// them); a larger store gets more, up to [`MAX_SHARDS`] (see [`shard_count`]).
 const SHARDS: usize = 16;
+/// The most shards of one store.
+const MAX_SHARDS: usize = 256;
+/// The sessions a shard of a large store holds at most, in round figures: a shard's map grows
+/// by doubling, and the doubling holds the shard (and the thread that writes) while every entry
+/// moves, so a smaller shard means a shorter pause. bench/run.sh's memory target (2,000,000
+/// sessions, about 130,000 logins a second) had a `/login` p99 of 6 to 7 times the median with 16
+/// shards, from those pauses, and 2.7 times with 256.
+const ENTRIES_PER_SHARD: usize = 8192;
 /// Parsed records kept per shard for sessions in use right now (see [`Shard::parsed`]).
 const PARSED_SLOTS: usize = 128;
 /// The largest JSON scratch buffer a thread keeps between writes (see [`Stored::new`]).
@@ -247,8 +257,9 @@ pub struct MemoryStoreBuilder {
 impl MemoryStoreBuilder {
     /// The most sessions kept (default 100,000). Past it, sessions that were used only once go
     /// first, then the least used of the others (S3-FIFO: see the store's docs). Enforced per
-    /// shard (there are 16), so eviction may start a little before the total is reached when
-    /// ids hash unevenly.
+    /// shard (16 of them, or more for over 131,072 sessions, up to 256, so that no shard grows
+    /// large), so eviction may start a little before the total is reached when ids hash
+    /// unevenly.
     pub fn with_max_entries(mut self, max_entries: usize) -> Self {
         self.max_entries = max_entries.max(1);
         self
@@ -287,13 +298,14 @@ impl MemoryStoreBuilder {
     pub fn build(self) -> MemoryStore {
         let hasher = RandomState::default();
         let owners = Owners::new(&hasher);
+        let shards = shard_count(self.max_entries);
         MemoryStore {
             inner: Arc::new(Inner {
-                shards: (0..SHARDS)
+                shards: (0..shards)
                     .map(|_| Mutex::new(Shard::new(hasher.clone())))
                     .collect(),
                 hasher,
-                max_entries_per_shard: self.max_entries.div_ceil(SHARDS),
+                max_entries_per_shard: self.max_entries.div_ceil(shards),
                 max_record_size: self.max_record_size,
                 default_ttl: self.default_ttl,
                 sweep_interval: self.sweep_interval,
@@ -408,6 +420,14 @@ impl MemoryStore {
     }
 }
 
+/// How many shards a store of at most `max_entries` sessions has: a power of two, so that a
+/// shard's part of the cap stays within a rounding of `max_entries` (see [`ENTRIES_PER_SHARD`]).
+fn shard_count(max_entries: usize) -> usize {
+    (max_entries / ENTRIES_PER_SHARD)
+        .next_power_of_two()
+        .clamp(SHARDS, MAX_SHARDS)
+}
+
 impl Inner {
     fn place(&self, id: &str) -> Place {
         let hash = self.hasher.hash_one(id);
@@ -416,8 +436,8 @@ impl Inner {
         let middle = (hash >> 32) as usize;
         Place {
             hash,
-            shard: middle % SHARDS,
-            slot: (middle / SHARDS) % PARSED_SLOTS,
+            shard: middle % self.shards.len(),
+            slot: (middle / self.shards.len()) % PARSED_SLOTS,
         }
     }
 
@@ -682,7 +702,10 @@ impl LockStore for MemoryStore {
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("max_entries", &(self.inner.max_entries_per_shard * SHARDS))
+            .field(
+                "max_entries",
+                &(self.inner.max_entries_per_shard * self.inner.shards.len()),
+            )
             .field("default_ttl", &self.inner.default_ttl)
             .finish_non_exhaustive()
     }
@@ -862,6 +885,17 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert_eq!(store.remove_expired(), 1);
         assert_eq!(store.len().await.unwrap(), 0);
+    }
+
+    #[test]
+    fn a_large_store_has_more_shards_and_the_default_one_sixteen() {
+        assert_eq!(shard_count(1), SHARDS);
+        assert_eq!(shard_count(100_000), SHARDS);
+        assert_eq!(shard_count(ENTRIES_PER_SHARD * 64), 64);
+        assert_eq!(shard_count(2_000_000), MAX_SHARDS);
+        assert_eq!(shard_count(usize::MAX), MAX_SHARDS);
+        let large = MemoryStore::builder().with_max_entries(2_000_000).build();
+        assert_eq!(large.inner.shards.len(), MAX_SHARDS);
     }
 
     #[tokio::test]
