@@ -423,7 +423,8 @@ impl MemoryStore {
 /// How many shards a store of at most `max_entries` sessions has: a power of two, so that a
 /// shard's part of the cap stays within a rounding of `max_entries` (see [`ENTRIES_PER_SHARD`]).
 fn shard_count(max_entries: usize) -> usize {
-    (max_entries / ENTRIES_PER_SHARD)
+    max_entries
+        .div_ceil(ENTRIES_PER_SHARD)
         .next_power_of_two()
         .clamp(SHARDS, MAX_SHARDS)
 }
@@ -891,6 +892,8 @@ mod tests {
     fn a_large_store_has_more_shards_and_the_default_one_sixteen() {
         assert_eq!(shard_count(1), SHARDS);
         assert_eq!(shard_count(100_000), SHARDS);
+        assert_eq!(shard_count(131_072), SHARDS);
+        assert_eq!(shard_count(131_073), 32);
         assert_eq!(shard_count(ENTRIES_PER_SHARD * 64), 64);
         assert_eq!(shard_count(2_000_000), MAX_SHARDS);
         assert_eq!(shard_count(usize::MAX), MAX_SHARDS);
