@@ -164,13 +164,14 @@
 //! # Failures and reconnection
 //! Every round trip is bounded by the [response
 //! timeout](RedisStoreBuilder::with_response_timeout), including any wait for a reconnection, and
-//! fails with [`ErrorKind::Timeout`] when it runs out. A refused or dropped connection fails with
-//! [`ErrorKind::Unavailable`]. Both are transient: the middleware answers 503 and the next request
-//! tries again. The connection reconnects by itself in the background, with a backoff of at most
-//! a second between attempts, so requests succeed again shortly after Redis is back, without
-//! rebuilding the store. A request made while a reconnection is under way waits for it, up to
-//! the timeout, so an outage shorter than the timeout only delays requests. A write that times
-//! out may still have been applied.
+//! fails with [`ErrorKind::Timeout`] when it runs out. A connection that drops fails the requests
+//! in flight on it with [`ErrorKind::Unavailable`] (in Cluster, a refused connection does too).
+//! Both are transient: the middleware answers 503 and the next request tries again. The
+//! connection reconnects by itself in the background, with a backoff of at most a second between
+//! attempts, so requests succeed again shortly after Redis is back, without rebuilding the store.
+//! A request made while a reconnection is under way waits for it, up to the timeout, so an
+//! outage shorter than the timeout only delays requests. A write that times out, or whose
+//! connection dropped, may still have been applied.
 //!
 //! Errors never contain a session id or session data: a value that cannot be decoded is reported
 //! by what is wrong with it and where, not by its text.
