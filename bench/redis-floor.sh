@@ -35,13 +35,16 @@ for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep
 
 cli() { redis-cli -p "$port" "$@"; }
 
-# The records as each library stores them after a few /counter requests: cloakroom (and
-# connect-redis) the express JSON; tower-sessions a MessagePack record of about the same size.
+# Keys and values of the sizes each library stores after a few /counter requests (read back with
+# STRLEN from the benchmark's servers): cloakroom (and connect-redis) `sess:` and a 32-character
+# id, the express JSON (101 bytes for views 3, 105 here); tower-sessions a 22-character id and a
+# MessagePack record of 56 bytes.
 record='{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},"user":"bench","views":12345}'
-tower=$(python3 -c 'print("x" * 96)')
+tower=$(python3 -c 'print("x" * 56)')
 key='sess:0123456789abcdefghijklmnopqrstuv'
+tower_key='0123456789abcdefghijkl'
 cli set "$key" "$record" >/dev/null
-cli set tower-key "$tower" >/dev/null
+cli set "$tower_key" "$tower" >/dev/null
 # cloakroom's compare-and-set script, as store/redis/mod.rs sends it (no lease).
 cas=$(python3 - "$PWD/cloakroom/src/store/redis/mod.rs" <<'EOF'
 import re, sys
@@ -60,8 +63,8 @@ command_of() {
     cloakroom-set-nx) echo "set sess:__rand_int__ $record EX 86400 NX" ;;
     # The stored value equals the expected one, so every call writes (the common case).
     cloakroom-cas) echo "evalsha $sha 1 $key v $record $record 86400" ;;
-    tower-get) echo "get tower-key" ;;
-    tower-set) echo "set tower-key $tower EXAT 4102444800" ;;
+    tower-get) echo "get $tower_key" ;;
+    tower-set) echo "set $tower_key $tower EXAT 4102444800" ;;
     tower-set-nx) echo "set tower:__rand_int__ $tower EXAT 4102444800 NX" ;;
   esac
 }
@@ -79,7 +82,7 @@ for round in $(seq "$rounds"); do
     echo "$name $round $rate" >>"$out"
     cli flushall >/dev/null
     cli set "$key" "$record" >/dev/null
-    cli set tower-key "$tower" >/dev/null
+    cli set "$tower_key" "$tower" >/dev/null
   done
 done
 

@@ -637,9 +637,19 @@ impl RedisStore {
         self.bounded(pipeline.query_async(&mut connection)).await
     }
 
-    /// Runs a script call made by [`evalsha`]; on `NOSCRIPT` (Redis restarted, or its scripts
-    /// were flushed), `SCRIPT LOAD` and the call again.
-    async fn invoke(&self, script: &Script, call: &Cmd) -> Result<Value, Error> {
+    /// Runs `script` as one `EVALSHA` command: its first `keys` arguments, which `args` adds
+    /// after the count, are keys (the order the script reads them). On `NOSCRIPT` (Redis
+    /// restarted, or its scripts were flushed), `SCRIPT LOAD` and the call again.
+    async fn invoke(
+        &self,
+        script: &Script,
+        keys: usize,
+        args: impl FnOnce(&mut Cmd),
+    ) -> Result<Value, Error> {
+        let mut call = redis::cmd("EVALSHA");
+        call.arg(script.get_hash()).arg(keys);
+        args(&mut call);
+        let call = &call;
         let mut connection = self.connection.clone();
         self.bounded(async {
             match call.query_async(&mut connection).await {
@@ -710,11 +720,15 @@ impl RedisStore {
             };
         }
         let lock_key = write.lease.map(|_| self.lock_key(id)).transpose()?;
-        let mut call = evalsha(&CONDITIONAL_SET, 1 + usize::from(lock_key.is_some()));
-        call.arg(write.key).arg(lock_key.as_deref());
-        write.add_args(&mut call);
-        call.arg(write.lease.map(Lease::token));
-        write.outcome(self.invoke(&CONDITIONAL_SET, &call).await?)
+        let keys = 1 + usize::from(lock_key.is_some());
+        let reply = self
+            .invoke(&CONDITIONAL_SET, keys, |call| {
+                call.arg(write.key).arg(lock_key.as_deref());
+                write.add_args(call);
+                call.arg(write.lease.map(Lease::token));
+            })
+            .await?;
+        write.outcome(reply)
     }
 
     /// Every key under the prefix, each once. `SCAN` can return a key more than once, and in
@@ -930,14 +944,6 @@ impl Write<'_> {
     }
 }
 
-/// An `EVALSHA` of `script` whose first `keys` arguments, added next, are keys: built as one
-/// command, with the keys then the other arguments in the order the script reads them.
-fn evalsha(script: &Script, keys: usize) -> Cmd {
-    let mut call = redis::cmd("EVALSHA");
-    call.arg(script.get_hash()).arg(keys);
-    call
-}
-
 /// Whether `error` is about one stored record (not decodable, or over the size limit), so a
 /// call over many sessions leaves that one out rather than fail.
 fn is_bad_record(error: &Error) -> bool {
@@ -1027,14 +1033,17 @@ impl SessionStore for RedisStore {
             let entry = IndexEntry::new(self.index_key(&owner), id, now, ttl);
             match &self.connection {
                 Connection::Standalone(_) => {
-                    let mut call = evalsha(&OWNED_TOUCH, 2);
-                    call.arg(&key)
-                        .arg(&entry.key)
-                        .arg(ttl)
-                        .arg(id.as_str())
-                        .arg(entry.expires_ms)
-                        .arg(entry.horizon_ms);
-                    return match self.invoke(&OWNED_TOUCH, &call).await? {
+                    let reply = self
+                        .invoke(&OWNED_TOUCH, 2, |call| {
+                            call.arg(&key)
+                                .arg(&entry.key)
+                                .arg(ttl)
+                                .arg(id.as_str())
+                                .arg(entry.expires_ms)
+                                .arg(entry.horizon_ms);
+                        })
+                        .await?;
+                    return match reply {
                         Value::Int(1) => Ok(()),
                         _ => Err(unexpected("EVALSHA")),
                     };
@@ -1117,9 +1126,11 @@ impl LockStore for RedisStore {
     }
 
     async fn unlock(&self, id: &Id, lease: &Lease) -> Result<(), Error> {
-        let mut call = evalsha(&UNLOCK, 1);
-        call.arg(self.lock_key(id)?).arg(lease.token());
-        self.invoke(&UNLOCK, &call).await?;
+        let lock_key = self.lock_key(id)?;
+        self.invoke(&UNLOCK, 1, |call| {
+            call.arg(lock_key).arg(lease.token());
+        })
+        .await?;
         Ok(())
     }
 }

@@ -310,14 +310,18 @@ impl RedisStore {
         entry: &IndexEntry<'_>,
     ) -> Result<SetOutcome, Error> {
         let lock_key = write.lease.map(|_| self.lock_key(id)).transpose()?;
-        let mut call = evalsha(&OWNED_SET, 2 + usize::from(lock_key.is_some()));
-        call.arg(write.key).arg(&entry.key).arg(lock_key.as_deref());
-        write.add_args(&mut call);
-        call.arg(id.as_str())
-            .arg(entry.expires_ms)
-            .arg(entry.horizon_ms)
-            .arg(write.lease.map(Lease::token));
-        write.outcome(self.invoke(&OWNED_SET, &call).await?)
+        let keys = 2 + usize::from(lock_key.is_some());
+        let reply = self
+            .invoke(&OWNED_SET, keys, |call| {
+                call.arg(write.key).arg(&entry.key).arg(lock_key.as_deref());
+                write.add_args(call);
+                call.arg(id.as_str())
+                    .arg(entry.expires_ms)
+                    .arg(entry.horizon_ms)
+                    .arg(write.lease.map(Lease::token));
+            })
+            .await?;
+        write.outcome(reply)
     }
 
     /// The major version the server reports in `INFO server` (in Cluster, one node's); 0 when
@@ -373,12 +377,15 @@ impl RedisStore {
             self.query_pipeline(&pipeline).await?;
             return Ok(());
         }
-        let mut call = evalsha(&INDEX, 1);
-        call.arg(&entry.key)
-            .arg(entry.id)
-            .arg(entry.expires_ms)
-            .arg(entry.horizon_ms);
-        match self.invoke(&INDEX, &call).await? {
+        let reply = self
+            .invoke(&INDEX, 1, |call| {
+                call.arg(&entry.key)
+                    .arg(entry.id)
+                    .arg(entry.expires_ms)
+                    .arg(entry.horizon_ms);
+            })
+            .await?;
+        match reply {
             Value::Int(1) => Ok(()),
             _ => Err(unexpected("EVALSHA")),
         }
@@ -390,15 +397,16 @@ impl RedisStore {
     /// later; so a failure is not reported. Standalone only (see the [module
     /// docs](super#owner-index)).
     pub(super) async fn drop_hints(&self, index_key: &str, stale: &[(&str, &Id, &[u8])]) {
-        let mut call = evalsha(&DROP_HINTS, 1 + stale.len());
-        call.arg(index_key);
-        for (key, _, _) in stale {
-            call.arg(*key);
-        }
-        for (_, id, read) in stale {
-            call.arg(id.as_str()).arg(*read);
-        }
-        let _ = self.invoke(&DROP_HINTS, &call).await;
+        let hints = |call: &mut Cmd| {
+            call.arg(index_key);
+            for (key, _, _) in stale {
+                call.arg(*key);
+            }
+            for (_, id, read) in stale {
+                call.arg(id.as_str()).arg(*read);
+            }
+        };
+        let _ = self.invoke(&DROP_HINTS, 1 + stale.len(), hints).await;
     }
 }
 
