@@ -584,8 +584,9 @@ async fn sessions_without_an_owner_cost_the_commands_they_always_did() {
          nothing about an index"
     );
 
-    // An owned one: a new session is its index's commands then SET NX, pipelined (Redis 7);
-    // a rewrite and a touch are one script each.
+    // An owned one: a new session is its index's commands then SET NX, pipelined (Redis 7),
+    // and `PEXPIREAT … NX` after when `GT` set nothing (here: the index outlives the session);
+    // a rewrite and a touch are one script each. One write in four prunes the index too.
     let id = Id::generate();
     let version = cloakroom_testkit::write(&store, &id, &owned_by(&owner, HOUR), None).await;
     cloakroom_testkit::write(&store, &id, &owned_by(&owner, HOUR), Some(&version)).await;
@@ -597,18 +598,12 @@ async fn sessions_without_an_owner_cost_the_commands_they_always_did() {
         .into_iter()
         .filter(|name| !name.starts_with("lua "))
         .collect();
-    assert_eq!(
-        from_client,
-        [
-            "ZADD",
-            "ZREMRANGEBYSCORE",
-            "PEXPIREAT",
-            "PEXPIREAT",
-            "SET",
-            "EVALSHA",
-            "EVALSHA"
-        ]
-    );
+    let prunes = usize::from(from_client.get(1).map(String::as_str) == Some("ZREMRANGEBYSCORE"));
+    let mut expected = vec!["ZADD", "PEXPIREAT", "SET", "PEXPIREAT", "EVALSHA", "EVALSHA"];
+    if prunes == 1 {
+        expected.insert(1, "ZREMRANGEBYSCORE");
+    }
+    assert_eq!(from_client, expected);
     drop(monitor);
 
     let pattern = format!("{prefix}owner:*");
@@ -620,8 +615,9 @@ async fn sessions_without_an_owner_cost_the_commands_they_always_did() {
     );
 }
 
-/// The index key's TTL outlasts its latest member, and members past their expiry leave on the
-/// owner's next write; a destroyed session leaves on reading (standalone) or is filtered out.
+/// The index key's TTL outlasts its latest member, and members past their expiry leave within
+/// the owner's next few writes; a destroyed session leaves on reading (standalone) or is
+/// filtered out.
 async fn the_index_expires_and_prunes_itself(store: RedisStore, prefix: String, cli: Cli) {
     let owner = cloakroom_testkit::unique_name("alice-");
     let key = index_key(&prefix, &owner);
@@ -646,23 +642,29 @@ async fn the_index_expires_and_prunes_itself(store: RedisStore, prefix: String, 
     cli.run(&["ZADD", &key, &old.to_string(), "expired-long-ago"]);
     cli.run(&["ZADD", &key, &recent.to_string(), "expired-just-now"]);
     assert_eq!(cli.run(&["ZCARD", &key]), "4");
-    let third = Id::generate();
-    cloakroom_testkit::write(&store, &third, &owned_by(&owner, HOUR), None).await;
-    assert_eq!(cli.run(&["ZSCORE", &key, "expired-long-ago"]), "");
+    // About one write in four prunes: 64 writes without one would take a broken prune (or
+    // odds of 1 in 10^8).
+    let mut later = Vec::new();
+    while cli.run(&["ZSCORE", &key, "expired-long-ago"]) != "" {
+        assert!(later.len() < 64, "64 owned writes and no prune");
+        let id = Id::generate();
+        cloakroom_testkit::write(&store, &id, &owned_by(&owner, HOUR), None).await;
+        later.push(id);
+    }
     assert_eq!(
         cli.run(&["ZSCORE", &key, "expired-just-now"]),
         recent.to_string()
     );
-    assert_eq!(cli.run(&["ZCARD", &key]), "4");
-    assert_eq!(
-        ids_of(&store, &owner).await,
-        sorted(&[&long, &short, &third])
-    );
+    assert_eq!(cli.run(&["ZCARD", &key]), (3 + later.len()).to_string());
+    let mut live = vec![&long, &short];
+    live.extend(&later);
+    assert_eq!(ids_of(&store, &owner).await, sorted(&live));
 
     // A destroyed session is not found. Standalone, reading removes its member; in Cluster
     // the member stays until its score passes (it could be a write in flight).
     store.destroy(&short).await.unwrap();
-    assert_eq!(ids_of(&store, &owner).await, sorted(&[&long, &third]));
+    live.retain(|id| *id != &short);
+    assert_eq!(ids_of(&store, &owner).await, sorted(&live));
     let member = cli.run(&["ZSCORE", &key, short.as_str()]);
     if cli.cluster {
         assert_ne!(member, "");

@@ -33,16 +33,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot, watch};
 
+use super::resp::{malformed, parse};
+
 /// Connection attempts when the store is built, before it reports Redis unreachable.
 const FIRST_ATTEMPTS: u32 = 3;
 /// The pause after the first failed reconnection attempt; it doubles with each failure.
 const FIRST_PAUSE: Duration = Duration::from_millis(25);
 /// The longest pause between two reconnection attempts, before up to as much again of jitter.
 const MAX_PAUSE: Duration = Duration::from_millis(500);
-/// Deeper replies are refused: Redis's own replies to the store's commands nest two levels.
-const MAX_DEPTH: usize = 16;
-/// Redis's own ceiling on a string (`proto-max-bulk-len`'s default): a longer length is garbage.
-const MAX_BULK: usize = 512 * 1024 * 1024;
 /// A write buffer grown past this (by a large record) is let go once written.
 const KEEP_BUFFER: usize = 64 * 1024;
 
@@ -134,6 +132,13 @@ impl Link {
             shared,
             _alive: Arc::new(alive),
         })
+    }
+
+    /// Sends `count` commands already packed (see [`Commands`](super::resp::Commands)) and
+    /// returns their replies, in order; an error reply is one of them.
+    pub(super) async fn send(&self, packed: &[u8], count: usize) -> RedisResult<Vec<Value>> {
+        self.request(|out| out.extend_from_slice(packed), 0, count)
+            .await
     }
 
     /// Sends one request (`pack` writes it) and waits for its answer, `skip + wanted`
@@ -380,7 +385,7 @@ async fn read_answers(shared: &Shared, mut reader: impl AsyncRead + Unpin) -> io
             let mut queue = shared.lock();
             for value in parsed.drain(..) {
                 let Some(waiter) = queue.waiting.front_mut() else {
-                    return unexpected("an answer to no request");
+                    return malformed("an answer to no request");
                 };
                 if waiter.skip > 0 {
                     waiter.skip -= 1;
@@ -397,100 +402,6 @@ async fn read_answers(shared: &Shared, mut reader: impl AsyncRead + Unpin) -> io
             let _ = waiter.answer.send(Ok(waiter.replies));
         }
     }
-}
-
-/// One RESP2 reply at the start of `input` and its length, or `None` if it has not all arrived.
-fn parse(input: &[u8], depth: usize) -> io::Result<Option<(Value, usize)>> {
-    let Some(line_end) = input.iter().position(|&byte| byte == b'\r') else {
-        return Ok(None);
-    };
-    if input.len() < line_end + 2 {
-        return Ok(None);
-    }
-    if input[line_end + 1] != b'\n' || line_end == 0 {
-        return Err(unexpected("a malformed reply"));
-    }
-    let line = &input[1..line_end];
-    let after_line = line_end + 2;
-    let value = match input[0] {
-        b'+' if line == b"OK" => Value::Okay,
-        b'+' => Value::SimpleString(
-            std::str::from_utf8(line)
-                .map_err(|_| unexpected("a status that is not UTF-8"))?
-                .to_owned(),
-        ),
-        // Rare, and redis-rs knows every error's kind (NOSCRIPT, LOADING, MOVED, …).
-        b'-' => redis::parse_redis_value(&input[..after_line])
-            .map_err(|_| unexpected("a malformed error"))?,
-        b':' => Value::Int(integer(line)?),
-        b'$' => {
-            let length = integer(line)?;
-            if length < 0 {
-                return Ok(Some((Value::Nil, after_line)));
-            }
-            let length = usize::try_from(length)
-                .ok()
-                .filter(|&length| length <= MAX_BULK)
-                .ok_or_else(|| unexpected("a bad length"))?;
-            let end = after_line + length;
-            if input.len() < end + 2 {
-                return Ok(None);
-            }
-            if &input[end..end + 2] != b"\r\n" {
-                return Err(unexpected("a malformed bulk string"));
-            }
-            return Ok(Some((
-                Value::BulkString(input[after_line..end].to_vec()),
-                end + 2,
-            )));
-        }
-        b'*' => {
-            let count = integer(line)?;
-            if count < 0 {
-                return Ok(Some((Value::Nil, after_line)));
-            }
-            if depth >= MAX_DEPTH {
-                return Err(unexpected("a reply nested too deep"));
-            }
-            let count = usize::try_from(count).map_err(|_| unexpected("a bad length"))?;
-            // Each element takes at least 3 bytes: a count past what has arrived says nothing
-            // about the memory to set aside.
-            let mut items = Vec::with_capacity(count.min(input.len() / 3));
-            let mut used = after_line;
-            for _ in 0..count {
-                let Some((item, length)) = parse(&input[used..], depth + 1)? else {
-                    return Ok(None);
-                };
-                items.push(item);
-                used += length;
-            }
-            return Ok(Some((Value::Array(items), used)));
-        }
-        _ => return Err(unexpected("a reply of an unknown type")),
-    };
-    Ok(Some((value, after_line)))
-}
-
-/// A RESP integer: an optional minus sign and decimal digits.
-fn integer(text: &[u8]) -> io::Result<i64> {
-    let (negative, digits) = match text.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, text),
-    };
-    if digits.is_empty() {
-        return Err(unexpected("a malformed number"));
-    }
-    let mut value: i64 = 0;
-    for &digit in digits {
-        if !digit.is_ascii_digit() {
-            return Err(unexpected("a malformed number"));
-        }
-        value = value
-            .checked_mul(10)
-            .and_then(|value| value.checked_add(i64::from(digit - b'0')))
-            .ok_or_else(|| unexpected("a number out of range"))?;
-    }
-    Ok(if negative { -value } else { value })
 }
 
 /// An open, set-up socket.
@@ -577,10 +488,6 @@ fn connection_lost(what: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, what)
 }
 
-/// Redis sent what it never sends: the connection can no longer be trusted.
-fn unexpected(what: &'static str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("Redis sent {what}"))
-}
 
 enum Either<A, B> {
     First(A),
@@ -601,76 +508,4 @@ async fn first_of<A: Future, B: Future>(
         second.as_mut().poll(cx).map(Either::Second)
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parsed(input: &[u8]) -> Option<(Value, usize)> {
-        parse(input, 0).unwrap()
-    }
-
-    #[test]
-    fn every_reply_type_the_store_meets_is_read() {
-        assert_eq!(parsed(b"+OK\r\n"), Some((Value::Okay, 5)));
-        assert_eq!(
-            parsed(b"+QUEUED\r\n"),
-            Some((Value::SimpleString("QUEUED".into()), 9))
-        );
-        assert_eq!(parsed(b":-42\r\n"), Some((Value::Int(-42), 6)));
-        assert_eq!(parsed(b"$-1\r\n"), Some((Value::Nil, 5)));
-        assert_eq!(parsed(b"$0\r\n\r\n"), Some((Value::BulkString(vec![]), 6)));
-        assert_eq!(
-            parsed(b"$5\r\na\r\nbc\r\n"),
-            Some((Value::BulkString(b"a\r\nbc".to_vec()), 11))
-        );
-        assert_eq!(
-            parsed(b"*2\r\n$1\r\n0\r\n*1\r\n$1\r\nk\r\n"),
-            Some((
-                Value::Array(vec![
-                    Value::BulkString(b"0".to_vec()),
-                    Value::Array(vec![Value::BulkString(b"k".to_vec())]),
-                ]),
-                22
-            ))
-        );
-        let reply = parsed(b"-NOSCRIPT No matching script\r\n");
-        let Some((Value::ServerError(error), 30)) = reply else {
-            panic!("not a server error: {reply:?}");
-        };
-        let error = RedisError::from(error);
-        assert_eq!(
-            error.kind(),
-            redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
-        );
-    }
-
-    #[test]
-    fn a_reply_cut_anywhere_waits_for_the_rest() {
-        let whole = b"*3\r\n:1\r\n$3\r\nabc\r\n*-1\r\n";
-        for cut in 0..whole.len() {
-            assert_eq!(parsed(&whole[..cut]), None, "cut at {cut}");
-        }
-        assert_eq!(parsed(whole).map(|(_, length)| length), Some(whole.len()));
-    }
-
-    #[test]
-    fn malformed_replies_are_errors_not_panics() {
-        for bad in [
-            &b"?\r\n"[..],
-            b"\r\n",
-            b":12a\r\n",
-            b":-\r\n",
-            b":99999999999999999999\r\n",
-            b"$3\r\nabcd\r\n",
-            b"$-9223372036854775808\r\n",
-            b"$9223372036854775807\r\nab",
-            b"+OK\rX",
-        ] {
-            assert!(parse(bad, 0).is_err(), "{bad:?}");
-        }
-        let deep = "*1\r\n".repeat(MAX_DEPTH + 1);
-        assert!(parse(deep.as_bytes(), 0).is_err());
-    }
 }

@@ -203,8 +203,10 @@ use crate::time::Timestamp;
 
 mod link;
 mod owners;
+mod resp;
 
 use link::Link;
+use resp::{Args, Commands};
 use owners::{INDEX_KEY_INFIX, IndexEntry, OWNED_TOUCH};
 
 /// connect-redis's default prefix.
@@ -632,9 +634,59 @@ impl RedisStore {
         self.bounded(cmd.query_async(&mut connection)).await
     }
 
-    async fn query_pipeline(&self, pipeline: &Pipeline) -> Result<Value, Error> {
+    /// Commands for one round trip on this store's connection (see [`ask`](Self::ask)).
+    fn commands(&self) -> Commands {
+        match self.connection {
+            Connection::Standalone(_) => Commands::packed(),
+            Connection::Cluster(_) => Commands::pipeline(),
+        }
+    }
+
+    /// Sends `commands` in one round trip and returns their replies, in order. An error reply
+    /// fails the whole, as a redis-rs pipeline does.
+    async fn ask(&self, commands: &Commands) -> Result<Vec<Value>, Error> {
+        self.bounded(self.ask_unbounded(commands)).await
+    }
+
+    async fn ask_unbounded(&self, commands: &Commands) -> RedisResult<Vec<Value>> {
+        if let Some(packed) = commands.bytes() {
+            let Connection::Standalone(link) = &self.connection else {
+                return Err(RedisError::from((
+                    redis::ErrorKind::Client,
+                    "commands packed for a standalone connection",
+                )));
+            };
+            let replies = link.send(packed, commands.count()).await?;
+            let error = replies.iter().find_map(|reply| match reply {
+                Value::ServerError(error) => Some(error),
+                _ => None,
+            });
+            return match error {
+                Some(error) => Err(RedisError::from(error.clone())),
+                None => Ok(replies),
+            };
+        }
         let mut connection = self.connection.clone();
-        self.bounded(pipeline.query_async(&mut connection)).await
+        match commands.as_pipeline() {
+            // One command alone is sent as one, so Cluster routes it as it routes any command.
+            Some(pipeline) if commands.count() == 1 => {
+                let mut replies = Vec::with_capacity(1);
+                for command in pipeline.cmd_iter() {
+                    replies.push(command.query_async(&mut connection).await?);
+                }
+                Ok(replies)
+            }
+            Some(pipeline) => pipeline.query_async(&mut connection).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The one reply of `commands`, one command (see [`ask`](Self::ask)).
+    fn one_reply(mut replies: Vec<Value>, what: &'static str) -> Result<Value, Error> {
+        match (replies.pop(), replies.is_empty()) {
+            (Some(reply), true) => Ok(reply),
+            _ => Err(unexpected(what)),
+        }
     }
 
     /// Runs `script` as one `EVALSHA` command: its first `keys` arguments, which `args` adds
@@ -644,25 +696,29 @@ impl RedisStore {
         &self,
         script: &Script,
         keys: usize,
-        args: impl FnOnce(&mut Cmd),
+        args: impl FnOnce(&mut Args<'_>),
     ) -> Result<Value, Error> {
-        let mut call = redis::cmd("EVALSHA");
-        call.arg(script.get_hash()).arg(keys);
-        args(&mut call);
+        let mut call = self.commands();
+        call.push("EVALSHA", |call| {
+            call.arg(script.get_hash()).arg(keys);
+            args(call);
+        });
         let call = &call;
-        let mut connection = self.connection.clone();
-        self.bounded(async {
-            match call.query_async(&mut connection).await {
-                Err(error)
-                    if error.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) =>
-                {
-                    script.load_async(&mut connection).await?;
-                    call.query_async(&mut connection).await
+        let replies = self
+            .bounded(async {
+                match self.ask_unbounded(call).await {
+                    Err(error)
+                        if error.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) =>
+                    {
+                        let mut connection = self.connection.clone();
+                        script.load_async(&mut connection).await?;
+                        self.ask_unbounded(call).await
+                    }
+                    result => result,
                 }
-                result => result,
-            }
-        })
-        .await
+            })
+            .await?;
+        Self::one_reply(replies, "EVALSHA")
     }
 
     /// The session under `key`, as `get` gives it: `GETRANGE` and `PTTL`, pipelined.
@@ -670,14 +726,12 @@ impl RedisStore {
         // Taken before asking, so `expires_at` errs early, never late: a late one could make
         // the middleware skip a touch that was due.
         let now = Timestamp::now();
-        let mut pipeline = redis::pipe();
-        pipeline
-            .add_command(self.read_value(key))
-            .cmd("PTTL")
-            .arg(key);
-        let Value::Array(mut replies) = self.query_pipeline(&pipeline).await? else {
-            return Err(unexpected("GETRANGE, PTTL"));
-        };
+        let mut read = self.commands();
+        read.push("GETRANGE", |args| self.read_value(key, args))
+            .push("PTTL", |args| {
+                args.arg(key);
+            });
+        let mut replies = self.ask(&read).await?;
         let (Some(pttl), Some(value), None) = (replies.pop(), replies.pop(), replies.pop()) else {
             return Err(unexpected("GETRANGE, PTTL"));
         };
@@ -707,13 +761,15 @@ impl RedisStore {
     async fn write(&self, id: &Id, write: Write<'_>) -> Result<SetOutcome, Error> {
         // The common first save of a new session: one plain command, no script.
         if write.expected.is_none() && write.lease.is_none() && write.ttl > 0 {
-            let mut set = redis::cmd("SET");
-            set.arg(write.key)
-                .arg(write.value)
-                .arg("EX")
-                .arg(write.ttl)
-                .arg("NX");
-            return match self.query(&set).await? {
+            let mut set = self.commands();
+            set.push("SET", |args| {
+                args.arg(write.key)
+                    .arg(write.value)
+                    .arg("EX")
+                    .arg(write.ttl)
+                    .arg("NX");
+            });
+            return match Self::one_reply(self.ask(&set).await?, "SET")? {
                 Value::Okay => Ok(write.written),
                 Value::Nil => Ok(SetOutcome::Conflict),
                 _ => Err(unexpected("SET")),
@@ -868,12 +924,10 @@ impl RedisStore {
     /// `GETRANGE key 0 <limit>`: the stored value, cut one byte past the size limit, so a value
     /// over it is known to be over without being transferred (see the [module
     /// docs](self#size-limit)).
-    fn read_value(&self, key: &[u8]) -> Cmd {
+    fn read_value(&self, key: &[u8], args: &mut Args<'_>) {
         // The end is inclusive; a limit past what Redis can hold reads every value whole.
         let end = i64::try_from(self.max_record_size).unwrap_or(i64::MAX);
-        let mut read = redis::cmd("GETRANGE");
-        read.arg(key).arg(0).arg(end);
-        read
+        args.arg(key).arg(0i64).arg(end);
     }
 
     /// The value in a reply to [`read_value`](Self::read_value): `None` for a missing key (an
@@ -925,7 +979,7 @@ struct Write<'a> {
 
 impl Write<'_> {
     /// ARGV[1] to ARGV[4] of the write scripts (see [`WRITE_LUA`]).
-    fn add_args(&self, call: &mut Cmd) {
+    fn add_args(&self, call: &mut Args<'_>) {
         match self.expected {
             None => call.arg("a").arg(""),
             Some(expected) => call.arg("v").arg(expected),
@@ -1074,11 +1128,18 @@ impl SessionStore for RedisStore {
             // One command a key, all sent before any reply is awaited, so the multiplexed
             // connection carries them as a pipeline would; a pipeline itself cannot span the
             // slots of a Cluster, and `MGET` would fetch values whole.
-            let reads: Vec<Cmd> = batch.iter().map(|key| self.read_value(key)).collect();
-            let replies = join_all(reads.iter().map(|read| self.query(read))).await;
-            for (key, reply) in batch.iter().zip(replies) {
+            let reads: Vec<Commands> = batch
+                .iter()
+                .map(|key| {
+                    let mut read = self.commands();
+                    read.push("GETRANGE", |args| self.read_value(key, args));
+                    read
+                })
+                .collect();
+            let replies = join_all(reads.iter().map(|read| self.ask(read))).await;
+            for (key, replies) in batch.iter().zip(replies) {
                 // None: expired or deleted since the scan.
-                if let Some(value) = self.read_reply(reply?)? {
+                if let Some(value) = self.read_reply(Self::one_reply(replies?, "GETRANGE")?)? {
                     records.push((self.id_of(key)?, decode(&value)?));
                 }
             }
@@ -1128,7 +1189,7 @@ impl LockStore for RedisStore {
     async fn unlock(&self, id: &Id, lease: &Lease) -> Result<(), Error> {
         let lock_key = self.lock_key(id)?;
         self.invoke(&UNLOCK, 1, |call| {
-            call.arg(lock_key).arg(lease.token());
+            call.arg(&lock_key).arg(lease.token());
         })
         .await?;
         Ok(())

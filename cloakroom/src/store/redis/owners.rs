@@ -100,6 +100,13 @@ pub(super) struct IndexEntry<'a> {
     pub(super) horizon_ms: i64,
 }
 
+impl IndexEntry<'_> {
+    /// When the index key may expire, at the earliest: the slack past the member's score.
+    fn key_lasts_until(&self) -> i64 {
+        self.expires_ms.saturating_add(INDEX_SLACK_MS)
+    }
+}
+
 impl<'a> IndexEntry<'a> {
     /// The entry of a session written or touched at `now` with a TTL of `ttl_secs` (> 0).
     pub(super) fn new(key: String, id: &'a Id, now: Timestamp, ttl_secs: i64) -> Self {
@@ -114,36 +121,45 @@ impl<'a> IndexEntry<'a> {
     }
 }
 
-/// What [`INDEX_LUA`] does, as plain commands for Redis 7 and later, replies ignored: adds the
-/// member unless it is there with a later score (`ZADD GT`), prunes members past the horizon,
-/// and makes the key last until its latest member is past the horizon (a TTL if it has none,
-/// `NX`, else a later one only, `GT`). Not atomic as the script is, and needs not be: each
-/// command only ever adds a member, removes one past its session's expiry, or lengthens the
-/// key's life.
-pub(super) fn index_commands(pipeline: &mut Pipeline, entry: &IndexEntry<'_>) {
-    let key_lasts_until = entry.expires_ms.saturating_add(INDEX_SLACK_MS);
-    pipeline
-        .cmd("ZADD")
-        .arg(&entry.key)
-        .arg("GT")
-        .arg(entry.expires_ms)
-        .arg(entry.id)
-        .ignore()
-        .cmd("ZREMRANGEBYSCORE")
-        .arg(&entry.key)
-        .arg("-inf")
-        .arg(entry.horizon_ms)
-        .ignore()
-        .cmd("PEXPIREAT")
-        .arg(&entry.key)
-        .arg(key_lasts_until)
-        .arg("NX")
-        .ignore()
-        .cmd("PEXPIREAT")
-        .arg(&entry.key)
-        .arg(key_lasts_until)
-        .arg("GT")
-        .ignore();
+/// What [`INDEX_LUA`] does, as plain commands for Redis 7 and later: adds the member unless it
+/// is there with a later score (`ZADD GT`); on about one write in [`PRUNE_ONE_IN`], prunes the
+/// members past the horizon; and makes the key last until its latest member is past the
+/// horizon, if that is later than its TTL (`PEXPIREAT … GT`). Returns how many commands it
+/// pushed: the last one's reply goes to [`RedisStore::finish_index`]. Not atomic as the script
+/// is, and needs not be: each command only ever adds a member, removes one past its session's
+/// expiry, or lengthens the key's life.
+pub(super) fn index_commands(commands: &mut Commands, entry: &IndexEntry<'_>) -> usize {
+    commands.push("ZADD", |args| {
+        args.arg(&entry.key)
+            .arg("GT")
+            .arg(entry.expires_ms)
+            .arg(entry.id);
+    });
+    let prunes = prunes(entry.id);
+    if prunes {
+        commands.push("ZREMRANGEBYSCORE", |args| {
+            args.arg(&entry.key).arg("-inf").arg(entry.horizon_ms);
+        });
+    }
+    commands.push("PEXPIREAT", |args| {
+        args.arg(&entry.key).arg(entry.key_lasts_until()).arg("GT");
+    });
+    2 + usize::from(prunes)
+}
+
+/// One owned write in this many prunes its owner's index (by the session id, see [`prunes`]):
+/// pruning on every write cost Redis about a tenth of a login, while an owner's stale members
+/// only need to leave before they pile up. An index then holds, besides its live sessions, the
+/// members that expired since its last prune: a few, as each write has this chance to prune.
+pub(super) const PRUNE_ONE_IN: u32 = 4;
+
+/// Whether a write of the session `id` prunes its owner's index: a hash of the id (FNV-1a),
+/// so even custom ids that share a prefix or suffix spread evenly.
+fn prunes(id: &str) -> bool {
+    let hash = id.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    hash % PRUNE_ONE_IN == 0
 }
 
 /// Index members scored at or before this are past their session's expiry, whatever the
@@ -340,8 +356,9 @@ impl RedisStore {
     }
 
     /// Writes a new owned session (standalone, Redis 7 and later): its owner's index first,
-    /// then `SET … NX`, pipelined in one round trip with no script. A script costs Redis about
-    /// as much as the five commands together again; a login is the write this is for. The
+    /// then `SET … NX`, pipelined in one round trip with no script (a script costs Redis about
+    /// as much as the commands together again; a login is the write this is for), and a second
+    /// round trip when the index key is new (see [`finish_index`](Self::finish_index)). The
     /// index comes first, so a failure between the two leaves a hint, never an unindexed
     /// session.
     pub(super) async fn create_owned(
@@ -349,19 +366,19 @@ impl RedisStore {
         write: Write<'_>,
         entry: &IndexEntry<'_>,
     ) -> Result<SetOutcome, Error> {
-        let mut pipeline = redis::pipe();
-        index_commands(&mut pipeline, entry);
-        pipeline
-            .cmd("SET")
-            .arg(write.key)
-            .arg(write.value)
-            .arg("EX")
-            .arg(write.ttl)
-            .arg("NX");
-        let Value::Array(mut replies) = self.query_pipeline(&pipeline).await? else {
-            return Err(unexpected("ZADD, SET"));
-        };
-        match replies.pop() {
+        let mut commands = self.commands();
+        let index = index_commands(&mut commands, entry);
+        commands.push("SET", |args| {
+            args.arg(write.key)
+                .arg(write.value)
+                .arg("EX")
+                .arg(write.ttl)
+                .arg("NX");
+        });
+        let mut replies = self.ask(&commands).await?;
+        let set = replies.pop();
+        self.finish_index(entry, replies.get(index - 1)).await?;
+        match set {
             Some(Value::Okay) => Ok(write.written),
             Some(Value::Nil) => Ok(SetOutcome::Conflict),
             _ => Err(unexpected("SET")),
@@ -372,10 +389,10 @@ impl RedisStore {
     /// the index script.
     pub(super) async fn add_to_index(&self, entry: &IndexEntry<'_>) -> Result<(), Error> {
         if self.index_commands {
-            let mut pipeline = redis::pipe();
-            index_commands(&mut pipeline, entry);
-            self.query_pipeline(&pipeline).await?;
-            return Ok(());
+            let mut commands = self.commands();
+            let index = index_commands(&mut commands, entry);
+            let replies = self.ask(&commands).await?;
+            return self.finish_index(entry, replies.get(index - 1)).await;
         }
         let reply = self
             .invoke(&INDEX, 1, |call| {
@@ -391,13 +408,35 @@ impl RedisStore {
         }
     }
 
+    /// After [`index_commands`], given the reply to their `PEXPIREAT … GT`: when it set
+    /// nothing, the key may have no TTL at all (`ZADD` just made it, and `GT` never applies to
+    /// a key without one), so `PEXPIREAT … NX` in a second round trip. Redis has no single
+    /// command for "a TTL if none, else a later one only", and sending `NX` with every write
+    /// cost a login more than this round trip for an owner's first session. Should the second
+    /// never arrive (the connection drops in between), the key has no TTL until the owner's
+    /// next write or touch gives it one.
+    async fn finish_index(&self, entry: &IndexEntry<'_>, reply: Option<&Value>) -> Result<(), Error> {
+        match reply {
+            Some(Value::Int(1)) => Ok(()),
+            Some(Value::Int(0)) => {
+                let mut commands = self.commands();
+                commands.push("PEXPIREAT", |args| {
+                    args.arg(&entry.key).arg(entry.key_lasts_until()).arg("NX");
+                });
+                self.ask(&commands).await?;
+                Ok(())
+            }
+            _ => Err(unexpected("PEXPIREAT")),
+        }
+    }
+
     /// Removes from the index `index_key` the members in `stale` (a session's key, its id, and
     /// what was read there, empty for nothing) whose key still holds what was read. Best
     /// effort: the members are hints, which reading filters anyway, and their scores prune them
     /// later; so a failure is not reported. Standalone only (see the [module
     /// docs](super#owner-index)).
     pub(super) async fn drop_hints(&self, index_key: &str, stale: &[(&str, &Id, &[u8])]) {
-        let hints = |call: &mut Cmd| {
+        let hints = |call: &mut Args<'_>| {
             call.arg(index_key);
             for (key, _, _) in stale {
                 call.arg(*key);
