@@ -599,7 +599,14 @@ async fn sessions_without_an_owner_cost_the_commands_they_always_did() {
         .filter(|name| !name.starts_with("lua "))
         .collect();
     let prunes = usize::from(from_client.get(1).map(String::as_str) == Some("ZREMRANGEBYSCORE"));
-    let mut expected = vec!["ZADD", "PEXPIREAT", "SET", "PEXPIREAT", "EVALSHA", "EVALSHA"];
+    let mut expected = vec![
+        "ZADD",
+        "PEXPIREAT",
+        "SET",
+        "PEXPIREAT",
+        "EVALSHA",
+        "EVALSHA",
+    ];
     if prunes == 1 {
         expected.insert(1, "ZREMRANGEBYSCORE");
     }

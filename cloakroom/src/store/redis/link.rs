@@ -488,7 +488,6 @@ fn connection_lost(what: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, what)
 }
 
-
 enum Either<A, B> {
     First(A),
     Second(B),

@@ -39,7 +39,7 @@
 //! | `get` | `GETRANGE key 0 <size limit>` and `PTTL key`, pipelined | 1 |
 //! | `set`, new session | `SET key value EX ttl NX` | 1 |
 //! | `set`, compare-and-set (or with a lease) | `EVALSHA` of a short Lua script | 1 |
-//! | `set`, new session with an owner, standalone, Redis 7 or later | the [index update](#owner-index) as commands (`ZADD index GT expiry id`, `ZREMRANGEBYSCORE index -inf <now − 30 s>`, `PEXPIREAT index <expiry + 30 s> NX`, the same with `GT`), then `SET key value EX ttl NX`, pipelined | 1 |
+//! | `set`, new session with an owner, standalone, Redis 7 or later | the [index update](#owner-index) as commands (`ZADD index GT expiry id`, on one write in four `ZREMRANGEBYSCORE index -inf <now − 30 s>`, `PEXPIREAT index <expiry + 30 s> GT`), then `SET key value EX ttl NX`, pipelined; when `GT` set nothing (the owner's first session: a new index key), `PEXPIREAT index <expiry + 30 s> NX` after | 1, or 2 |
 //! | `set` with an owner, standalone, otherwise | `EVALSHA` of the owned-set script: the write as above and, if it is made, the index update | 1 |
 //! | `set` with an owner, Cluster | the index update on the owner's index key (the commands above on Redis 7 or later, else `EVALSHA` of the index script), then the write as above | 2 |
 //! | `touch` | `EXPIRE key ttl` (never rewrites the value) | 1 |
@@ -104,9 +104,13 @@
 //! - scores: when the session's key expires, in milliseconds since the epoch (the writer's
 //!   clock, the TTL rounded up as it is written); a member's score only ever grows, so it is
 //!   never earlier than the expiry cloakroom last gave its session;
-//! - lifetime: every owned write or touch removes the members that expired over 30 s ago
-//!   (`ZREMRANGEBYSCORE`) and gives the key a TTL that lasts 30 s past its latest member. The
-//!   30 s absorb differences between the clocks of the processes sharing the store.
+//! - lifetime: owned writes and touches remove the members that expired over 30 s ago
+//!   (`ZREMRANGEBYSCORE`; the script does it on every call, the plain commands of a new
+//!   session on one write in four, picked by a hash of the id) and give the key a TTL that
+//!   lasts 30 s past its latest member. The 30 s absorb differences between the clocks of the
+//!   processes sharing the store. If the connection drops between the two round trips of a
+//!   new index key (see the table), that key has no TTL until the owner's next owned write or
+//!   touch gives it one.
 //!
 //! The index holds hints, not truth: `sessions_of` reads each session it names (as `get`), and
 //! returns only those that are live and name the owner when read. A hint outlives its session
@@ -150,7 +154,8 @@
 //! store: there is no pool and no checkout. Requests are written back to back as they come,
 //! and each waits for its own answer (Redis answers in order). cloakroom drives this connection
 //! itself rather than through redis-rs's `ConnectionManager`, whose codec, channel and
-//! reconnection layers cost more per round trip; redis-rs still builds the commands.
+//! reconnection layers cost more per round trip, and packs the commands of a round trip
+//! straight into the bytes it sends.
 //! [`RedisStore::cluster_builder`] uses redis-rs's `ClusterConnection`, one multiplexed
 //! connection per node, with keys routed by slot. In Cluster, `all`, `len` and
 //! `clear` scan every primary. A scan that runs while slots migrate between nodes may miss or
@@ -206,8 +211,8 @@ mod owners;
 mod resp;
 
 use link::Link;
-use resp::{Args, Commands};
 use owners::{INDEX_KEY_INFIX, IndexEntry, OWNED_TOUCH};
+use resp::{Args, Commands};
 
 /// connect-redis's default prefix.
 const DEFAULT_PREFIX: &str = "sess:";

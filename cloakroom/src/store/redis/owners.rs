@@ -415,7 +415,11 @@ impl RedisStore {
     /// cost a login more than this round trip for an owner's first session. Should the second
     /// never arrive (the connection drops in between), the key has no TTL until the owner's
     /// next write or touch gives it one.
-    async fn finish_index(&self, entry: &IndexEntry<'_>, reply: Option<&Value>) -> Result<(), Error> {
+    async fn finish_index(
+        &self,
+        entry: &IndexEntry<'_>,
+        reply: Option<&Value>,
+    ) -> Result<(), Error> {
         match reply {
             Some(Value::Int(1)) => Ok(()),
             Some(Value::Int(0)) => {
