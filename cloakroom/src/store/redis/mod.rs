@@ -634,6 +634,8 @@ impl RedisStore {
         }
     }
 
+    /// Sends one redis-rs command: for the calls no request makes (scans, maintenance, the
+    /// session list). What requests send goes through [`ask`](Self::ask).
     async fn query(&self, cmd: &Cmd) -> Result<Value, Error> {
         let mut connection = self.connection.clone();
         self.bounded(cmd.query_async(&mut connection)).await
@@ -1072,7 +1074,11 @@ impl SessionStore for RedisStore {
     async fn destroy(&self, id: &Id) -> Result<(), Error> {
         // An owner's index keeps the id as a hint (see the module docs): finding the owner
         // would cost a read.
-        self.query(redis::cmd("DEL").arg(self.key(id))).await?;
+        let mut delete = self.commands();
+        delete.push("DEL", |args| {
+            args.arg(&self.key(id));
+        });
+        self.ask(&delete).await?;
         Ok(())
     }
 
@@ -1114,7 +1120,11 @@ impl SessionStore for RedisStore {
         // EXPIRE never creates a key, and never rewrites the value (so the stored
         // `cookie.expires` stays as last saved, as with connect-redis). A TTL of zero or less
         // makes Redis delete the key: the session has expired.
-        self.query(redis::cmd("EXPIRE").arg(&key).arg(ttl)).await?;
+        let mut expire = self.commands();
+        expire.push("EXPIRE", |args| {
+            args.arg(&key).arg(ttl);
+        });
+        self.ask(&expire).await?;
         Ok(())
     }
 
@@ -1178,13 +1188,16 @@ impl SessionStore for RedisStore {
 #[async_trait]
 impl LockStore for RedisStore {
     async fn try_lock(&self, id: &Id, lease: &Lease) -> Result<bool, Error> {
-        let mut set = redis::cmd("SET");
-        set.arg(self.lock_key(id)?)
-            .arg(lease.token())
-            .arg("PX")
-            .arg(lease.duration_millis())
-            .arg("NX");
-        match self.query(&set).await? {
+        let lock_key = self.lock_key(id)?;
+        let mut set = self.commands();
+        set.push("SET", |args| {
+            args.arg(&lock_key)
+                .arg(lease.token())
+                .arg("PX")
+                .arg(lease.duration_millis())
+                .arg("NX");
+        });
+        match Self::one_reply(self.ask(&set).await?, "SET")? {
             Value::Okay => Ok(true),
             Value::Nil => Ok(false),
             _ => Err(unexpected("SET")),
