@@ -2,9 +2,9 @@
 //!
 //! [`Commands`] packs the commands of one round trip as they are built, straight into the bytes
 //! the standalone [`Link`](super::link::Link) sends: no redis-rs `Cmd` or `Pipeline` per
-//! request. Under callgrind, building and packing the five commands of an owned login this way
-//! costs a fraction of what a `Pipeline` of them did (see the store's docs, "Owner index"). For
-//! Cluster, which routes each command by its key, the same calls build a redis-rs pipeline.
+//! request. Under callgrind, the store's `set` of an owned login (the same five commands, then)
+//! went from about 25,000 instructions with a redis-rs pipeline to 15,000. For Cluster, which
+//! routes each command by its key, the same calls build a redis-rs pipeline.
 
 use std::io;
 
