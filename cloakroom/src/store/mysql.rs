@@ -115,7 +115,10 @@
 //! connection fails with [`ErrorKind::Unavailable`]; while the server refuses connections, sqlx
 //! keeps trying to open one until the timeout runs out. Both are transient: the middleware
 //! answers 503 and the next request tries again. The pool replaces broken connections by
-//! itself, so requests succeed again once the server is back, without rebuilding the store. A
+//! itself, so requests succeed again once the server is back, without rebuilding the store: a
+//! pooled connection unused for a second or more is checked with a round trip before it is
+//! used (one used more recently is not, which spares busy pools a round trip per query), and
+//! one that fails a query is closed. A
 //! write that times out may still have been applied. [`MySqlStore::prune_expired`] and the
 //! background pruning are not bounded: no request waits for them.
 //!
@@ -129,8 +132,7 @@ use std::time::Duration;
 use sqlx::Connection as _;
 use sqlx::error::DatabaseError;
 use sqlx::mysql::{
-    MySql, MySqlArguments, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
-    MySqlRow,
+    MySql, MySqlArguments, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlRow,
 };
 use sqlx::query::{Query, QueryAs};
 
@@ -467,10 +469,7 @@ impl MySqlStoreBuilder {
                     Ok(Err(error)) => return Err(mysql_error(error)),
                     Err(elapsed) => return Err(Error::new(ErrorKind::Timeout, elapsed)),
                 }
-                MySqlPoolOptions::new()
-                    // sqlx's own default is 30 s: too long to hold a web request while the
-                    // database is down.
-                    .acquire_timeout(sql::DEFAULT_TIMEOUT)
+                sql::pool_options()
                     .connect(&url)
                     .await
                     .map_err(mysql_error)?

@@ -128,7 +128,10 @@
 //! connection fails with [`ErrorKind::Unavailable`]; while the server refuses connections, sqlx
 //! keeps trying to open one until the timeout runs out. Both are transient: the middleware
 //! answers 503 and the next request tries again. The pool replaces broken connections by
-//! itself, so requests succeed again once the server is back, without rebuilding the store.
+//! itself, so requests succeed again once the server is back, without rebuilding the store: a
+//! pooled connection unused for a second or more is checked with a round trip before it is
+//! used (one used more recently is not, which spares busy pools a round trip per query), and
+//! one that fails a query is closed.
 //!
 //! A query cut short by the timeout leaves its connection mid-conversation; sqlx checks such a
 //! connection with a round trip before returning it to the pool, and closes it if the check
@@ -144,7 +147,7 @@ use std::time::Duration;
 
 use sqlx::Connection as _;
 use sqlx::error::DatabaseError;
-use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgPoolOptions, PgRow, Postgres};
+use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgRow, Postgres};
 use sqlx::query::{Query, QueryAs};
 
 pub use super::sql::InvalidName;
@@ -497,13 +500,7 @@ impl PostgresStoreBuilder {
                     Ok(Err(error)) => return Err(pg_error(error)),
                     Err(elapsed) => return Err(Error::new(ErrorKind::Timeout, elapsed)),
                 }
-                PgPoolOptions::new()
-                    // sqlx's own default is 30 s: too long to hold a web request while the
-                    // database is down.
-                    .acquire_timeout(sql::DEFAULT_TIMEOUT)
-                    .connect(&url)
-                    .await
-                    .map_err(pg_error)?
+                sql::pool_options().connect(&url).await.map_err(pg_error)?
             }
         };
         let qualify = |table: &str| match &self.schema {

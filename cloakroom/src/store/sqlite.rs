@@ -391,7 +391,10 @@ impl SqliteStoreBuilder {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(self.busy_timeout);
+        // A connection to a file has nothing to check: sqlx's check before each use (on by
+        // default) would only add a hand-off to the connection's thread to every query.
         let pool = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(sqlite_error)?;

@@ -117,6 +117,33 @@ pub(crate) use impl_sql_store;
 /// included.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a pooled connection may sit unused before it is checked when taken (see
+/// [`pool_options`]).
+const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// The options of a pool the store opens itself (not one given to `builder_with_pool`), for a
+/// database server. sqlx's default checks every connection with a round trip (a ping) each time
+/// one is taken: a second round trip for every query. A connection used within the last
+/// second is handed out as it is; one that sat unused longer is checked first, so after a
+/// server restart the dead connections left in the pool are replaced rather than failing
+/// requests.
+pub(crate) fn pool_options<DB: sqlx::Database>() -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::new()
+        // sqlx's own default is 30 s: too long to hold a web request while the database is
+        // down.
+        .acquire_timeout(DEFAULT_TIMEOUT)
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for < CHECK_IDLE_AFTER {
+                    return Ok(true);
+                }
+                // A failed ping drops the connection; the pool opens another.
+                Ok(sqlx::Connection::ping(connection).await.is_ok())
+            })
+        })
+}
+
 /// How long a record whose cookie has no expiry lives: connect-pg-simple's `ttl` default (one day).
 pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(86_400);
 
