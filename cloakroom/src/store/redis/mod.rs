@@ -769,18 +769,9 @@ impl RedisStore {
         // The common first save of a new session: one plain command, no script.
         if write.expected.is_none() && write.lease.is_none() && write.ttl > 0 {
             let mut set = self.commands();
-            set.push("SET", |args| {
-                args.arg(write.key)
-                    .arg(write.value)
-                    .arg("EX")
-                    .arg(write.ttl)
-                    .arg("NX");
-            });
-            return match Self::one_reply(self.ask(&set).await?, "SET")? {
-                Value::Okay => Ok(write.written),
-                Value::Nil => Ok(SetOutcome::Conflict),
-                _ => Err(unexpected("SET")),
-            };
+            write.push_create(&mut set);
+            let reply = Self::one_reply(self.ask(&set).await?, "SET")?;
+            return write.create_outcome(Some(reply));
         }
         let lock_key = write.lease.map(|_| self.lock_key(id)).transpose()?;
         let keys = 1 + usize::from(lock_key.is_some());
@@ -992,6 +983,26 @@ impl Write<'_> {
             Some(expected) => call.arg("v").arg(expected),
         };
         call.arg(self.value).arg(self.ttl);
+    }
+
+    /// `SET key value EX ttl NX`: the first save of a new session, no script.
+    fn push_create(&self, commands: &mut Commands) {
+        commands.push("SET", |args| {
+            args.arg(self.key)
+                .arg(self.value)
+                .arg("EX")
+                .arg(self.ttl)
+                .arg("NX");
+        });
+    }
+
+    /// The outcome the reply to [`push_create`](Self::push_create)'s command means.
+    fn create_outcome(self, reply: Option<Value>) -> Result<SetOutcome, Error> {
+        match reply {
+            Some(Value::Okay) => Ok(self.written),
+            Some(Value::Nil) => Ok(SetOutcome::Conflict),
+            _ => Err(unexpected("SET")),
+        }
     }
 
     /// The outcome a write script's reply means.

@@ -368,21 +368,11 @@ impl RedisStore {
     ) -> Result<SetOutcome, Error> {
         let mut commands = self.commands();
         let index = index_commands(&mut commands, entry);
-        commands.push("SET", |args| {
-            args.arg(write.key)
-                .arg(write.value)
-                .arg("EX")
-                .arg(write.ttl)
-                .arg("NX");
-        });
+        write.push_create(&mut commands);
         let mut replies = self.ask(&commands).await?;
         let set = replies.pop();
         self.finish_index(entry, replies.get(index - 1)).await?;
-        match set {
-            Some(Value::Okay) => Ok(write.written),
-            Some(Value::Nil) => Ok(SetOutcome::Conflict),
-            _ => Err(unexpected("SET")),
-        }
+        write.create_outcome(set)
     }
 
     /// Adds a session to its owner's index alone: plain commands on Redis 7 and later, else
