@@ -41,10 +41,10 @@
 //! | `set`, compare-and-set (or with a lease) | `EVALSHA` of a short Lua script | 1 |
 //! | `set`, new session with an owner, standalone, Redis 7 or later | the [index update](#owner-index) as commands (`ZADD index GT expiry id`, on one write in four `ZREMRANGEBYSCORE index -inf <now − 30 s>`, `PEXPIREAT index <expiry + 30 s> GT`), then `SET key value EX ttl NX`, pipelined; when `GT` set nothing (the owner's first session: a new index key), `PEXPIREAT index <expiry + 30 s> NX` after | 1, or 2 |
 //! | `set` with an owner, standalone, otherwise | `EVALSHA` of the owned-set script: the write as above and, if it is made, the index update | 1 |
-//! | `set` with an owner, Cluster | the index update on the owner's index key (the commands above on Redis 7 or later, else `EVALSHA` of the index script), then the write as above | 2 |
+//! | `set` with an owner, Cluster | the index update on the owner's index key (the commands above on Redis 7 or later, `PEXPIREAT … NX` in a round trip of its own when the key is new; else `EVALSHA` of the index script), then the write as above | 2, or 3 |
 //! | `touch` | `EXPIRE key ttl` (never rewrites the value) | 1 |
 //! | `touch` with an owner, standalone | `EVALSHA` of a script: `EXPIRE key ttl`, and the index update if the key exists | 1 |
-//! | `touch` with an owner, Cluster | `EVALSHA` of the index script, then `EXPIRE key ttl` | 2 |
+//! | `touch` with an owner, Cluster | the index update as for `set`, then `EXPIRE key ttl` | 2, or 3 |
 //! | `destroy` | `DEL key` (with or without an owner) | 1 |
 //! | `try_lock` (session lock) | `SET lock token PX lease NX` | 1 |
 //! | `unlock` (session lock) | `EVALSHA` of a compare-and-delete script | 1 |
@@ -212,7 +212,7 @@ mod resp;
 
 use link::Link;
 use owners::{INDEX_KEY_INFIX, IndexEntry, OWNED_TOUCH};
-use resp::{Args, Commands};
+use resp::{Args, Commands, Form};
 
 /// connect-redis's default prefix.
 const DEFAULT_PREFIX: &str = "sess:";
@@ -656,35 +656,32 @@ impl RedisStore {
     }
 
     async fn ask_unbounded(&self, commands: &Commands) -> RedisResult<Vec<Value>> {
-        if let Some(packed) = commands.bytes() {
-            let Connection::Standalone(link) = &self.connection else {
-                return Err(RedisError::from((
-                    redis::ErrorKind::Client,
-                    "commands packed for a standalone connection",
-                )));
-            };
-            let replies = link.send(packed, commands.count()).await?;
-            let error = replies.iter().find_map(|reply| match reply {
-                Value::ServerError(error) => Some(error),
-                _ => None,
-            });
-            return match error {
-                Some(error) => Err(RedisError::from(error.clone())),
-                None => Ok(replies),
-            };
-        }
-        let mut connection = self.connection.clone();
-        match commands.as_pipeline() {
-            // One command alone is sent as one, so Cluster routes it as it routes any command.
-            Some(pipeline) if commands.count() == 1 => {
-                let mut replies = Vec::with_capacity(1);
-                for command in pipeline.cmd_iter() {
-                    replies.push(command.query_async(&mut connection).await?);
+        match (commands.form(), &self.connection) {
+            (Form::Packed { bytes, count }, Connection::Standalone(link)) => {
+                let replies = link.send(bytes, *count).await?;
+                let error = replies.iter().find_map(|reply| match reply {
+                    Value::ServerError(error) => Some(error),
+                    _ => None,
+                });
+                match error {
+                    Some(error) => Err(RedisError::from(error.clone())),
+                    None => Ok(replies),
                 }
-                Ok(replies)
             }
-            Some(pipeline) => pipeline.query_async(&mut connection).await,
-            None => Ok(Vec::new()),
+            (Form::Pipeline(pipeline), _) => {
+                let mut connection = self.connection.clone();
+                let mut each = pipeline.cmd_iter();
+                match (each.next(), each.next()) {
+                    // One command alone is sent as one, so Cluster routes it as any command.
+                    (Some(command), None) => Ok(vec![command.query_async(&mut connection).await?]),
+                    _ => pipeline.query_async(&mut connection).await,
+                }
+            }
+            // `commands()` packs only for a standalone connection.
+            (Form::Packed { .. }, Connection::Cluster(_)) => Err(RedisError::from((
+                redis::ErrorKind::Client,
+                "commands packed for a standalone connection",
+            ))),
         }
     }
 

@@ -20,7 +20,8 @@ pub(super) struct Commands {
     form: Form,
 }
 
-enum Form {
+/// What [`Commands`] are built as: packed bytes for a standalone link, a pipeline for Cluster.
+pub(super) enum Form {
     /// For the link: the commands packed as they go on the wire, and how many there are.
     Packed { bytes: Vec<u8>, count: usize },
     /// For Cluster.
@@ -82,28 +83,9 @@ impl Commands {
         self
     }
 
-    /// How many commands there are: the replies to expect.
-    pub(super) fn count(&self) -> usize {
-        match &self.form {
-            Form::Packed { count, .. } => *count,
-            Form::Pipeline(pipeline) => pipeline.cmd_iter().count(),
-        }
-    }
-
-    /// The packed bytes, unless these commands were built for Cluster.
-    pub(super) fn bytes(&self) -> Option<&[u8]> {
-        match &self.form {
-            Form::Packed { bytes, .. } => Some(bytes),
-            Form::Pipeline(_) => None,
-        }
-    }
-
-    /// The redis-rs pipeline, if these commands were built for Cluster.
-    pub(super) fn as_pipeline(&self) -> Option<&Pipeline> {
-        match &self.form {
-            Form::Packed { .. } => None,
-            Form::Pipeline(pipeline) => Some(pipeline),
-        }
+    /// What the commands were built as.
+    pub(super) fn form(&self) -> &Form {
+        &self.form
     }
 }
 
@@ -363,17 +345,20 @@ mod tests {
                 .arg(0)
                 .get_packed_command(),
         );
-        assert_eq!(commands.bytes(), Some(&expected[..]));
-        assert_eq!(commands.count(), 2);
-        assert!(commands.as_pipeline().is_none());
+        let Form::Packed { bytes, count } = commands.form() else {
+            panic!("not packed");
+        };
+        assert_eq!(bytes, &expected);
+        assert_eq!(*count, 2);
 
         let mut built = Commands::pipeline();
         built.push("PTTL", |args| {
             args.arg("k").arg(None::<i64>).arg(-1i64);
         });
-        assert_eq!(built.count(), 1);
-        assert_eq!(built.bytes(), None);
-        let pipeline = built.as_pipeline().unwrap();
+        let Form::Pipeline(pipeline) = built.form() else {
+            panic!("not a pipeline");
+        };
+        assert_eq!(pipeline.cmd_iter().count(), 1);
         assert_eq!(
             pipeline.get_packed_pipeline(),
             redis::cmd("PTTL").arg("k").arg(-1).get_packed_command()
