@@ -117,8 +117,7 @@
 //! answers 503 and the next request tries again. The pool replaces broken connections by
 //! itself, so requests succeed again once the server is back, without rebuilding the store: a
 //! pooled connection unused for a second or more is checked with a round trip before it is
-//! used (one used more recently is not, which spares busy pools a round trip per query), and
-//! one that fails a query is closed. A
+//! used (one used more recently is not, which spares busy pools a round trip per query). A
 //! write that times out may still have been applied. [`MySqlStore::prune_expired`] and the
 //! background pruning are not bounded: no request waits for them.
 //!

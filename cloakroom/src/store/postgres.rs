@@ -130,8 +130,7 @@
 //! answers 503 and the next request tries again. The pool replaces broken connections by
 //! itself, so requests succeed again once the server is back, without rebuilding the store: a
 //! pooled connection unused for a second or more is checked with a round trip before it is
-//! used (one used more recently is not, which spares busy pools a round trip per query), and
-//! one that fails a query is closed.
+//! used (one used more recently is not, which spares busy pools a round trip per query).
 //!
 //! A query cut short by the timeout leaves its connection mid-conversation; sqlx checks such a
 //! connection with a round trip before returning it to the pool, and closes it if the check
