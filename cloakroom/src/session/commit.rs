@@ -315,12 +315,13 @@ impl Session {
             reply,
         };
         // Alone on its session (the common case), the write is made here; else it joins the
-        // queue, and a batch, in a task of its own, answers each write it takes.
-        if let Err(waiting) = turns::write_if_free(&ctx.write_locks, ctx.store(), waiting).await {
-            ctx.write_locks.for_id(&current.id).enqueue(waiting);
+        // queue, and the queue's task (started here if none runs) answers it with a batch.
+        if let Err(waiting) = turns::write_if_free(&ctx.write_locks, ctx.store(), waiting).await
+            && ctx.write_locks.for_id(&current.id).enqueue(waiting)
+        {
             let (turn_ctx, id) = (Arc::clone(ctx), current.id.clone());
             tokio::spawn(async move {
-                turns::run_turn(&turn_ctx.write_locks, turn_ctx.store(), id).await;
+                turns::run_queue(&turn_ctx.write_locks, turn_ctx.store(), &id).await;
             });
         }
         let verdict = verdict.await.unwrap_or(Verdict::Failed(Error::Contended));

@@ -4,9 +4,9 @@
 //! others of this process, and the turn remembers the last record written: a request that loaded
 //! an older version carries its changes onto it and writes once. Requests that end while
 //! another holds the turn do not wait for a turn each: they leave their changes in the queue, and
-//! the holder writes them all in one store call (group commit). A session used by many requests
-//! at once then costs about one store write per turn, not one per request in a row, so a queue
-//! of requests never builds up behind one session. A write that finds its session's turn free
+//! one task per stripe takes the turn and writes them all in one store call (group commit). A
+//! session used by many requests at once then costs about one store write per turn, not one per
+//! request in a row, so a queue of requests never builds up behind one session. A write that finds its session's turn free
 //! and nothing queued (the common case) is simply made, in its own request's task.
 //!
 //! Striped, so the table stays small: two sessions sharing a stripe merely take turns together.
@@ -38,7 +38,18 @@ pub(crate) struct WriteLocks {
 /// have their changes written in someone's turn.
 pub(crate) struct Stripe {
     pub(crate) turn: tokio::sync::Mutex<Option<LastWrite>>,
-    queue: Mutex<Vec<Waiting>>,
+    queue: Mutex<Queue>,
+}
+
+/// The writes waiting for a turn, and whether a task runs them.
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<Waiting>,
+    /// A [`run_queue`] task is on its way: started by the write that found none, it ends when it
+    /// finds the queue empty. One at a time, so that a burst of writes costs one hand-off of the
+    /// turn per batch, not one per write (each hand-off waits for the next task to be polled,
+    /// which on a busy runtime is a trip through the whole run queue).
+    runner: bool,
 }
 
 /// The last record a request of this process wrote for a session of this stripe.
@@ -82,7 +93,7 @@ impl WriteLocks {
             stripes: (0..Self::STRIPES)
                 .map(|_| Stripe {
                     turn: tokio::sync::Mutex::new(None),
-                    queue: Mutex::new(Vec::new()),
+                    queue: Mutex::new(Queue::default()),
                 })
                 .collect(),
             hasher: RandomState::default(),
@@ -95,24 +106,42 @@ impl WriteLocks {
 }
 
 impl Stripe {
-    /// Leaves a write in the queue.
-    pub(crate) fn enqueue(&self, waiting: Waiting) {
-        self.queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(waiting);
+    /// Leaves a write in the queue. True when no task runs the queue: the caller must start
+    /// one ([`run_queue`]).
+    #[must_use = "without a runner, the write waits forever"]
+    pub(crate) fn enqueue(&self, waiting: Waiting) -> bool {
+        let mut queue = self.queue();
+        queue.waiting.push(waiting);
+        !std::mem::replace(&mut queue.runner, true)
     }
 
     /// Takes the queued writes of `id` out of the queue, oldest first.
     fn take(&self, id: &Id) -> Vec<Waiting> {
-        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        queue.extract_if(.., |waiting| waiting.id == *id).collect()
+        let mut queue = self.queue();
+        queue
+            .waiting
+            .extract_if(.., |waiting| waiting.id == *id)
+            .collect()
     }
 
     /// Whether a write of `id` waits in the queue.
     fn has_queued(&self, id: &Id) -> bool {
-        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        queue.iter().any(|waiting| waiting.id == *id)
+        self.queue().waiting.iter().any(|waiting| waiting.id == *id)
+    }
+
+    /// The session of the oldest queued write; when there is none, `None`, and the runner
+    /// stops (in the same critical section, so a write queued just after starts another).
+    fn next_or_stop(&self) -> Option<Id> {
+        let mut queue = self.queue();
+        let next = queue.waiting.first().map(|waiting| waiting.id.clone());
+        if next.is_none() {
+            queue.runner = false;
+        }
+        next
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -138,14 +167,20 @@ pub(crate) async fn write_if_free(
     Ok(())
 }
 
-/// Takes the turn of `id`'s stripe and writes every queued write of `id` to `store`. Run as a
-/// task of its own, so a request that goes away never leaves the requests of its batch without
-/// an answer.
-pub(crate) async fn run_turn(write_locks: &WriteLocks, store: StoreCalls<'_>, id: Id) {
-    let stripe = write_locks.for_id(&id);
-    let mut last = stripe.turn.lock().await;
-    let pending = stripe.take(&id);
-    write_batch(stripe, &mut last, &id, store, pending, Gather::Yes).await;
+/// Runs the queue of `id`'s stripe: takes the turn and writes the queued writes of one session
+/// in a batch, again and again until the queue is empty. The turn is taken anew for each batch,
+/// so writes made alone that wait for it get their turns in between. Run as a task of its own,
+/// so a request that goes away never leaves the requests of a batch without an answer.
+pub(crate) async fn run_queue(write_locks: &WriteLocks, store: StoreCalls<'_>, id: &Id) {
+    let stripe = write_locks.for_id(id);
+    loop {
+        let mut last = stripe.turn.lock().await;
+        let Some(next) = stripe.next_or_stop() else {
+            return;
+        };
+        let pending = stripe.take(&next);
+        write_batch(stripe, &mut last, &next, store, pending, Gather::Yes).await;
+    }
 }
 
 /// Whether a batch takes in the writes of its session that are queued while it writes.
