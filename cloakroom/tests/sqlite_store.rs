@@ -168,6 +168,41 @@ async fn the_file_uses_write_ahead_logging() {
     assert_eq!(mode, "wal");
 }
 
+/// How many times the write-ahead log of `file` has started over: the checkpoint sequence number
+/// in its header (bytes 12 to 15, big-endian), which SQLite raises each time.
+fn log_restarts(file: &Path) -> u32 {
+    let mut log = file.as_os_str().to_owned();
+    log.push("-wal");
+    let header = std::fs::read(log).unwrap_or_default();
+    header
+        .get(12..16)
+        .map_or(0, |bytes| u32::from_be_bytes(bytes.try_into().unwrap()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_copied_back_and_starts_over_under_steady_writes() {
+    // The store's connections never checkpoint (so that no request waits for the disk): its
+    // task must, or the log would grow for as long as the writes go on.
+    let fresh = fresh().await;
+    let file = fresh.dir.file();
+    let before = log_restarts(&file);
+    // Each session a page of its own, so that the log grows fast.
+    let padded = record(
+        json!({"pad": "x".repeat(4000)}),
+        Some(Duration::from_secs(600)),
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut written = 0;
+    while log_restarts(&file) == before {
+        assert!(
+            written < 30_000 && Instant::now() < deadline,
+            "the log never started over in {written} writes"
+        );
+        write(&fresh.store, &Id::generate(), &padded, None).await;
+        written += 1;
+    }
+}
+
 /// Takes the write lock on `pool`'s file and releases it after `duration` (in a task: await
 /// the handle to know it is released).
 async fn hold_write_lock(pool: &SqlitePool, duration: Duration) -> JoinHandle<()> {

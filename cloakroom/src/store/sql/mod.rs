@@ -119,6 +119,7 @@ pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a pooled connection may sit unused before it is checked when taken (see
 /// [`pool_options`]).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// The options of a pool the store opens itself (not one given to `builder_with_pool`), for a
@@ -127,6 +128,7 @@ const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 /// second is handed out as it is; one that sat unused longer is checked first, so after a
 /// server restart the dead connections left in the pool are replaced rather than failing
 /// requests.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) fn pool_options<DB: sqlx::Database>() -> sqlx::pool::PoolOptions<DB> {
     sqlx::pool::PoolOptions::new()
         // sqlx's own default is 30 s: too long to hold a web request while the database is

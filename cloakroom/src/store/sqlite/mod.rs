@@ -57,6 +57,26 @@
 //! waiting). WAL needs shared memory between the processes: they must run on one machine, with
 //! the file on a local file system (not NFS or SMB).
 //!
+//! # Connections and checkpoints
+//! The store writes through one connection, since SQLite lets one connection write at a time:
+//! this process's writes queue for it in order, instead of each sleeping in SQLite's busy
+//! handler and trying again (with ten connections, a write in the benchmark could sleep
+//! 100 ms). It reads through one connection per core it may run on
+//! ([`available_parallelism`](std::thread::available_parallelism)): readers of a WAL file
+//! never wait for each other or for the writer. Neither kind ever copies the log back into the
+//! database file (`wal_autocheckpoint=0`, where SQLite's default makes the request whose
+//! commit passes 1000 pages wait for the copy and two syncs of the disk). A task of the store's
+//! does it, on a connection of its own:
+//!
+//! - after writes, at most every 100 ms, a `PASSIVE` checkpoint, which blocks no one;
+//! - when the log still holds 4096 pages or more after it, at most once a second, a `RESTART`
+//!   checkpoint. This process's writes wait meanwhile, for the copy of the last pages and two
+//!   syncs, and the next write starts the log over. Under steady writes it is the only way the
+//!   log ever starts over, so the log holds at most about a second of writes.
+//!
+//! The log file keeps its largest size until the last connection to the file closes (SQLite
+//! then copies it back and deletes it).
+//!
 //! # Compare-and-set
 //! A record's [`Version`](super::Version) is its stored `sess` text. A compare-and-set is one
 //! `UPDATE … WHERE sid = ?3 AND sess = ?4 AND expire >= ?5`: it writes only if the row is still
@@ -90,14 +110,16 @@
 //! demand.
 
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sqlx::ConnectOptions as _;
 use sqlx::error::DatabaseError;
 use sqlx::query::{Query, QueryAs};
 use sqlx::sqlite::{
-    Sqlite, SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool,
+    Sqlite, SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
     SqlitePoolOptions, SqliteSynchronous,
 };
 
@@ -106,6 +128,9 @@ use super::sql::{
     self, Arg, Backend, Dialect, LoadableRow, PruneTask, Settings, Statement, Statements,
 };
 use super::{Error, ErrorKind, OwnerPath};
+use checkpoint::Checkpointer;
+
+mod checkpoint;
 
 /// connect-pg-simple's table name.
 const DEFAULT_TABLE: &str = "session";
@@ -134,7 +159,14 @@ pub struct SqliteStore {
 }
 
 struct Inner {
-    pool: SqlitePool,
+    /// Reads: one connection per core this process may run on (readers of a WAL file never
+    /// wait for each other or for the writer).
+    readers: SqlitePool,
+    /// Writes: one connection. SQLite lets one connection write at a time, so this process's
+    /// writes queue here, in order, rather than sleep in SQLite's busy handler and retry.
+    writer: SqlitePool,
+    /// Told of every write; dropped with the store, which ends the checkpoint task.
+    checkpointer: Checkpointer,
     path: PathBuf,
     table: String,
     statements: Statements,
@@ -341,9 +373,15 @@ impl SqliteStoreBuilder {
             &owner_index,
             &self.settings.owner_path,
         );
-        let pool = self.open_until_not_busy(&statements).await?;
+        let Pools {
+            readers,
+            writer,
+            checkpoints,
+        } = self.open_until_not_busy(&statements).await?;
         let inner = Arc::new_cyclic(|weak| Inner {
-            pool,
+            checkpointer: Checkpointer::spawn(checkpoints, writer.clone()),
+            readers,
+            writer,
             path: self.path,
             statements,
             table: self.table,
@@ -362,7 +400,7 @@ impl SqliteStoreBuilder {
     /// busy timeout. Connections opening a new file at the same moment race to switch it to WAL,
     /// which takes the file to itself; SQLite turns the losers away at once rather than have
     /// them wait (waiting could deadlock), so the busy timeout alone does not cover it.
-    async fn open_until_not_busy(&self, statements: &Statements) -> Result<SqlitePool, Error> {
+    async fn open_until_not_busy(&self, statements: &Statements) -> Result<Pools, Error> {
         let deadline = Instant::now() + self.busy_timeout;
         loop {
             match self.open(statements).await {
@@ -374,7 +412,7 @@ impl SqliteStoreBuilder {
         }
     }
 
-    async fn open(&self, statements: &Statements) -> Result<SqlitePool, Error> {
+    async fn open(&self, statements: &Statements) -> Result<Pools, Error> {
         // SQLite creates the file, not its folder; its own error would only say "unable to open".
         if let Some(folder) = self.path.parent().filter(|f| !f.as_os_str().is_empty())
             && !folder.is_dir()
@@ -389,13 +427,16 @@ impl SqliteStoreBuilder {
             .filename(&self.path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(self.busy_timeout);
-        // A connection to a file has nothing to check: sqlx's check before each use (on by
-        // default) would only add a hand-off to the connection's thread to every query.
-        let pool = SqlitePoolOptions::new()
-            .test_before_acquire(false)
-            .connect_with(options)
+            .synchronous(SqliteSynchronous::Normal);
+        // Checkpoints are the checkpoint task's (see `checkpoint`), not the requests'.
+        let requests = options
+            .clone()
+            .busy_timeout(self.busy_timeout)
+            .pragma("wal_autocheckpoint", "0");
+        // The writer first: the first connection switches a new file to WAL, and the readers'
+        // connections then find it so.
+        let writer = pool(1)
+            .connect_with(requests.clone())
             .await
             .map_err(sqlite_error)?;
         let table = sql::quoted(&self.table);
@@ -410,12 +451,43 @@ impl SqliteStoreBuilder {
             statements.create_locks.to_string(),
         ] {
             sqlx::query(&statement)
-                .execute(&pool)
+                .execute(&writer)
                 .await
                 .map_err(sqlite_error)?;
         }
-        Ok(pool)
+        let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+        let readers = pool(cores)
+            .connect_with(requests)
+            .await
+            .map_err(sqlite_error)?;
+        let checkpoints = options
+            .busy_timeout(checkpoint::RESTART_WAIT)
+            .connect()
+            .await
+            .map_err(sqlite_error)?;
+        Ok(Pools {
+            readers,
+            writer,
+            checkpoints,
+        })
     }
+}
+
+/// The connections of a store.
+struct Pools {
+    readers: SqlitePool,
+    writer: SqlitePool,
+    /// The checkpoint task's.
+    checkpoints: SqliteConnection,
+}
+
+/// A pool of at most `size` connections. A connection to a file has nothing to check: sqlx's
+/// check before each use (on by default) would only add a hand-off to the connection's thread to
+/// every query.
+fn pool(size: usize) -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(u32::try_from(size).unwrap_or(u32::MAX))
+        .test_before_acquire(false)
 }
 
 /// SQLite's spelling of the shared statements: `?n` parameters, `expire` in whole seconds, the
@@ -567,11 +639,13 @@ impl Backend for Inner {
     }
 
     async fn execute(&self, sql: &Statement, args: &[Arg<'_>]) -> Result<u64, sqlx::Error> {
-        Ok(query(sql, args).execute(&self.pool).await?.rows_affected())
+        let done = query(sql, args).execute(&self.writer).await;
+        self.checkpointer.wrote();
+        Ok(done?.rows_affected())
     }
 
     async fn count(&self, sql: &Statement, args: &[Arg<'_>]) -> Result<i64, sqlx::Error> {
-        let (count,): (i64,) = query_as(sql, args).fetch_one(&self.pool).await?;
+        let (count,): (i64,) = query_as(sql, args).fetch_one(&self.readers).await?;
         Ok(count)
     }
 
@@ -580,7 +654,7 @@ impl Backend for Inner {
         sql: &Statement,
         args: &[Arg<'_>],
     ) -> Result<Option<(Option<String>, i64, i64)>, sqlx::Error> {
-        query_as(sql, args).fetch_optional(&self.pool).await
+        query_as(sql, args).fetch_optional(&self.readers).await
     }
 
     async fn fetch_records(
@@ -588,7 +662,7 @@ impl Backend for Inner {
         sql: &Statement,
         args: &[Arg<'_>],
     ) -> Result<Vec<(String, Option<String>, i64)>, sqlx::Error> {
-        query_as(sql, args).fetch_all(&self.pool).await
+        query_as(sql, args).fetch_all(&self.readers).await
     }
 
     async fn fetch_loadable_records(
@@ -596,7 +670,7 @@ impl Backend for Inner {
         sql: &Statement,
         args: &[Arg<'_>],
     ) -> Result<Vec<LoadableRow>, sqlx::Error> {
-        query_as(sql, args).fetch_all(&self.pool).await
+        query_as(sql, args).fetch_all(&self.readers).await
     }
 }
 
