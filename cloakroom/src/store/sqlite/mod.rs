@@ -68,7 +68,9 @@
 //! commit passes 1000 pages wait for the copy and two syncs of the disk). A task of the store's
 //! does it, on a connection of its own:
 //!
-//! - after writes, at most every 100 ms, a `PASSIVE` checkpoint, which blocks no one;
+//! - after writes, a `PASSIVE` checkpoint, which blocks no one: every 20 ms under steady
+//!   writes (short ones take the core from requests for less time), at most once a second
+//!   after a few writes;
 //! - when the log still holds 4096 pages or more after it, at most once a second, a `RESTART`
 //!   checkpoint. This process's writes wait meanwhile, for the copy of the last pages and two
 //!   syncs, and the next write starts the log over. Under steady writes it is the only way the
