@@ -19,10 +19,14 @@
 //!   landed meanwhile), then a `RESTART` checkpoint while it holds the store's writer connection:
 //!   this process's writes queue for the copy of the last pages and the two syncs, and the next
 //!   write starts the log over. It waits for readers and other processes' writers up to
-//!   [`RESTART_WAIT`], and when that runs out it tries again later.
+//!   [`RESTART_WAIT`], and when that runs out it tries again later. The slower the disk, the
+//!   longer a restart holds the writer, and the further apart restarts are kept
+//!   ([`RESTART_SPACING`]).
 //!
-//! So the log holds at most about what [`RESTART_EVERY`] of writes add (SQLite's own default
-//! does not bound it: under steady writes it grew past 1 GB in 10 s in the benchmark). The file
+//! So the log holds the writes of a second or a few on a fast disk, more on a slow one: in the
+//! benchmark's `/login` (17,000 new sessions a second, sustained), the log
+//! file reached 0.6–1.8 GB in 10 s, and 2.2 GB with syncs slowed to 30 ms. (SQLite's own
+//! default does not bound it either: with ten connections it reached 1.2 GB there.) The file
 //! keeps its largest size while the store is open: cutting it back when the log starts over
 //! (`journal_size_limit`) made the next writes wait for the file system to give the space back
 //! (p99 of a `/login` run 70 ms, against 27 ms without). Other processes sharing the file keep
@@ -57,6 +61,12 @@ pub(super) const RESTART_AFTER_PAGES: i64 = 4096;
 /// The shortest pause between two `RESTART` checkpoints: each holds up this process's writes
 /// for two syncs, so they are spaced out.
 pub(super) const RESTART_EVERY: Duration = Duration::from_secs(1);
+
+/// A `RESTART` checkpoint that held the writer for a time `t` is followed by none other for
+/// `RESTART_SPACING × t` (if longer than [`RESTART_EVERY`]): writes wait for restarts 0.5 % of
+/// the time at most. With syncs slowed to 30 ms, one a second made p99 of the benchmark's
+/// `/login` 99–110 ms.
+const RESTART_SPACING: u32 = 200;
 
 /// How many more `PASSIVE` checkpoints a `RESTART` checkpoint may follow, to copy the writes
 /// that landed during the one before, until at most [`CATCH_UP_TO_PAGES`] are left.
@@ -117,7 +127,7 @@ async fn checkpoint_forever(
     writer: SqlitePool,
     shared: Arc<Shared>,
 ) {
-    let mut last_restart = Instant::now();
+    let mut restart_from = Instant::now() + RESTART_EVERY;
     loop {
         shared.wrote.notified().await;
         // Let writes gather: a checkpoint per write would sync the disk twice per write.
@@ -135,7 +145,7 @@ async fn checkpoint_forever(
             }
         }
         shared.writes.store(0, Ordering::Relaxed);
-        if let Err(error) = checkpoint_once(&mut connection, &writer, &mut last_restart).await {
+        if let Err(error) = checkpoint_once(&mut connection, &writer, &mut restart_from).await {
             warn(&error);
         }
     }
@@ -144,13 +154,13 @@ async fn checkpoint_forever(
 async fn checkpoint_once(
     connection: &mut SqliteConnection,
     writer: &SqlitePool,
-    last_restart: &mut Instant,
+    restart_from: &mut Instant,
 ) -> Result<(), sqlx::Error> {
     let mut log = checkpoint(connection, Mode::Passive).await?;
-    if log.pages < RESTART_AFTER_PAGES || last_restart.elapsed() < RESTART_EVERY {
+    if log.pages < RESTART_AFTER_PAGES || Instant::now() < *restart_from {
         return Ok(());
     }
-    *last_restart = Instant::now();
+    *restart_from = Instant::now() + RESTART_EVERY;
     // Writes landed while it ran: copy them too, still without holding anyone up, so that the
     // held checkpoint below has little left to copy and sync.
     for _ in 0..CATCH_UP_PASSES {
@@ -162,8 +172,13 @@ async fn checkpoint_once(
     // Held, so that no write of this process lands during the checkpoint: it can then copy
     // every page, and the next write starts the log over.
     let held = writer.acquire().await;
+    let started = Instant::now();
     let restarted = checkpoint(connection, Mode::Restart).await;
+    let held_for = started.elapsed();
     drop(held);
+    // On a slow disk, restarts keep further apart, so that they never hold up more than a
+    // small share of the writes.
+    *restart_from = started + RESTART_EVERY.max(held_for * RESTART_SPACING);
     restarted.map(drop)
 }
 
