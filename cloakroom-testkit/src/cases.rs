@@ -18,6 +18,17 @@ type Store = Arc<dyn SessionStore>;
 /// second; connect-pg-simple does the same for `expire`).
 const SECOND_ROUNDING: Duration = Duration::from_millis(1100);
 
+/// Waits until just past the next whole second. Under connect-dynamodb's rule a record is
+/// expired once `floor(now in seconds) >= expires`, where `expires` is `floor(now)` at the write
+/// plus the remaining life: a record with less than a second to live, written late in one
+/// second, reads as expired from the next one on. Started here, a short write and the check
+/// right after it fall within one second.
+async fn start_of_a_second() {
+    let into_second = Timestamp::now().as_millis().rem_euclid(1000);
+    let wait = u64::try_from(1020 - into_second).expect("at most 1020 ms");
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+}
+
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).expect("test durations are small")
 }
@@ -128,6 +139,7 @@ pub async fn expired_records_are_never_returned(store: Store) {
 
     let short = Id::generate();
     let life = Duration::from_millis(300);
+    start_of_a_second().await;
     write(
         &*store,
         &short,
@@ -147,6 +159,7 @@ pub async fn expired_records_are_never_returned(store: Store) {
 pub async fn touch_moves_expiry_only(store: Store) {
     let id = Id::generate();
     let life = Duration::from_millis(300);
+    start_of_a_second().await;
     let version = write(&*store, &id, &record(json!({"v": 1}), Some(life)), None).await;
     // The touch carries other data: a store must take only the expiry from it.
     let later = record(

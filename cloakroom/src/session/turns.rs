@@ -6,8 +6,9 @@
 //! another holds the turn do not wait for a turn each: they leave their changes in the queue, and
 //! one task per stripe takes the turn and writes them all in one store call (group commit). A
 //! session used by many requests at once then costs about one store write per turn, not one per
-//! request in a row, so a queue of requests never builds up behind one session. A write that finds its session's turn free
-//! and nothing queued (the common case) is simply made, in its own request's task.
+//! request in a row, so a queue of requests never builds up behind one session. A write that
+//! finds its session's turn free and nothing queued (the common case) is simply made, in its
+//! own request's task.
 //!
 //! Striped, so the table stays small: two sessions sharing a stripe merely take turns together.
 
@@ -173,6 +174,7 @@ pub(crate) async fn write_if_free(
 /// so a request that goes away never leaves the requests of a batch without an answer.
 pub(crate) async fn run_queue(write_locks: &WriteLocks, store: StoreCalls<'_>, id: &Id) {
     let stripe = write_locks.for_id(id);
+    let _unwinding = StopOnPanic(stripe);
     loop {
         let mut last = stripe.turn.lock().await;
         let Some(next) = stripe.next_or_stop() else {
@@ -180,6 +182,18 @@ pub(crate) async fn run_queue(write_locks: &WriteLocks, store: StoreCalls<'_>, i
         };
         let pending = stripe.take(&next);
         write_batch(stripe, &mut last, &next, store, pending, Gather::Yes).await;
+    }
+}
+
+/// Marks the stripe's queue as without a runner if the runner panics, so that the next write
+/// queued starts another rather than wait for an answer that never comes.
+struct StopOnPanic<'a>(&'a Stripe);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.queue().runner = false;
+        }
     }
 }
 
