@@ -60,8 +60,8 @@
 //! # Connections and checkpoints
 //! The store writes through one connection, since SQLite lets one connection write at a time:
 //! this process's writes queue for it in order, instead of each sleeping in SQLite's busy
-//! handler and trying again (with ten connections, a write in the benchmark could sleep
-//! 100 ms). It reads through one connection per core it may run on
+//! handler (up to 100 ms at a time) and trying again. It reads through one connection per
+//! core it may run on
 //! ([`available_parallelism`](std::thread::available_parallelism)): readers of a WAL file
 //! never wait for each other or for the writer. Neither kind ever copies the log back into the
 //! database file (`wal_autocheckpoint=0`, where SQLite's default makes the request whose
