@@ -423,6 +423,16 @@ async fn a_row_that_is_not_a_session_is_a_decode_error_and_is_kept() {
 }
 
 #[tokio::test]
+async fn an_in_memory_database_is_refused_with_a_clear_error() {
+    for name in [":memory:", ""] {
+        let error = SqliteStore::connect(name).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Unsupported, "{name:?}: {error:?}");
+        let cause = std::error::Error::source(&error).unwrap().to_string();
+        assert!(cause.contains("MemoryStore"), "{cause}");
+    }
+}
+
+#[tokio::test]
 async fn a_file_that_cannot_be_opened_is_an_error() {
     let dir = TempDir::new();
     let error = SqliteStore::connect(dir.0.join("missing-directory").join("sessions.db"))

@@ -208,7 +208,8 @@ impl SqliteStore {
     ///
     /// # Errors
     /// When the file cannot be opened or created (its directory must exist), or is not an
-    /// SQLite database.
+    /// SQLite database; [`ErrorKind::Unsupported`] for `:memory:` or an empty path, which are
+    /// no file (use [`MemoryStore`](crate::MemoryStore)).
     ///
     /// # Panics
     /// Outside a tokio runtime.
@@ -417,6 +418,12 @@ impl SqliteStoreBuilder {
     }
 
     async fn open(&self, statements: &Statements) -> Result<Pools, Error> {
+        // SQLite gives each connection to these a database of its own: the store's writer and
+        // readers would not see each other's sessions.
+        let name = self.path.as_os_str();
+        if name.is_empty() || name == ":memory:" {
+            return Err(Error::new(ErrorKind::Unsupported, NotAFile));
+        }
         // SQLite creates the file, not its folder; its own error would only say "unable to open".
         if let Some(folder) = self.path.parent().filter(|f| !f.as_os_str().is_empty())
             && !folder.is_dir()
@@ -543,14 +550,15 @@ impl Dialect for SqliteDialect {
 /// Creates the database file, empty, with mode 0600 when it does not exist yet, before SQLite
 /// opens it: SQLite would make it readable by everyone (0644 under the usual umask), and gives
 /// the `-wal` and `-shm` files the main file's mode. An existing file is left as it is (see
-/// [`SqliteStore::connect`]). Names that SQLite does not take as a path (`:memory:`, `file:`
-/// URIs) are left to SQLite, and so is every file on systems other than Unix.
+/// [`SqliteStore::connect`]). `file:` URIs, which SQLite does not take as a path, are left to
+/// SQLite (`:memory:` and the empty path are refused before), and so is every file on systems
+/// other than Unix.
 fn create_private(path: &Path) -> Result<(), Error> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         let name = path.as_os_str();
-        if name.is_empty() || name == ":memory:" || name.as_encoded_bytes().starts_with(b"file:") {
+        if name.as_encoded_bytes().starts_with(b"file:") {
             return Ok(());
         }
         let created = std::fs::OpenOptions::new()
@@ -569,6 +577,21 @@ fn create_private(path: &Path) -> Result<(), Error> {
     let _ = path;
     Ok(())
 }
+
+/// The store was given `:memory:` or an empty path rather than a file.
+#[derive(Debug)]
+struct NotAFile;
+
+impl fmt::Display for NotAFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "SqliteStore needs a file: with `:memory:` or an empty path, each of its connections \
+             would get a database of its own (MemoryStore keeps sessions in memory)",
+        )
+    }
+}
+
+impl std::error::Error for NotAFile {}
 
 /// The folder an SQLite file should be in does not exist.
 #[derive(Debug)]
