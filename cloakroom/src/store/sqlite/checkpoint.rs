@@ -45,7 +45,7 @@ use tokio::sync::Notify;
 /// The shortest pause between two checkpoints. Short, so that each copies little: a long copy
 /// takes the core from the requests for longer (in the benchmark, with one core, p99 of
 /// `/login` was 18–19 ms with 500 ms, 8–9 ms with 20 ms, at p50 3.3–3.6 ms).
-pub(super) const PASSIVE_EVERY: Duration = Duration::from_millis(20);
+const PASSIVE_EVERY: Duration = Duration::from_millis(20);
 
 /// How many writes make a checkpoint due after [`PASSIVE_EVERY`]; fewer wait up to
 /// [`GATHER_AT_MOST`], so that a quiet store syncs the disk at most twice a second.
@@ -56,11 +56,11 @@ const GATHER_AT_MOST: Duration = Duration::from_secs(1);
 
 /// The log's length, in pages, from which a `RESTART` checkpoint is due (16 MiB of 4 KiB pages,
 /// four times SQLite's own trigger).
-pub(super) const RESTART_AFTER_PAGES: i64 = 4096;
+const RESTART_AFTER_PAGES: i64 = 4096;
 
 /// The shortest pause between two `RESTART` checkpoints: each holds up this process's writes
 /// for two syncs, so they are spaced out.
-pub(super) const RESTART_EVERY: Duration = Duration::from_secs(1);
+const RESTART_EVERY: Duration = Duration::from_secs(1);
 
 /// A `RESTART` checkpoint that held the writer for a time `t` is followed by none other for
 /// `RESTART_SPACING × t` (if longer than [`RESTART_EVERY`]): writes wait for restarts 0.5 % of
