@@ -483,6 +483,10 @@ class Server:
             cmd += list(extra)
         self.cmd = ["taskset", "-c", SERVER_CPU] + cmd
         self.proc = None
+        # The SQLite file and its log, deleted when the server stops: a run's log can reach
+        # gigabytes, and leaving it for the page cache to write back slows the runs after it.
+        self.files = [path + suffix for suffix in ("", "-wal", "-shm")] \
+            if target.endswith("-sqlite") else []
 
     def start(self, timeout=30):
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -521,6 +525,11 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        for path in self.files:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
 
 # ---------------------------------------------------------------- wrk

@@ -649,11 +649,11 @@ async fn the_index_expires_and_prunes_itself(store: RedisStore, prefix: String, 
     cli.run(&["ZADD", &key, &old.to_string(), "expired-long-ago"]);
     cli.run(&["ZADD", &key, &recent.to_string(), "expired-just-now"]);
     assert_eq!(cli.run(&["ZCARD", &key]), "4");
-    // About one write in four prunes: 64 writes without one would take a broken prune (or
-    // odds of 1 in 10^8).
+    // About one write in sixteen prunes: 320 writes without one would take a broken prune
+    // (or odds of 1 in 10^9).
     let mut later = Vec::new();
     while !cli.run(&["ZSCORE", &key, "expired-long-ago"]).is_empty() {
-        assert!(later.len() < 64, "64 owned writes and no prune");
+        assert!(later.len() < 320, "320 owned writes and no prune");
         let id = Id::generate();
         cloakroom_testkit::write(&store, &id, &owned_by(&owner, HOUR), None).await;
         later.push(id);

@@ -92,21 +92,34 @@ pub(crate) fn seen_every(timeouts: Timeouts, touch_after: Duration) -> Duration 
 /// Changes to the metadata object, as a value to store now and a step to replay on a newer one.
 #[derive(Clone, Default)]
 pub(crate) struct Patch {
-    /// Fields set whatever they held.
-    set: Vec<(&'static str, Value)>,
-    /// Fields set only where absent (the creation time and the deadline of a session that
-    /// already has them stay).
-    fill: Vec<(&'static str, Value)>,
+    /// The fields, in the order they were given: each set whatever it held, or (`fill`) only
+    /// where absent: the creation time and the deadline of a session that already has them
+    /// stay.
+    fields: Vec<(&'static str, Value, Rule)>,
+}
+
+/// How a [`Patch`] sets a field.
+#[derive(Clone, Copy, PartialEq)]
+enum Rule {
+    Set,
+    Fill,
 }
 
 impl Patch {
+    /// A patch with room for `fields` fields, so a lifetime's start allocates once.
+    fn with_capacity(fields: usize) -> Self {
+        Patch {
+            fields: Vec::with_capacity(fields),
+        }
+    }
+
     pub(crate) fn set(mut self, field: &'static str, value: Value) -> Self {
-        self.set.push((field, value));
+        self.fields.push((field, value, Rule::Set));
         self
     }
 
     pub(crate) fn fill(mut self, field: &'static str, value: Value) -> Self {
-        self.fill.push((field, value));
+        self.fields.push((field, value, Rule::Fill));
         self
     }
 
@@ -114,14 +127,15 @@ impl Patch {
     pub(crate) fn apply(&self, stored: Option<&Value>) -> Value {
         let mut meta = match stored {
             Some(Value::Object(meta)) => meta.clone(),
-            _ => Map::new(),
+            _ => Map::with_capacity(self.fields.len()),
         };
-        for (field, value) in &self.fill {
+        // Fills first, as they always were: a field both filled and set ends set.
+        for (field, value, _) in self.fields.iter().filter(|(.., rule)| *rule == Rule::Fill) {
             if meta.get(*field).is_none_or(Value::is_null) {
                 meta.insert((*field).to_owned(), value.clone());
             }
         }
-        for (field, value) in &self.set {
+        for (field, value, _) in self.fields.iter().filter(|(.., rule)| *rule == Rule::Set) {
             meta.insert((*field).to_owned(), value.clone());
         }
         Value::Object(meta)
@@ -139,7 +153,8 @@ pub(crate) fn start(now: Timestamp, timeouts: Timeouts, restart: bool) -> Patch 
     let deadline = timeouts
         .absolute
         .map(|absolute| at(now.add_millis(millis(absolute))));
-    let patch = Patch::default().set("seen", at(now));
+    // Room for `info` too, which `set_session_info` adds.
+    let patch = Patch::with_capacity(4).set("seen", at(now));
     match (restart, deadline) {
         (true, Some(deadline)) => patch.set("created", at(now)).set("deadline", deadline),
         (true, None) => patch.set("created", at(now)),

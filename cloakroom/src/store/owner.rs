@@ -90,7 +90,8 @@ impl OwnerPath {
         let mut slot = &mut top;
         for segment in self.segments.iter().skip(1) {
             if !slot.is_object() {
-                *slot = Value::Object(Map::new());
+                // It will hold the one field on the path.
+                *slot = Value::Object(Map::with_capacity(1));
             }
             slot = slot
                 .as_object_mut()

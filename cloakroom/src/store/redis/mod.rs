@@ -39,7 +39,7 @@
 //! | `get` | `GETRANGE key 0 <size limit>` and `PTTL key`, pipelined | 1 |
 //! | `set`, new session | `SET key value EX ttl NX` | 1 |
 //! | `set`, compare-and-set (or with a lease) | `EVALSHA` of a short Lua script | 1 |
-//! | `set`, new session with an owner, standalone, Redis 7 or later | the [index update](#owner-index) as commands (`ZADD index GT expiry id`, on one write in four `ZREMRANGEBYSCORE index -inf <now − 30 s>`, `PEXPIREAT index <expiry + 30 s> GT`), then `SET key value EX ttl NX`, pipelined; when `GT` set nothing (the owner's first session: a new index key), `PEXPIREAT index <expiry + 30 s> NX` after | 1, or 2 |
+//! | `set`, new session with an owner, standalone, Redis 7 or later | the [index update](#owner-index) as commands (`ZADD index GT expiry id`, on one write in sixteen `ZREMRANGEBYSCORE index -inf <now − 30 s>`, `PEXPIREAT index <expiry + 30 s> GT`), then `SET key value EX ttl NX`, pipelined; when `GT` set nothing (the owner's first session: a new index key), `PEXPIREAT index <expiry + 30 s> NX` after | 1, or 2 |
 //! | `set` with an owner, standalone, otherwise | `EVALSHA` of the owned-set script: the write as above and, if it is made, the index update | 1 |
 //! | `set` with an owner, Cluster | the index update on the owner's index key (the commands above on Redis 7 or later, `PEXPIREAT … NX` in a round trip of its own when the key is new; else `EVALSHA` of the index script), then the write as above | 2, or 3 |
 //! | `touch` | `EXPIRE key ttl` (never rewrites the value) | 1 |
@@ -106,7 +106,7 @@
 //!   never earlier than the expiry cloakroom last gave its session;
 //! - lifetime: owned writes and touches remove the members that expired over 30 s ago
 //!   (`ZREMRANGEBYSCORE`; the script does it on every call, the plain commands of a new
-//!   session on one write in four, picked by a hash of the id) and give the key a TTL that
+//!   session on one write in sixteen, picked by a hash of the id) and give the key a TTL that
 //!   lasts 30 s past its latest member. The 30 s absorb differences between the clocks of the
 //!   processes sharing the store. If the connection drops between the two round trips of a
 //!   new index key (see the table), that key has no TTL until the owner's next owned write or

@@ -150,8 +150,10 @@ pub(super) fn index_commands(commands: &mut Commands, entry: &IndexEntry<'_>) ->
 /// One owned write in this many prunes its owner's index (by the session id, see [`prunes`]):
 /// pruning on every write cost Redis about a tenth of a login, while an owner's stale members
 /// only need to leave before they pile up. An index then holds, besides its live sessions, the
-/// members that expired since its last prune: a few, as each write has this chance to prune.
-pub(super) const PRUNE_ONE_IN: u32 = 4;
+/// members that expired since its last prune: on average, at most those of its last sixteen
+/// writes (about 60 bytes each). `sessions_of` never returns them, and the script path prunes
+/// on every call.
+pub(super) const PRUNE_ONE_IN: u32 = 16;
 
 /// Whether a write of the session `id` prunes its owner's index: a hash of the id (FNV-1a),
 /// so even custom ids that share a prefix or suffix spread evenly.
