@@ -39,8 +39,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::Connection as _;
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::sqlite::SqliteConnection;
 use tokio::sync::Notify;
+
+use super::connections::Connections;
 
 /// The shortest pause between two checkpoints. Short, so that each copies little: a long copy
 /// takes the core from the requests for longer (in the benchmark, with one core, p99 of
@@ -94,11 +96,11 @@ struct Shared {
 
 impl Checkpointer {
     /// Starts checkpointing on `connection` (the task's own), holding `writer` (the store's
-    /// writer pool) during `RESTART` checkpoints.
+    /// writer connection) during `RESTART` checkpoints.
     ///
     /// # Panics
     /// Outside a tokio runtime.
-    pub(super) fn spawn(connection: SqliteConnection, writer: SqlitePool) -> Self {
+    pub(super) fn spawn(connection: SqliteConnection, writer: Arc<Connections>) -> Self {
         let shared = Arc::new(Shared {
             wrote: Notify::new(),
             writes: AtomicU64::new(0),
@@ -124,7 +126,7 @@ impl Drop for Checkpointer {
 
 async fn checkpoint_forever(
     mut connection: SqliteConnection,
-    writer: SqlitePool,
+    writer: Arc<Connections>,
     shared: Arc<Shared>,
 ) {
     let mut restart_from = Instant::now() + RESTART_EVERY;
@@ -153,7 +155,7 @@ async fn checkpoint_forever(
 
 async fn checkpoint_once(
     connection: &mut SqliteConnection,
-    writer: &SqlitePool,
+    writer: &Connections,
     restart_from: &mut Instant,
 ) -> Result<(), sqlx::Error> {
     let mut log = checkpoint(connection, Mode::Passive).await?;
@@ -171,7 +173,7 @@ async fn checkpoint_once(
     }
     // Held, so that no write of this process lands during the checkpoint: it can then copy
     // every page, and the next write starts the log over.
-    let held = writer.acquire().await;
+    let held = writer.get().await;
     let started = Instant::now();
     let restarted = checkpoint(connection, Mode::Restart).await;
     let held_for = started.elapsed();

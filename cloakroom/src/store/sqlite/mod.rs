@@ -63,7 +63,9 @@
 //! handler (up to 100 ms at a time) and trying again. It reads through one connection per
 //! core it may run on
 //! ([`available_parallelism`](std::thread::available_parallelism)): readers of a WAL file
-//! never wait for each other or for the writer. Neither kind ever copies the log back into the
+//! never wait for each other or for the writer. These are plain connections, each running one
+//! statement at a time, not a sqlx pool, whose upkeep after every statement cost a read a fifth
+//! of its time. Neither kind ever copies the log back into the
 //! database file (`wal_autocheckpoint=0`, where SQLite's default makes the request whose
 //! commit passes 1000 pages wait for the copy and two syncs of the disk). A task of the store's
 //! does it, on a connection of its own:
@@ -123,8 +125,8 @@ use sqlx::ConnectOptions as _;
 use sqlx::error::DatabaseError;
 use sqlx::query::{Query, QueryAs};
 use sqlx::sqlite::{
-    Sqlite, SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
-    SqlitePoolOptions, SqliteSynchronous,
+    Sqlite, SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode,
+    SqliteSynchronous,
 };
 
 pub use super::sql::InvalidName;
@@ -133,8 +135,10 @@ use super::sql::{
 };
 use super::{Error, ErrorKind, OwnerPath};
 use checkpoint::Checkpointer;
+use connections::Connections;
 
 mod checkpoint;
+mod connections;
 
 /// connect-pg-simple's table name.
 const DEFAULT_TABLE: &str = "session";
@@ -165,10 +169,10 @@ pub struct SqliteStore {
 struct Inner {
     /// Reads: one connection per core this process may run on (readers of a WAL file never
     /// wait for each other or for the writer).
-    readers: SqlitePool,
+    readers: Connections,
     /// Writes: one connection. SQLite lets one connection write at a time, so this process's
     /// writes queue here, in order, rather than sleep in SQLite's busy handler and retry.
-    writer: SqlitePool,
+    writer: Arc<Connections>,
     /// Told of every write; dropped with the store, which ends the checkpoint task.
     checkpointer: Checkpointer,
     path: PathBuf,
@@ -384,7 +388,7 @@ impl SqliteStoreBuilder {
             checkpoints,
         } = self.open_until_not_busy(&statements).await?;
         let inner = Arc::new_cyclic(|weak| Inner {
-            checkpointer: Checkpointer::spawn(checkpoints, writer.clone()),
+            checkpointer: Checkpointer::spawn(checkpoints, Arc::clone(&writer)),
             readers,
             writer,
             path: self.path,
@@ -401,7 +405,7 @@ impl SqliteStoreBuilder {
 }
 
 impl SqliteStoreBuilder {
-    /// Opens the pool and creates the tables, trying again while the file is busy, up to the
+    /// Opens the connections and creates the tables, trying again while the file is busy, up to the
     /// busy timeout. Connections opening a new file at the same moment race to switch it to WAL,
     /// which takes the file to itself; SQLite turns the losers away at once rather than have
     /// them wait (waiting could deadlock), so the busy timeout alone does not cover it.
@@ -446,8 +450,7 @@ impl SqliteStoreBuilder {
             .pragma("wal_autocheckpoint", "0");
         // The writer first: the first connection switches a new file to WAL, and the readers'
         // connections then find it so.
-        let writer = pool(1)
-            .connect_with(requests.clone())
+        let writer = Connections::open(&requests, 1)
             .await
             .map_err(sqlite_error)?;
         let table = sql::quoted(&self.table);
@@ -462,13 +465,12 @@ impl SqliteStoreBuilder {
             statements.create_locks.to_string(),
         ] {
             sqlx::query(&statement)
-                .execute(&writer)
+                .execute(&mut *writer.get().await)
                 .await
                 .map_err(sqlite_error)?;
         }
         let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
-        let readers = pool(cores)
-            .connect_with(requests)
+        let readers = Connections::open(&requests, cores)
             .await
             .map_err(sqlite_error)?;
         let checkpoints = options
@@ -478,7 +480,7 @@ impl SqliteStoreBuilder {
             .map_err(sqlite_error)?;
         Ok(Pools {
             readers,
-            writer,
+            writer: Arc::new(writer),
             checkpoints,
         })
     }
@@ -486,19 +488,10 @@ impl SqliteStoreBuilder {
 
 /// The connections of a store.
 struct Pools {
-    readers: SqlitePool,
-    writer: SqlitePool,
+    readers: Connections,
+    writer: Arc<Connections>,
     /// The checkpoint task's.
     checkpoints: SqliteConnection,
-}
-
-/// A pool of at most `size` connections. A connection to a file has nothing to check: sqlx's
-/// check before each use (on by default) would only add a hand-off to the connection's thread to
-/// every query.
-fn pool(size: usize) -> SqlitePoolOptions {
-    SqlitePoolOptions::new()
-        .max_connections(u32::try_from(size).unwrap_or(u32::MAX))
-        .test_before_acquire(false)
 }
 
 /// SQLite's spelling of the shared statements: `?n` parameters, `expire` in whole seconds, the
@@ -666,13 +659,17 @@ impl Backend for Inner {
     }
 
     async fn execute(&self, sql: &Statement, args: &[Arg<'_>]) -> Result<u64, sqlx::Error> {
-        let done = query(sql, args).execute(&self.writer).await;
+        let done = query(sql, args)
+            .execute(&mut *self.writer.get().await)
+            .await;
         self.checkpointer.wrote();
         Ok(done?.rows_affected())
     }
 
     async fn count(&self, sql: &Statement, args: &[Arg<'_>]) -> Result<i64, sqlx::Error> {
-        let (count,): (i64,) = query_as(sql, args).fetch_one(&self.readers).await?;
+        let (count,): (i64,) = query_as(sql, args)
+            .fetch_one(&mut *self.readers.get().await)
+            .await?;
         Ok(count)
     }
 
@@ -681,7 +678,9 @@ impl Backend for Inner {
         sql: &Statement,
         args: &[Arg<'_>],
     ) -> Result<Option<(Option<String>, i64, i64)>, sqlx::Error> {
-        query_as(sql, args).fetch_optional(&self.readers).await
+        query_as(sql, args)
+            .fetch_optional(&mut *self.readers.get().await)
+            .await
     }
 
     async fn fetch_records(
@@ -689,7 +688,9 @@ impl Backend for Inner {
         sql: &Statement,
         args: &[Arg<'_>],
     ) -> Result<Vec<(String, Option<String>, i64)>, sqlx::Error> {
-        query_as(sql, args).fetch_all(&self.readers).await
+        query_as(sql, args)
+            .fetch_all(&mut *self.readers.get().await)
+            .await
     }
 
     async fn fetch_loadable_records(
@@ -697,7 +698,9 @@ impl Backend for Inner {
         sql: &Statement,
         args: &[Arg<'_>],
     ) -> Result<Vec<LoadableRow>, sqlx::Error> {
-        query_as(sql, args).fetch_all(&self.readers).await
+        query_as(sql, args)
+            .fetch_all(&mut *self.readers.get().await)
+            .await
     }
 }
 
