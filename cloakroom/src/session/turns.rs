@@ -215,26 +215,36 @@ async fn write_batch(
     mut pending: Vec<Waiting>,
     gather: Gather,
 ) {
-    // The newest record known: this process's last write, or else the first request's own view
-    // is written as it is (that is what it would do alone).
-    let mut base = last
-        .as_ref()
-        .filter(|last| last.id == *id)
-        .map(|last| (last.record.clone(), last.version.clone()));
+    // What the store answered a compare-and-set that lost to another process: the next attempt
+    // merges onto it.
+    let mut newer: Option<(Record, Version)> = None;
     let mut attempts = 0;
     while !pending.is_empty() && attempts < BATCH_ATTEMPTS {
         attempts += 1;
-        let (record, expected, included) = match &base {
+        // The newest record known: the store's after a lost attempt, else this process's last
+        // write, else the first request's own view is written as it is (that is what it would
+        // do alone). A lone write whose request loaded that last write has nothing to merge
+        // either: its view is that record with its changes.
+        let base = newer.clone().or_else(|| {
+            last.as_ref()
+                .filter(|last| last.id == *id)
+                .filter(|last| !(pending.len() == 1 && pending[0].loaded == last.version))
+                .map(|last| (last.record.clone(), last.version.clone()))
+        });
+        // Whether `record` was taken from the lone request's view (given back if the write
+        // loses: a merge onto the newer record needs that view).
+        let (record, expected, mut included, from_view) = match base {
             None => {
-                let first = pending.remove(0);
-                (first.record.clone(), first.loaded.clone(), vec![first])
+                let mut first = pending.remove(0);
+                let record = std::mem::take(&mut first.record);
+                (record, first.loaded.clone(), vec![first], true)
             }
             Some((record, version)) => {
                 let (record, included, apart) = merge(record, std::mem::take(&mut pending));
                 for waiting in apart {
                     let _ = waiting.reply.send(Verdict::Alone(waiting.changes));
                 }
-                (record, version.clone(), included)
+                (record, version, included, false)
             }
         };
         match store.set(id, &record, Condition::version(&expected)).await {
@@ -247,17 +257,20 @@ async fn write_batch(
                 }
                 *last = Some(LastWrite {
                     id: id.clone(),
-                    version: version.clone(),
-                    record: record.clone(),
+                    version,
+                    record,
                     expires_at,
                 });
-                base = Some((record, version));
+                newer = None;
             }
             Ok(SetOutcome::Conflict) => {
                 // Another process wrote: start again from what the store holds.
+                if from_view {
+                    included[0].record = record;
+                }
                 pending.extend(included);
                 match store.get(id).await {
-                    Ok(Some(newer)) => base = Some((newer.record, newer.version)),
+                    Ok(Some(stored)) => newer = Some((stored.record, stored.version)),
                     Ok(None) => {
                         reply_all(pending, || Verdict::Vanished);
                         return;
@@ -288,10 +301,9 @@ async fn write_batch(
     }
 }
 
-/// Carries each waiting write's changes onto `base`, in order; a write whose changes do not
+/// Carries each waiting write's changes onto `record`, in order; a write whose changes do not
 /// carry over (a key it read and wrote was changed by another) is set apart.
-fn merge(base: &Record, pending: Vec<Waiting>) -> (Record, Vec<Waiting>, Vec<Waiting>) {
-    let mut record = base.clone();
+fn merge(mut record: Record, pending: Vec<Waiting>) -> (Record, Vec<Waiting>, Vec<Waiting>) {
     let mut included = Vec::with_capacity(pending.len());
     let mut apart = Vec::new();
     for waiting in pending {
