@@ -405,9 +405,9 @@ impl SqliteStoreBuilder {
 }
 
 impl SqliteStoreBuilder {
-    /// Opens the connections and creates the tables, trying again while the file is busy, up to the
-    /// busy timeout. Connections opening a new file at the same moment race to switch it to WAL,
-    /// which takes the file to itself; SQLite turns the losers away at once rather than have
+    /// Opens the connections and creates the tables, trying again while the file is busy, up to
+    /// the busy timeout. Connections opening a new file at the same moment race to switch it to
+    /// WAL, which takes the file to itself; SQLite turns the losers away at once rather than have
     /// them wait (waiting could deadlock), so the busy timeout alone does not cover it.
     async fn open_until_not_busy(&self, statements: &Statements) -> Result<Pools, Error> {
         let deadline = Instant::now() + self.busy_timeout;
