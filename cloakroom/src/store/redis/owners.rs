@@ -151,8 +151,8 @@ pub(super) fn index_commands(commands: &mut Commands, entry: &IndexEntry<'_>) ->
 /// pruning on every write cost Redis about a tenth of a login, while an owner's stale members
 /// only need to leave before they pile up. An index then holds, besides its live sessions, the
 /// members that expired since its last prune: on average, at most those of its last sixteen
-/// writes (about 60 bytes each). `sessions_of` never returns them, and the script path prunes
-/// on every call.
+/// writes (a session id and a score each). `sessions_of` never returns them, and the script
+/// path prunes on every call.
 pub(super) const PRUNE_ONE_IN: u32 = 16;
 
 /// Whether a write of the session `id` prunes its owner's index: a hash of the id (FNV-1a),
