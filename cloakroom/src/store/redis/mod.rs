@@ -487,7 +487,7 @@ impl RedisStoreBuilder {
     pub async fn build(self) -> Result<RedisStore, Error> {
         let connection = match &self.servers {
             Servers::Standalone(url) => Connection::Standalone(
-                Link::connect(url, self.connection_timeout)
+                Link::connect(url, self.connection_timeout, self.response_timeout)
                     .await
                     .map_err(redis_error)?,
             ),
@@ -623,7 +623,9 @@ impl RedisStore {
         }
     }
 
-    /// Runs one round trip, bounded by the response timeout.
+    /// Runs one round trip, bounded by the response timeout: for what goes through redis-rs
+    /// (see [`query`](Self::query)); what requests send is bounded in
+    /// [`round_trip`](Self::round_trip).
     async fn bounded<T>(
         &self,
         round_trip: impl Future<Output = RedisResult<T>>,
@@ -652,10 +654,13 @@ impl RedisStore {
     /// Sends `commands` in one round trip and returns their replies, in order. An error reply
     /// fails the whole, as a redis-rs pipeline does.
     async fn ask(&self, commands: &Commands) -> Result<Vec<Value>, Error> {
-        self.bounded(self.ask_unbounded(commands)).await
+        self.round_trip(commands).await.map_err(redis_error)
     }
 
-    async fn ask_unbounded(&self, commands: &Commands) -> RedisResult<Vec<Value>> {
+    /// [`ask`](Self::ask), with redis-rs's error. Bounded by the response timeout: by the
+    /// link itself on a standalone connection (one timer for every request in flight), by a
+    /// timer of its own in Cluster.
+    async fn round_trip(&self, commands: &Commands) -> RedisResult<Vec<Value>> {
         match (commands.form(), &self.connection) {
             (Form::Packed { bytes, count }, Connection::Standalone(link)) => {
                 let replies = link.send(bytes, *count).await?;
@@ -671,10 +676,21 @@ impl RedisStore {
             (Form::Pipeline(pipeline), _) => {
                 let mut connection = self.connection.clone();
                 let mut each = pipeline.cmd_iter();
-                match (each.next(), each.next()) {
-                    // One command alone is sent as one, so Cluster routes it as any command.
-                    (Some(command), None) => Ok(vec![command.query_async(&mut connection).await?]),
-                    _ => pipeline.query_async(&mut connection).await,
+                let round_trip = async {
+                    match (each.next(), each.next()) {
+                        // One command alone is sent as one, so Cluster routes it as any command.
+                        (Some(command), None) => {
+                            Ok(vec![command.query_async(&mut connection).await?])
+                        }
+                        _ => pipeline.query_async(&mut connection).await,
+                    }
+                };
+                match tokio::time::timeout(self.response_timeout, round_trip).await {
+                    Ok(result) => result,
+                    Err(_) => Err(RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "Redis did not answer within the response timeout",
+                    ))),
                 }
             }
             // `commands()` packs only for a standalone connection.
@@ -695,7 +711,8 @@ impl RedisStore {
 
     /// Runs `script` as one `EVALSHA` command: its first `keys` arguments, which `args` adds
     /// after the count, are keys (the order the script reads them). On `NOSCRIPT` (Redis
-    /// restarted, or its scripts were flushed), `SCRIPT LOAD` and the call again.
+    /// restarted, or its scripts were flushed), `SCRIPT LOAD` and the call again, each round
+    /// trip within the response timeout.
     async fn invoke(
         &self,
         script: &Script,
@@ -707,21 +724,14 @@ impl RedisStore {
             call.arg(script.get_hash()).arg(keys);
             args(call);
         });
-        let call = &call;
-        let replies = self
-            .bounded(async {
-                match self.ask_unbounded(call).await {
-                    Err(error)
-                        if error.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) =>
-                    {
-                        let mut connection = self.connection.clone();
-                        script.load_async(&mut connection).await?;
-                        self.ask_unbounded(call).await
-                    }
-                    result => result,
-                }
-            })
-            .await?;
+        let replies = match self.round_trip(&call).await {
+            Err(error) if error.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
+                let mut connection = self.connection.clone();
+                self.bounded(script.load_async(&mut connection)).await?;
+                self.ask(&call).await?
+            }
+            result => result.map_err(redis_error)?,
+        };
         Self::one_reply(replies, "EVALSHA")
     }
 
