@@ -38,7 +38,7 @@
 //! |---|---|---|
 //! | `get` | `GETRANGE key 0 <size limit>` and `PTTL key`, pipelined | 1 |
 //! | `set`, new session | `SET key value EX ttl NX` | 1 |
-//! | `set`, compare-and-set (or with a lease) | `EVALSHA` of a short Lua script | 1 |
+//! | `set`, compare-and-set (or with a lease) | `EVALSHA` of a short Lua script (`GET`, compare, `SET`; a shorter one without a lease) | 1 |
 //! | `set`, new session with an owner, standalone, Redis 7 or later | the [index update](#owner-index) as commands (`ZADD index GT expiry id`, on one write in sixteen `ZREMRANGEBYSCORE index -inf <now − 30 s>`, `PEXPIREAT index <expiry + 30 s> GT`), then `SET key value EX ttl NX`, pipelined; when `GT` set nothing (the owner's first session: a new index key), `PEXPIREAT index <expiry + 30 s> NX` after | 1, or 2 |
 //! | `set` with an owner, standalone, otherwise | `EVALSHA` of the owned-set script: the write as above and, if it is made, the index update | 1 |
 //! | `set` with an owner, Cluster | the index update on the owner's index key (the commands above on Redis 7 or later, `PEXPIREAT … NX` in a round trip of its own when the key is new; else `EVALSHA` of the index script), then the write as above | 2, or 3 |
@@ -260,6 +260,22 @@ static CONDITIONAL_SET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{WRITE_LUA}return write(KEYS[1], KEYS[2], ARGV[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4])"
     ))
+});
+
+/// The common compare-and-set, without a lease and with a positive TTL: [`CONDITIONAL_SET`]'s
+/// `v` mode with its branches taken out. KEYS[1]: the session's key; ARGV[1]: the expected
+/// value; ARGV[2]: the new value; ARGV[3]: its TTL in seconds. Returns 1 when written, 0 on a
+/// conflict. With a 163-byte session, `redis-benchmark -P 16` ran it at 287,000–297,000 calls
+/// a second against the general script's 270,000–274,000: the branches cost Redis about
+/// 0.2 µs on every compare-and-set.
+static REPLACE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1",
+    )
 });
 
 /// Releases a session lock. KEYS[1]: the lock key; ARGV[1]: the lease's token. Deletes the key
@@ -779,6 +795,17 @@ impl RedisStore {
             write.push_create(&mut set);
             let reply = Self::one_reply(self.ask(&set).await?, "SET")?;
             return write.create_outcome(Some(reply));
+        }
+        if let (Some(expected), None, true) = (write.expected, write.lease, write.ttl > 0) {
+            let reply = self
+                .invoke(&REPLACE, 1, |call| {
+                    call.arg(write.key)
+                        .arg(expected)
+                        .arg(write.value)
+                        .arg(write.ttl);
+                })
+                .await?;
+            return write.outcome(reply);
         }
         let lock_key = write.lease.map(|_| self.lock_key(id)).transpose()?;
         let keys = 1 + usize::from(lock_key.is_some());
