@@ -570,7 +570,8 @@ fn connection_lost(what: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, what)
 }
 
-fn timed_out() -> io::Error {
+/// The error of a request that had no answer within the response timeout.
+pub(super) fn timed_out() -> io::Error {
     io::Error::new(
         io::ErrorKind::TimedOut,
         "Redis did not answer within the response timeout",

@@ -703,10 +703,7 @@ impl RedisStore {
                 };
                 match tokio::time::timeout(self.response_timeout, round_trip).await {
                     Ok(result) => result,
-                    Err(_) => Err(RedisError::from(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "Redis did not answer within the response timeout",
-                    ))),
+                    Err(_) => Err(RedisError::from(link::timed_out())),
                 }
             }
             // `commands()` packs only for a standalone connection.
