@@ -135,7 +135,7 @@ use super::sql::{
 };
 use super::{Error, ErrorKind, OwnerPath};
 use checkpoint::Checkpointer;
-use connections::Connections;
+use connections::{Connections, handed_over};
 
 mod checkpoint;
 mod connections;
@@ -659,9 +659,7 @@ impl Backend for Inner {
     }
 
     async fn execute(&self, sql: &Statement, args: &[Arg<'_>]) -> Result<u64, sqlx::Error> {
-        let done = query(sql, args)
-            .execute(&mut *self.writer.get().await)
-            .await;
+        let done = handed_over(query(sql, args).execute(&mut *self.writer.get().await)).await;
         self.checkpointer.wrote();
         Ok(done?.rows_affected())
     }
