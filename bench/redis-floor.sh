@@ -45,12 +45,11 @@ key='sess:0123456789abcdefghijklmnopqrstuv'
 tower_key='0123456789abcdefghijkl'
 cli set "$key" "$record" >/dev/null
 cli set "$tower_key" "$tower" >/dev/null
-# cloakroom's compare-and-set script, as store/redis/mod.rs sends it (no lease).
+# cloakroom's compare-and-set script for a write without a lease, as store/redis/mod.rs sends it.
 cas=$(python3 - "$PWD/cloakroom/src/store/redis/mod.rs" <<'EOF'
 import re, sys
 source = open(sys.argv[1]).read()
-body = re.search(r'const WRITE_LUA: &str = r"(.*?)";\n', source, re.S).group(1)
-print(body + "return write(KEYS[1], KEYS[2], ARGV[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4])")
+print(re.search(r'static REPLACE: .*?Script::new\(\s*r"(.*?)",\n', source, re.S).group(1))
 EOF
 )
 sha=$(cli script load "$cas")
@@ -62,7 +61,7 @@ command_of() {
     cloakroom-pttl) echo "pttl $key" ;;
     cloakroom-set-nx) echo "set sess:__rand_int__ $record EX 86400 NX" ;;
     # The stored value equals the expected one, so every call writes (the common case).
-    cloakroom-cas) echo "evalsha $sha 1 $key v $record $record 86400" ;;
+    cloakroom-cas) echo "evalsha $sha 1 $key $record $record 86400" ;;
     tower-get) echo "get $tower_key" ;;
     tower-set) echo "set $tower_key $tower EXAT 4102444800" ;;
     tower-set-nx) echo "set tower:__rand_int__ $tower EXAT 4102444800 NX" ;;
