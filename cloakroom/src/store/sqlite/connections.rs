@@ -84,15 +84,21 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn connections_take_turns_and_wait_when_all_are_busy() {
+    /// A new database file in the temporary folder (the caller removes it), and how to open it.
+    fn scratch_file(name: &str) -> (std::path::PathBuf, SqliteConnectOptions) {
         let path = std::env::temp_dir().join(format!(
-            "cloakroom-connections-{}.db",
+            "cloakroom-{name}-{}.db",
             crate::id::Id::generate().as_str()
         ));
         let options = SqliteConnectOptions::new()
             .filename(&path)
             .create_if_missing(true);
+        (path, options)
+    }
+
+    #[tokio::test]
+    async fn connections_take_turns_and_wait_when_all_are_busy() {
+        let (path, options) = scratch_file("connections");
         {
             let connections = Connections::open(&options, 2).await.unwrap();
             let first = connections.get().await;
@@ -111,13 +117,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_statement_handed_over_runs_to_its_end() {
-        let path = std::env::temp_dir().join(format!(
-            "cloakroom-handed-over-{}.db",
-            crate::id::Id::generate().as_str()
-        ));
-        let options = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true);
+        let (path, options) = scratch_file("handed-over");
         {
             let connections = Connections::open(&options, 1).await.unwrap();
             let mut connection = connections.get().await;
