@@ -58,11 +58,13 @@ impl Connections {
 /// after handing it over: sqlx runs each connection's statements on a thread of its own, and on
 /// a busy core that thread otherwise waits for the scheduler to end the time slice of the
 /// thread that handed it the work. For the writer, whose statements every write waits for in
-/// turn, that wait was the write tail: in the benchmark's setup (one core, `wrk -t1 -c64`,
-/// three alternating runs each), `/counter` p99 went from 8.5–9.4 ms at p50 2.4–2.5 ms to
-/// 4.2–4.3 ms at p50 2.9 ms with the yield (throughput 23,600 -> 21,700 requests a second),
-/// and `/login` from 22,000 to 24,700 requests a second. Where another core is free the writer
-/// runs there at once, and yielding with nothing else to run costs one system call.
+/// turn, that wait was the write tail. In the benchmark's setup (one core, `wrk -t1 -c64`,
+/// alternating runs), `/counter` without the yield: p99 8.1–9.6 ms at p50 2.3–2.5 ms in 11 of
+/// 12 runs (12.0 ms in one), 23,200–24,500 requests a second; with it: 4.1–4.3 ms at p50
+/// 2.9 ms in 7 of 9 runs (10.6 and 15.3 ms in two slower ones), 20,700–22,000 a second.
+/// `/login` went from 21,900–22,700 to 24,700–24,800 requests a second, its p99 unchanged.
+/// Where another core is free the writer runs there at once, and yielding with nothing else to
+/// run costs one system call.
 pub(super) async fn handed_over<F: Future>(statement: F) -> F::Output {
     let mut statement = pin!(statement);
     let mut handed = false;
