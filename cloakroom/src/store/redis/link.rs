@@ -84,7 +84,7 @@ struct Queue {
     /// Every request written or to be written, oldest first.
     waiting: VecDeque<Waiter>,
     /// The deadline watcher is waiting for a deadline (or about to look for one), so a new
-    /// request needs not wake it.
+    /// request need not wake it.
     watched: bool,
 }
 

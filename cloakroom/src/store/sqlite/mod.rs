@@ -65,7 +65,10 @@
 //! ([`available_parallelism`](std::thread::available_parallelism)): readers of a WAL file
 //! never wait for each other or for the writer. These are plain connections, each running one
 //! statement at a time, not a sqlx pool, whose upkeep after every statement cost a read a fifth
-//! of its time. Neither kind ever copies the log back into the
+//! of its time. sqlx runs each connection on a thread of its own; after handing the writer a
+//! statement, the calling thread gives its core away once, so that on a busy core the writer
+//! does not wait out the caller's time slice (the cause of the write tail on one core; figures
+//! in the source of `connections::handed_over`). Neither kind ever copies the log back into the
 //! database file (`wal_autocheckpoint=0`, where SQLite's default makes the request whose
 //! commit passes 1000 pages wait for the copy and two syncs of the disk). A task of the store's
 //! does it, on a connection of its own:
