@@ -291,6 +291,118 @@ async fn touch_is_expire_only_and_never_creates() {
     assert_eq!(redis_cli(&url, &["EXISTS", &unknown_key]), "0");
 }
 
+/// A read asks for the key's TTL (`PTTL`) only when this process does not know it: when the
+/// process did not write, touch or read the session last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_asks_for_the_ttl_only_when_this_process_does_not_know_it() {
+    let url = standalone_url();
+    let (this, prefix) = standalone_store().await;
+    let other = RedisStore::builder(&url)
+        .with_prefix(&prefix)
+        .build()
+        .await
+        .expect("connect to CLOAKROOM_REDIS_URL");
+    // The compare-and-set script loaded once, so no NOSCRIPT retry shows below.
+    let warm = Id::generate();
+    let warm_record = cloakroom_testkit::record(json!({}), Some(HOUR));
+    let version = cloakroom_testkit::write(&this, &warm, &warm_record, None).await;
+    cloakroom_testkit::write(&this, &warm, &warm_record, Some(&version)).await;
+
+    let monitor = Monitor::start(&url);
+    let id = Id::generate();
+    let first = cloakroom_testkit::record(json!({ "views": 1 }), Some(HOUR));
+    let version = cloakroom_testkit::write(&this, &id, &first, None).await;
+    assert!(this.get(&id).await.unwrap().unwrap().expires_at.is_some());
+    // Another process asks, once; then it knows.
+    let asked = other.get(&id).await.unwrap().unwrap().expires_at;
+    assert!(asked.is_some());
+    assert_eq!(other.get(&id).await.unwrap().unwrap().expires_at, asked);
+    // This process changes the session: what the other remembers no longer matches what it
+    // reads, so it answers with the cookie's expiry, then asks again.
+    let mut second = first.clone();
+    second.data_mut().insert("views".into(), json!(2));
+    cloakroom_testkit::write(&this, &id, &second, Some(&version)).await;
+    assert_eq!(
+        other.get(&id).await.unwrap().unwrap().expires_at,
+        second.cookie().expires()
+    );
+    other.get(&id).await.unwrap().unwrap();
+    this.touch(&id, &second).await.unwrap();
+    this.get(&id).await.unwrap().unwrap();
+    this.destroy(&id).await.unwrap();
+    assert!(this.get(&id).await.unwrap().is_none());
+    let sentinel = format!("{prefix}sentinel");
+    redis_cli(&url, &["EXISTS", &sentinel]);
+    assert_eq!(
+        monitor.commands_until(id.as_str(), &sentinel),
+        [
+            "SET", "GETRANGE", "GETRANGE", "PTTL", "GETRANGE", "EVALSHA", "lua GET", "lua SET",
+            "GETRANGE", "GETRANGE", "PTTL", "EXPIRE", "GETRANGE", "DEL", "GETRANGE", "PTTL",
+        ],
+        "the write; this process's read (GETRANGE alone); the other's two reads (with PTTL, \
+         then without); the compare-and-set; the other's read of a value it did not know \
+         (without) and the next (with); the touch; this process's read; the destroy; the read \
+         after it"
+    );
+}
+
+/// What a read reports of the key's expiry, asked or remembered, is never later than Redis's
+/// own, and close to it.
+#[tokio::test]
+async fn a_reported_expiry_is_never_later_than_the_key_expires() {
+    let url = standalone_url();
+    let (this, prefix) = standalone_store().await;
+    let other = RedisStore::builder(&url)
+        .with_prefix(&prefix)
+        .build()
+        .await
+        .expect("connect to CLOAKROOM_REDIS_URL");
+    let id = Id::generate();
+    let key = format!("{prefix}{}", id.as_str());
+    // What a store reports against the key's expiry by Redis, bracketed by the clock around
+    // the question: not after its end, and under 2 s before its start.
+    let check = |reported: Option<Timestamp>, what: &str| {
+        let reported = reported.unwrap_or_else(|| panic!("{what}: no expiry reported"));
+        let before = Timestamp::now();
+        let pttl: i64 = redis_cli(&url, &["PTTL", &key]).parse().unwrap();
+        let (earliest, latest) = (before.add_millis(pttl), Timestamp::now().add_millis(pttl));
+        assert!(
+            reported <= latest,
+            "{what}: {} ms late",
+            reported.millis_since(latest)
+        );
+        assert!(
+            earliest.millis_since(reported) < 2_000,
+            "{what}: {} ms early",
+            earliest.millis_since(reported)
+        );
+    };
+    let record = cloakroom_testkit::record(json!({ "views": 1 }), Some(HOUR));
+    cloakroom_testkit::write(&this, &id, &record, None).await;
+    check(
+        this.get(&id).await.unwrap().unwrap().expires_at,
+        "remembered from the write",
+    );
+    check(other.get(&id).await.unwrap().unwrap().expires_at, "asked");
+    let longer = cloakroom_testkit::record(json!({ "views": 1 }), Some(2 * HOUR));
+    this.touch(&id, &longer).await.unwrap();
+    check(
+        this.get(&id).await.unwrap().unwrap().expires_at,
+        "remembered from the touch",
+    );
+    let remembered = other.get(&id).await.unwrap().unwrap().expires_at.unwrap();
+    assert!(
+        remembered.millis_since(Timestamp::now()) < 3_600_000,
+        "the other process still remembers the hour before the touch, which errs early"
+    );
+    let shorter = cloakroom_testkit::record(json!({ "views": 1 }), Some(Duration::from_secs(60)));
+    this.touch(&id, &shorter).await.unwrap();
+    check(
+        this.get(&id).await.unwrap().unwrap().expires_at,
+        "a touch that shortens",
+    );
+}
+
 #[tokio::test]
 async fn a_record_already_expired_is_deleted_not_written() {
     let url = standalone_url();

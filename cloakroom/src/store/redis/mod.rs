@@ -36,7 +36,7 @@
 //! # Commands and round trips
 //! | Store call | Redis commands | Round trips |
 //! |---|---|---|
-//! | `get` | `GETRANGE key 0 <size limit>` and `PTTL key`, pipelined | 1 |
+//! | `get` | `GETRANGE key 0 <size limit>`, and `PTTL key` pipelined with it unless this process [knows when the key expires](#expiry) | 1 |
 //! | `set`, new session | `SET key value EX ttl NX` | 1 |
 //! | `set`, compare-and-set (or with a lease) | `EVALSHA` of a short Lua script (`GET`, compare, `SET`; a shorter one without a lease) | 1 |
 //! | `set`, new session with an owner, standalone, Redis 7 or later | the [index update](#owner-index) as commands (`ZADD index GT expiry id`, on one write in sixteen `ZREMRANGEBYSCORE index -inf <now − 30 s>`, `PEXPIREAT index <expiry + 30 s> GT`), then `SET key value EX ttl NX`, pipelined; when `GT` set nothing (the owner's first session: a new index key), `PEXPIREAT index <expiry + 30 s> NX` after | 1, or 2 |
@@ -64,6 +64,18 @@
 //! has an owner). The first call of each script after Redis starts (or after `SCRIPT FLUSH`)
 //! costs two more round trips: Redis answers `NOSCRIPT` and the store loads the script with
 //! `SCRIPT LOAD`, once per server.
+//!
+//! # Expiry
+//! A read reports when the key expires ([`Loaded::expires_at`]), which the middleware's touch
+//! throttle ([`with_touch_after`](crate::SessionLayerBuilder::with_touch_after)) needs. Asking
+//! Redis costs a `PTTL` beside the `GETRANGE`, so the store remembers, for up to 4,096 sessions
+//! it recently wrote, touched or read, a fingerprint of the value and when the key expires at
+//! the earliest, and a read that finds the same value leaves `PTTL` out. A value another
+//! client wrote meanwhile is answered with its `cookie.expires` (which the key's TTL reaches)
+//! and asked about at the next read; what is remembered is trusted for a minute, then asked
+//! again, so another client's touch that shortens a TTL without a write is seen within a
+//! minute. A reported expiry errs early, never late, except in that minute. `sessions_of` and
+//! `reindex` always ask.
 //!
 //! # Size limit
 //! A read asks for one byte more than the store's [size
@@ -206,10 +218,12 @@ use crate::id::Id;
 use crate::record::Record;
 use crate::time::Timestamp;
 
+mod expiries;
 mod link;
 mod owners;
 mod resp;
 
+use expiries::Expiries;
 use link::Link;
 use owners::{INDEX_KEY_INFIX, IndexEntry, OWNED_TOUCH};
 use resp::{Args, Commands, Form};
@@ -324,6 +338,9 @@ pub struct RedisStore {
     max_record_size: usize,
     response_timeout: Duration,
     connection_timeout: Duration,
+    /// When the sessions this process recently wrote, touched or read expire, so `get` can
+    /// leave out `PTTL` (see [`expiries`]).
+    expiries: Arc<Expiries>,
 }
 
 /// Options for a [`RedisStore`] ([`RedisStore::builder`] or [`RedisStore::cluster_builder`]),
@@ -542,6 +559,7 @@ impl RedisStoreBuilder {
             max_record_size: self.max_record_size,
             response_timeout: self.response_timeout,
             connection_timeout: self.connection_timeout,
+            expiries: Arc::new(Expiries::new()),
         }
     }
 }
@@ -748,7 +766,7 @@ impl RedisStore {
         Self::one_reply(replies, "EVALSHA")
     }
 
-    /// The session under `key`, as `get` gives it: `GETRANGE` and `PTTL`, pipelined.
+    /// The session under `key` and when its key expires: `GETRANGE` and `PTTL`, pipelined.
     async fn load(&self, key: &[u8]) -> Result<Option<Loaded>, Error> {
         // Taken before asking, so `expires_at` errs early, never late: a late one could make
         // the middleware skip a touch that was due.
@@ -772,6 +790,19 @@ impl RedisStore {
             Value::Int(ms) if ms >= 0 => Some(now.add_millis(ms)),
             _ => return Err(unexpected("PTTL")),
         };
+        self.loaded(value, expires_at)
+    }
+
+    /// The session under `key`, without its expiry: `GETRANGE` alone.
+    async fn load_value(&self, key: &[u8]) -> Result<Option<Loaded>, Error> {
+        let mut read = self.commands();
+        read.push("GETRANGE", |args| self.read_value(key, args));
+        let value = Self::one_reply(self.ask(&read).await?, "GETRANGE")?;
+        self.loaded(value, None)
+    }
+
+    /// The session a `GETRANGE` reply holds, if any.
+    fn loaded(&self, value: Value, expires_at: Option<Timestamp>) -> Result<Option<Loaded>, Error> {
         let Some(value) = self.read_reply(value)? else {
             return Ok(None);
         };
@@ -781,6 +812,108 @@ impl RedisStore {
             version: Version::from_bytes(value),
             expires_at,
         }))
+    }
+
+    /// [`set`](SessionStore::set), with its time and the TTL it gives the key.
+    async fn save(
+        &self,
+        id: &Id,
+        record: &Record,
+        condition: Condition<'_>,
+        now: Timestamp,
+        ttl: i64,
+    ) -> Result<SetOutcome, Error> {
+        let key = self.key(id);
+        let value = record.to_json();
+        super::check_record_size(value.len(), self.max_record_size)?;
+        let written = SetOutcome::Written(Version::from_bytes(value.as_bytes()));
+        let expected = match condition.expected() {
+            None => None,
+            // Versions this store hands out are always bytes; any other cannot match.
+            Some(version) => match version.as_bytes() {
+                Some(expected) => Some(expected),
+                None => return Ok(SetOutcome::Conflict),
+            },
+        };
+        let write = Write {
+            key: &key,
+            value: &value,
+            ttl,
+            expected,
+            lease: condition.lease(),
+            written,
+        };
+        // A record that has expired deletes the key: there is nothing to index.
+        let owner = if ttl > 0 {
+            self.owner_path.owner_of(record.data())
+        } else {
+            None
+        };
+        if let Some(owner) = owner {
+            let entry = IndexEntry::new(self.index_key(&owner), id, now, ttl);
+            let creates = write.expected.is_none() && write.lease.is_none();
+            match &self.connection {
+                Connection::Standalone(_) if creates && self.index_commands => {
+                    return self.create_owned(write, &entry).await;
+                }
+                Connection::Standalone(_) => return self.write_owned(id, write, &entry).await,
+                // The index first, as a hint: a live owned session is then never missing
+                // from it, even if the write fails after.
+                Connection::Cluster(_) => self.add_to_index(&entry).await?,
+            }
+        }
+        self.write(id, write).await
+    }
+
+    /// [`touch`](SessionStore::touch), with its time and the TTL it gives the key.
+    async fn expire(
+        &self,
+        id: &Id,
+        record: &Record,
+        now: Timestamp,
+        ttl: i64,
+    ) -> Result<(), Error> {
+        let key = self.key(id);
+        let owner = if ttl > 0 {
+            self.owner_path.owner_of(record.data())
+        } else {
+            None
+        };
+        if let Some(owner) = owner {
+            // The member's score follows the new expiry, or the index would drop a session
+            // the touch keeps alive. Without XX: a session not indexed yet (written by
+            // Express) is indexed now.
+            let entry = IndexEntry::new(self.index_key(&owner), id, now, ttl);
+            match &self.connection {
+                Connection::Standalone(_) => {
+                    let reply = self
+                        .invoke(&OWNED_TOUCH, 2, |call| {
+                            call.arg(&key)
+                                .arg(&entry.key)
+                                .arg(ttl)
+                                .arg(id.as_str())
+                                .arg(entry.expires_ms)
+                                .arg(entry.horizon_ms);
+                        })
+                        .await?;
+                    return match reply {
+                        Value::Int(1) => Ok(()),
+                        _ => Err(unexpected("EVALSHA")),
+                    };
+                }
+                // The index first, as for `set`.
+                Connection::Cluster(_) => self.add_to_index(&entry).await?,
+            }
+        }
+        // EXPIRE never creates a key, and never rewrites the value (so the stored
+        // `cookie.expires` stays as last saved, as with connect-redis). A TTL of zero or less
+        // makes Redis delete the key: the session has expired.
+        let mut expire = self.commands();
+        expire.push("EXPIRE", |args| {
+            args.arg(&key).arg(ttl);
+        });
+        self.ask(&expire).await?;
+        Ok(())
     }
 
     /// Writes a session without touching any index: `SET … NX` for a new session, else the
@@ -1047,6 +1180,11 @@ impl Write<'_> {
     }
 }
 
+/// The bytes of a version this store made (always from bytes).
+fn version_bytes(version: &Version) -> &[u8] {
+    version.as_bytes().unwrap_or_default()
+}
+
 /// Whether `error` is about one stored record (not decodable, or over the size limit), so a
 /// call over many sessions leaves that one out rather than fail.
 fn is_bad_record(error: &Error) -> bool {
@@ -1059,8 +1197,36 @@ impl SessionStore for RedisStore {
         &self.owner_path
     }
 
+    /// `GETRANGE` and `PTTL`, or `GETRANGE` alone when this process knows when the key
+    /// expires (see the [module docs](self#expiry)).
     async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error> {
-        self.load(self.key(id).as_bytes()).await
+        let key = self.key(id);
+        let now = Timestamp::now();
+        let Some(known) = self.expiries.recall(id, now) else {
+            let loaded = self.load(key.as_bytes()).await?;
+            match &loaded {
+                Some(Loaded {
+                    version,
+                    expires_at: Some(expires_at),
+                    ..
+                }) => self
+                    .expiries
+                    .remember(id, version_bytes(version), *expires_at, now),
+                _ => self.expiries.forget(id),
+            }
+            return Ok(loaded);
+        };
+        let Some(mut loaded) = self.load_value(key.as_bytes()).await? else {
+            self.expiries.forget(id);
+            return Ok(None);
+        };
+        // Written by another client since: its key lasts at least until the cookie expires,
+        // which is when connect-redis and this store make it expire.
+        loaded.expires_at = self
+            .expiries
+            .expiry(known, version_bytes(&loaded.version))
+            .or_else(|| loaded.record.cookie().expires());
+        Ok(Some(loaded))
     }
 
     async fn set(
@@ -1069,48 +1235,20 @@ impl SessionStore for RedisStore {
         record: &Record,
         condition: Condition<'_>,
     ) -> Result<SetOutcome, Error> {
-        let key = self.key(id);
+        // Taken before writing, so the expiry remembered errs early, never late.
         let now = Timestamp::now();
         let ttl = self.ttl_secs(record, now);
-        let value = record.to_json();
-        super::check_record_size(value.len(), self.max_record_size)?;
-        let written = SetOutcome::Written(Version::from_bytes(value.as_bytes()));
-        let expected = match condition.expected() {
-            None => None,
-            // Versions this store hands out are always bytes; any other cannot match.
-            Some(version) => match version.as_bytes() {
-                Some(expected) => Some(expected),
-                None => return Ok(SetOutcome::Conflict),
-            },
-        };
-        let write = Write {
-            key: &key,
-            value: &value,
-            ttl,
-            expected,
-            lease: condition.lease(),
-            written,
-        };
-        // A record that has expired deletes the key: there is nothing to index.
-        let owner = if ttl > 0 {
-            self.owner_path.owner_of(record.data())
-        } else {
-            None
-        };
-        if let Some(owner) = owner {
-            let entry = IndexEntry::new(self.index_key(&owner), id, now, ttl);
-            let creates = write.expected.is_none() && write.lease.is_none();
-            match &self.connection {
-                Connection::Standalone(_) if creates && self.index_commands => {
-                    return self.create_owned(write, &entry).await;
-                }
-                Connection::Standalone(_) => return self.write_owned(id, write, &entry).await,
-                // The index first, as a hint: a live owned session is then never missing
-                // from it, even if the write fails after.
-                Connection::Cluster(_) => self.add_to_index(&entry).await?,
+        let outcome = self.save(id, record, condition, now, ttl).await;
+        if let Ok(SetOutcome::Written(version)) = &outcome {
+            if ttl > 0 {
+                let expires_at = now.add_millis(ttl.saturating_mul(1000));
+                self.expiries
+                    .remember(id, version_bytes(version), expires_at, now);
+            } else {
+                self.expiries.forget(id);
             }
         }
-        self.write(id, write).await
+        outcome
     }
 
     async fn destroy(&self, id: &Id) -> Result<(), Error> {
@@ -1120,53 +1258,22 @@ impl SessionStore for RedisStore {
         delete.push("DEL", |args| {
             args.arg(&self.key(id));
         });
+        self.expiries.forget(id);
         self.ask(&delete).await?;
         Ok(())
     }
 
     async fn touch(&self, id: &Id, record: &Record) -> Result<(), Error> {
+        // Taken before asking, as in `set`.
         let now = Timestamp::now();
         let ttl = self.ttl_secs(record, now);
-        let key = self.key(id);
-        let owner = if ttl > 0 {
-            self.owner_path.owner_of(record.data())
+        self.expire(id, record, now, ttl).await?;
+        if ttl > 0 {
+            self.expiries
+                .touched(id, now.add_millis(ttl.saturating_mul(1000)), now);
         } else {
-            None
-        };
-        if let Some(owner) = owner {
-            // The member's score follows the new expiry, or the index would drop a session
-            // the touch keeps alive. Without XX: a session not indexed yet (written by
-            // Express) is indexed now.
-            let entry = IndexEntry::new(self.index_key(&owner), id, now, ttl);
-            match &self.connection {
-                Connection::Standalone(_) => {
-                    let reply = self
-                        .invoke(&OWNED_TOUCH, 2, |call| {
-                            call.arg(&key)
-                                .arg(&entry.key)
-                                .arg(ttl)
-                                .arg(id.as_str())
-                                .arg(entry.expires_ms)
-                                .arg(entry.horizon_ms);
-                        })
-                        .await?;
-                    return match reply {
-                        Value::Int(1) => Ok(()),
-                        _ => Err(unexpected("EVALSHA")),
-                    };
-                }
-                // The index first, as for `set`.
-                Connection::Cluster(_) => self.add_to_index(&entry).await?,
-            }
+            self.expiries.forget(id);
         }
-        // EXPIRE never creates a key, and never rewrites the value (so the stored
-        // `cookie.expires` stays as last saved, as with connect-redis). A TTL of zero or less
-        // makes Redis delete the key: the session has expired.
-        let mut expire = self.commands();
-        expire.push("EXPIRE", |args| {
-            args.arg(&key).arg(ttl);
-        });
-        self.ask(&expire).await?;
         Ok(())
     }
 
@@ -1213,6 +1320,7 @@ impl SessionStore for RedisStore {
     /// Deletes every key under the prefix, sessions and owner indexes: `SCAN` (on every
     /// primary in Cluster), then `DEL` in batches. Keys written while it runs may survive.
     async fn clear(&self) -> Result<(), Error> {
+        self.expiries.forget_all();
         let scanned = self.keys().await?;
         let keys: Vec<Vec<u8>> = scanned
             .sessions
