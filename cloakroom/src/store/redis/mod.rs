@@ -69,8 +69,9 @@
 //! A read reports when the key expires ([`Loaded::expires_at`]), which the middleware's touch
 //! throttle ([`with_touch_after`](crate::SessionLayerBuilder::with_touch_after)) needs. Asking
 //! Redis costs a `PTTL` beside the `GETRANGE`, so the store remembers, for up to 4,096 sessions
-//! it recently wrote, touched or read, a fingerprint of the value and when the key expires at
-//! the earliest, and a read that finds the same value leaves `PTTL` out. A value another
+//! it recently updated, touched or read (not a new session's first save: many are never read),
+//! a fingerprint of the value and when the key expires at the earliest, and a read that finds
+//! the same value leaves `PTTL` out. A value another
 //! client wrote meanwhile is answered with its `cookie.expires` (which the key's TTL reaches)
 //! and asked about at the next read; what is remembered is trusted for a minute, then asked
 //! again, so another client's touch that shortens a TTL without a write is seen within a
@@ -1239,7 +1240,10 @@ impl SessionStore for RedisStore {
         let now = Timestamp::now();
         let ttl = self.ttl_secs(record, now);
         let outcome = self.save(id, record, condition, now, ttl).await;
-        if let Ok(SetOutcome::Written(version)) = &outcome {
+        // Not for a new session: many are never read again (a login, a bot's visit), and the
+        // first read asks. An update is followed by reads that would find a value unknown.
+        let updates = condition.expected().is_some();
+        if let (Ok(SetOutcome::Written(version)), true) = (&outcome, updates) {
             if ttl > 0 {
                 let expires_at = now.add_millis(ttl.saturating_mul(1000));
                 self.expiries
