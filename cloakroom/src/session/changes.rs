@@ -141,10 +141,10 @@ impl ChangeSet {
                     // stands or falls with it.
                     Pending::Written => {}
                 }
-                data.insert(key.to_owned(), value);
+                put(data, key, value);
             }
             None => {
-                let before = data.insert(key.to_owned(), value);
+                let before = put(data, key, value);
                 self.entries.push(Entry {
                     key: key.to_owned(),
                     loaded: before,
@@ -246,6 +246,15 @@ impl ChangeSet {
             entry.synced = Synced::Value(data.get(&entry.key).cloned());
             entry.pending = Pending::Clean;
         }
+    }
+}
+
+/// Sets `key` in `data` to `value`, returning what it held; a key already there keeps its
+/// place and is not copied (an update most often changes a key the session already has).
+fn put(data: &mut Map<String, Value>, key: &str, value: Value) -> Option<Value> {
+    match data.get_mut(key) {
+        Some(slot) => Some(std::mem::replace(slot, value)),
+        None => data.insert(key.to_owned(), value),
     }
 }
 
