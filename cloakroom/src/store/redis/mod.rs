@@ -71,12 +71,11 @@
 //! Redis costs a `PTTL` beside the `GETRANGE`, so the store remembers, for up to 4,096 sessions
 //! it recently updated, touched or read (not a new session's first save: many are never read),
 //! a fingerprint of the value and when the key expires at the earliest, and a read that finds
-//! the same value leaves `PTTL` out. A value another
-//! client wrote meanwhile is answered with its `cookie.expires` (which the key's TTL reaches)
-//! and asked about at the next read; what is remembered is trusted for a minute, then asked
-//! again, so another client's touch that shortens a TTL without a write is seen within a
-//! minute. A reported expiry errs early, never late, except in that minute. `sessions_of` and
-//! `reindex` always ask.
+//! the same value leaves `PTTL` out. A value another client wrote meanwhile is answered with
+//! its `cookie.expires` (which the key's TTL reaches) and asked about at the next read. What is
+//! remembered is trusted for a minute, then asked again, so another client's touch that
+//! shortens a TTL without a write is seen within a minute. A reported expiry errs early, never
+//! late, except in that minute. `sessions_of` and `reindex` always ask.
 //!
 //! # Size limit
 //! A read asks for one byte more than the store's [size
@@ -339,7 +338,7 @@ pub struct RedisStore {
     max_record_size: usize,
     response_timeout: Duration,
     connection_timeout: Duration,
-    /// When the sessions this process recently wrote, touched or read expire, so `get` can
+    /// When the sessions this process recently updated, touched or read expire, so `get` can
     /// leave out `PTTL` (see [`expiries`]).
     expiries: Arc<Expiries>,
 }
