@@ -291,17 +291,22 @@ async fn touch_is_expire_only_and_never_creates() {
     assert_eq!(redis_cli(&url, &["EXISTS", &unknown_key]), "0");
 }
 
+/// A second store on the standalone server with `prefix`, as another process sharing it.
+async fn another_process(prefix: &str) -> RedisStore {
+    RedisStore::builder(standalone_url())
+        .with_prefix(prefix)
+        .build()
+        .await
+        .expect("connect to CLOAKROOM_REDIS_URL")
+}
+
 /// A read asks for the key's TTL (`PTTL`) only when this process does not know it: when the
 /// process did not write, touch or read the session last.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_asks_for_the_ttl_only_when_this_process_does_not_know_it() {
     let url = standalone_url();
     let (this, prefix) = standalone_store().await;
-    let other = RedisStore::builder(&url)
-        .with_prefix(&prefix)
-        .build()
-        .await
-        .expect("connect to CLOAKROOM_REDIS_URL");
+    let other = another_process(&prefix).await;
     // The compare-and-set script loaded once, so no NOSCRIPT retry shows below.
     let warm = Id::generate();
     let warm_record = cloakroom_testkit::record(json!({}), Some(HOUR));
@@ -355,11 +360,7 @@ async fn a_read_asks_for_the_ttl_only_when_this_process_does_not_know_it() {
 async fn a_reported_expiry_is_never_later_than_the_key_expires() {
     let url = standalone_url();
     let (this, prefix) = standalone_store().await;
-    let other = RedisStore::builder(&url)
-        .with_prefix(&prefix)
-        .build()
-        .await
-        .expect("connect to CLOAKROOM_REDIS_URL");
+    let other = another_process(&prefix).await;
     let id = Id::generate();
     let key = format!("{prefix}{}", id.as_str());
     // What a store reports against the key's expiry by Redis, bracketed by the clock around

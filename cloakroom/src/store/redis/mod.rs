@@ -814,6 +814,22 @@ impl RedisStore {
         }))
     }
 
+    /// The owner index entry of a write or touch of `record` at `now` giving the key `ttl`, if
+    /// the record has an owner. A TTL of zero or less deletes the key: nothing to index.
+    fn index_entry<'a>(
+        &self,
+        id: &'a Id,
+        record: &Record,
+        now: Timestamp,
+        ttl: i64,
+    ) -> Option<IndexEntry<'a>> {
+        if ttl <= 0 {
+            return None;
+        }
+        let owner = self.owner_path.owner_of(record.data())?;
+        Some(IndexEntry::new(self.index_key(&owner), id, now, ttl))
+    }
+
     /// [`set`](SessionStore::set), with its time and the TTL it gives the key.
     async fn save(
         &self,
@@ -843,14 +859,7 @@ impl RedisStore {
             lease: condition.lease(),
             written,
         };
-        // A record that has expired deletes the key: there is nothing to index.
-        let owner = if ttl > 0 {
-            self.owner_path.owner_of(record.data())
-        } else {
-            None
-        };
-        if let Some(owner) = owner {
-            let entry = IndexEntry::new(self.index_key(&owner), id, now, ttl);
+        if let Some(entry) = self.index_entry(id, record, now, ttl) {
             let creates = write.expected.is_none() && write.lease.is_none();
             match &self.connection {
                 Connection::Standalone(_) if creates && self.index_commands => {
@@ -874,16 +883,10 @@ impl RedisStore {
         ttl: i64,
     ) -> Result<(), Error> {
         let key = self.key(id);
-        let owner = if ttl > 0 {
-            self.owner_path.owner_of(record.data())
-        } else {
-            None
-        };
-        if let Some(owner) = owner {
-            // The member's score follows the new expiry, or the index would drop a session
-            // the touch keeps alive. Without XX: a session not indexed yet (written by
-            // Express) is indexed now.
-            let entry = IndexEntry::new(self.index_key(&owner), id, now, ttl);
+        // The member's score follows the new expiry, or the index would drop a session the
+        // touch keeps alive. Without XX: a session not indexed yet (written by Express) is
+        // indexed now.
+        if let Some(entry) = self.index_entry(id, record, now, ttl) {
             match &self.connection {
                 Connection::Standalone(_) => {
                     let reply = self
