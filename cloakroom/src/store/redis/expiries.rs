@@ -5,8 +5,9 @@
 //! `PTTL`, a second command beside the `GETRANGE` of the value. But a key's expiry only changes
 //! when a client writes (`SET … EX`), touches (`EXPIRE`) or deletes it, and a process that just
 //! did one of those, or read the TTL, knows when the key expires at the earliest. So for each
-//! session it recently saw, the store remembers a fingerprint of the value and that time, and a
-//! read that finds the same value takes the time from memory instead of asking.
+//! session it recently updated, touched or read, the store remembers a fingerprint of the value
+//! and that time, and a read that finds the same value takes the time from memory instead of
+//! asking.
 //!
 //! Another client that writes the session changes its value: the fingerprint then differs,
 //! the read falls back on the record's own `cookie.expires` (connect-redis and this store both
@@ -37,7 +38,7 @@ const SLOTS: usize = 4096;
 /// asked again: for at most this long, a read can miss another client's touch that shortened
 /// it (then a touch that was due is skipped). At most one `PTTL` a minute for a session read
 /// all the time.
-pub(super) const TRUSTED_FOR_MS: i64 = 60_000;
+const TRUSTED_FOR_MS: i64 = 60_000;
 
 pub(super) struct Expiries {
     /// Randomly seeded, so nobody can aim two ids at one slot or two values at one fingerprint.
