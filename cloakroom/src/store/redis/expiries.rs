@@ -98,9 +98,21 @@ impl Expiries {
         });
     }
 
-    /// The session's key was given a new TTL `now` (its value is unchanged), which ends at
-    /// `expires_at` at the earliest.
-    pub(super) fn touched(&self, id: &Id, expires_at: Timestamp, now: Timestamp) {
+    /// This process wrote the session `id` with `value` `now`, giving its key a TTL of
+    /// `ttl_secs` (zero or less deletes it).
+    pub(super) fn written(&self, id: &Id, value: &[u8], now: Timestamp, ttl_secs: i64) {
+        match key_expiry(now, ttl_secs) {
+            Some(expires_at) => self.remember(id, value, expires_at, now),
+            None => self.forget(id),
+        }
+    }
+
+    /// This process gave the session's key a TTL of `ttl_secs` `now` (zero or less deletes
+    /// it), leaving its value as it was.
+    pub(super) fn touched(&self, id: &Id, now: Timestamp, ttl_secs: i64) {
+        let Some(expires_at) = key_expiry(now, ttl_secs) else {
+            return self.forget(id);
+        };
         let id = self.hasher.hash_one(id.as_str());
         if let Some(known) = self.slot(id).as_mut().filter(|known| known.id == id) {
             known.expires_at = expires_at;
@@ -130,6 +142,12 @@ impl Expiries {
     }
 }
 
+/// When a key given a TTL of `ttl_secs` `now` expires at the earliest (Redis runs the command
+/// after `now`), or `None` when the TTL deletes it.
+fn key_expiry(now: Timestamp, ttl_secs: i64) -> Option<Timestamp> {
+    (ttl_secs > 0).then(|| now.add_millis(ttl_secs.saturating_mul(1000)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,7 +167,7 @@ mod tests {
         let known = expiries.recall(&id, now()).unwrap();
         assert_eq!(expiries.expiry(known, b"{\"views\":1}"), Some(at));
 
-        expiries.touched(&id, at.add_millis(60_000), now());
+        expiries.touched(&id, now(), 3_660);
         let known = expiries.recall(&id, now()).unwrap();
         assert_eq!(
             expiries.expiry(known, b"{\"views\":1}"),
@@ -177,7 +195,7 @@ mod tests {
                 .recall(&id, now().add_millis(TRUSTED_FOR_MS))
                 .is_none()
         );
-        expiries.touched(&id, at, later);
+        expiries.touched(&id, later, 3_600);
         assert!(
             expiries
                 .recall(&id, now().add_millis(TRUSTED_FOR_MS))
@@ -194,7 +212,7 @@ mod tests {
             Id::from_string("pear".to_owned()),
         );
         expiries.remember(&apple, b"{}", now(), now());
-        expiries.touched(&pear, now(), now());
+        expiries.touched(&pear, now(), 60);
         expiries.forget(&pear);
         assert!(
             expiries.recall(&pear, now()).is_none(),
@@ -207,5 +225,16 @@ mod tests {
         expiries.remember(&apple, b"{}", now(), now());
         expiries.forget_all();
         assert!(expiries.recall(&apple, now()).is_none());
+        expiries.written(&apple, b"{}", now(), 60);
+        let known = expiries.recall(&apple, now()).unwrap();
+        assert_eq!(
+            expiries.expiry(known, b"{}"),
+            Some(now().add_millis(60_000))
+        );
+        expiries.touched(&apple, now(), 0);
+        assert!(
+            expiries.recall(&apple, now()).is_none(),
+            "a TTL of zero deletes the key"
+        );
     }
 }

@@ -1246,13 +1246,7 @@ impl SessionStore for RedisStore {
         // first read asks. An update is followed by reads that would find a value unknown.
         let updates = condition.expected().is_some();
         if let (Ok(SetOutcome::Written(version)), true) = (&outcome, updates) {
-            if ttl > 0 {
-                let expires_at = now.add_millis(ttl.saturating_mul(1000));
-                self.expiries
-                    .remember(id, version_bytes(version), expires_at, now);
-            } else {
-                self.expiries.forget(id);
-            }
+            self.expiries.written(id, version_bytes(version), now, ttl);
         }
         outcome
     }
@@ -1274,12 +1268,7 @@ impl SessionStore for RedisStore {
         let now = Timestamp::now();
         let ttl = self.ttl_secs(record, now);
         self.expire(id, record, now, ttl).await?;
-        if ttl > 0 {
-            self.expiries
-                .touched(id, now.add_millis(ttl.saturating_mul(1000)), now);
-        } else {
-            self.expiries.forget(id);
-        }
+        self.expiries.touched(id, now, ttl);
         Ok(())
     }
 
