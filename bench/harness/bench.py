@@ -130,14 +130,32 @@ def busy_share(before, after):
     return share
 
 
-def proc_cpu_seconds(pid):
-    """utime + stime of a process (all its threads), in seconds; None if gone."""
+def proc_cpu_seconds(pid, reaped_children=False):
+    """utime + stime of a process (all its threads), in seconds; None if gone. With
+    `reaped_children`, also the CPU time of its children that exited and were waited for
+    (cutime + cstime)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        ticks = int(fields[11]) + int(fields[12])
+        if reaped_children:
+            ticks += int(fields[13]) + int(fields[14])
+        return ticks / CLK_TCK
     except (OSError, IndexError, ValueError):
         return None
+
+
+def tree_cpu_seconds(root):
+    """CPU time of a process and of every child it has or had, in seconds; None if the
+    process is gone. A child's time moves from its own counters into the parent's reaped
+    ones when it exits, so the difference of two readings is what the tree used between them,
+    children that came or went in between included (PostgreSQL forks a backend for every
+    connection; a pool that closes and opens connections would otherwise hide their work)."""
+    own = proc_cpu_seconds(root, reaped_children=True)
+    if own is None:
+        return None
+    return own + sum(proc_cpu_seconds(c, reaped_children=True) or 0.0
+                     for c in children_of(root))
 
 
 def rss_bytes(pid):
@@ -241,6 +259,11 @@ class Stores:
         if store == "dynamodb":
             return self.dynalite_pids()
         return []
+
+    def roots(self, store):
+        """The process at the top of the store's tree (redis-server, the postmaster, mariadbd,
+        dynalite's Node): `tree_cpu_seconds` counts it and its children."""
+        return self.pids(store)[:1]
 
     def pin(self):
         for pid in (self.redis_pids() + self.postgres_pids() + self.mariadb_pids()
@@ -579,17 +602,16 @@ def run_load(target, route, stores, args, tmpdir, extra=()):
         if store == "postgres":
             stores.pg_reset()
         mysql_before = stores.mysql_status() if store == "mysql" else None
-        store_pids = stores.pids(store)
+        store_roots = stores.roots(store)
         pids_before = all_pids()
         t0 = cpu_times()
         s0 = proc_cpu_seconds(server.pid)
-        st0 = {p: proc_cpu_seconds(p) for p in store_pids}
+        st0 = {p: tree_cpu_seconds(p) for p in store_roots}
         result = wrk(url, args.duration, mode, args.wrk_threads)
         t1 = cpu_times()
         s1 = proc_cpu_seconds(server.pid)
-        st1 = {p: proc_cpu_seconds(p) for p in store_pids}
-        # Only processes alive throughout: an exited backend takes its CPU time with it.
-        store_cpu = sum(st1[p] - st0[p] for p in store_pids
+        st1 = {p: tree_cpu_seconds(p) for p in store_roots}
+        store_cpu = sum(st1[p] - st0[p] for p in store_roots
                         if st0[p] is not None and st1[p] is not None)
         new = [p for p in all_pids() - pids_before if p != os.getpid()]
         # A Postgres backend for a new connection of the server's pool is the store at work,
@@ -641,7 +663,7 @@ def run_load(target, route, stores, args, tmpdir, extra=()):
         "cpu_busy": busy,
         "server_cpu_us_per_req": round((s1 - s0) * 1e6 / requests, 2) if requests else None,
         "store_cpu_us_per_req": (round(store_cpu * 1e6 / requests, 2)
-                                 if requests and store_pids else None),
+                                 if requests and store_roots else None),
         "errors": errors,
         "logins": result["logins"],
         "rss_after_bytes": rss,
@@ -1160,8 +1182,9 @@ def write_report(results, md_path, svg_path):
     lines += [
         "",
         "- *CPU µs/req*: the server process's user+system CPU time during the run divided by the "
-        "requests wrk counted. *store CPU µs/req*: the same for redis-server, all postgres "
-        "processes, mariadbd, or dynalite's Node process.",
+        "requests wrk counted. *store CPU µs/req*: the same for redis-server, the postmaster and "
+        "every backend it has or had during the run (a pool that closes and opens connections "
+        "starts new ones), mariadbd, or dynalite's Node process.",
         "- *vs bare*: req/s divided by bare axum's on the same route. *vs tower-sessions*: "
         "divided by tower-sessions with the same store. *vs best peer* (cloakroom's rows): "
         "divided by the fastest other library on the same store in the same round "
