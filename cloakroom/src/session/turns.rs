@@ -164,7 +164,17 @@ pub(crate) async fn write_if_free(
         return Err(waiting);
     }
     let id = waiting.id.clone();
-    write_batch(stripe, &mut last, &id, store, vec![waiting], Gather::No).await;
+    // Boxed: inline, the batch's state would make the commit future of every request that
+    // writes too large for the allocator's fast path (see `Session::commit_with_store`).
+    Box::pin(write_batch(
+        stripe,
+        &mut last,
+        &id,
+        store,
+        vec![waiting],
+        Gather::No,
+    ))
+    .await;
     Ok(())
 }
 

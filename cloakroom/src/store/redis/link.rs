@@ -191,12 +191,29 @@ impl Link {
             answer: Some(answer),
         });
         self.queue(&pack, &mut waiter);
+        if waiter.is_some() {
+            // Boxed: the wait's timer and notification would otherwise make every request's
+            // future (and each store call's, which embeds it) larger for a rare path.
+            Box::pin(self.queue_when_up(&pack, &mut waiter, deadline)).await?;
+        }
+        answered
+            .await
+            .unwrap_or_else(|_| Err(connection_lost("the connection's task ended").into()))
+    }
+
+    /// While the link is down: waits for it to be back and queues the request then, until the
+    /// deadline.
+    async fn queue_when_up(
+        &self,
+        pack: impl Fn(&mut Vec<u8>),
+        waiter: &mut Option<Waiter>,
+        deadline: Instant,
+    ) -> RedisResult<()> {
         while waiter.is_some() {
-            // The link is down. Registered before looking again, so that a reconnection in
-            // between is not missed.
+            // Registered before looking again, so that a reconnection in between is not missed.
             let mut reconnected = pin!(self.shared.reconnected.notified());
             reconnected.as_mut().enable();
-            self.queue(&pack, &mut waiter);
+            self.queue(&pack, waiter);
             if waiter.is_some()
                 && tokio::time::timeout_at(deadline, reconnected)
                     .await
@@ -205,9 +222,7 @@ impl Link {
                 return Err(timed_out().into());
             }
         }
-        answered
-            .await
-            .unwrap_or_else(|_| Err(connection_lost("the connection's task ended").into()))
+        Ok(())
     }
 
     /// Appends a request and its waiter to the queue, under one lock, so that answers and

@@ -707,22 +707,29 @@ impl RedisStore {
                     None => Ok(replies),
                 }
             }
+            // Boxed: inline, redis-rs's Cluster future and the timer would make every
+            // standalone call's future several times larger, too large for the allocator's
+            // per-thread cache when the store's `async_trait` methods box it.
             (Form::Pipeline(pipeline), _) => {
-                let mut connection = self.connection.clone();
-                let mut each = pipeline.cmd_iter();
-                let round_trip = async {
-                    match (each.next(), each.next()) {
-                        // One command alone is sent as one, so Cluster routes it as any command.
-                        (Some(command), None) => {
-                            Ok(vec![command.query_async(&mut connection).await?])
+                Box::pin(async {
+                    let mut connection = self.connection.clone();
+                    let mut each = pipeline.cmd_iter();
+                    let round_trip = async {
+                        match (each.next(), each.next()) {
+                            // One command alone is sent as one, so Cluster routes it as
+                            // any command.
+                            (Some(command), None) => {
+                                Ok(vec![command.query_async(&mut connection).await?])
+                            }
+                            _ => pipeline.query_async(&mut connection).await,
                         }
-                        _ => pipeline.query_async(&mut connection).await,
+                    };
+                    match tokio::time::timeout(self.response_timeout, round_trip).await {
+                        Ok(result) => result,
+                        Err(_) => Err(RedisError::from(link::timed_out())),
                     }
-                };
-                match tokio::time::timeout(self.response_timeout, round_trip).await {
-                    Ok(result) => result,
-                    Err(_) => Err(RedisError::from(link::timed_out())),
-                }
+                })
+                .await
             }
             // `commands()` packs only for a standalone connection.
             (Form::Packed { .. }, Connection::Cluster(_)) => Err(RedisError::from((
@@ -756,10 +763,14 @@ impl RedisStore {
             args(call);
         });
         let replies = match self.round_trip(&call).await {
+            // Once per script and server (boxed, so the common path's future stays small).
             Err(error) if error.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
-                let mut connection = self.connection.clone();
-                self.bounded(script.load_async(&mut connection)).await?;
-                self.ask(&call).await?
+                Box::pin(async {
+                    let mut connection = self.connection.clone();
+                    self.bounded(script.load_async(&mut connection)).await?;
+                    self.ask(&call).await
+                })
+                .await?
             }
             result => result.map_err(redis_error)?,
         };
@@ -842,7 +853,6 @@ impl RedisStore {
         let key = self.key(id);
         let value = record.to_json();
         super::check_record_size(value.len(), self.max_record_size)?;
-        let written = SetOutcome::Written(Version::from_bytes(value.as_bytes()));
         let expected = match condition.expected() {
             None => None,
             // Versions this store hands out are always bytes; any other cannot match.
@@ -857,21 +867,23 @@ impl RedisStore {
             ttl,
             expected,
             lease: condition.lease(),
-            written,
         };
+        // The owned writes are boxed, so that an unowned one's future stays small.
         if let Some(entry) = self.index_entry(id, record, now, ttl) {
             let creates = write.expected.is_none() && write.lease.is_none();
             match &self.connection {
                 Connection::Standalone(_) if creates && self.index_commands => {
-                    return self.create_owned(write, &entry).await;
+                    return Box::pin(self.create_owned(write, &entry)).await;
                 }
-                Connection::Standalone(_) => return self.write_owned(id, write, &entry).await,
+                Connection::Standalone(_) => {
+                    return Box::pin(self.write_owned(id, write, &entry)).await;
+                }
                 // The index first, as a hint: a live owned session is then never missing
                 // from it, even if the write fails after.
-                Connection::Cluster(_) => self.add_to_index(&entry).await?,
+                Connection::Cluster(_) => Box::pin(self.add_to_index(&entry)).await?,
             }
         }
-        self.write(id, write).await
+        self.write(id, &write).await
     }
 
     /// [`touch`](SessionStore::touch), with its time and the TTL it gives the key.
@@ -921,7 +933,7 @@ impl RedisStore {
 
     /// Writes a session without touching any index: `SET … NX` for a new session, else the
     /// compare-and-set script.
-    async fn write(&self, id: &Id, write: Write<'_>) -> Result<SetOutcome, Error> {
+    async fn write(&self, id: &Id, write: &Write<'_>) -> Result<SetOutcome, Error> {
         // The common first save of a new session: one plain command, no script.
         if write.expected.is_none() && write.lease.is_none() && write.ttl > 0 {
             let mut set = self.commands();
@@ -1138,8 +1150,6 @@ struct Write<'a> {
     /// The stored value to expect, or `None` for no key.
     expected: Option<&'a [u8]>,
     lease: Option<&'a Lease>,
-    /// The outcome when the write is made.
-    written: SetOutcome,
 }
 
 impl Write<'_> {
@@ -1164,18 +1174,23 @@ impl Write<'_> {
     }
 
     /// The outcome the reply to [`push_create`](Self::push_create)'s command means.
-    fn create_outcome(self, reply: Option<Value>) -> Result<SetOutcome, Error> {
+    fn create_outcome(&self, reply: Option<Value>) -> Result<SetOutcome, Error> {
         match reply {
-            Some(Value::Okay) => Ok(self.written),
+            Some(Value::Okay) => Ok(self.written()),
             Some(Value::Nil) => Ok(SetOutcome::Conflict),
             _ => Err(unexpected("SET")),
         }
     }
 
+    /// The outcome of a write that was made: the value is the key's version now.
+    fn written(&self) -> SetOutcome {
+        SetOutcome::Written(Version::from_bytes(self.value.as_bytes()))
+    }
+
     /// The outcome a write script's reply means.
-    fn outcome(self, reply: Value) -> Result<SetOutcome, Error> {
+    fn outcome(&self, reply: Value) -> Result<SetOutcome, Error> {
         match reply {
-            Value::Int(1) => Ok(self.written),
+            Value::Int(1) => Ok(self.written()),
             Value::Int(0) => Ok(SetOutcome::Conflict),
             Value::Int(2) => Ok(SetOutcome::LeaseLost),
             _ => Err(unexpected("EVALSHA")),
