@@ -147,8 +147,8 @@ impl Session {
         if plan.decision.save {
             // Boxed, as `write_batch` inside it is: the middleware boxes the whole commit, and
             // inline these made that one allocation 1,744 bytes, past what glibc's per-thread
-            // cache serves (1,032), so every write paid for the slow path. Three boxes of
-            // 500–700 bytes cost less (ad hoc, `/counter` 2 % less server CPU).
+            // cache serves (1,032), so every write paid for the slow path. Three boxes under
+            // that size cost less (ad hoc, `/counter` 2 % less server CPU).
             if let Err(error) = Box::pin(self.write(state, true)).await {
                 return Outcome::failed(error, plan.warnings);
             }
