@@ -873,10 +873,10 @@ impl RedisStore {
             let creates = write.expected.is_none() && write.lease.is_none();
             match &self.connection {
                 Connection::Standalone(_) if creates && self.index_commands => {
-                    return Box::pin(self.create_owned(write, &entry)).await;
+                    return Box::pin(self.create_owned(&write, &entry)).await;
                 }
                 Connection::Standalone(_) => {
-                    return Box::pin(self.write_owned(id, write, &entry)).await;
+                    return Box::pin(self.write_owned(id, &write, &entry)).await;
                 }
                 // The index first, as a hint: a live owned session is then never missing
                 // from it, even if the write fails after.

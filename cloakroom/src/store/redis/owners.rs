@@ -324,7 +324,7 @@ impl RedisStore {
     pub(super) async fn write_owned(
         &self,
         id: &Id,
-        write: Write<'_>,
+        write: &Write<'_>,
         entry: &IndexEntry<'_>,
     ) -> Result<SetOutcome, Error> {
         let lock_key = write.lease.map(|_| self.lock_key(id)).transpose()?;
@@ -365,7 +365,7 @@ impl RedisStore {
     /// session.
     pub(super) async fn create_owned(
         &self,
-        write: Write<'_>,
+        write: &Write<'_>,
         entry: &IndexEntry<'_>,
     ) -> Result<SetOutcome, Error> {
         let mut commands = self.commands();
