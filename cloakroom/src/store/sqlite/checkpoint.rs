@@ -42,7 +42,7 @@ use sqlx::Connection as _;
 use sqlx::sqlite::SqliteConnection;
 use tokio::sync::Notify;
 
-use super::connections::Connections;
+use super::writer::Writer;
 
 /// The shortest pause between two checkpoints. Short, so that each copies little: a long copy
 /// takes the core from the requests for longer (in the benchmark, with one core, p99 of
@@ -100,7 +100,7 @@ impl Checkpointer {
     ///
     /// # Panics
     /// Outside a tokio runtime.
-    pub(super) fn spawn(connection: SqliteConnection, writer: Arc<Connections>) -> Self {
+    pub(super) fn spawn(connection: SqliteConnection, writer: Arc<Writer>) -> Self {
         let shared = Arc::new(Shared {
             wrote: Notify::new(),
             writes: AtomicU64::new(0),
@@ -126,7 +126,7 @@ impl Drop for Checkpointer {
 
 async fn checkpoint_forever(
     mut connection: SqliteConnection,
-    writer: Arc<Connections>,
+    writer: Arc<Writer>,
     shared: Arc<Shared>,
 ) {
     let mut restart_from = Instant::now() + RESTART_EVERY;
@@ -155,7 +155,7 @@ async fn checkpoint_forever(
 
 async fn checkpoint_once(
     connection: &mut SqliteConnection,
-    writer: &Connections,
+    writer: &Writer,
     restart_from: &mut Instant,
 ) -> Result<(), sqlx::Error> {
     let mut log = checkpoint(connection, Mode::Passive).await?;
@@ -173,7 +173,7 @@ async fn checkpoint_once(
     }
     // Held, so that no write of this process lands during the checkpoint: it can then copy
     // every page, and the next write starts the log over.
-    let held = writer.get().await;
+    let held = writer.hold().await;
     let started = Instant::now();
     let restarted = checkpoint(connection, Mode::Restart).await;
     let held_for = started.elapsed();
