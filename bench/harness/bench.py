@@ -637,6 +637,9 @@ def run_load(target, route, stores, args, tmpdir, extra=()):
                 log(f"  MONITOR sample failed: {e}")
     finally:
         server.stop()
+        # Out of the measured window: what this run left for the disk to write (an SQLite
+        # log, Postgres's pages) is written now, not during the next run.
+        os.sync()
     busy = busy_share(t0, t1)
     if busy.get(CLIENT_CPU, 0) >= 95:
         flags.append("client-bound")
