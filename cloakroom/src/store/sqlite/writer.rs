@@ -106,6 +106,10 @@ impl Writer {
                 .get_or_insert_with(|| (Arc::new(Batch::new()), 0))
                 .0,
         );
+        let _unless_dropped = CommitIfDropped {
+            writer: Arc::clone(self),
+            batch: Arc::clone(&batch),
+        };
         if opens && let Err(error) = run(&mut state.connection, "BEGIN IMMEDIATE").await {
             state.open = None;
             return Err(error);
@@ -256,9 +260,10 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// A request dropped while its write waits for the commit (a timeout, a closed connection)
-/// commits the transaction in a task of its own: were every write of the batch dropped so, no
-/// one would commit it, and it would hold the file's write lock until the next write came.
+/// A request dropped while its write is in a transaction not yet committed (a timeout, a
+/// closed connection), during its statement or while it waits for the commit, commits the
+/// transaction in a task of its own: were every write of the batch dropped so, no one would
+/// commit it, and it would hold the file's write lock until the next write came.
 struct CommitIfDropped {
     writer: Arc<Writer>,
     batch: Arc<Batch>,
@@ -499,6 +504,31 @@ mod tests {
         poll_once_and_drop(writer.committed(&batch));
         assert_eq!(finished(&batch).await, Some(&Ok(())));
         assert_eq!(scratch.rows().await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_write_dropped_during_its_statement_leaves_no_transaction_open() {
+        let scratch = Scratch::new("statement").await;
+        let writer = Writer::new(scratch.connect().await);
+        // As if another write waited: this one opens a transaction, then is dropped during
+        // `BEGIN`, with no write after it to commit.
+        writer.waiting.fetch_add(1, Ordering::Relaxed);
+        poll_once_and_drop(writer.execute(insert("dropped", Some("v"))));
+        writer.waiting.fetch_sub(1, Ordering::Relaxed);
+        for _ in 0..100 {
+            if writer.lock().await.open.is_none() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(writer.lock().await.open.is_none());
+        // The file is free for other connections, and the writer takes writes.
+        insert("other", Some("v"))
+            .execute(&mut scratch.connect().await)
+            .await
+            .unwrap();
+        assert_eq!(writer.execute(insert("next", Some("v"))).await.unwrap(), 1);
+        assert_eq!(scratch.rows().await, 2);
     }
 
     #[tokio::test]
