@@ -528,7 +528,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(writer.execute(insert("next", Some("v"))).await.unwrap(), 1);
-        assert_eq!(scratch.rows().await, 2);
+        // The dropped write itself may have landed or not: on another core, its statement can
+        // have run before it was dropped.
+        assert!((2..=3).contains(&scratch.rows().await));
     }
 
     #[tokio::test]
