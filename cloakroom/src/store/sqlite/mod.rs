@@ -54,8 +54,8 @@
 //! a request never waits longer than that, whatever the busy timeout. Every operation is a
 //! single statement, and the writes the store commits together (see below) run in a
 //! transaction that takes the write lock before it reads (`BEGIN IMMEDIATE`), so no
-//! transaction ever holds a read snapshot while it waits for the write lock (the case where SQLite reports "database is locked" without
-//! waiting). WAL needs shared memory between the processes: they must run on one machine, with
+//! transaction ever holds a read snapshot while it waits for the write lock (the case where
+//! SQLite reports "database is locked" without waiting). WAL needs shared memory between the processes: they must run on one machine, with
 //! the file on a local file system (not NFS or SMB).
 //!
 //! # Connections and checkpoints
@@ -66,10 +66,9 @@
 //! is committed; a write that fails is undone alone. A commit logs every page it changed, and
 //! writes share pages (the table's last, the `expire` index's last), so the log grows by less
 //! than half as much per new session and the requests pay for less copying back: in the
-//! benchmark's setup (one core, `wrk -t64 -c64`, two alternating 8 s runs each), `/login` went
-//! from 22,000–22,400 to 31,000 requests a second, `/counter` from 20,500–21,100 to
-//! 21,700–22,000. It reads through one connection per
-//! core it may run on
+//! benchmark (`bench/run.sh`, one core, three rounds), `/login` went from 21,300 requests a
+//! second (the undisturbed round of the run before) to 31,500–34,000, `/counter` from
+//! 19,800–21,300 to 21,100–21,600. It reads through one connection per core it may run on
 //! ([`available_parallelism`](std::thread::available_parallelism)): readers of a WAL file
 //! never wait for each other or for the writer. These are plain connections, each running one
 //! statement at a time, not a sqlx pool, whose upkeep after every statement cost a read a fifth

@@ -7,7 +7,7 @@
 //! connection, the first of them opens a transaction (`BEGIN IMMEDIATE`), the writes behind it
 //! run in it one after the other, and the last one in the queue, or the
 //! [`BATCH_AT_MOST`]th, commits it: the pages they share reach the log once, so the log grows
-//! by less than half as much per write and its copying costs the requests less.
+//! by less than half as much per new session and its copying costs the requests less.
 //!
 //! Each statement still runs alone and atomically, and every request waits for the commit
 //! that holds its write before it hears that the write succeeded, so what other connections see
@@ -42,7 +42,7 @@ pub(super) struct Writer {
     waiting: AtomicUsize,
 }
 
-pub(super) struct State {
+struct State {
     connection: SqliteConnection,
     /// The transaction open on the connection, if any, and how many writes it holds.
     open: Option<(Arc<Batch>, usize)>,
