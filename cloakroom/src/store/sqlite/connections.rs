@@ -84,51 +84,34 @@ mod tests {
     use std::future::Future;
     use std::task::{Context, Waker};
 
+    use super::super::scratch::Scratch;
     use super::*;
-
-    /// A new database file in the temporary folder (the caller removes it), and how to open it.
-    fn scratch_file(name: &str) -> (std::path::PathBuf, SqliteConnectOptions) {
-        let path = std::env::temp_dir().join(format!(
-            "cloakroom-{name}-{}.db",
-            crate::id::Id::generate().as_str()
-        ));
-        let options = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true);
-        (path, options)
-    }
 
     #[tokio::test]
     async fn connections_take_turns_and_wait_when_all_are_busy() {
-        let (path, options) = scratch_file("connections");
-        {
-            let connections = Connections::open(&options, 2).await.unwrap();
-            let first = connections.get().await;
-            let second = connections.get().await;
-            // Both taken: the next caller waits until one is given back.
-            let third = connections.get();
-            tokio::pin!(third);
-            let mut context = Context::from_waker(Waker::noop());
-            assert!(third.as_mut().poll(&mut context).is_pending());
-            drop(first);
-            let _third = third.await;
-            drop(second);
-        }
-        std::fs::remove_file(&path).unwrap();
+        let scratch = Scratch::new("connections").await;
+        let connections = Connections::open(&scratch.options, 2).await.unwrap();
+        let first = connections.get().await;
+        let second = connections.get().await;
+        // Both taken: the next caller waits until one is given back.
+        let third = connections.get();
+        tokio::pin!(third);
+        let mut context = Context::from_waker(Waker::noop());
+        assert!(third.as_mut().poll(&mut context).is_pending());
+        drop(first);
+        let _third = third.await;
+        drop(second);
     }
 
     #[tokio::test]
     async fn a_statement_handed_over_runs_to_its_end() {
-        let (path, options) = scratch_file("handed-over");
-        {
-            let connections = Connections::open(&options, 1).await.unwrap();
-            let mut connection = connections.get().await;
-            let (answer,): (i64,) =
-                handed_over(sqlx::query_as("SELECT 6 * 7").fetch_one(&mut *connection))
-                    .await
-                    .unwrap();
-            assert_eq!(answer, 42);
-        }
-        std::fs::remove_file(&path).unwrap();
+        let scratch = Scratch::new("handed-over").await;
+        let connections = Connections::open(&scratch.options, 1).await.unwrap();
+        let mut connection = connections.get().await;
+        let (answer,): (i64,) =
+            handed_over(sqlx::query_as("SELECT 6 * 7").fetch_one(&mut *connection))
+                .await
+                .unwrap();
+        assert_eq!(answer, 42);
     }
 }

@@ -150,6 +150,8 @@ use writer::Writer;
 
 mod checkpoint;
 mod connections;
+#[cfg(test)]
+mod scratch;
 mod writer;
 
 /// connect-pg-simple's table name.

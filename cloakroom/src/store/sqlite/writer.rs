@@ -106,10 +106,8 @@ impl Writer {
                 .get_or_insert_with(|| (Arc::new(Batch::new()), 0))
                 .0,
         );
-        let _unless_dropped = CommitIfDropped {
-            writer: Arc::clone(self),
-            batch: Arc::clone(&batch),
-        };
+        // Held until the batch is committed, here or while waiting below.
+        let _unless_dropped = CommitIfDropped::new(self, &batch);
         if opens && let Err(error) = run(&mut state.connection, "BEGIN IMMEDIATE").await {
             state.open = None;
             return Err(error);
@@ -136,12 +134,9 @@ impl Writer {
     }
 
     /// Waits until `batch`, holding a write of this request, is committed: by a write queued
-    /// behind this one, or by this request itself if it gets the connection first.
-    async fn committed(self: &Arc<Self>, batch: &Arc<Batch>) -> Result<(), sqlx::Error> {
-        let _unless_dropped = CommitIfDropped {
-            writer: Arc::clone(self),
-            batch: Arc::clone(batch),
-        };
+    /// behind this one, or by this request itself if it gets the connection first. The caller
+    /// holds a [`CommitIfDropped`] for the batch meanwhile.
+    async fn committed(&self, batch: &Arc<Batch>) -> Result<(), sqlx::Error> {
         loop {
             let notified = batch.committed.notified();
             if batch.outcome.get().is_some() {
@@ -269,6 +264,15 @@ struct CommitIfDropped {
     batch: Arc<Batch>,
 }
 
+impl CommitIfDropped {
+    fn new(writer: &Arc<Writer>, batch: &Arc<Batch>) -> Self {
+        CommitIfDropped {
+            writer: Arc::clone(writer),
+            batch: Arc::clone(batch),
+        }
+    }
+}
+
 impl Drop for CommitIfDropped {
     fn drop(&mut self) {
         if self.batch.outcome.get().is_some() {
@@ -290,72 +294,10 @@ impl Drop for CommitIfDropped {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
     use std::task::{Context, Waker};
 
-    use sqlx::ConnectOptions as _;
-    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
-
+    use super::super::scratch::Scratch;
     use super::*;
-
-    /// A new WAL database in the temporary folder with a table `t`, its files removed on drop.
-    struct Scratch {
-        path: PathBuf,
-        options: SqliteConnectOptions,
-    }
-
-    impl Scratch {
-        async fn new(name: &str) -> Self {
-            let path = std::env::temp_dir().join(format!(
-                "cloakroom-writer-{name}-{}.db",
-                crate::id::Id::generate().as_str()
-            ));
-            let options = SqliteConnectOptions::new()
-                .filename(&path)
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .pragma("wal_autocheckpoint", "0")
-                .busy_timeout(std::time::Duration::from_secs(2));
-            let mut connection = options.connect().await.unwrap();
-            sqlx::query("CREATE TABLE t (k TEXT NOT NULL PRIMARY KEY, v TEXT NOT NULL)")
-                .execute(&mut connection)
-                .await
-                .unwrap();
-            Scratch { path, options }
-        }
-
-        async fn connect(&self) -> SqliteConnection {
-            self.options.connect().await.unwrap()
-        }
-
-        /// The rows of `t` another connection sees.
-        async fn rows(&self) -> i64 {
-            let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM t")
-                .fetch_one(&mut self.connect().await)
-                .await
-                .unwrap();
-            rows
-        }
-
-        /// The log's length in pages.
-        async fn log_pages(&self) -> i64 {
-            let (_, pages, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-                .fetch_one(&mut self.connect().await)
-                .await
-                .unwrap();
-            pages
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            for suffix in ["", "-wal", "-shm"] {
-                let mut path = self.path.clone().into_os_string();
-                path.push(suffix);
-                let _ = std::fs::remove_file(path);
-            }
-        }
-    }
 
     fn insert<'q>(key: &'q str, value: Option<&'q str>) -> Query<'q, Sqlite, SqliteArguments<'q>> {
         sqlx::query("INSERT INTO t (k, v) VALUES (?1, ?2)")
@@ -459,6 +401,12 @@ mod tests {
         batch
     }
 
+    /// What a write in `batch` does once its statement ran and others are queued behind it.
+    async fn waiting_for_commit(writer: &Arc<Writer>, batch: &Arc<Batch>) {
+        let _unless_dropped = CommitIfDropped::new(writer, batch);
+        let _ = writer.committed(batch).await;
+    }
+
     /// Polls `future` once, then drops it.
     fn poll_once_and_drop(future: impl Future) {
         let mut future = pin!(future);
@@ -484,7 +432,7 @@ mod tests {
         let batch = open_batch(&writer).await;
         // Another holds the connection: the write waits in line for it, and is dropped there.
         let other = writer.lock().await;
-        poll_once_and_drop(writer.committed(&batch));
+        poll_once_and_drop(waiting_for_commit(&writer, &batch));
         drop(other);
         assert_eq!(finished(&batch).await, Some(&Ok(())));
         assert_eq!(scratch.rows().await, 1);
@@ -501,7 +449,7 @@ mod tests {
         let writer = Writer::new(scratch.connect().await);
         let batch = open_batch(&writer).await;
         // The connection is free: the write takes it, starts the commit, and is dropped.
-        poll_once_and_drop(writer.committed(&batch));
+        poll_once_and_drop(waiting_for_commit(&writer, &batch));
         assert_eq!(finished(&batch).await, Some(&Ok(())));
         assert_eq!(scratch.rows().await, 1);
     }
