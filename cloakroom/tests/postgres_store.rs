@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cloakroom::store::postgres::{InvalidName, PostgresStore};
-use cloakroom::store::{Condition, ErrorKind, OwnerIndex, SessionStore};
+use cloakroom::store::{Condition, ErrorKind, OwnerIndex, SessionStore, SetOutcome};
 use cloakroom::{Id, Timestamp};
 use cloakroom_testkit::{record, server_url, unique_name, write};
 use serde_json::json;
@@ -656,4 +656,239 @@ async fn a_role_that_cannot_create_the_owner_index_still_gets_a_store() {
     ] {
         execute(&owner, &statement).await;
     }
+}
+
+/// A store on a pool of one connection, in a schema of its own, and a second pool for the
+/// test's own statements.
+async fn one_connection_store() -> (PostgresStore, sqlx::PgPool, String) {
+    let schema = unique_name("cloakroom_batch_");
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&postgres_url())
+        .await
+        .unwrap();
+    let store = PostgresStore::builder_with_pool(pool)
+        .with_schema_name(&schema)
+        .unwrap()
+        .with_create_table_if_missing(true)
+        .with_prune_interval(None)
+        .build()
+        .await
+        .unwrap();
+    let own = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&postgres_url())
+        .await
+        .unwrap();
+    // Spelled as the store's statements spell it.
+    (store, own, format!("\"{schema}\".\"session\""))
+}
+
+/// Waits until the store's connection runs a query that waits for a lock, and returns that
+/// query's text and its backend's pid.
+async fn blocked_query(own: &sqlx::PgPool, table: &str) -> (String, i32) {
+    let mut found = None;
+    eventually("the store's query waits for the table lock", async || {
+        found = sqlx::query_as::<_, (String, i32)>(
+            "SELECT query, pid FROM pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%'",
+        )
+        .bind(table)
+        .fetch_optional(own)
+        .await
+        .unwrap();
+        found.is_some()
+    })
+    .await;
+    found.unwrap()
+}
+
+/// Reads that wait for a connection are answered by one query, and each gets its own row:
+/// a live session its data, an unknown or expired id nothing, an id read twice its row twice.
+#[tokio::test]
+async fn reads_waiting_for_a_connection_are_answered_together_each_with_its_own_row() {
+    let (store, own, table) = one_connection_store().await;
+    let hour = Some(Duration::from_secs(3600));
+    let mut live = Vec::new();
+    for n in 0..10 {
+        let id = Id::generate();
+        write(&store, &id, &record(json!({ "n": n }), hour), None).await;
+        live.push((id, n));
+    }
+    let expired = Id::generate();
+    write(&store, &expired, &record(json!({}), hour), None).await;
+    sqlx::query(&format!(
+        "UPDATE {table} SET expire = to_timestamp(0) WHERE sid = $1"
+    ))
+    .bind(expired.as_str())
+    .execute(&own)
+    .await
+    .unwrap();
+
+    // The store's only connection is taken, so every read waits for it.
+    let held = store.pool().acquire().await.unwrap();
+    let store = Arc::new(store);
+    let mut reads = Vec::new();
+    let ids = live.iter().map(|(id, n)| (id.clone(), Some(*n))).chain([
+        (live[3].0.clone(), Some(3)),
+        (Id::generate(), None),
+        (expired.clone(), None),
+    ]);
+    for (id, expected) in ids {
+        let store = Arc::clone(&store);
+        reads.push(tokio::spawn(async move {
+            let loaded = store.get(&id).await.unwrap();
+            (
+                loaded.map(|loaded| loaded.record.data()["n"].clone()),
+                expected,
+            )
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Held by the test, the table lock stops the store's next query where it can be seen.
+    let mut locker = own.begin().await.unwrap();
+    sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    drop(held);
+    let (query, _) = blocked_query(&own, &table).await;
+    assert!(query.contains("= ANY($1::text[])"), "{query}");
+    locker.rollback().await.unwrap();
+    for read in reads {
+        let (got, expected) = read.await.unwrap();
+        assert_eq!(got, expected.map(|n| json!(n)));
+    }
+}
+
+/// When the query that reads a batch fails (here, its connection is ended), each read of the
+/// batch reads alone: none fails for it.
+#[tokio::test]
+async fn a_failed_batch_leaves_each_read_to_read_alone() {
+    let (store, own, table) = one_connection_store().await;
+    let hour = Some(Duration::from_secs(3600));
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let id = Id::generate();
+        write(&store, &id, &record(json!({ "n": n }), hour), None).await;
+        ids.push(id);
+    }
+    let held = store.pool().acquire().await.unwrap();
+    let store = Arc::new(store);
+    let mut reads = Vec::new();
+    for (n, id) in ids.into_iter().enumerate() {
+        let store = Arc::clone(&store);
+        reads.push((n, tokio::spawn(async move { store.get(&id).await })));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut locker = own.begin().await.unwrap();
+    sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    drop(held);
+    let (query, pid) = blocked_query(&own, &table).await;
+    assert!(query.contains("= ANY($1::text[])"), "{query}");
+    let (ended,): (bool,) = sqlx::query_as("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&own)
+        .await
+        .unwrap();
+    assert!(ended);
+    locker.rollback().await.unwrap();
+    for (n, read) in reads {
+        let loaded = read.await.unwrap().unwrap().unwrap();
+        assert_eq!(loaded.record.data()["n"], json!(n));
+    }
+}
+
+/// Compare-and-sets that wait for a connection run as one statement, and each gets its own
+/// outcome: writes to different sessions are made; of two to one session from the same
+/// version, exactly one; a stale version, an expired or a missing session write nothing.
+#[tokio::test]
+async fn writes_waiting_for_a_connection_run_together_each_with_its_own_outcome() {
+    let (store, own, table) = one_connection_store().await;
+    let hour = Some(Duration::from_secs(3600));
+    let mut sessions = Vec::new();
+    for n in 0..6 {
+        let id = Id::generate();
+        let version = write(&store, &id, &record(json!({ "n": n }), hour), None).await;
+        sessions.push((id, version));
+    }
+    // Session 5 moves on, so the version loaded before is stale.
+    let (stale_id, stale) = sessions[5].clone();
+    write(
+        &store,
+        &stale_id,
+        &record(json!({ "n": 50 }), hour),
+        Some(&stale),
+    )
+    .await;
+    // Session 4 expires.
+    sqlx::query(&format!(
+        "UPDATE {table} SET expire = to_timestamp(0) WHERE sid = $1"
+    ))
+    .bind(sessions[4].0.as_str())
+    .execute(&own)
+    .await
+    .unwrap();
+    let missing = (Id::generate(), sessions[0].1.clone());
+
+    let held = store.pool().acquire().await.unwrap();
+    let store = Arc::new(store);
+    let mut writes = Vec::new();
+    // Sessions 0 to 5 once, session 3 twice, and the missing one.
+    let targets = sessions
+        .iter()
+        .cloned()
+        .chain([sessions[3].clone(), missing.clone()])
+        .enumerate();
+    for (k, (id, version)) in targets {
+        let store = Arc::clone(&store);
+        writes.push(tokio::spawn(async move {
+            let written = record(json!({ "written": k }), hour);
+            let outcome = store
+                .set(&id, &written, Condition::version(&version))
+                .await
+                .unwrap();
+            (k, matches!(outcome, SetOutcome::Written(_)))
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut locker = own.begin().await.unwrap();
+    sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    drop(held);
+    let (query, _) = blocked_query(&own, &table).await;
+    assert!(query.contains("WITH ORDINALITY"), "{query}");
+    locker.rollback().await.unwrap();
+    let mut written = Vec::new();
+    for write in writes {
+        let (k, made) = write.await.unwrap();
+        if made {
+            written.push(k);
+        }
+    }
+    written.sort_unstable();
+    // 0–2 always; one of 3 and 6 (session 3 twice); never 4 (expired), 5 (stale), 7 (missing).
+    assert_eq!(written.len(), 4, "{written:?}");
+    assert_eq!(written[..3], [0, 1, 2]);
+    assert!(written[3] == 3 || written[3] == 6, "{written:?}");
+    for (k, (id, _)) in sessions.iter().enumerate() {
+        let data = store
+            .get(id)
+            .await
+            .unwrap()
+            .map(|loaded| loaded.record.data().clone());
+        let expected = match k {
+            0..=2 => Some(json!({ "written": k })),
+            3 => Some(json!({ "written": written[3] })),
+            4 => None,
+            _ => Some(json!({ "n": 50 })),
+        };
+        assert_eq!(data.map(serde_json::Value::Object), expected, "session {k}");
+    }
+    assert!(store.get(&missing.0).await.unwrap().is_none());
 }

@@ -18,7 +18,7 @@ use crate::time::Timestamp;
 pub(crate) mod ops;
 mod statements;
 
-pub(crate) use ops::{Arg, Backend, LoadableRow, Settings};
+pub(crate) use ops::{Arg, Backend, LoadableRow, Replacement, Settings};
 pub(crate) use statements::{Dialect, Statement, Statements};
 
 /// The [`SessionStore`](crate::store::SessionStore), [`LockStore`](crate::store::LockStore)

@@ -25,6 +25,33 @@ pub(crate) enum Arg<'a> {
 /// and the expiry in milliseconds.
 pub(crate) type LoadableRow = (String, Option<String>, i64, i64);
 
+/// A compare-and-set of one session's data, as [`Statements::replace`] takes it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Replacement<'a> {
+    /// The new `sess`.
+    pub(crate) sess: &'a str,
+    /// Its expiry, in the expiry column's whole seconds.
+    pub(crate) expire: i64,
+    pub(crate) sid: &'a str,
+    /// The `sess` the row must still hold.
+    pub(crate) expected: &'a str,
+    /// Now, in the same seconds: the row must be live then.
+    pub(crate) now: i64,
+}
+
+impl Replacement<'_> {
+    /// `replace`'s parameters.
+    pub(crate) fn args(&self) -> [Arg<'_>; 5] {
+        [
+            Arg::Text(self.sess),
+            Arg::Int(self.expire),
+            Arg::Text(self.sid),
+            Arg::Text(self.expected),
+            Arg::Int(self.now),
+        ]
+    }
+}
+
 /// The options every SQL store has.
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
@@ -74,6 +101,34 @@ pub(crate) trait Backend: Send + Sync + 'static {
         sql: &Statement,
         args: &[Arg<'_>],
     ) -> impl Future<Output = Result<Option<(Option<String>, i64, i64)>, sqlx::Error>> + Send;
+
+    /// Runs `get` for the session `sid`, live at `now` (seconds), with `sess` within
+    /// `max_size` bytes. A backend may answer reads that wait at the same time with one query.
+    fn get_row(
+        &self,
+        sid: &str,
+        now: i64,
+        max_size: i64,
+    ) -> impl Future<Output = Result<Option<(Option<String>, i64, i64)>, sqlx::Error>> + Send {
+        async move {
+            let args = [Arg::Text(sid), Arg::Int(now), Arg::Int(max_size)];
+            self.fetch_one_record(&self.statements().get, &args).await
+        }
+    }
+
+    /// Runs `replace`; returns whether it wrote. A backend may run compare-and-sets that wait at
+    /// the same time as one statement.
+    fn replace(
+        &self,
+        write: Replacement<'_>,
+    ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send {
+        async move {
+            Ok(self
+                .execute(&self.statements().replace, &write.args())
+                .await?
+                > 0)
+        }
+    }
 
     /// Runs a query for rows of `sid`, `sess` (NULL when over the size limit) and its length in
     /// bytes.
@@ -140,7 +195,11 @@ async fn bounded<B: Backend, T>(
 
 /// The size limit as the statements' parameter: a limit past `i64::MAX` is no limit there.
 fn max_size_arg<B: Backend>(backend: &B) -> Arg<'static> {
-    Arg::Int(i64::try_from(backend.settings().max_record_size).unwrap_or(i64::MAX))
+    Arg::Int(max_size(backend))
+}
+
+fn max_size<B: Backend>(backend: &B) -> i64 {
+    i64::try_from(backend.settings().max_record_size).unwrap_or(i64::MAX)
 }
 
 /// The `sess` a read returned, checked against the size limit. The statements return its length
@@ -159,11 +218,9 @@ fn within_limit<B: Backend>(backend: &B, sess: Option<String>, len: i64) -> Resu
 struct MissingText;
 
 pub(crate) async fn get<B: Backend>(backend: &B, id: &Id) -> Result<Option<Loaded>, Error> {
-    let now = now_s::<B>();
-    let args = [Arg::Text(id.as_str()), Arg::Int(now), max_size_arg(backend)];
     let row = bounded(
         backend,
-        backend.fetch_one_record(&backend.statements().get, &args),
+        backend.get_row(id.as_str(), now_s::<B>(), max_size(backend)),
     )
     .await?;
     let Some((sess, sess_len, expires_ms)) = row else {
@@ -269,22 +326,30 @@ pub(crate) async fn set<B: Backend>(
     let Some(expected) = expected_sess(version) else {
         return Ok(SetOutcome::Conflict);
     };
-    let mut args = if expired {
-        vec![sid, Arg::Text(expected), Arg::Int(now_s)]
-    } else {
-        vec![
-            Arg::Text(&json),
-            Arg::Int(expire_s),
-            sid,
-            Arg::Text(expected),
-            Arg::Int(now_s),
-        ]
+    let write = Replacement {
+        sess: &json,
+        expire: expire_s,
+        sid: id.as_str(),
+        expected,
+        now: now_s,
     };
-    let sql = match (expired, condition.lease()) {
-        (false, None) => &statements.replace,
-        (false, Some(_)) => &statements.replace_leased,
-        (true, None) => &statements.delete_if_unchanged,
-        (true, Some(_)) => &statements.delete_if_unchanged_leased,
+    let (sql, mut args) = match (expired, condition.lease()) {
+        // The common write, which a backend may run together with others.
+        (false, None) => {
+            return Ok(if bounded(backend, backend.replace(write)).await? {
+                written
+            } else {
+                SetOutcome::Conflict
+            });
+        }
+        (false, Some(_)) => (&statements.replace_leased, write.args().to_vec()),
+        (true, lease) => {
+            let sql = match lease {
+                None => &statements.delete_if_unchanged,
+                Some(_) => &statements.delete_if_unchanged_leased,
+            };
+            (sql, vec![sid, Arg::Text(expected), Arg::Int(now_s)])
+        }
     };
     if let Some(lease) = condition.lease() {
         args.push(Arg::Text(lease.token()));

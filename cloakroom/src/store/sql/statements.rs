@@ -65,6 +65,11 @@ pub(crate) trait Dialect {
     fn conditional_upsert(&self) -> bool {
         true
     }
+    /// Whether the database has arrays (PostgreSQL's `ANY`, `unnest`): one statement can then
+    /// read or write many sessions ([`Statements::get_many`], [`Statements::replace_many`]).
+    fn has_arrays(&self) -> bool {
+        false
+    }
 }
 
 /// Marks a parameter's number in SQL being built for a positional-only database: never in
@@ -149,6 +154,9 @@ impl PartialEq<String> for Statement {
 /// The store's SQL, made once per store.
 pub(crate) struct Statements {
     pub(crate) get: Statement,
+    /// `get` for many ids at once (`$1` an array; `sid` first in each row), where the dialect
+    /// has arrays.
+    pub(crate) get_many: Option<Statement>,
     pub(crate) is_live: Statement,
     pub(crate) insert: Statement,
     /// Where the dialect has no conditional upsert: after `insert` found the id taken, replaces
@@ -156,6 +164,10 @@ pub(crate) struct Statements {
     pub(crate) replace_expired: Statement,
     pub(crate) delete: Statement,
     pub(crate) replace: Statement,
+    /// `replace` for many sessions at once, where the dialect has arrays: `$1`…`$4` arrays of
+    /// `replace`'s `$1`…`$4` (`sess`, expiry, id, expected `sess`), `$5` now; returns the
+    /// (1-based) positions of the writes that were made.
+    pub(crate) replace_many: Option<Statement>,
     pub(crate) replace_leased: Statement,
     pub(crate) delete_if_unchanged: Statement,
     pub(crate) delete_if_unchanged_leased: Statement,
@@ -279,6 +291,34 @@ impl Statements {
                 p(1),
                 time(2)
             )),
+            get_many: dialect.has_arrays().then(|| {
+                s(format!(
+                    "SELECT {sid}, {}, {sess_len}, {} FROM {table} \
+                     WHERE {sid} = ANY({}::text[]) AND {expire} >= {}",
+                    sess_within(3),
+                    dialect.expire_ms(),
+                    p(1),
+                    time(2)
+                ))
+            }),
+            // Two writes to one session in a batch: the update joins the row to both, writes
+            // one of them and returns its position only, as if it had come first.
+            replace_many: dialect.has_arrays().then(|| {
+                s(format!(
+                    "UPDATE {table} SET {sess_column} = {}, {expire} = {} \
+                     FROM unnest({}::text[], {}::int8[], {}::text[], {}::text[]) \
+                     WITH ORDINALITY AS v(v_sess, v_expire, v_sid, v_expected, v_n) \
+                     WHERE {sid} = v_sid AND {sess} = v_expected AND {expire} >= {} \
+                     RETURNING v_n",
+                    dialect.sess_value("v_sess"),
+                    dialect.time("v_expire"),
+                    p(1),
+                    p(2),
+                    p(3),
+                    p(4),
+                    time(5)
+                ))
+            }),
             is_live: s(format!(
                 "SELECT count(*) FROM {table} WHERE {sid} = {} AND {expire} >= {}",
                 p(1),

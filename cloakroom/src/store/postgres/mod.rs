@@ -36,6 +36,20 @@
 //! never changes the version. Two writes of identical text have the same version; a
 //! compare-and-set between them succeeds, which is harmless because the content is the same.
 //!
+//! # Under load: one statement for many sessions
+//! When every pooled connection is busy, requests wait for one. Reads (`get`) and
+//! compare-and-sets (the `UPDATE` above, without a session lock) that wait at the same time
+//! are run together: the first to get a connection takes the others of its kind and runs them
+//! as one statement (`WHERE sid = ANY($1)`, or `UPDATE … FROM unnest(…) WITH ORDINALITY`), and
+//! each gets its own answer. Nothing waits for a batch to fill: with a connection free, a call
+//! runs alone, as before. Each write keeps its own condition, so a batch writes exactly what
+//! the same writes would one after the other; of two writes to one session from the same
+//! version, one is made and the other is a conflict. A batch commits as one statement, so
+//! PostgreSQL commits many sessions for the price of one. If the call running a batch is
+//! dropped (its timeout ran out) or its statement fails, the others each run alone, so every
+//! call's outcome and error are its own. New sessions, deletes, touches and writes under a
+//! session lock are not batched.
+//!
 //! # Session lock
 //! With [`with_session_lock`](crate::SessionLayerBuilder::with_session_lock), a session's lock is
 //! a row of a second table beside the sessions' (in the same schema), created on first use:
@@ -140,6 +154,9 @@
 //! still have been applied. [`PostgresStore::prune_expired`] and the background pruning are not
 //! bounded: no request waits for them, and deleting many rows can take longer.
 
+mod batch;
+mod calls;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -151,9 +168,11 @@ use sqlx::query::{Query, QueryAs};
 
 pub use super::sql::InvalidName;
 use super::sql::{
-    self, Arg, Backend, Dialect, LoadableRow, PruneTask, Settings, Statement, Statements,
+    self, Arg, Backend, Dialect, LoadableRow, PruneTask, Replacement, Settings, Statement,
+    Statements,
 };
 use super::{Error, ErrorKind, OwnerPath};
+use batch::Batches;
 
 /// connect-pg-simple's table name.
 const DEFAULT_TABLE: &str = "session";
@@ -189,6 +208,9 @@ struct Inner {
     /// `schema.table`, unquoted, for `Debug`.
     table: String,
     statements: Statements,
+    /// Reads and compare-and-sets waiting for a connection, to be run together.
+    gets: Option<Batches<calls::Get>>,
+    replaces: Option<Batches<calls::Replace>>,
     /// Whether the session locks' table is known to exist: it is created on first use of the
     /// session lock.
     locks_ready: tokio::sync::OnceCell<()>,
@@ -534,10 +556,24 @@ impl PostgresStoreBuilder {
             Some(schema) => format!("{schema}.{}", self.table),
             None => self.table,
         };
+        let gets = statements.get_many.clone().map(|many| {
+            Batches::new(calls::Get {
+                one: statements.get.clone(),
+                many,
+            })
+        });
+        let replaces = statements.replace_many.clone().map(|many| {
+            Batches::new(calls::Replace {
+                one: statements.replace.clone(),
+                many,
+            })
+        });
         let inner = Arc::new_cyclic(|weak| Inner {
             pool,
             table,
             statements,
+            gets,
+            replaces,
             locks_ready: tokio::sync::OnceCell::new(),
             settings: self.settings,
             time_zone: self.time_zone,
@@ -691,6 +727,10 @@ impl Dialect for PostgresDialect {
         ("varchar", "bigint")
     }
 
+    fn has_arrays(&self) -> bool {
+        true
+    }
+
     // `#>>` turns every string in the document into text and fails on an escape text cannot
     // hold (see the module docs), so where `sess` has one, it is read with those escapes
     // replaced by `?`. `strpos` first: most sessions have no `\u` at all.
@@ -790,6 +830,41 @@ impl Backend for Inner {
     async fn count(&self, sql: &Statement, args: &[Arg<'_>]) -> Result<i64, sqlx::Error> {
         let (count,): (i64,) = query_as(sql, args).fetch_one(&self.pool).await?;
         Ok(count)
+    }
+
+    async fn get_row(
+        &self,
+        sid: &str,
+        now: i64,
+        max_size: i64,
+    ) -> Result<Option<(Option<String>, i64, i64)>, sqlx::Error> {
+        let Some(gets) = &self.gets else {
+            let args = [Arg::Text(sid), Arg::Int(now), Arg::Int(max_size)];
+            return self.fetch_one_record(&self.statements.get, &args).await;
+        };
+        let request = || calls::GetRequest {
+            sid: sid.to_owned(),
+            now,
+            max_size,
+        };
+        gets.call(&self.pool, request).await
+    }
+
+    async fn replace(&self, write: Replacement<'_>) -> Result<bool, sqlx::Error> {
+        let Some(replaces) = &self.replaces else {
+            return Ok(self
+                .execute(&self.statements.replace, &write.args())
+                .await?
+                > 0);
+        };
+        let request = || calls::ReplaceRequest {
+            sess: write.sess.to_owned(),
+            expire: write.expire,
+            sid: write.sid.to_owned(),
+            expected: write.expected.to_owned(),
+            now: write.now,
+        };
+        replaces.call(&self.pool, request).await
     }
 
     async fn fetch_one_record(
@@ -905,6 +980,21 @@ mod tests {
             "SELECT CASE WHEN octet_length(sess::text)::int8 > $3 THEN NULL ELSE sess::text END, \
              octet_length(sess::text)::int8, (extract(epoch FROM expire::timestamptz) * 1000)::int8 \
              FROM \"session\" WHERE sid = $1 AND expire >= to_timestamp($2::int8)"
+        );
+        // Many at once: the ids an array; the writes arrays of `replace`'s parameters.
+        assert_eq!(
+            plain.get_many.unwrap(),
+            "SELECT sid, CASE WHEN octet_length(sess::text)::int8 > $3 THEN NULL ELSE sess::text END, \
+             octet_length(sess::text)::int8, (extract(epoch FROM expire::timestamptz) * 1000)::int8 \
+             FROM \"session\" WHERE sid = ANY($1::text[]) AND expire >= to_timestamp($2::int8)"
+        );
+        assert_eq!(
+            plain.replace_many.unwrap(),
+            "UPDATE \"session\" SET sess = v_sess::json, expire = to_timestamp(v_expire::int8) \
+             FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[]) \
+             WITH ORDINALITY AS v(v_sess, v_expire, v_sid, v_expected, v_n) \
+             WHERE sid = v_sid AND sess::text = v_expected AND expire >= to_timestamp($5::int8) \
+             RETURNING v_n"
         );
         let zoned = PostgresDialect {
             time_zone: Some("Asia/Kolkata".to_owned()),

@@ -1,0 +1,131 @@
+//! The calls the store batches ([`batch`](super::batch)): a read of one session, and a
+//! compare-and-set of one session's data.
+
+use std::collections::HashMap;
+
+use sqlx::postgres::PgConnection;
+
+use super::batch::Kind;
+use super::query_as;
+use crate::store::sql::{Arg, Statement};
+
+/// A session's row as `get` reads it: `sess` (NULL when over the size limit), its length in
+/// bytes, and the expiry in milliseconds; `None` when there is no live row.
+pub(super) type Row = Option<(Option<String>, i64, i64)>;
+
+/// `get`: `one` reads one session, `many` the same for many ids.
+pub(super) struct Get {
+    pub(super) one: Statement,
+    pub(super) many: Statement,
+}
+
+/// A read of one session: its id, now in seconds (its row must be live then), the size limit.
+pub(super) struct GetRequest {
+    pub(super) sid: String,
+    pub(super) now: i64,
+    pub(super) max_size: i64,
+}
+
+impl Kind for Get {
+    type Request = GetRequest;
+    type Answer = Row;
+
+    async fn run(
+        &self,
+        connection: &mut PgConnection,
+        requests: &[GetRequest],
+    ) -> Result<Vec<Row>, sqlx::Error> {
+        // Every row must be live at the latest `now`, which is no earlier than any read began.
+        let now = requests.iter().map(|read| read.now).max().unwrap_or(0);
+        let max_size = requests.iter().map(|read| read.max_size).max().unwrap_or(0);
+        if let [read] = requests {
+            let args = [Arg::Text(&read.sid), Arg::Int(now), Arg::Int(max_size)];
+            let row = query_as(&self.one, &args)
+                .fetch_optional(&mut *connection)
+                .await?;
+            return Ok(vec![row]);
+        }
+        let sids: Vec<&str> = requests.iter().map(|read| read.sid.as_str()).collect();
+        let rows: Vec<(String, Option<String>, i64, i64)> = sqlx::query_as(&self.many)
+            .bind(&sids)
+            .bind(now)
+            .bind(max_size)
+            .fetch_all(&mut *connection)
+            .await?;
+        let rows: HashMap<String, (Option<String>, i64, i64)> = rows
+            .into_iter()
+            .map(|(sid, sess, len, expires)| (sid, (sess, len, expires)))
+            .collect();
+        // An id read twice gets its row twice.
+        Ok(requests
+            .iter()
+            .map(|read| rows.get(&read.sid).cloned())
+            .collect())
+    }
+}
+
+/// `replace`: `one` writes one session under its condition, `many` the same for many.
+pub(super) struct Replace {
+    pub(super) one: Statement,
+    pub(super) many: Statement,
+}
+
+/// A compare-and-set of one session: the new `sess`, its expiry in seconds, the id, the `sess`
+/// it must still hold, and now in seconds (the row must be live then).
+pub(super) struct ReplaceRequest {
+    pub(super) sess: String,
+    pub(super) expire: i64,
+    pub(super) sid: String,
+    pub(super) expected: String,
+    pub(super) now: i64,
+}
+
+impl Kind for Replace {
+    type Request = ReplaceRequest;
+    /// Whether the write was made.
+    type Answer = bool;
+
+    async fn run(
+        &self,
+        connection: &mut PgConnection,
+        requests: &[ReplaceRequest],
+    ) -> Result<Vec<bool>, sqlx::Error> {
+        // Every row must be live at the latest `now`, which is no earlier than any write began.
+        let now = requests.iter().map(|write| write.now).max().unwrap_or(0);
+        if let [write] = requests {
+            let args = [
+                Arg::Text(&write.sess),
+                Arg::Int(write.expire),
+                Arg::Text(&write.sid),
+                Arg::Text(&write.expected),
+                Arg::Int(now),
+            ];
+            let written = super::query(&self.one, &args)
+                .execute(&mut *connection)
+                .await?;
+            return Ok(vec![written.rows_affected() > 0]);
+        }
+        let column = |field: fn(&ReplaceRequest) -> &str| -> Vec<&str> {
+            requests.iter().map(field).collect()
+        };
+        let expires: Vec<i64> = requests.iter().map(|write| write.expire).collect();
+        let written: Vec<(i64,)> = sqlx::query_as(&self.many)
+            .bind(column(|write| &write.sess))
+            .bind(&expires)
+            .bind(column(|write| &write.sid))
+            .bind(column(|write| &write.expected))
+            .bind(now)
+            .fetch_all(&mut *connection)
+            .await?;
+        let mut answers = vec![false; requests.len()];
+        for (position,) in written {
+            if let Some(answer) = usize::try_from(position - 1)
+                .ok()
+                .and_then(|index| answers.get_mut(index))
+            {
+                *answer = true;
+            }
+        }
+        Ok(answers)
+    }
+}
