@@ -649,3 +649,161 @@ async fn an_existing_express_table_gets_the_owner_column() {
     let again = store_on(&table, None).await;
     assert_eq!(ids_of(&again, "u").await, ["before"]);
 }
+
+/// A store on a pool of one connection, on a table of its own, and a second pool for the test's
+/// own statements.
+async fn one_connection_store() -> (MySqlStore, MySqlPool, String) {
+    let table = unique_name("sessions_batch_");
+    let pool = MySqlPoolOptions::new()
+        .max_connections(1)
+        .connect(&mysql_url())
+        .await
+        .unwrap();
+    let store = MySqlStore::builder_with_pool(pool)
+        .with_table_name(&table)
+        .unwrap()
+        .with_create_table_if_missing(true)
+        .with_prune_interval(None)
+        .build()
+        .await
+        .unwrap();
+    let own = MySqlPoolOptions::new()
+        .max_connections(2)
+        .connect(&mysql_url())
+        .await
+        .unwrap();
+    (store, own, table)
+}
+
+/// Waits until a query on `table` waits for a table lock, and returns its text and its
+/// connection's id.
+async fn blocked_query(own: &MySqlPool, table: &str) -> (String, i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found: Option<(String, i64)> = sqlx::query_as(
+            "SELECT CAST(INFO AS CHAR), ID FROM information_schema.PROCESSLIST \
+             WHERE STATE LIKE 'Waiting for table%' AND INFO LIKE CONCAT('%', ?, '%')",
+        )
+        .bind(table)
+        .fetch_optional(own)
+        .await
+        .unwrap();
+        if let Some(found) = found {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for the store's query to wait for the table lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Holds `LOCK TABLES … WRITE` on one connection of `own` until dropped (the connection is
+/// then closed, which releases it).
+async fn lock_table(own: &MySqlPool, table: &str) -> sqlx::pool::PoolConnection<sqlx::MySql> {
+    let mut locker = own.acquire().await.unwrap();
+    sqlx::query(&format!("LOCK TABLES `{table}` WRITE"))
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    locker
+}
+
+async fn unlock_tables(mut locker: sqlx::pool::PoolConnection<sqlx::MySql>) {
+    sqlx::query("UNLOCK TABLES")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+}
+
+/// Reads that wait for a connection are answered by one query, and each gets its own row:
+/// a live session its data, an unknown or expired id nothing, an id read twice its row twice.
+#[tokio::test]
+async fn reads_waiting_for_a_connection_are_answered_together_each_with_its_own_row() {
+    let (store, own, table) = one_connection_store().await;
+    let hour = Some(Duration::from_secs(3600));
+    let mut live = Vec::new();
+    for n in 0..10 {
+        let id = Id::generate();
+        write(&store, &id, &record(json!({ "n": n }), hour), None).await;
+        live.push((id, n));
+    }
+    let expired = Id::generate();
+    write(&store, &expired, &record(json!({}), hour), None).await;
+    sqlx::query(&format!(
+        "UPDATE `{table}` SET expires = 0 WHERE session_id = ?"
+    ))
+    .bind(expired.as_str())
+    .execute(&own)
+    .await
+    .unwrap();
+
+    // The store's only connection is taken, so every read waits for it.
+    let held = store.pool().acquire().await.unwrap();
+    let store = std::sync::Arc::new(store);
+    let mut reads = Vec::new();
+    let ids = live.iter().map(|(id, n)| (id.clone(), Some(*n))).chain([
+        (live[3].0.clone(), Some(3)),
+        (Id::generate(), None),
+        (expired.clone(), None),
+    ]);
+    for (id, expected) in ids {
+        let store = std::sync::Arc::clone(&store);
+        reads.push(tokio::spawn(async move {
+            let loaded = store.get(&id).await.unwrap();
+            (
+                loaded.map(|loaded| loaded.record.data()["n"].clone()),
+                expected,
+            )
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Held by the test, the table lock stops the store's next query where it can be seen.
+    let locker = lock_table(&own, &table).await;
+    drop(held);
+    let (query, _) = blocked_query(&own, &table).await;
+    // 13 ids, in a list of 16.
+    assert_eq!(query.matches('?').count(), 2 + 16, "{query}");
+    assert!(query.contains("`session_id` IN ("), "{query}");
+    unlock_tables(locker).await;
+    for read in reads {
+        let (got, expected) = read.await.unwrap();
+        assert_eq!(got, expected.map(|n| json!(n)));
+    }
+}
+
+/// When the query that reads a batch fails (here, its connection is killed), each read of the
+/// batch reads alone: none fails for it.
+#[tokio::test]
+async fn a_failed_batch_leaves_each_read_to_read_alone() {
+    let (store, own, table) = one_connection_store().await;
+    let hour = Some(Duration::from_secs(3600));
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let id = Id::generate();
+        write(&store, &id, &record(json!({ "n": n }), hour), None).await;
+        ids.push(id);
+    }
+    let held = store.pool().acquire().await.unwrap();
+    let store = std::sync::Arc::new(store);
+    let mut reads = Vec::new();
+    for (n, id) in ids.into_iter().enumerate() {
+        let store = std::sync::Arc::clone(&store);
+        reads.push((n, tokio::spawn(async move { store.get(&id).await })));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let locker = lock_table(&own, &table).await;
+    drop(held);
+    let (query, connection) = blocked_query(&own, &table).await;
+    assert!(query.contains("`session_id` IN ("), "{query}");
+    sqlx::query(&format!("KILL {connection}"))
+        .execute(&own)
+        .await
+        .unwrap();
+    unlock_tables(locker).await;
+    for (n, read) in reads {
+        let loaded = read.await.unwrap().unwrap().unwrap();
+        assert_eq!(loaded.record.data()["n"], json!(n));
+    }
+}

@@ -1,12 +1,12 @@
-//! The calls the store batches ([`batch`](super::batch)): a read of one session, and a
+//! The calls the store batches ([`batch`](crate::store::sql::batch)): a read of one session, and a
 //! compare-and-set of one session's data.
 
 use std::collections::HashMap;
 
 use sqlx::postgres::PgConnection;
 
-use super::batch::Kind;
 use super::query_as;
+use crate::store::sql::batch::Kind;
 use crate::store::sql::{Arg, Statement};
 
 /// A session's row as `get` reads it: `sess` (NULL when over the size limit), its length in
@@ -27,6 +27,7 @@ pub(super) struct GetRequest {
 }
 
 impl Kind for Get {
+    type Database = sqlx::Postgres;
     type Request = GetRequest;
     type Answer = Row;
 
@@ -81,6 +82,7 @@ pub(super) struct ReplaceRequest {
 }
 
 impl Kind for Replace {
+    type Database = sqlx::Postgres;
     type Request = ReplaceRequest;
     /// Whether the write was made.
     type Answer = bool;

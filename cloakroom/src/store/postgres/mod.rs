@@ -154,7 +154,6 @@
 //! still have been applied. [`PostgresStore::prune_expired`] and the background pruning are not
 //! bounded: no request waits for them, and deleting many rows can take longer.
 
-mod batch;
 mod calls;
 
 use std::fmt;
@@ -167,12 +166,12 @@ use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgRow, Postgres};
 use sqlx::query::{Query, QueryAs};
 
 pub use super::sql::InvalidName;
+use super::sql::batch::Batches;
+use super::sql::ops::Replacement;
 use super::sql::{
-    self, Arg, Backend, Dialect, LoadableRow, PruneTask, Replacement, Settings, Statement,
-    Statements,
+    self, Arg, Backend, Dialect, LoadableRow, PruneTask, Settings, Statement, Statements,
 };
 use super::{Error, ErrorKind, OwnerPath};
-use batch::Batches;
 
 /// connect-pg-simple's table name.
 const DEFAULT_TABLE: &str = "session";

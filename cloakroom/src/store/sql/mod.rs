@@ -15,10 +15,12 @@ use super::{Error, ErrorKind, Version};
 use crate::record::Record;
 use crate::time::Timestamp;
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) mod batch;
 pub(crate) mod ops;
 mod statements;
 
-pub(crate) use ops::{Arg, Backend, LoadableRow, Replacement, Settings};
+pub(crate) use ops::{Arg, Backend, LoadableRow, Settings};
 pub(crate) use statements::{Dialect, Statement, Statements};
 
 /// The [`SessionStore`](crate::store::SessionStore), [`LockStore`](crate::store::LockStore)

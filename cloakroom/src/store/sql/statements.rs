@@ -156,6 +156,7 @@ pub(crate) struct Statements {
     pub(crate) get: Statement,
     /// `get` for many ids at once (`$1` an array; `sid` first in each row), where the dialect
     /// has arrays.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) get_many: Option<Statement>,
     pub(crate) is_live: Statement,
     pub(crate) insert: Statement,
@@ -167,6 +168,7 @@ pub(crate) struct Statements {
     /// `replace` for many sessions at once, where the dialect has arrays: `$1`…`$4` arrays of
     /// `replace`'s `$1`…`$4` (`sess`, expiry, id, expected `sess`), `$5` now; returns the
     /// (1-based) positions of the writes that were made.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) replace_many: Option<Statement>,
     pub(crate) replace_leased: Statement,
     pub(crate) delete_if_unchanged: Statement,
@@ -188,7 +190,44 @@ pub(crate) struct Statements {
     pub(crate) create_owner_index: Statement,
 }
 
+/// The `n`th bind parameter (1-based), spelled as the dialect spells it or marked for
+/// [`Statement::new`] to number.
+fn param(dialect: &impl Dialect, n: usize) -> String {
+    dialect
+        .param(n)
+        .unwrap_or_else(|| format!("{MARK}{n}{MARK}"))
+}
+
+/// `sess` as a read returns it: the text only within the size limit (the parameter numbered
+/// `limit`), NULL over it, so a record over the limit is never transferred. Reads return its
+/// length as well.
+fn sess_within(dialect: &impl Dialect, limit: usize) -> String {
+    format!(
+        "CASE WHEN {} > {} THEN NULL ELSE {} END",
+        dialect.sess_len(),
+        param(dialect, limit),
+        dialect.sess_text()
+    )
+}
+
 impl Statements {
+    /// `get` for `n` ids at once, for a database without arrays: `sid IN (…)`. Parameters: 1
+    /// now in seconds, 2 the size limit, 3 to `n + 2` the ids; `sid` first in each row.
+    // Only MySQL reads this way (Postgres has arrays).
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+    pub(crate) fn get_in(dialect: &impl Dialect, table: &str, n: usize) -> Statement {
+        let [sid, _, expire] = dialect.columns();
+        let ids: Vec<String> = (3..n + 3).map(|k| param(dialect, k)).collect();
+        Statement::new(format!(
+            "SELECT {sid}, {}, {}, {} FROM {table} WHERE {sid} IN ({}) AND {expire} >= {}",
+            sess_within(dialect, 2),
+            dialect.sess_len(),
+            dialect.expire_ms(),
+            ids.join(", "),
+            dialect.time(&param(dialect, 1))
+        ))
+    }
+
     /// `table` and `locks`: the quoted (and, for Postgres, schema-qualified) names of the
     /// sessions' table and of the locks' table; `owner_index`: the quoted, unqualified name of
     /// the index on the owner at `owner_path` (an index is made in its table's schema).
@@ -199,23 +238,12 @@ impl Statements {
         owner_index: &str,
         owner_path: &OwnerPath,
     ) -> Self {
-        let p = |n: usize| {
-            dialect
-                .param(n)
-                .unwrap_or_else(|| format!("{MARK}{n}{MARK}"))
-        };
+        let p = |n: usize| param(dialect, n);
         let time = |n| dialect.time(&p(n));
         let [sid, sess_column, expire] = dialect.columns();
         let sess = dialect.sess_text();
         let sess_len = dialect.sess_len();
-        // A read returns the length of `sess` always, and the text only within the size limit
-        // (the parameter numbered `limit`): a record over it is never transferred.
-        let sess_within = |limit: usize| {
-            format!(
-                "CASE WHEN {sess_len} > {} THEN NULL ELSE {sess} END",
-                p(limit)
-            )
-        };
+        let sess_within = |limit: usize| sess_within(dialect, limit);
         let now_ms = dialect.now_ms();
         // A write under the session lock: only while the lease still holds it (fencing).
         let leased = |sid: usize, token: usize| {

@@ -42,6 +42,16 @@
 //! cannot say which it did: with `CLIENT_FOUND_ROWS` a live row it leaves alone counts one, as
 //! an insert does.) A touch changes `expires` only, so it never changes the version.
 //!
+//! # Under load: one query for many reads
+//! When every pooled connection is busy, requests wait for one. Reads that wait at the same time
+//! are run together: the first to get a connection takes the others and reads them all with one
+//! `SELECT … WHERE session_id IN (…)` (lists of 2, 4, 8 … 128 ids, the last id repeated to fill
+//! one, so each connection prepares a handful of statements), and each gets its own row.
+//! Nothing waits for a batch to fill: with a connection free, a read runs alone, as before. If
+//! the read running a batch is dropped (its timeout ran out) or its query fails, the others each
+//! read alone, so every read's outcome and error are its own. Writes are not batched: MySQL's
+//! `UPDATE` cannot say which rows of a batch it changed.
+//!
 //! # Session lock
 //! With [`with_session_lock`](crate::SessionLayerBuilder::with_session_lock), a session's lock is
 //! a row of a second table beside the sessions' (`sessions_lock` for the default table),
@@ -124,6 +134,8 @@
 //! A row whose `data` is not an express-session record (not JSON, no `cookie`, not UTF-8, or
 //! NULL) fails the load of that session only, with [`ErrorKind::Decode`].
 
+mod calls;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,6 +148,7 @@ use sqlx::mysql::{
 use sqlx::query::{Query, QueryAs};
 
 pub use super::sql::InvalidName;
+use super::sql::batch::Batches;
 use super::sql::{
     self, Arg, Backend, Dialect, LoadableRow, PruneTask, Rounding, Settings, Statement, Statements,
 };
@@ -181,6 +194,8 @@ struct Inner {
     /// The table's name, unquoted, for `Debug`.
     table: String,
     statements: Statements,
+    /// Reads waiting for a connection, to be run together.
+    gets: Batches<calls::Get>,
     /// Whether the session locks' table is known to exist: it is created on first use of the
     /// session lock.
     locks_ready: tokio::sync::OnceCell<()>,
@@ -486,10 +501,12 @@ impl MySqlStoreBuilder {
         if self.create_table_if_missing {
             create_table(&pool, &self.table, &self.columns, &statements).await?;
         }
+        let gets = Batches::new(calls::Get::new(&dialect, &table, statements.get.clone()));
         let inner = Arc::new_cyclic(|weak| Inner {
             pool,
             table: self.table,
             statements,
+            gets,
             locks_ready: tokio::sync::OnceCell::new(),
             settings: self.settings,
             prune_interval: self.prune_interval,
@@ -738,7 +755,7 @@ fn text(bytes: Vec<u8>) -> Result<String, sqlx::Error> {
 }
 
 /// A [`LoadableRow`] as read, its text still bytes.
-type LoadableBytes = (Vec<u8>, Option<Vec<u8>>, i64, i64);
+pub(super) type LoadableBytes = (Vec<u8>, Option<Vec<u8>>, i64, i64);
 
 fn text_or_null(bytes: Option<Vec<u8>>) -> Result<Option<String>, sqlx::Error> {
     bytes.map(text).transpose()
@@ -767,6 +784,20 @@ impl Backend for Inner {
     async fn count(&self, sql: &Statement, args: &[Arg<'_>]) -> Result<i64, sqlx::Error> {
         let (count,): (i64,) = query_as(sql, args).fetch_one(&self.pool).await?;
         Ok(count)
+    }
+
+    async fn get_row(
+        &self,
+        sid: &str,
+        now: i64,
+        max_size: i64,
+    ) -> Result<Option<(Option<String>, i64, i64)>, sqlx::Error> {
+        let request = || calls::GetRequest {
+            sid: sid.to_owned(),
+            now,
+            max_size,
+        };
+        self.gets.call(&self.pool, request).await
     }
 
     async fn fetch_one_record(

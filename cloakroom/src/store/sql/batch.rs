@@ -7,9 +7,10 @@
 //! another call brought stops waiting for a connection. With connections to spare, a call finds
 //! one at once and runs alone, with the same statement as before, so batching adds no wait.
 //!
-//! Postgres spends most of a primary-key read or update on the statement around it (bind,
-//! snapshot, executor start, the commit, the reply), and the driver most of its on the round
-//! trip: one statement for many sessions costs both little more than one for a single session.
+//! A database spends most of a primary-key read or update on the statement around it (parse or
+//! bind, snapshot, executor start, the commit, the reply), and the driver most of its on the
+//! round trip: one statement for many sessions costs both little more than one for a single
+//! session.
 //!
 //! A batch runs on the connection of the call that took it. If that call is dropped (its
 //! timeout ran out) or the statement fails, the calls it took hear nothing, and each runs alone,
@@ -22,14 +23,16 @@ use std::sync::{Mutex, MutexGuard};
 use std::task::Poll;
 
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnection, PgPool, Postgres};
+use sqlx::{Database, Pool};
 use tokio::sync::oneshot;
 
 /// The most requests one statement runs.
 const BATCH_AT_MOST: usize = 128;
 
 /// A kind of call that can be batched.
-pub(super) trait Kind: Send + Sync {
+pub(crate) trait Kind: Send + Sync {
+    /// The database it runs on.
+    type Database: Database;
     /// What one call asks.
     type Request: Send;
     /// What it gets.
@@ -38,13 +41,13 @@ pub(super) trait Kind: Send + Sync {
     /// Runs `requests` as one statement on `connection`: one answer each, in order.
     fn run(
         &self,
-        connection: &mut PgConnection,
+        connection: &mut <Self::Database as Database>::Connection,
         requests: &[Self::Request],
     ) -> impl Future<Output = Result<Vec<Self::Answer>, sqlx::Error>> + Send;
 }
 
 /// The calls of one kind waiting for a connection.
-pub(super) struct Batches<K: Kind> {
+pub(crate) struct Batches<K: Kind> {
     kind: K,
     queue: Mutex<Vec<Waiting<K>>>,
 }
@@ -56,15 +59,15 @@ struct Waiting<K: Kind> {
 }
 
 /// What a call gets first.
-enum First<A> {
+enum First<A, DB: Database> {
     Answer(A),
     /// The call that took this one's request was dropped or its statement failed.
     Orphaned,
-    Connection(PoolConnection<Postgres>),
+    Connection(PoolConnection<DB>),
 }
 
 impl<K: Kind> Batches<K> {
-    pub(super) fn new(kind: K) -> Self {
+    pub(crate) fn new(kind: K) -> Self {
         Batches {
             kind,
             queue: Mutex::new(Vec::new()),
@@ -73,9 +76,9 @@ impl<K: Kind> Batches<K> {
 
     /// Runs the request `request()` makes, together with others waiting at the same time where
     /// there are any. `request` is called again if this call has to run alone after all.
-    pub(super) async fn call(
+    pub(crate) async fn call(
         &self,
-        pool: &PgPool,
+        pool: &Pool<K::Database>,
         request: impl Fn() -> K::Request,
     ) -> Result<K::Answer, sqlx::Error> {
         let (reply, mut answer) = oneshot::channel();
@@ -148,7 +151,7 @@ impl<K: Kind> Batches<K> {
 /// Runs a batch and hands each call its answer.
 async fn run<K: Kind>(
     kind: &K,
-    connection: &mut PgConnection,
+    connection: &mut <K::Database as Database>::Connection,
     batch: Vec<Waiting<K>>,
 ) -> Result<(), sqlx::Error> {
     let (requests, replies): (Vec<_>, Vec<_>) = batch
