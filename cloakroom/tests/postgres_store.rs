@@ -661,6 +661,12 @@ async fn a_role_that_cannot_create_the_owner_index_still_gets_a_store() {
 /// A store on a pool of one connection, in a schema of its own, and a second pool for the
 /// test's own statements.
 async fn one_connection_store() -> (PostgresStore, sqlx::PgPool, String) {
+    one_connection_store_with_timeout(Duration::from_secs(5)).await
+}
+
+async fn one_connection_store_with_timeout(
+    timeout: Duration,
+) -> (PostgresStore, sqlx::PgPool, String) {
     let schema = unique_name("cloakroom_batch_");
     let pool = PgPoolOptions::new()
         .max_connections(1)
@@ -672,6 +678,7 @@ async fn one_connection_store() -> (PostgresStore, sqlx::PgPool, String) {
         .unwrap()
         .with_create_table_if_missing(true)
         .with_prune_interval(None)
+        .with_timeout(timeout)
         .build()
         .await
         .unwrap();
@@ -891,4 +898,50 @@ async fn writes_waiting_for_a_connection_run_together_each_with_its_own_outcome(
         assert_eq!(data.map(serde_json::Value::Object), expected, "session {k}");
     }
     assert!(store.get(&missing.0).await.unwrap().is_none());
+}
+
+/// A write whose batch is abandoned (the call running it timed out while the statement waited)
+/// fails as transient and is not run again: the abandoned statement may still write it once the
+/// table is free, and a write run again after its own would find itself and report a conflict,
+/// which a caller retries, applying its change twice.
+#[tokio::test]
+async fn a_write_whose_batch_is_abandoned_fails_and_is_not_run_again() {
+    let (store, own, table) = one_connection_store_with_timeout(Duration::from_millis(400)).await;
+    let hour = Some(Duration::from_secs(3600));
+    let mut sessions = Vec::new();
+    for n in 0..3 {
+        let id = Id::generate();
+        let version = write(&store, &id, &record(json!({ "n": n }), hour), None).await;
+        sessions.push((id, version));
+    }
+    let held = store.pool().acquire().await.unwrap();
+    let store = Arc::new(store);
+    let set = |(id, version): (Id, cloakroom::store::Version)| {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let written = record(json!({ "written": true }), hour);
+            store.set(&id, &written, Condition::version(&version)).await
+        })
+    };
+    // The first write waits longest, so it takes the batch and its timeout runs out first.
+    let first = set(sessions[0].clone());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let others: Vec<_> = sessions[1..].iter().cloned().map(set).collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut locker = own.begin().await.unwrap();
+    sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    drop(held);
+    let (query, _) = blocked_query(&own, &table).await;
+    assert!(query.contains("WITH ORDINALITY"), "{query}");
+    let error = first.await.unwrap().unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Timeout, "{error:?}");
+    locker.rollback().await.unwrap();
+    // Not run again: each fails as transient (it may have been made).
+    for other in others {
+        let error = other.await.unwrap().unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Unavailable, "{error:?}");
+    }
 }

@@ -49,6 +49,7 @@ impl Kind for Get {
     type Database = MySql;
     type Request = GetRequest;
     type Answer = Row;
+    const REPEATABLE: bool = true;
 
     async fn run(
         &self,

@@ -30,6 +30,7 @@ impl Kind for Get {
     type Database = sqlx::Postgres;
     type Request = GetRequest;
     type Answer = Row;
+    const REPEATABLE: bool = true;
 
     async fn run(
         &self,
@@ -86,6 +87,7 @@ impl Kind for Replace {
     type Request = ReplaceRequest;
     /// Whether the write was made.
     type Answer = bool;
+    const REPEATABLE: bool = false;
 
     async fn run(
         &self,

@@ -46,9 +46,11 @@
 //! the same writes would one after the other; of two writes to one session from the same
 //! version, one is made and the other is a conflict. A batch commits as one statement, so
 //! PostgreSQL commits many sessions for the price of one. If the call running a batch is
-//! dropped (its timeout ran out) or its statement fails, the others each run alone, so every
-//! call's outcome and error are its own. New sessions, deletes, touches and writes under a
-//! session lock are not batched.
+//! dropped (its timeout ran out) or its statement fails, the other reads each run alone, so
+//! their outcomes and errors are their own; the other writes fail with
+//! [`ErrorKind::Unavailable`], since the statement may have been applied (run again, a write
+//! would find itself and report a conflict, and a caller would apply its change twice). New
+//! sessions, deletes, touches and writes under a session lock are not batched.
 //!
 //! # Session lock
 //! With [`with_session_lock`](crate::SessionLayerBuilder::with_session_lock), a session's lock is

@@ -13,9 +13,11 @@
 //! session.
 //!
 //! A batch runs on the connection of the call that took it. If that call is dropped (its
-//! timeout ran out) or the statement fails, the calls it took hear nothing, and each runs alone,
-//! so every call's outcome, and error, is its own. A failed batch of writes changed nothing: a
-//! statement is atomic.
+//! timeout ran out) or the statement fails, the calls it took hear nothing. A read then runs
+//! alone, so its outcome and error are its own. A write fails ([`abandoned`]): the statement
+//! may have been applied all the same (a dropped query can still run on the server, and a
+//! connection can break after the commit), and run again it would find its own write and call
+//! it a conflict, which a caller would retry (applying its change twice).
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
@@ -37,6 +39,9 @@ pub(crate) trait Kind: Send + Sync {
     type Request: Send;
     /// What it gets.
     type Answer: Send;
+    /// Whether a request whose batch was abandoned or failed may run again, alone: true for a
+    /// read; false for a write, which the batch may have made.
+    const REPEATABLE: bool;
 
     /// Runs `requests` as one statement on `connection`: one answer each, in order.
     fn run(
@@ -96,10 +101,14 @@ impl<K: Kind> Batches<K> {
         .await?;
         let mut connection = match first {
             First::Answer(answer) => return Ok(answer),
+            First::Orphaned if !K::REPEATABLE => return Err(abandoned()),
             First::Orphaned => acquire.await?,
             First::Connection(mut connection) => loop {
                 match answer.try_recv() {
                     Ok(answer) => return Ok(answer),
+                    Err(oneshot::error::TryRecvError::Closed) if !K::REPEATABLE => {
+                        return Err(abandoned());
+                    }
                     Err(oneshot::error::TryRecvError::Closed) => break connection,
                     Err(oneshot::error::TryRecvError::Empty) => {}
                 }
@@ -108,12 +117,13 @@ impl<K: Kind> Batches<K> {
                     drop(connection);
                     match answer.await {
                         Ok(answer) => return Ok(answer),
+                        Err(_) if !K::REPEATABLE => return Err(abandoned()),
                         Err(_) => break pool.acquire().await?,
                     }
                 };
                 if run(&self.kind, &mut connection, batch).await.is_err() {
-                    // The batch's calls, this one too if it was there, run alone, on another
-                    // connection in case this one broke.
+                    // The batch's calls, this one too if it was there, hear nothing; if they
+                    // run alone, on another connection, in case this one broke.
                     drop(connection);
                     connection = pool.acquire().await?;
                 }
@@ -167,6 +177,15 @@ async fn run<K: Kind>(
         let _ = reply.send(answer);
     }
     Ok(())
+}
+
+/// A write whose batch was abandoned or failed: it may have been made, as a write cut short
+/// may (transient, as a broken connection is).
+fn abandoned() -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "the statement that carried this write was abandoned or failed; it may have been applied",
+    ))
 }
 
 /// A batch whose statement gave fewer answers than it had requests: never, by construction.
