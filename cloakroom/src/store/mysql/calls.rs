@@ -2,17 +2,11 @@
 //! MySQL has no arrays, so many ids are read with `sid IN (…)`, one statement per power of two
 //! (the list padded by repeating its last id), so each connection prepares a handful.
 
-use std::collections::HashMap;
-
 use sqlx::mysql::{MySql, MySqlConnection};
 
 use super::{LoadableBytes, query_as, text, text_or_null};
-use crate::store::sql::batch::Kind;
+use crate::store::sql::batch::{Kind, Read, Row};
 use crate::store::sql::{Arg, Dialect, Statement, Statements};
-
-/// A session's row as `get` reads it: `sess` (NULL when over the size limit), its length in
-/// bytes, and the expiry in milliseconds; `None` when there is no live row.
-pub(super) type Row = Option<(Option<String>, i64, i64)>;
 
 /// The largest `IN` list: 2 to the power of this.
 const MOST_IDS_LOG2: u32 = 7;
@@ -38,27 +32,18 @@ impl Get {
     }
 }
 
-/// A read of one session: its id, now in seconds (its row must be live then), the size limit.
-pub(super) struct GetRequest {
-    pub(super) sid: String,
-    pub(super) now: i64,
-    pub(super) max_size: i64,
-}
-
 impl Kind for Get {
     type Database = MySql;
-    type Request = GetRequest;
+    type Request = Read;
     type Answer = Row;
     const REPEATABLE: bool = true;
 
     async fn run(
         &self,
         connection: &mut MySqlConnection,
-        requests: &[GetRequest],
+        requests: &[Read],
     ) -> Result<Vec<Row>, sqlx::Error> {
-        // Every row must be live at the latest `now`, which is no earlier than any read began.
-        let now = requests.iter().map(|read| read.now).max().unwrap_or(0);
-        let max_size = requests.iter().map(|read| read.max_size).max().unwrap_or(0);
+        let (now, max_size) = Read::parameters(requests);
         if let [read] = requests {
             let args = [Arg::Text(&read.sid), Arg::Int(now), Arg::Int(max_size)];
             let row: Option<(Option<Vec<u8>>, i64, i64)> = query_as(&self.one, &args)
@@ -83,14 +68,10 @@ impl Kind for Get {
         // Padded to the list's length with the last id again.
         args.resize(2 + requests.len().next_power_of_two(), Arg::Text(&last.sid));
         let rows: Vec<LoadableBytes> = query_as(many, &args).fetch_all(&mut *connection).await?;
-        let mut found = HashMap::with_capacity(rows.len());
+        let mut found = Vec::with_capacity(rows.len());
         for (sid, sess, len, expires) in rows {
-            found.insert(text(sid)?, (text_or_null(sess)?, len, expires));
+            found.push((text(sid)?, (text_or_null(sess)?, len, expires)));
         }
-        // An id read twice gets its row twice.
-        Ok(requests
-            .iter()
-            .map(|read| found.get(&read.sid).cloned())
-            .collect())
+        Ok(Read::answers(requests, found))
     }
 }

@@ -148,7 +148,7 @@ use sqlx::mysql::{
 use sqlx::query::{Query, QueryAs};
 
 pub use super::sql::InvalidName;
-use super::sql::batch::Batches;
+use super::sql::batch::{Batches, Read};
 use super::sql::{
     self, Arg, Backend, Dialect, LoadableRow, PruneTask, Rounding, Settings, Statement, Statements,
 };
@@ -792,7 +792,7 @@ impl Backend for Inner {
         now: i64,
         max_size: i64,
     ) -> Result<Option<(Option<String>, i64, i64)>, sqlx::Error> {
-        let request = || calls::GetRequest {
+        let request = || Read {
             sid: sid.to_owned(),
             now,
             max_size,

@@ -1,17 +1,11 @@
 //! The calls the store batches ([`batch`](crate::store::sql::batch)): a read of one session, and a
 //! compare-and-set of one session's data.
 
-use std::collections::HashMap;
-
 use sqlx::postgres::PgConnection;
 
 use super::query_as;
-use crate::store::sql::batch::Kind;
+use crate::store::sql::batch::{Kind, Read, Row};
 use crate::store::sql::{Arg, Statement};
-
-/// A session's row as `get` reads it: `sess` (NULL when over the size limit), its length in
-/// bytes, and the expiry in milliseconds; `None` when there is no live row.
-pub(super) type Row = Option<(Option<String>, i64, i64)>;
 
 /// `get`: `one` reads one session, `many` the same for many ids.
 pub(super) struct Get {
@@ -19,27 +13,18 @@ pub(super) struct Get {
     pub(super) many: Statement,
 }
 
-/// A read of one session: its id, now in seconds (its row must be live then), the size limit.
-pub(super) struct GetRequest {
-    pub(super) sid: String,
-    pub(super) now: i64,
-    pub(super) max_size: i64,
-}
-
 impl Kind for Get {
     type Database = sqlx::Postgres;
-    type Request = GetRequest;
+    type Request = Read;
     type Answer = Row;
     const REPEATABLE: bool = true;
 
     async fn run(
         &self,
         connection: &mut PgConnection,
-        requests: &[GetRequest],
+        requests: &[Read],
     ) -> Result<Vec<Row>, sqlx::Error> {
-        // Every row must be live at the latest `now`, which is no earlier than any read began.
-        let now = requests.iter().map(|read| read.now).max().unwrap_or(0);
-        let max_size = requests.iter().map(|read| read.max_size).max().unwrap_or(0);
+        let (now, max_size) = Read::parameters(requests);
         if let [read] = requests {
             let args = [Arg::Text(&read.sid), Arg::Int(now), Arg::Int(max_size)];
             let row = query_as(&self.one, &args)
@@ -54,15 +39,10 @@ impl Kind for Get {
             .bind(max_size)
             .fetch_all(&mut *connection)
             .await?;
-        let rows: HashMap<String, (Option<String>, i64, i64)> = rows
+        let rows = rows
             .into_iter()
-            .map(|(sid, sess, len, expires)| (sid, (sess, len, expires)))
-            .collect();
-        // An id read twice gets its row twice.
-        Ok(requests
-            .iter()
-            .map(|read| rows.get(&read.sid).cloned())
-            .collect())
+            .map(|(sid, sess, len, expires)| (sid, (sess, len, expires)));
+        Ok(Read::answers(requests, rows))
     }
 }
 

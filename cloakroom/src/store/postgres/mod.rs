@@ -168,7 +168,7 @@ use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgRow, Postgres};
 use sqlx::query::{Query, QueryAs};
 
 pub use super::sql::InvalidName;
-use super::sql::batch::Batches;
+use super::sql::batch::{Batches, Read};
 use super::sql::ops::Replacement;
 use super::sql::{
     self, Arg, Backend, Dialect, LoadableRow, PruneTask, Settings, Statement, Statements,
@@ -843,7 +843,7 @@ impl Backend for Inner {
             let args = [Arg::Text(sid), Arg::Int(now), Arg::Int(max_size)];
             return self.fetch_one_record(&self.statements.get, &args).await;
         };
-        let request = || calls::GetRequest {
+        let request = || Read {
             sid: sid.to_owned(),
             now,
             max_size,

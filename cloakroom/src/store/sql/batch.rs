@@ -19,6 +19,7 @@
 //! connection can break after the commit), and run again it would find its own write and call
 //! it a conflict, which a caller would retry (applying its change twice).
 
+use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::{Mutex, MutexGuard};
@@ -191,4 +192,39 @@ fn abandoned() -> sqlx::Error {
 /// A batch whose statement gave fewer answers than it had requests: never, by construction.
 fn missing_answer() -> sqlx::Error {
     sqlx::Error::Protocol("a batched statement gave no answer for a request".to_owned())
+}
+
+/// A read of one session, as the stores batch it: its id, now in seconds (its row must be live
+/// then), and the size limit.
+pub(crate) struct Read {
+    pub(crate) sid: String,
+    pub(crate) now: i64,
+    pub(crate) max_size: i64,
+}
+
+/// A session's row as `get` reads it: `sess` (NULL when over the size limit), its length in
+/// bytes, and the expiry in milliseconds; `None` when there is no live row.
+pub(crate) type Row = Option<(Option<String>, i64, i64)>;
+
+impl Read {
+    /// `get`'s parameters for a batch of reads: now, the latest of theirs, which is no earlier
+    /// than any of them began (every row must be live then), and the size limit.
+    pub(crate) fn parameters(reads: &[Read]) -> (i64, i64) {
+        let now = reads.iter().map(|read| read.now).max().unwrap_or(0);
+        let max_size = reads.iter().map(|read| read.max_size).max().unwrap_or(0);
+        (now, max_size)
+    }
+
+    /// Each read's row among `rows` (`sid`, then the row), found by id: an id read twice gets
+    /// its row twice.
+    pub(crate) fn answers(
+        reads: &[Read],
+        rows: impl IntoIterator<Item = (String, (Option<String>, i64, i64))>,
+    ) -> Vec<Row> {
+        let rows: HashMap<String, (Option<String>, i64, i64)> = rows.into_iter().collect();
+        reads
+            .iter()
+            .map(|read| rows.get(&read.sid).cloned())
+            .collect()
+    }
 }
