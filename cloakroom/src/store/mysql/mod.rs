@@ -148,7 +148,8 @@ use sqlx::mysql::{
 use sqlx::query::{Query, QueryAs};
 
 pub use super::sql::InvalidName;
-use super::sql::batch::{Batches, Read};
+use super::sql::batch::{Batches, Read, Write};
+use super::sql::ops::Replacement;
 use super::sql::{
     self, Arg, Backend, Dialect, LoadableRow, PruneTask, Rounding, Settings, Statement, Statements,
 };
@@ -194,8 +195,9 @@ struct Inner {
     /// The table's name, unquoted, for `Debug`.
     table: String,
     statements: Statements,
-    /// Reads waiting for a connection, to be run together.
+    /// Reads and compare-and-sets waiting for a connection, to be run together.
     gets: Batches<calls::Get>,
+    replaces: Batches<calls::Replace>,
     /// Whether the session locks' table is known to exist: it is created on first use of the
     /// session lock.
     locks_ready: tokio::sync::OnceCell<()>,
@@ -502,11 +504,17 @@ impl MySqlStoreBuilder {
             create_table(&pool, &self.table, &self.columns, &statements).await?;
         }
         let gets = Batches::new(calls::Get::new(&dialect, &table, statements.get.clone()));
+        let replaces = Batches::new(calls::Replace::new(
+            &dialect,
+            &table,
+            statements.replace.clone(),
+        ));
         let inner = Arc::new_cyclic(|weak| Inner {
             pool,
             table: self.table,
             statements,
             gets,
+            replaces,
             locks_ready: tokio::sync::OnceCell::new(),
             settings: self.settings,
             prune_interval: self.prune_interval,
@@ -798,6 +806,17 @@ impl Backend for Inner {
             max_size,
         };
         self.gets.call(&self.pool, request).await
+    }
+
+    async fn replace(&self, write: Replacement<'_>) -> Result<bool, sqlx::Error> {
+        let request = || Write {
+            sess: write.sess.to_owned(),
+            expire: write.expire,
+            sid: write.sid.to_owned(),
+            expected: write.expected.to_owned(),
+            now: write.now,
+        };
+        self.replaces.call(&self.pool, request).await
     }
 
     async fn fetch_one_record(
