@@ -42,15 +42,25 @@
 //! cannot say which it did: with `CLIENT_FOUND_ROWS` a live row it leaves alone counts one, as
 //! an insert does.) A touch changes `expires` only, so it never changes the version.
 //!
-//! # Under load: one query for many reads
-//! When every pooled connection is busy, requests wait for one. Reads that wait at the same time
-//! are run together: the first to get a connection takes the others and reads them all with one
-//! `SELECT … WHERE session_id IN (…)` (lists of 2, 4, 8 … 128 ids, the last id repeated to fill
-//! one, so each connection prepares a handful of statements), and each gets its own row.
-//! Nothing waits for a batch to fill: with a connection free, a read runs alone, as before. If
-//! the read running a batch is dropped (its timeout ran out) or its query fails, the others each
-//! read alone, so every read's outcome and error are its own. Writes are not batched: MySQL's
-//! `UPDATE` cannot say which rows of a batch it changed.
+//! # Under load: one statement for many sessions
+//! When every pooled connection is busy, requests wait for one. Reads and compare-and-sets (the
+//! conditional `UPDATE` above, without a session lock) that wait at the same time are run
+//! together: the first to get a connection takes the others of its kind and runs them as one
+//! statement, and each gets its own answer. Nothing waits for a batch to fill: with a connection
+//! free, a call runs alone, as before.
+//!
+//! - Reads: `SELECT … WHERE session_id IN (…)`, in lists of 2, 4, 8 … 128 ids (the last id
+//!   repeated to fill one), so each connection prepares a handful of statements.
+//! - Writes: one `UPDATE … JOIN (SELECT … UNION ALL …)` with each write's own condition, in a
+//!   transaction. MySQL says how many rows an `UPDATE` matched, not which, so the transaction is
+//!   committed only when every write matched its row; otherwise (a conflict, two writes to one
+//!   session, a deadlock) it is rolled back and each write is made alone. The writes are joined
+//!   in the order of their ids, so batches running at once lock rows in one order.
+//!
+//! If the call running a batch is dropped (its timeout ran out) or its statement fails, the other
+//! reads each run alone; the other writes fail with [`ErrorKind::Unavailable`], since the
+//! statement may have been applied. New sessions, deletes, touches and writes under a session
+//! lock are not batched.
 //!
 //! # Session lock
 //! With [`with_session_lock`](crate::SessionLayerBuilder::with_session_lock), a session's lock is
