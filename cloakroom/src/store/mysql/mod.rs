@@ -42,25 +42,15 @@
 //! cannot say which it did: with `CLIENT_FOUND_ROWS` a live row it leaves alone counts one, as
 //! an insert does.) A touch changes `expires` only, so it never changes the version.
 //!
-//! # Under load: one statement for many sessions
-//! When every pooled connection is busy, requests wait for one. Reads and compare-and-sets (the
-//! conditional `UPDATE` above, without a session lock) that wait at the same time are run
-//! together: the first to get a connection takes the others of its kind and runs them as one
-//! statement, and each gets its own answer. Nothing waits for a batch to fill: with a connection
-//! free, a call runs alone, as before.
-//!
-//! - Reads: `SELECT … WHERE session_id IN (…)`, in lists of 2, 4, 8 … 128 ids (the last id
-//!   repeated to fill one), so each connection prepares a handful of statements.
-//! - Writes: one `UPDATE … JOIN (SELECT … UNION ALL …)` with each write's own condition, in a
-//!   transaction. MySQL says how many rows an `UPDATE` matched, not which, so the transaction is
-//!   committed only when every write matched its row; otherwise (a conflict, two writes to one
-//!   session, a deadlock) it is rolled back and each write is made alone. The writes are joined
-//!   in the order of their ids, so batches running at once lock rows in one order.
-//!
-//! If the call running a batch is dropped (its timeout ran out) or its statement fails, the other
-//! reads each run alone; the other writes fail with [`ErrorKind::Unavailable`], since the
-//! statement may have been applied. New sessions, deletes, touches and writes under a session
-//! lock are not batched.
+//! # Under load: one query for many reads
+//! When every pooled connection is busy, requests wait for one. Reads that wait at the same time
+//! are run together: the first to get a connection takes the others and reads them all with one
+//! `SELECT … WHERE session_id IN (…)` (lists of 2, 4, 8 … 128 ids, the last id repeated to fill
+//! one, so each connection prepares a handful of statements), and each gets its own row.
+//! Nothing waits for a batch to fill: with a connection free, a read runs alone, as before. If
+//! the read running a batch is dropped (its timeout ran out) or its query fails, the others each
+//! read alone, so every read's outcome and error are its own. Writes are not batched: MySQL's
+//! `UPDATE` cannot say which rows of a batch it changed.
 //!
 //! # Session lock
 //! With [`with_session_lock`](crate::SessionLayerBuilder::with_session_lock), a session's lock is
@@ -158,8 +148,7 @@ use sqlx::mysql::{
 use sqlx::query::{Query, QueryAs};
 
 pub use super::sql::InvalidName;
-use super::sql::batch::{Batches, Read, Write};
-use super::sql::ops::Replacement;
+use super::sql::batch::{Batches, Read};
 use super::sql::{
     self, Arg, Backend, Dialect, LoadableRow, PruneTask, Rounding, Settings, Statement, Statements,
 };
@@ -205,9 +194,8 @@ struct Inner {
     /// The table's name, unquoted, for `Debug`.
     table: String,
     statements: Statements,
-    /// Reads and compare-and-sets waiting for a connection, to be run together.
+    /// Reads waiting for a connection, to be run together.
     gets: Batches<calls::Get>,
-    replaces: Batches<calls::Replace>,
     /// Whether the session locks' table is known to exist: it is created on first use of the
     /// session lock.
     locks_ready: tokio::sync::OnceCell<()>,
@@ -514,17 +502,11 @@ impl MySqlStoreBuilder {
             create_table(&pool, &self.table, &self.columns, &statements).await?;
         }
         let gets = Batches::new(calls::Get::new(&dialect, &table, statements.get.clone()));
-        let replaces = Batches::new(calls::Replace::new(
-            &dialect,
-            &table,
-            statements.replace.clone(),
-        ));
         let inner = Arc::new_cyclic(|weak| Inner {
             pool,
             table: self.table,
             statements,
             gets,
-            replaces,
             locks_ready: tokio::sync::OnceCell::new(),
             settings: self.settings,
             prune_interval: self.prune_interval,
@@ -816,17 +798,6 @@ impl Backend for Inner {
             max_size,
         };
         self.gets.call(&self.pool, request).await
-    }
-
-    async fn replace(&self, write: Replacement<'_>) -> Result<bool, sqlx::Error> {
-        let request = || Write {
-            sess: write.sess.to_owned(),
-            expire: write.expire,
-            sid: write.sid.to_owned(),
-            expected: write.expected.to_owned(),
-            now: write.now,
-        };
-        self.replaces.call(&self.pool, request).await
     }
 
     async fn fetch_one_record(

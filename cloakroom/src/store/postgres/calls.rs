@@ -4,7 +4,7 @@
 use sqlx::postgres::PgConnection;
 
 use super::query_as;
-use crate::store::sql::batch::{Kind, Read, Row, Write};
+use crate::store::sql::batch::{Kind, Read, Row};
 use crate::store::sql::{Arg, Statement};
 
 /// `get`: `one` reads one session, `many` the same for many ids.
@@ -52,9 +52,19 @@ pub(super) struct Replace {
     pub(super) many: Statement,
 }
 
+/// A compare-and-set of one session: the new `sess`, its expiry in seconds, the id, the `sess`
+/// it must still hold, and now in seconds (the row must be live then).
+pub(super) struct ReplaceRequest {
+    pub(super) sess: String,
+    pub(super) expire: i64,
+    pub(super) sid: String,
+    pub(super) expected: String,
+    pub(super) now: i64,
+}
+
 impl Kind for Replace {
     type Database = sqlx::Postgres;
-    type Request = Write;
+    type Request = ReplaceRequest;
     /// Whether the write was made.
     type Answer = bool;
     const REPEATABLE: bool = false;
@@ -62,9 +72,10 @@ impl Kind for Replace {
     async fn run(
         &self,
         connection: &mut PgConnection,
-        requests: &[Write],
+        requests: &[ReplaceRequest],
     ) -> Result<Vec<bool>, sqlx::Error> {
-        let now = Write::now(requests);
+        // Every row must be live at the latest `now`, which is no earlier than any write began.
+        let now = requests.iter().map(|write| write.now).max().unwrap_or(0);
         if let [write] = requests {
             let args = [
                 Arg::Text(&write.sess),
@@ -78,8 +89,9 @@ impl Kind for Replace {
                 .await?;
             return Ok(vec![written.rows_affected() > 0]);
         }
-        let column =
-            |field: fn(&Write) -> &str| -> Vec<&str> { requests.iter().map(field).collect() };
+        let column = |field: fn(&ReplaceRequest) -> &str| -> Vec<&str> {
+            requests.iter().map(field).collect()
+        };
         let expires: Vec<i64> = requests.iter().map(|write| write.expire).collect();
         let written: Vec<(i64,)> = sqlx::query_as(&self.many)
             .bind(column(|write| &write.sess))

@@ -168,7 +168,7 @@ use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgRow, Postgres};
 use sqlx::query::{Query, QueryAs};
 
 pub use super::sql::InvalidName;
-use super::sql::batch::{Batches, Read, Write};
+use super::sql::batch::{Batches, Read};
 use super::sql::ops::Replacement;
 use super::sql::{
     self, Arg, Backend, Dialect, LoadableRow, PruneTask, Settings, Statement, Statements,
@@ -858,7 +858,7 @@ impl Backend for Inner {
                 .await?
                 > 0);
         };
-        let request = || Write {
+        let request = || calls::ReplaceRequest {
             sess: write.sess.to_owned(),
             expire: write.expire,
             sid: write.sid.to_owned(),

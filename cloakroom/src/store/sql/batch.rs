@@ -228,22 +228,3 @@ impl Read {
             .collect()
     }
 }
-
-/// A compare-and-set of one session, as the stores batch it: the new `sess`, its expiry in
-/// seconds, the id, the `sess` it must still hold, and now in seconds (the row must be live
-/// then).
-pub(crate) struct Write {
-    pub(crate) sess: String,
-    pub(crate) expire: i64,
-    pub(crate) sid: String,
-    pub(crate) expected: String,
-    pub(crate) now: i64,
-}
-
-impl Write {
-    /// The batch's now: the latest of its writes', which is no earlier than any of them began
-    /// (every row must be live then).
-    pub(crate) fn now(writes: &[Write]) -> i64 {
-        writes.iter().map(|write| write.now).max().unwrap_or(0)
-    }
-}
