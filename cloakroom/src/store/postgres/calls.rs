@@ -5,6 +5,7 @@ use sqlx::postgres::PgConnection;
 
 use super::query_as;
 use crate::store::sql::batch::{Kind, Read, Row};
+use crate::store::sql::ops::Replacement;
 use crate::store::sql::{Arg, Statement};
 
 /// `get`: `one` reads one session, `many` the same for many ids.
@@ -62,6 +63,30 @@ pub(super) struct ReplaceRequest {
     pub(super) now: i64,
 }
 
+impl ReplaceRequest {
+    /// The owned copy of `write`, to wait in the queue.
+    pub(super) fn new(write: Replacement<'_>) -> Self {
+        ReplaceRequest {
+            sess: write.sess.to_owned(),
+            expire: write.expire,
+            sid: write.sid.to_owned(),
+            expected: write.expected.to_owned(),
+            now: write.now,
+        }
+    }
+
+    /// This write as `replace` takes it, live at `now`.
+    fn at(&self, now: i64) -> Replacement<'_> {
+        Replacement {
+            sess: &self.sess,
+            expire: self.expire,
+            sid: &self.sid,
+            expected: &self.expected,
+            now,
+        }
+    }
+}
+
 impl Kind for Replace {
     type Database = sqlx::Postgres;
     type Request = ReplaceRequest;
@@ -77,13 +102,7 @@ impl Kind for Replace {
         // Every row must be live at the latest `now`, which is no earlier than any write began.
         let now = requests.iter().map(|write| write.now).max().unwrap_or(0);
         if let [write] = requests {
-            let args = [
-                Arg::Text(&write.sess),
-                Arg::Int(write.expire),
-                Arg::Text(&write.sid),
-                Arg::Text(&write.expected),
-                Arg::Int(now),
-            ];
+            let args = write.at(now).args();
             let written = super::query(&self.one, &args)
                 .execute(&mut *connection)
                 .await?;

@@ -858,14 +858,9 @@ impl Backend for Inner {
                 .await?
                 > 0);
         };
-        let request = || calls::ReplaceRequest {
-            sess: write.sess.to_owned(),
-            expire: write.expire,
-            sid: write.sid.to_owned(),
-            expected: write.expected.to_owned(),
-            now: write.now,
-        };
-        replaces.call(&self.pool, request).await
+        replaces
+            .call(&self.pool, || calls::ReplaceRequest::new(write))
+            .await
     }
 
     async fn fetch_one_record(

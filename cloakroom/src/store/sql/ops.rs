@@ -39,9 +39,9 @@ pub(crate) struct Replacement<'a> {
     pub(crate) now: i64,
 }
 
-impl Replacement<'_> {
+impl<'a> Replacement<'a> {
     /// `replace`'s parameters.
-    pub(crate) fn args(&self) -> [Arg<'_>; 5] {
+    pub(crate) fn args(&self) -> [Arg<'a>; 5] {
         [
             Arg::Text(self.sess),
             Arg::Int(self.expire),
