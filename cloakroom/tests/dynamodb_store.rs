@@ -323,7 +323,33 @@ async fn node_items_are_read_as_node_reads_them() {
     put_raw(&store, &node_item(&forever, None)).await;
     let loaded = store.get(&forever).await.unwrap().expect("live");
     assert_eq!(loaded.expires_at, None);
-
+    // ... and so is one whose `expires` is no number (Node's `+expires` is NaN): both are
+    // saved over from what was loaded, and touched, as live sessions.
+    let text_expires = Id::generate();
+    put_raw(&store, &node_item(&text_expires, Some(s("soon")))).await;
+    for id in [&forever, &text_expires] {
+        let loaded = store.get(id).await.unwrap().expect("live");
+        assert_eq!(loaded.expires_at, None);
+        write(
+            &store,
+            id,
+            &record(json!({"saved": true}), None),
+            Some(&loaded.version),
+        )
+        .await;
+        put_raw(&store, &node_item(id, Some(s("soon")))).await;
+        store
+            .touch(id, &record(json!({}), Some(Duration::from_secs(60))))
+            .await
+            .unwrap();
+        let touched = get_raw(&store, &format!("sess:{}", id.as_str()))
+            .await
+            .expect("still there");
+        assert!(
+            matches!(touched.get("expires"), Some(AttributeValue::N(_))),
+            "the touch set a numeric expires"
+        );
+    }
     // The stub Node's touch leaves on a destroyed session: absent, and free for a new session,
     // and a touch does not bring it back.
     let stub = Id::generate();

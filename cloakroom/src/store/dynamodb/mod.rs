@@ -52,11 +52,12 @@
 //! Every write is one conditional `PutItem` (a record already expired: a conditional
 //! `DeleteItem`); a failed condition is a [`SetOutcome::Conflict`]:
 //!
-//! - a new session: `attribute_not_exists(id) OR attribute_not_exists(sess) OR expires <=
-//!   :now`, so a live session is never overwritten, while an expired item or a stub (below)
+//! - a new session: `attribute_not_exists(sess) OR expires <= :now` (no item has no `sess`
+//!   either), so a live session is never overwritten, while an expired item or a stub (below)
 //!   is;
-//! - a loaded session: `sess = :loaded AND (attribute_not_exists(expires) OR expires > :now)`:
-//!   the record's [`Version`] is its stored `sess` text, as for `PostgresStore`. No version
+//! - a loaded session: `sess = :loaded AND NOT expires <= :now`: Node's rule, word for word (a
+//!   missing `expires`, or one that is not a number, compares false: never expired). The
+//!   record's [`Version`] is its stored `sess` text, as for `PostgresStore`. No version
 //!   attribute is needed, so a write from Node (which replaces the item whole and would drop
 //!   one) still changes what is compared: a Rust request that loaded a session before an
 //!   Express app rewrote it gets a conflict rather than overwriting Node's change. Identical
@@ -70,14 +71,19 @@
 //! record back: exactly this write's text means it landed ([`SetOutcome::Written`]), anything
 //! else is a conflict. Without a retry a failed condition is a conflict, even where the stored
 //! text happens to be the same. A touch is an `UpdateItem` of
-//! `expires` (and of `owner` where it is missing, see below) under `attribute_exists(sess) AND (attribute_not_exists(expires) OR
-//! expires > :now)`: it never creates an item and never changes the version.
+//! `expires` (and of `owner` where it is missing, see below) under `attribute_exists(sess) AND
+//! NOT expires <= :now`: it never creates an item and never changes the version.
 //! connect-dynamodb's own touch has no condition, so touching a destroyed session from Node
 //! leaves a stub, `{id, expires}`, with no `sess`: this store reads it as absent, as Node does,
 //! and a new session may take its place.
 //!
 //! connect-dynamodb itself has no compare-and-set: a Node process can still overwrite a
 //! concurrent write from this store (last write wins there, as it always has).
+//!
+//! The conditions are written in the fewest terms that say them: a stand-in such as dynalite
+//! parses every expression anew, and there the earlier `sess = :loaded AND
+//! (attribute_not_exists(expires) OR expires > :now)` about doubled what a compare-and-set cost
+//! it.
 //!
 //! # Size limit
 //! DynamoDB refuses items over 400 KB, names and values counted, so the largest record this
@@ -190,6 +196,10 @@ pub struct DynamoDbStore {
 
 struct Inner {
     client: Client,
+    /// `client` with its retries off, for conditional writes (see `conditional_write`). Built
+    /// once rather than as a per-call config override, which the SDK turns into runtime
+    /// plugins again on every call.
+    writer: Client,
     table: String,
     hash_key: String,
     prefix: String,
@@ -388,9 +398,18 @@ impl DynamoDbStoreBuilder {
             }
         };
         let default_ttl_ms = i64::try_from(self.default_ttl.as_millis()).unwrap_or(i64::MAX);
+        // The same HTTP client and connections, without retries.
+        let writer = Client::from_conf(
+            client
+                .config()
+                .to_builder()
+                .retry_config(RetryConfig::disabled())
+                .build(),
+        );
         let store = DynamoDbStore {
             inner: Arc::new(Inner {
                 client,
+                writer,
                 table: self.table,
                 hash_key: self.hash_key,
                 prefix: self.prefix,
@@ -829,7 +848,7 @@ impl DynamoDbStore {
 
     /// A conditional write, attempted up to three times within the store's timeout while it
     /// fails transiently (a dropped connection, throttling, a 5xx). The client's own retries
-    /// are off for it (`no_retry`): this one tells the caller that a retry happened, so a
+    /// are off for it (`Inner::writer`): this one tells the caller that a retry happened, so a
     /// failed condition after one can be checked ([`Outcome::Retried`]).
     async fn conditional_write<T, E, R, F>(
         &self,
@@ -905,10 +924,6 @@ fn add_names(
 }
 
 /// For conditional writes: a retry of one that landed would fail its own condition.
-fn no_retry() -> aws_sdk_dynamodb::config::Builder {
-    aws_sdk_dynamodb::config::Builder::default().retry_config(RetryConfig::disabled())
-}
-
 /// Whether `error` is DynamoDB's error `code`.
 fn is_code(error: &Error, code: &str) -> bool {
     std::error::Error::source(error)
@@ -1006,37 +1021,28 @@ impl SessionStore for DynamoDbStore {
 
         let mut values = vec![(":now", AttributeValue::N(now_text))];
         let expression = match expected {
-            None => "attribute_not_exists(#k) OR attribute_not_exists(#s) OR #e <= :now",
+            None => "attribute_not_exists(#s) OR #e <= :now",
             Some(text) => {
                 values.push((":loaded", AttributeValue::S(text.to_owned())));
-                "#s = :loaded AND (attribute_not_exists(#e) OR #e > :now)"
+                "#s = :loaded AND NOT #e <= :now"
             }
         };
         let version = Version::from_bytes(json.as_bytes());
         let outcome = if expired {
             let mut request = inner
-                .client
+                .writer
                 .delete_item()
                 .table_name(&inner.table)
                 .key(&inner.hash_key, AttributeValue::S(key))
                 .condition_expression(expression)
                 .expression_attribute_names("#s", SESS)
                 .expression_attribute_names("#e", EXPIRES);
-            if expected.is_none() {
-                request = request.expression_attribute_names("#k", &inner.hash_key);
-            }
             for (name, value) in values {
                 request = request.expression_attribute_values(name, value);
             }
-            self.conditional_write("DeleteItem", || {
-                request
-                    .clone()
-                    .customize()
-                    .config_override(no_retry())
-                    .send()
-            })
-            .await?
-            .map(|(_, retried)| retried)
+            self.conditional_write("DeleteItem", || request.clone().send())
+                .await?
+                .map(|(_, retried)| retried)
         } else {
             let item = item::session_item(
                 &inner.hash_key,
@@ -1046,28 +1052,19 @@ impl SessionStore for DynamoDbStore {
                 owner.map(|owner| (OWNER, owner)),
             );
             let mut request = inner
-                .client
+                .writer
                 .put_item()
                 .table_name(&inner.table)
                 .set_item(Some(item))
                 .condition_expression(expression)
                 .expression_attribute_names("#s", SESS)
                 .expression_attribute_names("#e", EXPIRES);
-            if expected.is_none() {
-                request = request.expression_attribute_names("#k", &inner.hash_key);
-            }
             for (name, value) in values {
                 request = request.expression_attribute_values(name, value);
             }
-            self.conditional_write("PutItem", || {
-                request
-                    .clone()
-                    .customize()
-                    .config_override(no_retry())
-                    .send()
-            })
-            .await?
-            .map(|(_, retried)| retried)
+            self.conditional_write("PutItem", || request.clone().send())
+                .await?
+                .map(|(_, retried)| retried)
         };
         match outcome {
             Outcome::Done(_) => Ok(SetOutcome::Written(version)),
@@ -1117,9 +1114,7 @@ impl SessionStore for DynamoDbStore {
             .update_item()
             .table_name(&inner.table)
             .key(&inner.hash_key, self.key_value(id))
-            .condition_expression(
-                "attribute_exists(#s) AND (attribute_not_exists(#e) OR #e > :now)",
-            )
+            .condition_expression("attribute_exists(#s) AND NOT #e <= :now")
             .expression_attribute_names("#s", SESS)
             .expression_attribute_names("#e", EXPIRES)
             .expression_attribute_values(
@@ -1169,7 +1164,7 @@ impl SessionStore for DynamoDbStore {
     async fn len(&self) -> Result<usize, Error> {
         let now = item::whole_seconds(Timestamp::now()).to_string();
         self.count(
-            Some("attribute_type(#s, :string) AND (attribute_not_exists(#e) OR #e > :now)"),
+            Some("attribute_type(#s, :string) AND NOT #e <= :now"),
             vec![
                 (":string", AttributeValue::S("S".to_owned())),
                 (":now", AttributeValue::N(now)),
