@@ -5,9 +5,15 @@
 
 use std::collections::HashMap;
 use std::error::Error as _;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept};
+use aws_sdk_dynamodb::error::BoxError;
+use aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemInput;
+use aws_sdk_dynamodb::operation::get_item::GetItemInput;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, KeySchemaElement, KeyType, ProvisionedThroughput,
     ScalarAttributeType,
@@ -755,4 +761,173 @@ async fn a_write_whose_answer_was_lost_is_found_written() {
         direct.get(&id).await.unwrap().unwrap().record.data()["n"],
         json!(2)
     );
+}
+
+/// Counts the reads a client sends: `GetItem`s and `BatchGetItem`s.
+#[derive(Clone, Debug, Default)]
+struct ReadCalls(Arc<Mutex<(usize, usize)>>);
+
+impl ReadCalls {
+    /// A client for `store`'s server that counts its reads here.
+    fn client_for(&self, store: &DynamoDbStore) -> Client {
+        Client::from_conf(
+            store
+                .client()
+                .config()
+                .to_builder()
+                .interceptor(self.clone())
+                .build(),
+        )
+    }
+
+    /// `GetItem`s and `BatchGetItem`s sent since the last call.
+    fn take(&self) -> (usize, usize) {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl Intercept for ReadCalls {
+    fn name(&self) -> &'static str {
+        "ReadCalls"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let input = context.input();
+        let mut counts = self.0.lock().unwrap();
+        if input.downcast_ref::<GetItemInput>().is_some() {
+            counts.0 += 1;
+        } else if input.downcast_ref::<BatchGetItemInput>().is_some() {
+            counts.1 += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Reads `ids` at once, each in a task of its own.
+async fn read_at_once(store: &DynamoDbStore, ids: &[Id]) -> Vec<Option<serde_json::Value>> {
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let (store, id) = (store.clone(), id.clone());
+            tokio::spawn(async move {
+                let loaded = store.get(&id).await.unwrap();
+                loaded.map(|loaded| serde_json::Value::Object(loaded.record.data().clone()))
+            })
+        })
+        .collect();
+    let mut found = Vec::new();
+    for task in tasks {
+        found.push(task.await.unwrap());
+    }
+    found
+}
+
+/// Reads beyond the turns the store allows wait and go together, as one `BatchGetItem`, and
+/// each gets its own item: a session read twice gets it twice, an unknown or expired one none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_beyond_their_turns_go_together() {
+    let direct = fresh().await;
+    let calls = ReadCalls::default();
+    let store = builder(direct.table_name())
+        .with_client(calls.client_for(&direct))
+        .with_reads_in_flight(1)
+        .build()
+        .await
+        .unwrap();
+    let hour = Some(Duration::from_secs(3600));
+    let mut ids = Vec::new();
+    let mut expected = Vec::new();
+    for n in 0..12 {
+        let id = Id::generate();
+        write(&direct, &id, &record(json!({"n": n}), hour), None).await;
+        ids.push(id);
+        expected.push(Some(n));
+    }
+    ids.push(ids[3].clone());
+    expected.push(Some(3));
+    let expired = Id::generate();
+    let now_s = Timestamp::now().as_millis().div_euclid(1000);
+    put_raw(
+        &direct,
+        &[
+            ("id", s(&format!("sess:{}", expired.as_str()))),
+            ("expires", n(&(now_s - 1).to_string())),
+            ("type", s("connect-session")),
+            ("sess", s(r#"{"cookie":{"path":"/"},"n":99}"#)),
+        ],
+    )
+    .await;
+    ids.push(expired);
+    expected.push(None);
+    ids.push(Id::generate());
+    expected.push(None);
+
+    calls.take();
+    let found = read_at_once(&store, &ids).await;
+    let found: Vec<Option<i64>> = found
+        .iter()
+        .map(|data| data.as_ref().map(|data| data["n"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(found, expected);
+    let (gets, batches) = calls.take();
+    assert!(batches >= 1, "no BatchGetItem ({gets} GetItems)");
+    assert!(
+        gets + batches < ids.len() / 2,
+        "{gets} GetItems and {batches} BatchGetItems for {} reads",
+        ids.len()
+    );
+
+    // One read at a time: a `GetItem` each, as without batching.
+    for (id, expected) in ids.iter().zip(&expected).take(3) {
+        let loaded = store.get(id).await.unwrap();
+        assert_eq!(
+            loaded.map(|loaded| loaded.record.data()["n"].as_i64().unwrap()),
+            *expected
+        );
+    }
+    assert_eq!(calls.take(), (3, 0));
+}
+
+/// A read DynamoDB leaves out of a batch (its answer would pass the size limit: dynalite's is
+/// about 1.4 MB) is made again, alone, and still gets its item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_left_out_of_a_batch_are_made_alone() {
+    let direct = fresh().await;
+    let calls = ReadCalls::default();
+    let store = builder(direct.table_name())
+        .with_client(calls.client_for(&direct))
+        .with_reads_in_flight(1)
+        .build()
+        .await
+        .unwrap();
+    let hour = Some(Duration::from_secs(3600));
+    let blob = "x".repeat(300 * 1024);
+    let mut ids = Vec::new();
+    for n in 0..8 {
+        let id = Id::generate();
+        write(
+            &direct,
+            &id,
+            &record(json!({"n": n, "blob": blob}), hour),
+            None,
+        )
+        .await;
+        ids.push(id);
+    }
+
+    calls.take();
+    let found = read_at_once(&store, &ids).await;
+    for (n, data) in found.iter().enumerate() {
+        let data = data.as_ref().expect("every session is found");
+        assert_eq!(data["n"], json!(n));
+        assert_eq!(data["blob"].as_str().map(str::len), Some(blob.len()));
+    }
+    let (gets, batches) = calls.take();
+    assert!(batches >= 1, "no BatchGetItem ({gets} GetItems)");
+    // The first read alone, then the batch, then each read it left out.
+    assert!(gets >= 2, "no read was made again alone ({gets} GetItems)");
 }

@@ -22,6 +22,8 @@ use crate::id::Id;
 use crate::record::Record;
 use crate::time::Timestamp;
 
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "dynamodb"))]
+mod batch;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 #[cfg(any(feature = "redis", feature = "dynamodb"))]

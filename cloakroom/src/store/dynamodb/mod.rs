@@ -120,6 +120,19 @@
 //! Time to Live on `expires` (skipped, with a warning, where the server has no such operation,
 //! as in dynalite).
 //!
+//! # Under load
+//! The store sends at most [`with_reads_in_flight`](DynamoDbStoreBuilder::with_reads_in_flight)
+//! reads (8 by default) at a time. A read that finds them all out waits, and the first to get a
+//! turn sends every read waiting then, up to 100, as one strongly consistent `BatchGetItem`;
+//! each read gets its own item. Nothing waits for a batch to fill: with a turn free, a read is a
+//! `GetItem` of its own, sent at once. The client spends most of a read on signing and sending
+//! its request, and a stand-in such as dynalite most of its on taking one in, so one request for
+//! many sessions costs both little more than one for a single session; DynamoDB bills a batch's
+//! reads as it bills them alone. A read DynamoDB leaves out of a batch (`UnprocessedKeys`:
+//! throttled, or the answer over its 16 MB limit) is made again alone, and so is every read of a
+//! batch that fails or whose sender's timeout ran out. Writes are not batched:
+//! `BatchWriteItem` takes no conditions.
+//!
 //! # Failures and timeouts
 //! Every call is bounded by the store's [timeout](DynamoDbStoreBuilder::with_timeout) (5 s by
 //! default), retries included, and fails with [`ErrorKind::Timeout`] when it runs out. A
@@ -156,6 +169,7 @@ use crate::time::Timestamp;
 
 mod calls;
 mod item;
+mod reads;
 
 /// The AWS SDK's DynamoDB crate this store is built on, for
 /// [`with_client`](DynamoDbStoreBuilder::with_client) and [`DynamoDbStore::client`].
@@ -163,6 +177,9 @@ pub use aws_sdk_dynamodb;
 
 use calls::{CallFailed, Outcome};
 use item::{EXPIRES, SESS, Stored};
+use reads::{Fetched, InFlight};
+
+use super::batch::Batches;
 
 /// connect-dynamodb's table name.
 const DEFAULT_TABLE: &str = "sessions";
@@ -180,8 +197,10 @@ const OWNER_INDEX: &str = "owner-index";
 const CAPACITY_UNITS: i64 = 5;
 /// How many deletes `clear` and `prune_expired` keep in flight.
 const DELETES_IN_FLIGHT: usize = 16;
-/// How many reads `sessions_of` keeps in flight.
+/// How many reads `sessions_of` asks for at once.
 const READS_IN_FLIGHT: usize = 16;
+/// How many reads the store sends at a time by default; the others wait and go together.
+const DEFAULT_READS_IN_FLIGHT: usize = 8;
 
 /// Sessions in DynamoDB, in connect-dynamodb's item layout, so Node and Rust services can share
 /// them (see the [module docs](self)).
@@ -210,6 +229,9 @@ struct Inner {
     owner_path: OwnerPath,
     /// Whether the table has the owner index: asked once, on first use.
     owner_index: tokio::sync::OnceCell<bool>,
+    /// `get`'s reads, and their turns (see "Under load" in the module docs).
+    reads: Batches<reads::Get>,
+    in_flight: InFlight,
 }
 
 /// Builds a [`DynamoDbStore`]; see [`DynamoDbStore::builder`].
@@ -226,6 +248,7 @@ pub struct DynamoDbStoreBuilder {
     max_record_size: usize,
     owner_path: OwnerPath,
     create_table: bool,
+    reads_in_flight: usize,
 }
 
 impl fmt::Debug for DynamoDbStoreBuilder {
@@ -244,6 +267,7 @@ impl fmt::Debug for DynamoDbStoreBuilder {
             .field("max_record_size", &self.max_record_size)
             .field("owner_path", &self.owner_path)
             .field("create_table", &self.create_table)
+            .field("reads_in_flight", &self.reads_in_flight)
             .finish()
     }
 }
@@ -344,6 +368,16 @@ impl DynamoDbStoreBuilder {
         self
     }
 
+    /// How many reads the store sends to DynamoDB at a time: 8 by default (at least 1). Reads
+    /// beyond that wait, and go together as one `BatchGetItem` when a turn frees (see "Under
+    /// load" in the [module docs](self#under-load)). With fewer reads at once than this, every
+    /// read is a `GetItem` of its own, sent at once.
+    #[must_use]
+    pub fn with_reads_in_flight(mut self, reads: usize) -> Self {
+        self.reads_in_flight = reads;
+        self
+    }
+
     /// Whether `build` creates the table when it does not exist (with the owner index and Time
     /// to Live, see the [module docs](self#table)); off by default, as in connect-dynamodb.
     #[must_use]
@@ -406,6 +440,12 @@ impl DynamoDbStoreBuilder {
                 .retry_config(RetryConfig::disabled())
                 .build(),
         );
+        let reads = Batches::new(reads::Get {
+            client: client.clone(),
+            table: self.table.clone(),
+            hash_key: self.hash_key.clone(),
+            timeout: self.timeout,
+        });
         let store = DynamoDbStore {
             inner: Arc::new(Inner {
                 client,
@@ -419,6 +459,8 @@ impl DynamoDbStoreBuilder {
                 max_record_size: self.max_record_size,
                 owner_path: self.owner_path,
                 owner_index: tokio::sync::OnceCell::new(),
+                reads,
+                in_flight: InFlight::new(self.reads_in_flight),
             }),
         };
         if self.create_table {
@@ -445,6 +487,7 @@ impl DynamoDbStore {
             max_record_size: super::DEFAULT_MAX_RECORD_SIZE,
             owner_path: OwnerPath::default(),
             create_table: false,
+            reads_in_flight: DEFAULT_READS_IN_FLIGHT,
         }
     }
 
@@ -957,24 +1000,23 @@ impl SessionStore for DynamoDbStore {
         &self.inner.owner_path
     }
 
-    /// A strongly consistent `GetItem`.
+    /// A strongly consistent `GetItem`; under load, with other reads in one `BatchGetItem`.
     async fn get(&self, id: &Id) -> Result<Option<Loaded>, Error> {
         let inner = &self.inner;
         // Taken before asking, so `expires_at` errs early, never late.
         let now = Timestamp::now();
-        let output = calls::plain(
-            "GetItem",
+        let key = self.key(id);
+        let fetched = tokio::time::timeout(
             inner.timeout,
-            inner
-                .client
-                .get_item()
-                .table_name(&inner.table)
-                .key(&inner.hash_key, self.key_value(id))
-                .consistent_read(true)
-                .send(),
+            inner.reads.call(&inner.in_flight, || key.clone()),
         )
-        .await?;
-        match item::read(output.item, now) {
+        .await
+        .map_err(|_| reads::waited_too_long(inner.timeout))??;
+        let item = match fetched {
+            Fetched::Item(item) => item,
+            Fetched::Unprocessed => inner.reads.kind().get_one(&key).await?,
+        };
+        match item::read(item, now) {
             Stored::Absent => Ok(None),
             Stored::Live { json, expires_at } => {
                 loaded(json, expires_at, inner.max_record_size).map(Some)

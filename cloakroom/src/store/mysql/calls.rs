@@ -1,11 +1,13 @@
-//! The calls the store batches ([`batch`](crate::store::sql::batch)): a read of one session.
+//! The calls the store batches ([`batch`](crate::store::batch)): a read of one session.
 //! MySQL has no arrays, so many ids are read with `sid IN (…)`, one statement per power of two
 //! (the list padded by repeating its last id), so each connection prepares a handful.
 
-use sqlx::mysql::{MySql, MySqlConnection};
+use sqlx::mysql::MySql;
+use sqlx::pool::PoolConnection;
 
 use super::{LoadableBytes, query_as, text, text_or_null};
-use crate::store::sql::batch::{Kind, Read, Row};
+use crate::store::batch::Kind;
+use crate::store::sql::batch::{Read, Row};
 use crate::store::sql::{Arg, Dialect, Statement, Statements};
 
 /// The largest `IN` list: 2 to the power of this.
@@ -33,21 +35,22 @@ impl Get {
 }
 
 impl Kind for Get {
-    type Database = MySql;
+    type Slots = sqlx::Pool<MySql>;
     type Request = Read;
     type Answer = Row;
     const REPEATABLE: bool = true;
+    const AT_MOST: usize = 128;
 
     async fn run(
         &self,
-        connection: &mut MySqlConnection,
+        connection: &mut PoolConnection<MySql>,
         requests: &[Read],
     ) -> Result<Vec<Row>, sqlx::Error> {
         let (now, max_size) = Read::parameters(requests);
         if let [read] = requests {
             let args = [Arg::Text(&read.sid), Arg::Int(now), Arg::Int(max_size)];
             let row: Option<(Option<Vec<u8>>, i64, i64)> = query_as(&self.one, &args)
-                .fetch_optional(&mut *connection)
+                .fetch_optional(&mut **connection)
                 .await?;
             let row = match row {
                 Some((sess, len, expires)) => Some((text_or_null(sess)?, len, expires)),
@@ -67,7 +70,7 @@ impl Kind for Get {
         args.extend(requests.iter().map(|read| Arg::Text(&read.sid)));
         // Padded to the list's length with the last id again.
         args.resize(2 + requests.len().next_power_of_two(), Arg::Text(&last.sid));
-        let rows: Vec<LoadableBytes> = query_as(many, &args).fetch_all(&mut *connection).await?;
+        let rows: Vec<LoadableBytes> = query_as(many, &args).fetch_all(&mut **connection).await?;
         let mut found = Vec::with_capacity(rows.len());
         for (sid, sess, len, expires) in rows {
             found.push((text(sid)?, (text_or_null(sess)?, len, expires)));

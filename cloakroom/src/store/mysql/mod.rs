@@ -147,8 +147,9 @@ use sqlx::mysql::{
 };
 use sqlx::query::{Query, QueryAs};
 
+use super::batch::Batches;
 pub use super::sql::InvalidName;
-use super::sql::batch::{Batches, Read};
+use super::sql::batch::Read;
 use super::sql::{
     self, Arg, Backend, Dialect, LoadableRow, PruneTask, Rounding, Settings, Statement, Statements,
 };

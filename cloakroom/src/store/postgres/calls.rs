@@ -1,10 +1,12 @@
-//! The calls the store batches ([`batch`](crate::store::sql::batch)): a read of one session, and a
+//! The calls the store batches ([`batch`](crate::store::batch)): a read of one session, and a
 //! compare-and-set of one session's data.
 
-use sqlx::postgres::PgConnection;
+use sqlx::Postgres;
+use sqlx::pool::PoolConnection;
 
 use super::query_as;
-use crate::store::sql::batch::{Kind, Read, Row};
+use crate::store::batch::Kind;
+use crate::store::sql::batch::{Read, Row};
 use crate::store::sql::ops::Replacement;
 use crate::store::sql::{Arg, Statement};
 
@@ -15,21 +17,22 @@ pub(super) struct Get {
 }
 
 impl Kind for Get {
-    type Database = sqlx::Postgres;
+    type Slots = sqlx::Pool<sqlx::Postgres>;
     type Request = Read;
     type Answer = Row;
     const REPEATABLE: bool = true;
+    const AT_MOST: usize = 128;
 
     async fn run(
         &self,
-        connection: &mut PgConnection,
+        connection: &mut PoolConnection<Postgres>,
         requests: &[Read],
     ) -> Result<Vec<Row>, sqlx::Error> {
         let (now, max_size) = Read::parameters(requests);
         if let [read] = requests {
             let args = [Arg::Text(&read.sid), Arg::Int(now), Arg::Int(max_size)];
             let row = query_as(&self.one, &args)
-                .fetch_optional(&mut *connection)
+                .fetch_optional(&mut **connection)
                 .await?;
             return Ok(vec![row]);
         }
@@ -38,7 +41,7 @@ impl Kind for Get {
             .bind(&sids)
             .bind(now)
             .bind(max_size)
-            .fetch_all(&mut *connection)
+            .fetch_all(&mut **connection)
             .await?;
         let rows = rows
             .into_iter()
@@ -88,15 +91,16 @@ impl ReplaceRequest {
 }
 
 impl Kind for Replace {
-    type Database = sqlx::Postgres;
+    type Slots = sqlx::Pool<sqlx::Postgres>;
     type Request = ReplaceRequest;
     /// Whether the write was made.
     type Answer = bool;
     const REPEATABLE: bool = false;
+    const AT_MOST: usize = 128;
 
     async fn run(
         &self,
-        connection: &mut PgConnection,
+        connection: &mut PoolConnection<Postgres>,
         requests: &[ReplaceRequest],
     ) -> Result<Vec<bool>, sqlx::Error> {
         // Every row must be live at the latest `now`, which is no earlier than any write began.
@@ -104,7 +108,7 @@ impl Kind for Replace {
         if let [write] = requests {
             let args = write.at(now).args();
             let written = super::query(&self.one, &args)
-                .execute(&mut *connection)
+                .execute(&mut **connection)
                 .await?;
             return Ok(vec![written.rows_affected() > 0]);
         }
@@ -118,7 +122,7 @@ impl Kind for Replace {
             .bind(column(|write| &write.sid))
             .bind(column(|write| &write.expected))
             .bind(now)
-            .fetch_all(&mut *connection)
+            .fetch_all(&mut **connection)
             .await?;
         let mut answers = vec![false; requests.len()];
         for (position,) in written {

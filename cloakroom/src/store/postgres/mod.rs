@@ -167,8 +167,9 @@ use sqlx::error::DatabaseError;
 use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgRow, Postgres};
 use sqlx::query::{Query, QueryAs};
 
+use super::batch::Batches;
 pub use super::sql::InvalidName;
-use super::sql::batch::{Batches, Read};
+use super::sql::batch::Read;
 use super::sql::ops::Replacement;
 use super::sql::{
     self, Arg, Backend, Dialect, LoadableRow, PruneTask, Settings, Statement, Statements,

@@ -16,6 +16,7 @@ use crate::record::Record;
 use crate::time::Timestamp;
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) mod batch;
 pub(crate) mod ops;
 mod statements;
