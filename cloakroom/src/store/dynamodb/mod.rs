@@ -81,9 +81,9 @@
 //! concurrent write from this store (last write wins there, as it always has).
 //!
 //! The conditions are written in the fewest terms that say them: a stand-in such as dynalite
-//! parses every expression anew, and there the earlier `sess = :loaded AND
-//! (attribute_not_exists(expires) OR expires > :now)` about doubled what a compare-and-set cost
-//! it.
+//! parses every expression anew, and the longer forms these replaced (`attribute_not_exists`
+//! inside a parenthesised `OR`) cost it about 1.5 times as much CPU per compare-and-set in the
+//! benchmark (the README's MySQL and DynamoDB figures).
 //!
 //! # Size limit
 //! DynamoDB refuses items over 400 KB, names and values counted, so the largest record this
