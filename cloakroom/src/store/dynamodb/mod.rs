@@ -1006,16 +1006,15 @@ impl SessionStore for DynamoDbStore {
         // Taken before asking, so `expires_at` errs early, never late.
         let now = Timestamp::now();
         let key = self.key(id);
-        let fetched = tokio::time::timeout(
-            inner.timeout,
-            inner.reads.call(&inner.in_flight, || key.clone()),
-        )
-        .await
-        .map_err(|_| reads::waited_too_long(inner.timeout))??;
-        let item = match fetched {
-            Fetched::Item(item) => item,
-            Fetched::Unprocessed => inner.reads.kind().get_one(&key).await?,
+        let read = async {
+            match inner.reads.call(&inner.in_flight, || key.clone()).await? {
+                Fetched::Item(item) => Ok(item),
+                Fetched::Unprocessed => inner.reads.kind().get_one(&key).await,
+            }
         };
+        let item = tokio::time::timeout(inner.timeout, read)
+            .await
+            .map_err(|_| reads::timed_out(inner.timeout))??;
         match item::read(item, now) {
             Stored::Absent => Ok(None),
             Stored::Live { json, expires_at } => {

@@ -173,8 +173,8 @@ impl Get {
     }
 }
 
-/// A read that found no turn within `timeout`.
-pub(super) fn waited_too_long(timeout: Duration) -> Error {
+/// A read with no answer within `timeout`, its wait for a turn included.
+pub(super) fn timed_out(timeout: Duration) -> Error {
     Error::new(
         ErrorKind::Timeout,
         CallFailed::new("GetItem", format!("no answer within {timeout:?}")),
