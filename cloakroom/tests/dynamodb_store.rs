@@ -826,10 +826,9 @@ async fn read_at_once(store: &DynamoDbStore, ids: &[Id]) -> Vec<Option<serde_jso
     found
 }
 
-/// Reads beyond the turns the store allows wait and go together, as one `BatchGetItem`, and
-/// each gets its own item: a session read twice gets it twice, an unknown or expired one none.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_beyond_their_turns_go_together() {
+/// A store on a fresh table, a second store on it that sends one read at a time, and the count
+/// of the second one's reads.
+async fn one_read_at_a_time() -> (DynamoDbStore, DynamoDbStore, ReadCalls) {
     let direct = fresh().await;
     let calls = ReadCalls::default();
     let store = builder(direct.table_name())
@@ -838,6 +837,14 @@ async fn reads_beyond_their_turns_go_together() {
         .build()
         .await
         .unwrap();
+    (direct, store, calls)
+}
+
+/// Reads beyond the turns the store allows wait and go together, as one `BatchGetItem`, and
+/// each gets its own item: a session read twice gets it twice, an unknown or expired one none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_beyond_their_turns_go_together() {
+    let (direct, store, calls) = one_read_at_a_time().await;
     let hour = Some(Duration::from_secs(3600));
     let mut ids = Vec::new();
     let mut expected = Vec::new();
@@ -896,14 +903,7 @@ async fn reads_beyond_their_turns_go_together() {
 /// about 1.4 MB) is made again, alone, and still gets its item.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_left_out_of_a_batch_are_made_alone() {
-    let direct = fresh().await;
-    let calls = ReadCalls::default();
-    let store = builder(direct.table_name())
-        .with_client(calls.client_for(&direct))
-        .with_reads_in_flight(1)
-        .build()
-        .await
-        .unwrap();
+    let (direct, store, calls) = one_read_at_a_time().await;
     let hour = Some(Duration::from_secs(3600));
     let blob = "x".repeat(300 * 1024);
     let mut ids = Vec::new();
