@@ -215,7 +215,8 @@ pub struct DynamoDbStore {
 
 struct Inner {
     client: Client,
-    /// `client` with its retries off, for conditional writes (see `conditional_write`). Built
+    /// `client` with its retries off, for conditional writes: a retry of one that landed would
+    /// fail its own condition, so the store retries them itself (`conditional_write`). Built
     /// once rather than as a per-call config override, which the SDK turns into runtime
     /// plugins again on every call.
     writer: Client,
@@ -966,7 +967,6 @@ fn add_names(
     request
 }
 
-/// For conditional writes: a retry of one that landed would fail its own condition.
 /// Whether `error` is DynamoDB's error `code`.
 fn is_code(error: &Error, code: &str) -> bool {
     std::error::Error::source(error)
