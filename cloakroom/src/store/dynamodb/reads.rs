@@ -103,7 +103,7 @@ impl Kind for Get {
             })
             .consistent_read(true)
             .build()
-            .map_err(|error| Error::new(ErrorKind::Backend, error))?;
+            .map_err(super::built)?;
         let output = calls::plain(
             "BatchGetItem",
             self.timeout,
