@@ -114,11 +114,6 @@ impl<K: Kind> Batches<K> {
         }
     }
 
-    /// What the batched calls are.
-    pub(crate) fn kind(&self) -> &K {
-        &self.kind
-    }
-
     /// Runs the request `request()` makes, together with others waiting at the same time where
     /// there are any. `request` is called again if this call has to run alone after all.
     pub(crate) async fn call(

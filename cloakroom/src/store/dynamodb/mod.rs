@@ -129,9 +129,9 @@
 //! its request, and a stand-in such as dynalite most of its on taking one in, so one request for
 //! many sessions costs both little more than one for a single session; DynamoDB bills a batch's
 //! reads as it bills them alone. A read DynamoDB leaves out of a batch (`UnprocessedKeys`:
-//! throttled, or the answer over its 16 MB limit) is made again alone, and so is every read of a
-//! batch that fails or whose sender's timeout ran out. Writes are not batched:
-//! `BatchWriteItem` takes no conditions.
+//! throttled, or the answer over its 16 MB limit) is made again alone, in the batch's turn; every
+//! read of a batch that fails, or whose sender's timeout ran out, is made again alone too.
+//! Writes are not batched: `BatchWriteItem` takes no conditions.
 //!
 //! # Failures and timeouts
 //! Every call is bounded by the store's [timeout](DynamoDbStoreBuilder::with_timeout) (5 s by
@@ -177,7 +177,7 @@ pub use aws_sdk_dynamodb;
 
 use calls::{CallFailed, Outcome};
 use item::{EXPIRES, SESS, Stored};
-use reads::{Fetched, InFlight};
+use reads::InFlight;
 
 use super::batch::Batches;
 
@@ -1006,12 +1006,7 @@ impl SessionStore for DynamoDbStore {
         // Taken before asking, so `expires_at` errs early, never late.
         let now = Timestamp::now();
         let key = self.key(id);
-        let read = async {
-            match inner.reads.call(&inner.in_flight, || key.clone()).await? {
-                Fetched::Item(item) => Ok(item),
-                Fetched::Unprocessed => inner.reads.kind().get_one(&key).await,
-            }
-        };
+        let read = inner.reads.call(&inner.in_flight, || key.clone());
         let item = tokio::time::timeout(inner.timeout, read)
             .await
             .map_err(|_| reads::timed_out(inner.timeout))??;

@@ -2,8 +2,9 @@
 //!
 //! At most [`DynamoDbStoreBuilder::with_reads_in_flight`] reads are sent at a time; a read that
 //! finds them all taken waits, and the first to get a turn sends every read waiting then (up to
-//! 100, `BatchGetItem`'s limit) in one request. A read with a turn free is a `GetItem` of its
-//! own, as without batching.
+//! 100, `BatchGetItem`'s limit) in one request; a key DynamoDB leaves out of the batch is read
+//! again alone, in the same turn. A read with a turn free is a `GetItem` of its own, as without
+//! batching.
 //!
 //! [`batch`]: crate::store::batch
 //! [`DynamoDbStoreBuilder::with_reads_in_flight`]: super::DynamoDbStoreBuilder::with_reads_in_flight
@@ -66,20 +67,12 @@ pub(super) struct Get {
     pub(super) timeout: Duration,
 }
 
-/// What a read found.
-pub(super) enum Fetched {
-    /// The item under the key, if any.
-    Item(Option<Item>),
-    /// DynamoDB left the key out of a batch (throttled, or the batch's answer was over its
-    /// 16 MB limit): the read is to be made again, alone.
-    Unprocessed,
-}
-
 impl Kind for Get {
     type Slots = InFlight;
     /// The key.
     type Request = String;
-    type Answer = Fetched;
+    /// The item under the key, if any.
+    type Answer = Option<Item>;
     const REPEATABLE: bool = true;
     const AT_MOST: usize = BATCH_GET_AT_MOST;
 
@@ -87,9 +80,9 @@ impl Kind for Get {
         &self,
         _turn: &mut OwnedSemaphorePermit,
         keys: &[String],
-    ) -> Result<Vec<Fetched>, Error> {
+    ) -> Result<Vec<Option<Item>>, Error> {
         if let [key] = keys {
-            return Ok(vec![Fetched::Item(self.get_one(key).await?)]);
+            return Ok(vec![self.get_one(key).await?]);
         }
         // DynamoDB refuses a batch that names a key twice.
         let unique: HashSet<&str> = keys.iter().map(String::as_str).collect();
@@ -123,17 +116,20 @@ impl Kind for Get {
                 found.insert(key.clone(), item);
             }
         }
-        let unprocessed: HashSet<String> = output
+        // Keys DynamoDB left out of the batch (throttled, or its answer over the 16 MB limit)
+        // are read again, alone, in this batch's turn.
+        let unprocessed = output
             .unprocessed_keys
             .and_then(|mut tables| tables.remove(&self.table))
             .map(|left| left.keys)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|mut key| match key.remove(&self.hash_key) {
-                Some(AttributeValue::S(key)) => Some(key),
-                _ => None,
-            })
-            .collect();
+            .unwrap_or_default();
+        for mut key in unprocessed {
+            if let Some(AttributeValue::S(key)) = key.remove(&self.hash_key)
+                && let Some(item) = self.get_one(&key).await?
+            {
+                found.insert(key, item);
+            }
+        }
         // Each item goes to the last read of its key, and a copy to any read of it before.
         let mut last_read: HashMap<&str, usize> = HashMap::with_capacity(keys.len());
         for (at, key) in keys.iter().enumerate() {
@@ -143,12 +139,10 @@ impl Kind for Get {
             .iter()
             .enumerate()
             .map(|(at, key)| {
-                if unprocessed.contains(key) {
-                    Fetched::Unprocessed
-                } else if last_read.get(key.as_str()) == Some(&at) {
-                    Fetched::Item(found.remove(key))
+                if last_read.get(key.as_str()) == Some(&at) {
+                    found.remove(key)
                 } else {
-                    Fetched::Item(found.get(key).cloned())
+                    found.get(key).cloned()
                 }
             })
             .collect())
@@ -157,7 +151,7 @@ impl Kind for Get {
 
 impl Get {
     /// A strongly consistent `GetItem` of one key.
-    pub(super) async fn get_one(&self, key: &str) -> Result<Option<Item>, Error> {
+    async fn get_one(&self, key: &str) -> Result<Option<Item>, Error> {
         let output = calls::plain(
             "GetItem",
             self.timeout,
