@@ -42,15 +42,31 @@
 //! cannot say which it did: with `CLIENT_FOUND_ROWS` a live row it leaves alone counts one, as
 //! an insert does.) A touch changes `expires` only, so it never changes the version.
 //!
-//! # Under load: one query for many reads
-//! When every pooled connection is busy, requests wait for one. Reads that wait at the same time
-//! are run together: the first to get a connection takes the others and reads them all with one
-//! `SELECT … WHERE session_id IN (…)` (lists of 2, 4, 8 … 128 ids, the last id repeated to fill
-//! one, so each connection prepares a handful of statements), and each gets its own row.
-//! Nothing waits for a batch to fill: with a connection free, a read runs alone, as before. If
-//! the read running a batch is dropped (its timeout ran out) or its query fails, the others each
-//! read alone, so every read's outcome and error are its own. Writes are not batched: MySQL's
-//! `UPDATE` cannot say which rows of a batch it changed.
+//! # Under load: one statement for many sessions
+//! When every pooled connection is busy, requests wait for one. Reads (`get`) and
+//! compare-and-sets (a save of a loaded session, without a session lock) that wait at the same
+//! time are run together: the first to get a connection takes the others of its kind (up to
+//! 128) and runs them as one statement, and each gets its own answer. Nothing waits for a batch
+//! to fill: with a connection free, a call runs alone, as before. MySQL has no arrays, so each
+//! statement comes in lists of 2, 4, 8 … 128 entries (the last entry repeated to fill one),
+//! and each connection prepares a handful.
+//!
+//! - Reads: `SELECT … WHERE session_id IN (…)`.
+//! - Compare-and-sets: `UPDATE … JOIN (SELECT ? … UNION ALL SELECT ? …) AS v ON session_id =
+//!   v_sid AND data = v_expected AND expires >= <now> SET …`, in a transaction. MySQL says how
+//!   many rows an `UPDATE` matched, not which, so the transaction is committed only when every
+//!   write matched its row; otherwise it is rolled back and each write is made alone, under its
+//!   own condition (as are two writes to one session that meet in one batch, which match one
+//!   row). Either way a batch writes exactly what the same writes would one after the other.
+//!   The writes are joined in id order, so batches running at once lock their rows in one
+//!   order and never deadlock each other; a deadlock or lock timeout with another client's
+//!   transaction rolls the batch back to writes made alone too.
+//!
+//! If the call running a batch is dropped (its timeout ran out) or its statement fails, the
+//! other reads each run alone, so their outcomes and errors are their own; the other writes
+//! fail with [`ErrorKind::Unavailable`], since the batch may have been committed (run again, a
+//! write would find itself and report a conflict, and a caller would apply its change twice).
+//! New sessions, deletes, touches and writes under a session lock are not batched.
 //!
 //! # Session lock
 //! With [`with_session_lock`](crate::SessionLayerBuilder::with_session_lock), a session's lock is
@@ -149,7 +165,8 @@ use sqlx::query::{Query, QueryAs};
 
 use super::batch::Batches;
 pub use super::sql::InvalidName;
-use super::sql::batch::Read;
+use super::sql::batch::{Read, Write};
+use super::sql::ops::Replacement;
 use super::sql::{
     self, Arg, Backend, Dialect, LoadableRow, PruneTask, Rounding, Settings, Statement, Statements,
 };
@@ -197,6 +214,7 @@ struct Inner {
     statements: Statements,
     /// Reads waiting for a connection, to be run together.
     gets: Batches<calls::Get>,
+    replaces: Batches<calls::Replace>,
     /// Whether the session locks' table is known to exist: it is created on first use of the
     /// session lock.
     locks_ready: tokio::sync::OnceCell<()>,
@@ -503,11 +521,17 @@ impl MySqlStoreBuilder {
             create_table(&pool, &self.table, &self.columns, &statements).await?;
         }
         let gets = Batches::new(calls::Get::new(&dialect, &table, statements.get.clone()));
+        let replaces = Batches::new(calls::Replace::new(
+            &dialect,
+            &table,
+            statements.replace.clone(),
+        ));
         let inner = Arc::new_cyclic(|weak| Inner {
             pool,
             table: self.table,
             statements,
             gets,
+            replaces,
             locks_ready: tokio::sync::OnceCell::new(),
             settings: self.settings,
             prune_interval: self.prune_interval,
@@ -799,6 +823,10 @@ impl Backend for Inner {
             max_size,
         };
         self.gets.call(&self.pool, request).await
+    }
+
+    async fn replace(&self, write: Replacement<'_>) -> Result<bool, sqlx::Error> {
+        self.replaces.call(&self.pool, || Write::new(write)).await
     }
 
     async fn fetch_one_record(

@@ -6,8 +6,7 @@ use sqlx::pool::PoolConnection;
 
 use super::query_as;
 use crate::store::batch::Kind;
-use crate::store::sql::batch::{Read, Row};
-use crate::store::sql::ops::Replacement;
+use crate::store::sql::batch::{Read, Row, Write};
 use crate::store::sql::{Arg, Statement};
 
 /// `get`: `one` reads one session, `many` the same for many ids.
@@ -56,43 +55,9 @@ pub(super) struct Replace {
     pub(super) many: Statement,
 }
 
-/// A compare-and-set of one session: the new `sess`, its expiry in seconds, the id, the `sess`
-/// it must still hold, and now in seconds (the row must be live then).
-pub(super) struct ReplaceRequest {
-    pub(super) sess: String,
-    pub(super) expire: i64,
-    pub(super) sid: String,
-    pub(super) expected: String,
-    pub(super) now: i64,
-}
-
-impl ReplaceRequest {
-    /// The owned copy of `write`, to wait in the queue.
-    pub(super) fn new(write: Replacement<'_>) -> Self {
-        ReplaceRequest {
-            sess: write.sess.to_owned(),
-            expire: write.expire,
-            sid: write.sid.to_owned(),
-            expected: write.expected.to_owned(),
-            now: write.now,
-        }
-    }
-
-    /// This write as `replace` takes it, live at `now`.
-    fn at(&self, now: i64) -> Replacement<'_> {
-        Replacement {
-            sess: &self.sess,
-            expire: self.expire,
-            sid: &self.sid,
-            expected: &self.expected,
-            now,
-        }
-    }
-}
-
 impl Kind for Replace {
     type Slots = sqlx::Pool<sqlx::Postgres>;
-    type Request = ReplaceRequest;
+    type Request = Write;
     /// Whether the write was made.
     type Answer = bool;
     const REPEATABLE: bool = false;
@@ -101,10 +66,9 @@ impl Kind for Replace {
     async fn run(
         &self,
         connection: &mut PoolConnection<Postgres>,
-        requests: &[ReplaceRequest],
+        requests: &[Write],
     ) -> Result<Vec<bool>, sqlx::Error> {
-        // Every row must be live at the latest `now`, which is no earlier than any write began.
-        let now = requests.iter().map(|write| write.now).max().unwrap_or(0);
+        let now = Write::now(requests);
         if let [write] = requests {
             let args = write.at(now).args();
             let written = super::query(&self.one, &args)
@@ -112,9 +76,8 @@ impl Kind for Replace {
                 .await?;
             return Ok(vec![written.rows_affected() > 0]);
         }
-        let column = |field: fn(&ReplaceRequest) -> &str| -> Vec<&str> {
-            requests.iter().map(field).collect()
-        };
+        let column =
+            |field: fn(&Write) -> &str| -> Vec<&str> { requests.iter().map(field).collect() };
         let expires: Vec<i64> = requests.iter().map(|write| write.expire).collect();
         let written: Vec<(i64,)> = sqlx::query_as(&self.many)
             .bind(column(|write| &write.sess))

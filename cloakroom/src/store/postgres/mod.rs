@@ -169,7 +169,7 @@ use sqlx::query::{Query, QueryAs};
 
 use super::batch::Batches;
 pub use super::sql::InvalidName;
-use super::sql::batch::Read;
+use super::sql::batch::{Read, Write};
 use super::sql::ops::Replacement;
 use super::sql::{
     self, Arg, Backend, Dialect, LoadableRow, PruneTask, Settings, Statement, Statements,
@@ -859,9 +859,7 @@ impl Backend for Inner {
                 .await?
                 > 0);
         };
-        replaces
-            .call(&self.pool, || calls::ReplaceRequest::new(write))
-            .await
+        replaces.call(&self.pool, || Write::new(write)).await
     }
 
     async fn fetch_one_record(

@@ -7,6 +7,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Database, Pool};
 
 use crate::store::batch::{Lost, Slots};
+use crate::store::sql::ops::Replacement;
 
 impl<DB: Database> Slots for Pool<DB> {
     type Slot = PoolConnection<DB>;
@@ -62,5 +63,45 @@ impl Read {
             .iter()
             .map(|read| rows.get(&read.sid).cloned())
             .collect()
+    }
+}
+
+/// A compare-and-set of one session: the new `sess`, its expiry in seconds, the id, the `sess`
+/// it must still hold, and now in seconds (the row must be live then).
+pub(crate) struct Write {
+    pub(crate) sess: String,
+    pub(crate) expire: i64,
+    pub(crate) sid: String,
+    pub(crate) expected: String,
+    pub(crate) now: i64,
+}
+
+impl Write {
+    /// The batch's now: the latest of its writes', which is no earlier than any of them began
+    /// (every row must be live then).
+    pub(crate) fn now(writes: &[Write]) -> i64 {
+        writes.iter().map(|write| write.now).max().unwrap_or(0)
+    }
+
+    /// The owned copy of `write`, to wait in the queue.
+    pub(crate) fn new(write: Replacement<'_>) -> Self {
+        Write {
+            sess: write.sess.to_owned(),
+            expire: write.expire,
+            sid: write.sid.to_owned(),
+            expected: write.expected.to_owned(),
+            now: write.now,
+        }
+    }
+
+    /// This write as `replace` takes it, live at `now`.
+    pub(crate) fn at(&self, now: i64) -> Replacement<'_> {
+        Replacement {
+            sess: &self.sess,
+            expire: self.expire,
+            sid: &self.sid,
+            expected: &self.expected,
+            now,
+        }
     }
 }

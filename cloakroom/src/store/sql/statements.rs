@@ -228,6 +228,41 @@ impl Statements {
         ))
     }
 
+    /// `replace` for `n` writes at once, for a database without arrays: the `UPDATE` joined to
+    /// the writes as a derived table. Parameters: 1 now in seconds, then four a write from 2: the
+    /// new `sess`, its expiry, the id and the expected `sess`. It says how many rows its
+    /// conditions matched, not which: callers run it in a transaction and keep it only when
+    /// every write was made.
+    // Only MySQL writes this way (Postgres has arrays and `RETURNING`).
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+    pub(crate) fn replace_in(dialect: &impl Dialect, table: &str, n: usize) -> Statement {
+        let [sid, sess_column, expire] = dialect.columns();
+        let writes: Vec<String> = (0..n)
+            .map(|i| {
+                let k = 2 + 4 * i;
+                let [sess, expiry, id, expected] =
+                    [k, k + 1, k + 2, k + 3].map(|k| param(dialect, k));
+                if i == 0 {
+                    format!(
+                        "SELECT {sess} AS v_sess, {expiry} AS v_expire, {id} AS v_sid, \
+                         {expected} AS v_expected"
+                    )
+                } else {
+                    format!("SELECT {sess}, {expiry}, {id}, {expected}")
+                }
+            })
+            .collect();
+        Statement::new(format!(
+            "UPDATE {table} JOIN ({}) AS v ON {sid} = v_sid AND {} = v_expected \
+             AND {expire} >= {} SET {sess_column} = {}, {expire} = {}",
+            writes.join(" UNION ALL "),
+            dialect.sess_text(),
+            dialect.time(&param(dialect, 1)),
+            dialect.sess_value("v_sess"),
+            dialect.time("v_expire")
+        ))
+    }
+
     /// `table` and `locks`: the quoted (and, for Postgres, schema-qualified) names of the
     /// sessions' table and of the locks' table; `owner_index`: the quoted, unqualified name of
     /// the index on the owner at `owner_path` (an index is made in its table's schema).
