@@ -282,3 +282,101 @@ pub fn session_id(cookie: &str) -> Id {
     let (id, _signature) = signed.rsplit_once('.').expect("id.signature");
     Id::from_string(id)
 }
+
+/// The levers of a store that runs calls waiting for a turn together (see
+/// [`writes_that_meet_in_a_batch_each_get_their_own_outcome`]), which only its own test can
+/// reach.
+pub trait Batching {
+    /// Ends the session `id` in the store's own terms: its expiry in the past.
+    fn expire(&self, id: &Id) -> impl std::future::Future<Output = ()>;
+    /// Takes every turn the store has (its pool's one connection), so that calls queue.
+    fn hold(&mut self) -> impl std::future::Future<Output = ()>;
+    /// Gives the turn back, so that the queued calls run as one batch, and checks that they did
+    /// (by the statement the store runs).
+    fn release(&mut self) -> impl std::future::Future<Output = ()>;
+}
+
+/// Compare-and-sets that wait for a turn together run as one batch, and each gets its own
+/// outcome. Four writes to four sessions are all made; with `mixed`, so is one of two writes to
+/// one session from the same version, while writes to an expired session, from a stale
+/// version, and to a missing session make nothing.
+pub async fn writes_that_meet_in_a_batch_each_get_their_own_outcome(
+    store: Store,
+    batching: &mut impl Batching,
+    mixed: bool,
+) {
+    let hour = Some(Duration::from_secs(3600));
+    let mut sessions = Vec::new();
+    for n in 0..6 {
+        let id = Id::generate();
+        let version = write(&*store, &id, &record(json!({ "n": n }), hour), None).await;
+        sessions.push((id, version));
+    }
+    let mut targets: Vec<_> = sessions[..4].to_vec();
+    let missing = Id::generate();
+    if mixed {
+        // Session 5 moves on, so the version loaded before is stale; session 4 expires.
+        let (stale_id, stale) = sessions[5].clone();
+        write(
+            &*store,
+            &stale_id,
+            &record(json!({ "n": 50 }), hour),
+            Some(&stale),
+        )
+        .await;
+        batching.expire(&sessions[4].0).await;
+        // Then 4 (expired), 5 (stale), 3 a second time, and a missing session.
+        targets.extend([
+            sessions[4].clone(),
+            sessions[5].clone(),
+            sessions[3].clone(),
+            (missing.clone(), sessions[0].1.clone()),
+        ]);
+    }
+    batching.hold().await;
+    let mut writes = Vec::new();
+    for (k, (id, version)) in targets.into_iter().enumerate() {
+        let store = Arc::clone(&store);
+        writes.push(tokio::spawn(async move {
+            let written = record(json!({ "written": k }), hour);
+            let outcome = store
+                .set(&id, &written, Condition::version(&version))
+                .await
+                .unwrap();
+            (k, matches!(outcome, SetOutcome::Written(_)))
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    batching.release().await;
+    let mut written = Vec::new();
+    for write in writes {
+        let (k, made) = write.await.unwrap();
+        if made {
+            written.push(k);
+        }
+    }
+    written.sort_unstable();
+    if !mixed {
+        assert_eq!(written, [0, 1, 2, 3]);
+        return;
+    }
+    // 0–2 always; one of 3 and 6 (session 3 twice); never 4, 5 or 7.
+    assert_eq!(written.len(), 4, "{written:?}");
+    assert_eq!(written[..3], [0, 1, 2]);
+    assert!(written[3] == 3 || written[3] == 6, "{written:?}");
+    for (k, (id, _)) in sessions.iter().enumerate() {
+        let data = store
+            .get(id)
+            .await
+            .unwrap()
+            .map(|loaded| loaded.record.data().clone());
+        let expected = match k {
+            0..=2 => Some(json!({ "written": k })),
+            3 => Some(json!({ "written": written[3] })),
+            4 => None,
+            _ => Some(json!({ "n": 50 })),
+        };
+        assert_eq!(data.map(serde_json::Value::Object), expected, "session {k}");
+    }
+    assert!(store.get(&missing).await.unwrap().is_none());
+}

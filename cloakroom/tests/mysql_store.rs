@@ -816,87 +816,51 @@ async fn a_failed_batch_leaves_each_read_to_read_alone() {
 async fn writes_waiting_for_a_connection_run_together_each_with_its_own_outcome() {
     for mixed in [false, true] {
         let (store, own, table) = one_connection_store().await;
-        let hour = Some(Duration::from_secs(3600));
-        let mut sessions = Vec::new();
-        for n in 0..6 {
-            let id = Id::generate();
-            let version = write(&store, &id, &record(json!({ "n": n }), hour), None).await;
-            sessions.push((id, version));
-        }
-        let mut targets: Vec<_> = sessions[..4].to_vec();
-        if mixed {
-            // Session 5 moves on, so the version loaded before is stale; session 4 expires.
-            let (stale_id, stale) = sessions[5].clone();
-            write(
-                &store,
-                &stale_id,
-                &record(json!({ "n": 50 }), hour),
-                Some(&stale),
-            )
-            .await;
-            sqlx::query(&format!(
-                "UPDATE `{table}` SET expires = 0 WHERE session_id = ?"
-            ))
-            .bind(sessions[4].0.as_str())
-            .execute(&own)
-            .await
-            .unwrap();
-            targets.extend([
-                sessions[4].clone(),
-                sessions[5].clone(),
-                sessions[3].clone(),
-                (Id::generate(), sessions[0].1.clone()),
-            ]);
-        }
-        let held = store.pool().acquire().await.unwrap();
-        let store = std::sync::Arc::new(store);
-        let mut writes = Vec::new();
-        for (k, (id, version)) in targets.into_iter().enumerate() {
-            let store = std::sync::Arc::clone(&store);
-            writes.push(tokio::spawn(async move {
-                let written = record(json!({ "written": k }), hour);
-                let outcome = store
-                    .set(&id, &written, Condition::version(&version))
-                    .await
-                    .unwrap();
-                (k, matches!(outcome, SetOutcome::Written(_)))
-            }));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let locker = lock_table(&own, &table).await;
-        drop(held);
-        let (query, _) = blocked_query(&own, &table).await;
+        let mut batching = MySqlBatching {
+            pool: store.pool().clone(),
+            own,
+            table,
+            held: None,
+        };
+        cloakroom_testkit::concurrency::writes_that_meet_in_a_batch_each_get_their_own_outcome(
+            std::sync::Arc::new(store),
+            &mut batching,
+            mixed,
+        )
+        .await;
+    }
+}
+
+/// Holds the store's one connection, then lets its waiting writes go while a table lock shows
+/// them as one `UPDATE … JOIN (… UNION ALL …)`.
+struct MySqlBatching {
+    pool: MySqlPool,
+    own: MySqlPool,
+    table: String,
+    held: Option<sqlx::pool::PoolConnection<sqlx::MySql>>,
+}
+
+impl cloakroom_testkit::concurrency::Batching for MySqlBatching {
+    async fn expire(&self, id: &Id) {
+        sqlx::query(&format!(
+            "UPDATE `{}` SET expires = 0 WHERE session_id = ?",
+            self.table
+        ))
+        .bind(id.as_str())
+        .execute(&self.own)
+        .await
+        .unwrap();
+    }
+
+    async fn hold(&mut self) {
+        self.held = Some(self.pool.acquire().await.unwrap());
+    }
+
+    async fn release(&mut self) {
+        let locker = lock_table(&self.own, &self.table).await;
+        self.held = None;
+        let (query, _) = blocked_query(&self.own, &self.table).await;
         assert!(query.contains("UNION ALL"), "{query}");
         unlock_tables(locker).await;
-        let mut written = Vec::new();
-        for write in writes {
-            let (k, made) = write.await.unwrap();
-            if made {
-                written.push(k);
-            }
-        }
-        written.sort_unstable();
-        if !mixed {
-            assert_eq!(written, [0, 1, 2, 3]);
-            continue;
-        }
-        // 0–2 always; one of 3 and 6 (session 3 twice); never 4 (expired), 5 (stale), 7 (missing).
-        assert_eq!(written.len(), 4, "{written:?}");
-        assert_eq!(written[..3], [0, 1, 2]);
-        assert!(written[3] == 3 || written[3] == 6, "{written:?}");
-        for (k, (id, _)) in sessions.iter().enumerate() {
-            let data = store
-                .get(id)
-                .await
-                .unwrap()
-                .map(|loaded| loaded.record.data().clone());
-            let expected = match k {
-                0..=2 => Some(json!({ "written": k })),
-                3 => Some(json!({ "written": written[3] })),
-                4 => None,
-                _ => Some(json!({ "n": 50 })),
-            };
-            assert_eq!(data.map(serde_json::Value::Object), expected, "session {k}");
-        }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cloakroom::store::postgres::{InvalidName, PostgresStore};
-use cloakroom::store::{Condition, ErrorKind, OwnerIndex, SessionStore, SetOutcome};
+use cloakroom::store::{Condition, ErrorKind, OwnerIndex, SessionStore};
 use cloakroom::{Id, Timestamp};
 use cloakroom_testkit::{record, server_url, unique_name, write};
 use serde_json::json;
@@ -814,90 +814,62 @@ async fn a_failed_batch_leaves_each_read_to_read_alone() {
 /// version, exactly one; a stale version, an expired or a missing session write nothing.
 #[tokio::test]
 async fn writes_waiting_for_a_connection_run_together_each_with_its_own_outcome() {
-    let (store, own, table) = one_connection_store().await;
-    let hour = Some(Duration::from_secs(3600));
-    let mut sessions = Vec::new();
-    for n in 0..6 {
-        let id = Id::generate();
-        let version = write(&store, &id, &record(json!({ "n": n }), hour), None).await;
-        sessions.push((id, version));
+    for mixed in [false, true] {
+        let (store, own, table) = one_connection_store().await;
+        let mut batching = PgBatching {
+            pool: store.pool().clone(),
+            own,
+            table,
+            held: None,
+        };
+        cloakroom_testkit::concurrency::writes_that_meet_in_a_batch_each_get_their_own_outcome(
+            Arc::new(store),
+            &mut batching,
+            mixed,
+        )
+        .await;
     }
-    // Session 5 moves on, so the version loaded before is stale.
-    let (stale_id, stale) = sessions[5].clone();
-    write(
-        &store,
-        &stale_id,
-        &record(json!({ "n": 50 }), hour),
-        Some(&stale),
-    )
-    .await;
-    // Session 4 expires.
-    sqlx::query(&format!(
-        "UPDATE {table} SET expire = to_timestamp(0) WHERE sid = $1"
-    ))
-    .bind(sessions[4].0.as_str())
-    .execute(&own)
-    .await
-    .unwrap();
-    let missing = (Id::generate(), sessions[0].1.clone());
+}
 
-    let held = store.pool().acquire().await.unwrap();
-    let store = Arc::new(store);
-    let mut writes = Vec::new();
-    // Sessions 0 to 5 once, session 3 twice, and the missing one.
-    let targets = sessions
-        .iter()
-        .cloned()
-        .chain([sessions[3].clone(), missing.clone()])
-        .enumerate();
-    for (k, (id, version)) in targets {
-        let store = Arc::clone(&store);
-        writes.push(tokio::spawn(async move {
-            let written = record(json!({ "written": k }), hour);
-            let outcome = store
-                .set(&id, &written, Condition::version(&version))
-                .await
-                .unwrap();
-            (k, matches!(outcome, SetOutcome::Written(_)))
-        }));
+/// Holds the store's one connection, then lets its waiting writes go while a table lock shows
+/// them as one `UPDATE … WITH ORDINALITY`.
+struct PgBatching {
+    pool: sqlx::PgPool,
+    own: sqlx::PgPool,
+    table: String,
+    held: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+}
+
+impl cloakroom_testkit::concurrency::Batching for PgBatching {
+    async fn expire(&self, id: &Id) {
+        sqlx::query(&format!(
+            "UPDATE {} SET expire = to_timestamp(0) WHERE sid = $1",
+            self.table
+        ))
+        .bind(id.as_str())
+        .execute(&self.own)
+        .await
+        .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let mut locker = own.begin().await.unwrap();
-    sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+
+    async fn hold(&mut self) {
+        self.held = Some(self.pool.acquire().await.unwrap());
+    }
+
+    async fn release(&mut self) {
+        let mut locker = self.own.begin().await.unwrap();
+        sqlx::query(&format!(
+            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            self.table
+        ))
         .execute(&mut *locker)
         .await
         .unwrap();
-    drop(held);
-    let (query, _) = blocked_query(&own, &table).await;
-    assert!(query.contains("WITH ORDINALITY"), "{query}");
-    locker.rollback().await.unwrap();
-    let mut written = Vec::new();
-    for write in writes {
-        let (k, made) = write.await.unwrap();
-        if made {
-            written.push(k);
-        }
+        self.held = None;
+        let (query, _) = blocked_query(&self.own, &self.table).await;
+        assert!(query.contains("WITH ORDINALITY"), "{query}");
+        locker.rollback().await.unwrap();
     }
-    written.sort_unstable();
-    // 0–2 always; one of 3 and 6 (session 3 twice); never 4 (expired), 5 (stale), 7 (missing).
-    assert_eq!(written.len(), 4, "{written:?}");
-    assert_eq!(written[..3], [0, 1, 2]);
-    assert!(written[3] == 3 || written[3] == 6, "{written:?}");
-    for (k, (id, _)) in sessions.iter().enumerate() {
-        let data = store
-            .get(id)
-            .await
-            .unwrap()
-            .map(|loaded| loaded.record.data().clone());
-        let expected = match k {
-            0..=2 => Some(json!({ "written": k })),
-            3 => Some(json!({ "written": written[3] })),
-            4 => None,
-            _ => Some(json!({ "n": 50 })),
-        };
-        assert_eq!(data.map(serde_json::Value::Object), expected, "session {k}");
-    }
-    assert!(store.get(&missing.0).await.unwrap().is_none());
 }
 
 /// A write whose batch is abandoned (the call running it timed out while the statement waited)
