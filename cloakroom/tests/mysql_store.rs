@@ -864,3 +864,54 @@ impl cloakroom_testkit::concurrency::Batching for MySqlBatching {
         unlock_tables(locker).await;
     }
 }
+
+/// The batch's rule counts rows: a list of three (a stale write, then two writes to one session
+/// from the same version, whose id is the highest, so the padding repeats it) matches one row,
+/// not three, and is rolled back. Were a row that the join finds several times counted each
+/// time, the count would equal the writes and the stale one would be reported as made.
+#[tokio::test]
+async fn a_row_found_several_times_in_a_batch_counts_once() {
+    let (store, own, table) = one_connection_store().await;
+    let hour = Some(Duration::from_secs(3600));
+    let mut ids = [Id::generate(), Id::generate()];
+    ids.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+    let [low, high] = ids;
+    let stale = write(&store, &low, &record(json!({ "n": 0 }), hour), None).await;
+    write(&store, &low, &record(json!({ "n": 1 }), hour), Some(&stale)).await;
+    let loaded = write(&store, &high, &record(json!({ "n": 0 }), hour), None).await;
+    let mut batching = MySqlBatching {
+        pool: store.pool().clone(),
+        own,
+        table,
+        held: None,
+    };
+    cloakroom_testkit::concurrency::Batching::hold(&mut batching).await;
+    let store = std::sync::Arc::new(store);
+    let targets = [
+        (low.clone(), stale),
+        (high.clone(), loaded.clone()),
+        (high.clone(), loaded),
+    ];
+    let mut writes = Vec::new();
+    for (k, (id, version)) in targets.into_iter().enumerate() {
+        let store = std::sync::Arc::clone(&store);
+        writes.push(tokio::spawn(async move {
+            let written = record(json!({ "written": k }), hour);
+            let outcome = store.set(&id, &written, Condition::version(&version)).await;
+            matches!(outcome, Ok(SetOutcome::Written(_)))
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    cloakroom_testkit::concurrency::Batching::release(&mut batching).await;
+    let mut made = Vec::new();
+    for write in writes {
+        made.push(write.await.unwrap());
+    }
+    assert!(!made[0], "the stale write is not made");
+    assert!(
+        made[1] != made[2],
+        "one of the two from one version: {made:?}"
+    );
+    let low_data = store.get(&low).await.unwrap().unwrap();
+    assert_eq!(low_data.record.data()["n"], json!(1));
+}

@@ -163,7 +163,9 @@ impl Kind for Replace {
         sorted.sort_unstable_by(|a, b| a.sid.cmp(&b.sid));
         let mut args = vec![Arg::Int(now)];
         args.extend(sorted.iter().flat_map(|write| fields(write)));
-        // Padded with the last write again: the same row, matched once.
+        // Padded with the highest id's write again: the server counts a row the join finds
+        // several times once (as it does two writes to one session: see the test
+        // `a_row_found_several_times_in_a_batch_counts_once`), so padding adds nothing.
         let last = sorted[sorted.len() - 1];
         let padded = 1 + 4 * requests.len().next_power_of_two();
         while args.len() < padded {
