@@ -333,29 +333,8 @@ pub async fn writes_that_meet_in_a_batch_each_get_their_own_outcome(
             (missing.clone(), sessions[0].1.clone()),
         ]);
     }
-    batching.hold().await;
-    let mut writes = Vec::new();
-    for (k, (id, version)) in targets.into_iter().enumerate() {
-        let store = Arc::clone(&store);
-        writes.push(tokio::spawn(async move {
-            let written = record(json!({ "written": k }), hour);
-            let outcome = store
-                .set(&id, &written, Condition::version(&version))
-                .await
-                .unwrap();
-            (k, matches!(outcome, SetOutcome::Written(_)))
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    batching.release().await;
-    let mut written = Vec::new();
-    for write in writes {
-        let (k, made) = write.await.unwrap();
-        if made {
-            written.push(k);
-        }
-    }
-    written.sort_unstable();
+    let made = write_in_one_batch(&store, batching, targets).await;
+    let written: Vec<usize> = (0..made.len()).filter(|&k| made[k]).collect();
     if !mixed {
         assert_eq!(written, [0, 1, 2, 3]);
         return;
@@ -379,4 +358,35 @@ pub async fn writes_that_meet_in_a_batch_each_get_their_own_outcome(
         assert_eq!(data.map(serde_json::Value::Object), expected, "session {k}");
     }
     assert!(store.get(&missing).await.unwrap().is_none());
+}
+
+/// Compare-and-sets of `targets` (an id and the version to expect) queued behind
+/// [`Batching::hold`] and let go together by [`Batching::release`]; whether each was made. The
+/// `k`th writes `{"written": k}`.
+pub async fn write_in_one_batch(
+    store: &Store,
+    batching: &mut impl Batching,
+    targets: Vec<(Id, cloakroom::store::Version)>,
+) -> Vec<bool> {
+    let hour = Some(Duration::from_secs(3600));
+    batching.hold().await;
+    let mut writes = Vec::new();
+    for (k, (id, version)) in targets.into_iter().enumerate() {
+        let store = Arc::clone(store);
+        writes.push(tokio::spawn(async move {
+            let written = record(json!({ "written": k }), hour);
+            let outcome = store
+                .set(&id, &written, Condition::version(&version))
+                .await
+                .unwrap();
+            matches!(outcome, SetOutcome::Written(_))
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    batching.release().await;
+    let mut made = Vec::new();
+    for write in writes {
+        made.push(write.await.unwrap());
+    }
+    made
 }

@@ -885,28 +885,14 @@ async fn a_row_found_several_times_in_a_batch_counts_once() {
         table,
         held: None,
     };
-    cloakroom_testkit::concurrency::Batching::hold(&mut batching).await;
-    let store = std::sync::Arc::new(store);
-    let targets = [
+    let store: std::sync::Arc<dyn SessionStore> = std::sync::Arc::new(store);
+    let targets = vec![
         (low.clone(), stale),
         (high.clone(), loaded.clone()),
         (high.clone(), loaded),
     ];
-    let mut writes = Vec::new();
-    for (k, (id, version)) in targets.into_iter().enumerate() {
-        let store = std::sync::Arc::clone(&store);
-        writes.push(tokio::spawn(async move {
-            let written = record(json!({ "written": k }), hour);
-            let outcome = store.set(&id, &written, Condition::version(&version)).await;
-            matches!(outcome, Ok(SetOutcome::Written(_)))
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    cloakroom_testkit::concurrency::Batching::release(&mut batching).await;
-    let mut made = Vec::new();
-    for write in writes {
-        made.push(write.await.unwrap());
-    }
+    let made =
+        cloakroom_testkit::concurrency::write_in_one_batch(&store, &mut batching, targets).await;
     assert!(!made[0], "the stale write is not made");
     assert!(
         made[1] != made[2],
